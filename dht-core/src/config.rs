@@ -1,0 +1,70 @@
+//! Tunables and limits of a node.
+
+use core::time::Duration;
+
+/// Everything a node can be tuned by. Limits bound what a peer can make us hold or do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Config {
+    /// Bucket size and replication factor (k).
+    pub k: usize,
+    /// Requests a lookup keeps in flight until it stalls (α).
+    pub alpha: usize,
+    /// How long to wait for an answer before counting the request as failed.
+    pub request_timeout: Duration,
+    /// Contacts waiting per bucket for a stale entry to fail.
+    pub replacement_cache: usize,
+    /// Failed requests in a row after which a peer leaves the routing table.
+    pub max_failures: u8,
+    /// Candidates a lookup keeps (the farthest not-yet-asked are dropped beyond).
+    pub max_lookup_candidates: usize,
+    /// Largest value accepted, in bytes.
+    pub max_record_size: usize,
+    /// Records a node keeps for others and itself.
+    pub max_records: usize,
+    /// Most contacts accepted in one `Nodes` answer (larger answers are refused whole).
+    pub max_contacts_per_reply: usize,
+    /// Most addresses kept per contact.
+    pub max_addrs_per_contact: usize,
+    /// Longest address kept, in bytes.
+    pub max_addr_len: usize,
+    /// Largest frame the codec accepts, in bytes.
+    pub max_frame_len: usize,
+    /// Outgoing requests in flight at once; beyond it new requests fail at once.
+    pub max_pending_requests: usize,
+    /// Storage operations in flight for peers' requests; beyond it peers' stores are refused.
+    pub max_pending_store_ops: usize,
+    /// TTL given to records put by this node.
+    pub record_ttl: Duration,
+    /// Longest TTL accepted from a peer.
+    pub max_record_ttl: Duration,
+    /// How often this node re-puts the records it published.
+    pub republish_interval: Duration,
+    /// A bucket with no lookup through it for this long is refreshed with a lookup of a random id in it.
+    pub refresh_interval: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            k: 20,
+            alpha: 3,
+            request_timeout: Duration::from_secs(1),
+            replacement_cache: 4,
+            max_failures: 2,
+            max_lookup_candidates: 160,
+            max_record_size: 64 * 1024,
+            max_records: 16_384,
+            max_contacts_per_reply: 20,
+            max_addrs_per_contact: 4,
+            max_addr_len: 256,
+            max_frame_len: 128 * 1024,
+            max_pending_requests: 1024,
+            max_pending_store_ops: 256,
+            record_ttl: Duration::from_secs(36 * 3600),
+            max_record_ttl: Duration::from_secs(48 * 3600),
+            republish_interval: Duration::from_secs(22 * 3600),
+            refresh_interval: Duration::from_secs(3600),
+        }
+    }
+}

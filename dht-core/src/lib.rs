@@ -1,0 +1,34 @@
+//! # dht-core
+//!
+//! A sans-IO Kademlia node and the restartable frame codec of webdht. Nothing here touches a socket, a
+//! clock, a thread or an executor: time comes in as an [`Instant`] argument, randomness from a seed, and
+//! everything the node wants done comes out of [`Node::poll_output`] — messages to send, storage operations,
+//! events. The same code runs natively, in the browser (wasm32) and in the simulator.
+//!
+//! Calling convention of [`Node`]:
+//! - inputs: [`Node::handle_message`], [`Node::handle_store_result`], [`Node::handle_timeout`];
+//! - commands: [`Node::bootstrap`], [`Node::find_node`], [`Node::put`], [`Node::get`];
+//! - outputs: drain [`Node::poll_output`] to `None` after every input or command, then sleep until
+//!   [`Node::poll_timeout`] and call [`Node::handle_timeout`].
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod codec;
+mod config;
+mod event;
+mod id;
+pub mod lookup;
+mod message;
+mod node;
+pub mod routing;
+mod time;
+
+pub use codec::{
+    decode_message, encode_message, CodecError, FrameDecoder, FrameEncoder, HEADER_LEN, MAX_FRAME_LEN_LIMIT,
+};
+pub use config::Config;
+pub use event::{Event, Output, QueryId, QueryStats, StoreOp, StoreOpId, StoreResult};
+pub use id::{Distance, Key, NodeId, ParseIdError, ID_LEN};
+pub use message::{Address, Contact, Message, Record, Request, RequestId, Response, StoreRefusal};
+pub use node::{Node, NodeStats};
+pub use time::Instant;

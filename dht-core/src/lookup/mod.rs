@@ -1,0 +1,341 @@
+//! The iterative lookup: one state machine shared by every query kind (find_node, get, put, refresh).
+//!
+//! Candidates are kept sorted by distance to the target. Up to α requests are in flight; when α answers in a
+//! row bring nobody closer, the lookup is *stalled* and may have up to k in flight, as the Kademlia paper's
+//! final round does. It finishes when the k closest candidates that did not fail have all answered.
+
+use crate::id::{Distance, NodeId};
+use crate::message::Contact;
+
+/// Where a candidate stands in a lookup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerState {
+    /// Known, not asked yet.
+    NotContacted,
+    /// Asked; no answer yet (the node's per-request timeout turns this into `Failed`).
+    Waiting,
+    /// Answered.
+    Succeeded,
+    /// Timed out, refused, or sent an invalid answer.
+    Failed,
+}
+
+#[derive(Debug, Clone)]
+struct Candidate {
+    contact: Contact,
+    distance: Distance,
+    state: PeerState,
+    /// 1 for candidates from our own table, else the hops of the peer that told us about it plus one.
+    hops: u8,
+}
+
+/// What the lookup wants next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Next {
+    /// Send the query's request to this peer.
+    Query(Contact),
+    /// Requests are in flight; wait for answers or timeouts.
+    Wait,
+    /// Done: read [`Lookup::closest`].
+    Finished,
+}
+
+/// Parameters of one lookup.
+#[derive(Debug, Clone, Copy)]
+pub struct LookupParams {
+    /// Number of closest peers wanted (k).
+    pub k: usize,
+    /// Requests in flight before the lookup stalls (α).
+    pub alpha: usize,
+    /// Cap on candidates kept; the farthest not-yet-contacted ones are dropped beyond it.
+    pub max_candidates: usize,
+}
+
+/// An iterative closest-peers lookup.
+#[derive(Debug, Clone)]
+pub struct Lookup {
+    target: NodeId,
+    params: LookupParams,
+    candidates: Vec<Candidate>,
+    in_flight: usize,
+    no_progress: usize,
+    stalled: bool,
+    finished: bool,
+    requests: u32,
+    responses: u32,
+    failures: u32,
+}
+
+impl Lookup {
+    /// A lookup for `target` starting from `seeds` (usually the k closest of our routing table).
+    pub fn new(target: NodeId, seeds: impl IntoIterator<Item = Contact>, params: LookupParams) -> Self {
+        let params = LookupParams {
+            k: params.k.max(1),
+            alpha: params.alpha.max(1),
+            max_candidates: params.max_candidates.max(params.k),
+        };
+        let mut lookup = Lookup {
+            target,
+            params,
+            candidates: Vec::new(),
+            in_flight: 0,
+            no_progress: 0,
+            stalled: false,
+            finished: false,
+            requests: 0,
+            responses: 0,
+            failures: 0,
+        };
+        for c in seeds {
+            lookup.add(c, 1);
+        }
+        lookup
+    }
+
+    /// The point looked up.
+    pub fn target(&self) -> &NodeId {
+        &self.target
+    }
+
+    fn add(&mut self, contact: Contact, hops: u8) -> bool {
+        let distance = contact.id.distance(&self.target);
+        let pos = match self.candidates.binary_search_by_key(&distance, |c| c.distance) {
+            Ok(_) => return false,
+            Err(pos) => pos,
+        };
+        if pos >= self.params.max_candidates {
+            return false;
+        }
+        self.candidates.insert(pos, Candidate { contact, distance, state: PeerState::NotContacted, hops });
+        if self.candidates.len() > self.params.max_candidates {
+            // Drop the farthest candidate we have not asked; asked ones stay so their answers can be matched.
+            if let Some(i) = self.candidates.iter().rposition(|c| c.state == PeerState::NotContacted) {
+                self.candidates.remove(i);
+            }
+        }
+        true
+    }
+
+    fn find(&mut self, id: &NodeId) -> Option<&mut Candidate> {
+        let distance = id.distance(&self.target);
+        let pos = self.candidates.binary_search_by_key(&distance, |c| c.distance).ok()?;
+        Some(&mut self.candidates[pos])
+    }
+
+    /// The next step. Call until it returns [`Next::Wait`] or [`Next::Finished`]; each [`Next::Query`] is a
+    /// request the caller must send, and later report with [`Lookup::on_success`] or [`Lookup::on_failure`].
+    pub fn poll_next(&mut self) -> Next {
+        if self.finished {
+            return Next::Finished;
+        }
+        let parallelism = if self.stalled { self.params.k } else { self.params.alpha };
+        let mut succeeded = 0;
+        let mut waiting_closer = false;
+        for c in self.candidates.iter_mut() {
+            match c.state {
+                PeerState::Succeeded => {
+                    succeeded += 1;
+                    if succeeded >= self.params.k {
+                        // Done once no closer peer may still answer.
+                        if waiting_closer {
+                            return Next::Wait;
+                        }
+                        self.finished = true;
+                        return Next::Finished;
+                    }
+                }
+                PeerState::NotContacted => {
+                    if self.in_flight >= parallelism {
+                        return Next::Wait;
+                    }
+                    c.state = PeerState::Waiting;
+                    self.in_flight += 1;
+                    self.requests += 1;
+                    return Next::Query(c.contact.clone());
+                }
+                PeerState::Waiting => waiting_closer = true,
+                PeerState::Failed => {}
+            }
+        }
+        if self.in_flight == 0 {
+            self.finished = true;
+            Next::Finished
+        } else {
+            Next::Wait
+        }
+    }
+
+    /// `peer` answered with `closer` contacts. Answers from peers not waited on are ignored.
+    pub fn on_success(&mut self, peer: &NodeId, closer: impl IntoIterator<Item = Contact>) {
+        let Some(c) = self.find(peer) else { return };
+        if c.state != PeerState::Waiting {
+            return;
+        }
+        c.state = PeerState::Succeeded;
+        let hops = c.hops.saturating_add(1);
+        self.in_flight -= 1;
+        self.responses += 1;
+        let closest_before = self.candidates.first().map(|c| c.distance);
+        for contact in closer {
+            self.add(contact, hops);
+        }
+        let progressed = self.candidates.first().map(|c| c.distance) < closest_before;
+        if progressed {
+            self.no_progress = 0;
+            self.stalled = false;
+        } else {
+            self.no_progress += 1;
+            if self.no_progress >= self.params.alpha {
+                self.stalled = true;
+            }
+        }
+    }
+
+    /// `peer` failed to answer usefully (timeout, refusal, invalid answer).
+    pub fn on_failure(&mut self, peer: &NodeId) {
+        let Some(c) = self.find(peer) else { return };
+        if c.state != PeerState::Waiting {
+            return;
+        }
+        c.state = PeerState::Failed;
+        self.in_flight -= 1;
+        self.failures += 1;
+    }
+
+    /// Ends the lookup now (a get that found its value).
+    pub fn finish(&mut self) {
+        self.finished = true;
+    }
+
+    /// Whether the lookup is over.
+    pub fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    /// The k closest peers that answered, nearest first.
+    pub fn closest(&self) -> Vec<Contact> {
+        self.succeeded().take(self.params.k).map(|c| c.contact.clone()).collect()
+    }
+
+    fn succeeded(&self) -> impl Iterator<Item = &Candidate> {
+        self.candidates.iter().filter(|c| c.state == PeerState::Succeeded)
+    }
+
+    /// Path length to the closest peer that answered (1 = it was in our own table), 0 if none answered.
+    pub fn hops(&self) -> u32 {
+        self.succeeded().next().map_or(0, |c| u32::from(c.hops))
+    }
+
+    /// Requests sent so far.
+    pub fn requests(&self) -> u32 {
+        self.requests
+    }
+
+    /// Answers received so far.
+    pub fn responses(&self) -> u32 {
+        self.responses
+    }
+
+    /// Failed requests so far.
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+
+    /// The state of `peer` in this lookup.
+    pub fn state_of(&self, peer: &NodeId) -> Option<PeerState> {
+        let distance = peer.distance(&self.target);
+        self.candidates.binary_search_by_key(&distance, |c| c.distance).ok().map(|i| self.candidates[i].state)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u8) -> NodeId {
+        let mut b = [0u8; 32];
+        b[0] = n;
+        NodeId::from_bytes(b)
+    }
+
+    fn params(k: usize, alpha: usize) -> LookupParams {
+        LookupParams { k, alpha, max_candidates: 100 }
+    }
+
+    fn drain(l: &mut Lookup) -> Vec<NodeId> {
+        let mut out = Vec::new();
+        while let Next::Query(c) = l.poll_next() {
+            out.push(c.id);
+        }
+        out
+    }
+
+    #[test]
+    fn asks_alpha_closest_first() {
+        let target = id(0);
+        let seeds = [9, 3, 7, 1, 5].map(|n| Contact::bare(id(n)));
+        let mut l = Lookup::new(target, seeds, params(2, 2));
+        assert_eq!(drain(&mut l), vec![id(1), id(3)]);
+        assert_eq!(l.poll_next(), Next::Wait);
+    }
+
+    #[test]
+    fn finishes_when_k_closest_answered() {
+        let target = id(0);
+        let mut l = Lookup::new(target, [id(8), id(9)].map(Contact::bare), params(2, 3));
+        assert_eq!(drain(&mut l), vec![id(8), id(9)]);
+        l.on_success(&id(8), [id(2), id(3)].map(Contact::bare));
+        assert_eq!(drain(&mut l), vec![id(2), id(3)], "α = 3: 9, 2 and 3 in flight");
+        l.on_success(&id(9), []);
+        assert_eq!(l.poll_next(), Next::Wait);
+        l.on_success(&id(2), [id(1)].map(Contact::bare));
+        assert_eq!(drain(&mut l), vec![id(1)]);
+        l.on_failure(&id(1));
+        assert_eq!(l.poll_next(), Next::Wait, "3 still in flight");
+        l.on_success(&id(3), []);
+        assert_eq!(l.poll_next(), Next::Finished);
+        let got: Vec<_> = l.closest().into_iter().map(|c| c.id).collect();
+        assert_eq!(got, vec![id(2), id(3)]);
+        assert_eq!(l.hops(), 2);
+        assert_eq!((l.requests(), l.responses(), l.failures()), (5, 4, 1));
+    }
+
+    #[test]
+    fn stalls_then_widens_to_k() {
+        let target = id(0);
+        let seeds: Vec<_> = (10..20).map(|n| Contact::bare(id(n))).collect();
+        let mut l = Lookup::new(target, seeds, params(5, 2));
+        assert_eq!(drain(&mut l).len(), 2);
+        l.on_success(&id(10), []);
+        assert_eq!(drain(&mut l).len(), 1);
+        l.on_success(&id(11), []);
+        // Two answers without progress: stalled, so up to k = 5 in flight.
+        assert_eq!(drain(&mut l).len(), 4);
+    }
+
+    #[test]
+    fn ends_when_everyone_failed_and_ignores_strangers() {
+        let mut l = Lookup::new(id(0), [id(1)].map(Contact::bare), params(3, 3));
+        assert_eq!(drain(&mut l), vec![id(1)]);
+        l.on_success(&id(42), [id(2)].map(Contact::bare));
+        l.on_failure(&id(42));
+        assert_eq!(l.poll_next(), Next::Wait);
+        l.on_failure(&id(1));
+        l.on_success(&id(1), []);
+        assert_eq!(l.poll_next(), Next::Finished);
+        assert!(l.closest().is_empty());
+        let empty = Lookup::new(id(0), [], params(3, 3)).poll_next();
+        assert_eq!(empty, Next::Finished);
+    }
+
+    #[test]
+    fn candidates_are_capped_keeping_the_closest() {
+        let mut l =
+            Lookup::new(id(0), [id(200)].map(Contact::bare), LookupParams { k: 2, alpha: 1, max_candidates: 3 });
+        assert_eq!(drain(&mut l), vec![id(200)]);
+        l.on_success(&id(200), (1..=10).map(|n| Contact::bare(id(n))));
+        assert_eq!(drain(&mut l), vec![id(1)]);
+        assert_eq!(l.state_of(&id(4)), None, "far candidates dropped");
+        assert_eq!(l.state_of(&id(2)), Some(PeerState::NotContacted));
+    }
+}

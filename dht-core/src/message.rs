@@ -1,0 +1,147 @@
+//! The wire protocol: requests and responses, each carrying a request id.
+
+use crate::id::{Key, NodeId};
+
+/// Identifies one request and its response on a link. Chosen by the requester.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, bincode::Encode, bincode::Decode)]
+pub struct RequestId(pub u64);
+
+/// A transport address, opaque to the core: `tcp:127.0.0.1:4000`, `rtc:ws://host:8080`, ...
+#[derive(Debug, Clone, PartialEq, Eq, Hash, bincode::Encode, bincode::Decode)]
+pub struct Address(pub String);
+
+impl Address {
+    /// Wraps a string.
+    pub fn new(s: impl Into<String>) -> Self {
+        Address(s.into())
+    }
+
+    /// The address as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl core::fmt::Display for Address {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A peer as other nodes learn of it: its id and the addresses it can be reached at.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, bincode::Encode, bincode::Decode)]
+pub struct Contact {
+    /// The peer's node id.
+    pub id: NodeId,
+    /// Addresses, in the peer's order of preference.
+    pub addrs: Vec<Address>,
+}
+
+impl Contact {
+    /// A contact with no known address (the simulator routes by id alone).
+    pub fn bare(id: NodeId) -> Self {
+        Contact { id, addrs: Vec::new() }
+    }
+}
+
+/// A value stored under a key.
+#[derive(Debug, Clone, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+pub struct Record {
+    /// Where the record lives in the id space.
+    pub key: Key,
+    /// The payload, at most `Config::max_record_size` bytes.
+    pub value: Vec<u8>,
+}
+
+/// Why a node refused to store a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+#[non_exhaustive]
+pub enum StoreRefusal {
+    /// The value is larger than the node accepts.
+    TooLarge,
+    /// The node holds as many records as it accepts.
+    Full,
+    /// The TTL is zero or above the node's maximum.
+    BadTtl,
+    /// The node's storage failed.
+    StorageFailed,
+}
+
+/// A message on a link.
+#[derive(Debug, Clone, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+pub enum Message {
+    /// A request; the peer answers with a [`Message::Response`] carrying the same id.
+    Request {
+        /// Chosen by the requester.
+        id: RequestId,
+        /// What is asked.
+        body: Request,
+    },
+    /// The answer to a request.
+    Response {
+        /// The id of the request answered.
+        id: RequestId,
+        /// The answer.
+        body: Response,
+    },
+}
+
+/// What a node can ask of a peer.
+#[derive(Debug, Clone, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+pub enum Request {
+    /// Are you there? Answered by [`Response::Pong`].
+    Ping,
+    /// Which nodes do you know closest to `target`? Answered by [`Response::Nodes`].
+    FindNode {
+        /// The point of the id space asked about.
+        target: NodeId,
+    },
+    /// Do you hold `key`? Answered by [`Response::Value`] or [`Response::Nodes`].
+    FindValue {
+        /// The key asked for.
+        key: Key,
+    },
+    /// Keep this record for `ttl_secs`. Answered by [`Response::StoreAck`].
+    Store {
+        /// The record.
+        record: Record,
+        /// How long to keep it, in seconds.
+        ttl_secs: u32,
+    },
+}
+
+/// Answers to [`Request`]s.
+#[derive(Debug, Clone, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+pub enum Response {
+    /// Answer to [`Request::Ping`].
+    Pong,
+    /// The closest contacts the responder knows to the target (at most k, never the requester itself).
+    Nodes {
+        /// Sorted by distance to the target, nearest first.
+        closer: Vec<Contact>,
+    },
+    /// The record asked for by [`Request::FindValue`].
+    Value {
+        /// The record.
+        record: Record,
+        /// Seconds it has left to live at the responder.
+        ttl_secs: u32,
+    },
+    /// Answer to [`Request::Store`].
+    StoreAck {
+        /// `None` when stored, else why not.
+        refused: Option<StoreRefusal>,
+    },
+}
+
+impl Request {
+    /// A short name for logs and counters.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Request::Ping => "ping",
+            Request::FindNode { .. } => "find_node",
+            Request::FindValue { .. } => "find_value",
+            Request::Store { .. } => "store",
+        }
+    }
+}

@@ -1,0 +1,612 @@
+//! The sans-IO Kademlia node: inputs carry `now`, outputs are queued, storage is an output too.
+
+use crate::config::Config;
+use crate::event::{Event, Output, QueryId, StoreOp, StoreOpId, StoreResult};
+use crate::id::{Key, NodeId, ID_LEN};
+use crate::lookup::Lookup;
+use crate::message::{Contact, Message, Record, Request, RequestId, Response, StoreRefusal};
+use crate::routing::{InsertResult, RoutingTable};
+use crate::time::Instant;
+use core::time::Duration;
+use rand_chacha::ChaCha8Rng;
+use rand_core::{RngCore, SeedableRng};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+/// Counters of what peers sent and what was refused; never reset.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NodeStats {
+    /// Requests received.
+    pub requests_in: u64,
+    /// Responses received that matched a request.
+    pub responses_in: u64,
+    /// Requests we sent that timed out.
+    pub timeouts: u64,
+    /// Responses for no outstanding request, or from the wrong peer.
+    pub unexpected_responses: u64,
+    /// Responses of the wrong kind for their request.
+    pub mismatched_responses: u64,
+    /// `Nodes` answers with more contacts than allowed (refused whole).
+    pub oversized_replies: u64,
+    /// Contacts dropped from answers (our own id, too many or too long addresses).
+    pub bad_contacts: u64,
+    /// Records refused because of their size.
+    pub refused_too_large: u64,
+    /// Records refused because the node is full or busy.
+    pub refused_full: u64,
+    /// Records refused because of their TTL.
+    pub refused_bad_ttl: u64,
+    /// Values returned for a key other than the one asked, or too large.
+    pub bad_values: u64,
+    /// Storage operations that failed.
+    pub store_failures: u64,
+    /// Records expired.
+    pub expired: u64,
+}
+
+#[derive(Debug)]
+enum Purpose {
+    /// A lookup request of a query.
+    Query(QueryId),
+    /// One of a put's stores to the closest peers.
+    PutStore(QueryId),
+    StalePing,
+    /// A store to cache a found value, or a republish; the answer only proves liveness.
+    FireAndForget,
+}
+
+#[derive(Debug)]
+struct Outgoing {
+    peer: NodeId,
+    deadline: Instant,
+    purpose: Purpose,
+}
+
+#[derive(Debug)]
+enum StorePurpose {
+    InboundStore { from: Contact, request: RequestId, key: Key, expires: Instant, size: u32 },
+    InboundFindValue { from: Contact, request: RequestId, key: Key },
+    LocalPublish { key: Key, expires: Instant, size: u32 },
+    LocalGet { query: QueryId },
+    Republish { key: Key },
+}
+
+#[derive(Debug)]
+enum QueryKind {
+    FindNode,
+    /// Bucket refresh: no event.
+    Refresh,
+    Put {
+        record: Record,
+        ttl_secs: u32,
+        storing: Option<PutProgress>,
+        report: bool,
+    },
+    Get {
+        key: Key,
+        found: Option<Record>,
+        lacking: Option<Contact>,
+    },
+}
+
+#[derive(Debug, Default)]
+struct PutProgress {
+    attempted: usize,
+    answered: usize,
+    acks: usize,
+}
+
+#[derive(Debug)]
+struct Query {
+    kind: QueryKind,
+    lookup: Lookup,
+    started: Instant,
+    /// A get waiting for the local store before going to the network.
+    waiting_local: bool,
+    extra_requests: u32,
+    extra_responses: u32,
+    extra_failures: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct RecordMeta {
+    expires: Instant,
+    size: u32,
+}
+
+/// A Kademlia node as a state machine. See the crate docs for the calling convention.
+#[derive(Debug)]
+pub struct Node {
+    config: Config,
+    local: Contact,
+    table: RoutingTable,
+    rng: ChaCha8Rng,
+    next_query: u64,
+    next_store_op: u64,
+    requests: BTreeMap<RequestId, Outgoing>,
+    deadlines: BTreeSet<(Instant, RequestId)>,
+    queries: BTreeMap<QueryId, Query>,
+    records: BTreeMap<Key, RecordMeta>,
+    expiries: BTreeSet<(Instant, Key)>,
+    published: BTreeMap<Key, Instant>,
+    store_ops: BTreeMap<StoreOpId, StorePurpose>,
+    inbound_store_ops: usize,
+    outputs: VecDeque<Output>,
+    stats: NodeStats,
+}
+
+impl Node {
+    /// A node with identity `local` (its id and the addresses it advertises), randomness from `seed`.
+    pub fn new(config: Config, local: Contact, seed: u64, now: Instant) -> Self {
+        let _ = now;
+        let table = RoutingTable::new(local.id, config.k, config.replacement_cache);
+        Node {
+            config,
+            local,
+            table,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            next_query: 0,
+            next_store_op: 0,
+            requests: BTreeMap::new(),
+            deadlines: BTreeSet::new(),
+            queries: BTreeMap::new(),
+            records: BTreeMap::new(),
+            expiries: BTreeSet::new(),
+            published: BTreeMap::new(),
+            store_ops: BTreeMap::new(),
+            inbound_store_ops: 0,
+            outputs: VecDeque::new(),
+            stats: NodeStats::default(),
+        }
+    }
+
+    /// Our id.
+    pub fn local_id(&self) -> &NodeId {
+        &self.local.id
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The routing table, for inspection and persistence.
+    pub fn routing_table(&self) -> &RoutingTable {
+        &self.table
+    }
+
+    /// Counters of peers' input.
+    pub fn stats(&self) -> &NodeStats {
+        &self.stats
+    }
+
+    /// Number of records held (for others and our own).
+    pub fn record_count(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Bytes of values held.
+    pub fn stored_bytes(&self) -> u64 {
+        self.records.values().map(|m| u64::from(m.size)).sum()
+    }
+
+    /// Whether a record under `key` is held.
+    pub fn holds(&self, key: &Key) -> bool {
+        self.records.contains_key(key)
+    }
+
+    /// Queries still running.
+    pub fn active_queries(&self) -> usize {
+        self.queries.len()
+    }
+
+    // ---- inputs ----------------------------------------------------------------------------------------
+
+    /// Adds a contact known from a trusted source (a persisted routing table). Peers met on links are added
+    /// by [`Node::handle_message`]. May emit a `Ping` of a stale entry.
+    pub fn add_contact(&mut self, now: Instant, contact: Contact) {
+        let contact = self.sanitize(contact);
+        self.observe(now, contact);
+    }
+
+    /// Tells the core about a record already in the store (after a restart), so it serves and expires it.
+    /// Records past `expires` are dropped with a `Remove`.
+    pub fn restore_record(&mut self, now: Instant, key: Key, expires: Instant, size: usize) {
+        if expires <= now {
+            self.push_store(StoreOp::Remove { key }, None);
+            return;
+        }
+        self.index_record(key, RecordMeta { expires, size: u32::try_from(size).unwrap_or(u32::MAX) });
+    }
+
+    /// A message arrived from `from`, a peer whose id the transport authenticated. Emits answers,
+    /// storage operations, follow-up requests and events. Never fails: invalid input is dropped and counted.
+    pub fn handle_message(&mut self, now: Instant, from: Contact, msg: Message) {
+        if from.id == self.local.id {
+            self.misbehaved(from.id, "message claims our own id");
+            return;
+        }
+        let from = self.sanitize(from);
+        match msg {
+            Message::Request { id, body } => {
+                self.stats.requests_in += 1;
+                self.observe(now, from.clone());
+                self.handle_request(now, from, id, body);
+            }
+            Message::Response { id, body } => {
+                match self.requests.get(&id) {
+                    Some(out) if out.peer == from.id => {}
+                    _ => {
+                        self.stats.unexpected_responses += 1;
+                        return;
+                    }
+                }
+                let out = self.requests.remove(&id).expect("checked just above");
+                self.deadlines.remove(&(out.deadline, id));
+                self.stats.responses_in += 1;
+                self.observe(now, from.clone());
+                match out.purpose {
+                    Purpose::Query(q) => self.on_query_response(now, q, from, body),
+                    Purpose::PutStore(q) => self.on_store_ack(q, from, body),
+                    Purpose::StalePing | Purpose::FireAndForget => {}
+                }
+            }
+        }
+        self.drive_queries(now);
+    }
+
+    /// A storage operation finished. Unknown ids are ignored.
+    pub fn handle_store_result(&mut self, now: Instant, op: StoreOpId, result: StoreResult) {
+        let Some(purpose) = self.store_ops.remove(&op) else { return };
+        if let StoreResult::Failed(_) = result {
+            self.stats.store_failures += 1;
+        }
+        match purpose {
+            StorePurpose::InboundStore { from, request, key, expires, size } => {
+                self.inbound_store_ops -= 1;
+                let refused = if result == StoreResult::Done {
+                    self.index_record(key, RecordMeta { expires, size });
+                    self.event(Event::RecordStored { key, from: from.id });
+                    None
+                } else {
+                    Some(StoreRefusal::StorageFailed)
+                };
+                self.respond(from, request, Response::StoreAck { refused });
+            }
+            StorePurpose::InboundFindValue { from, request, key } => {
+                self.inbound_store_ops -= 1;
+                let body = match (result, self.records.get(&key)) {
+                    (StoreResult::Value(Some(value)), Some(meta)) => Response::Value {
+                        record: Record { key, value },
+                        ttl_secs: ttl_secs(meta.expires.saturating_since(now)),
+                    },
+                    _ => self.nodes_for(&NodeId::from_key(&key), &from.id),
+                };
+                self.respond(from, request, body);
+            }
+            StorePurpose::LocalPublish { key, expires, size } => {
+                if result == StoreResult::Done {
+                    self.index_record(key, RecordMeta { expires, size });
+                }
+            }
+            StorePurpose::LocalGet { query } => {
+                let Some(q) = self.queries.get_mut(&query) else { return };
+                q.waiting_local = false;
+                if let (StoreResult::Value(Some(value)), QueryKind::Get { key, found, .. }) = (result, &mut q.kind) {
+                    *found = Some(Record { key: *key, value });
+                    q.lookup.finish();
+                }
+                self.drive_queries(now);
+            }
+            StorePurpose::Republish { key } => {
+                if let StoreResult::Value(Some(value)) = result {
+                    self.start_put(now, Record { key, value }, false);
+                    self.drive_queries(now);
+                } else {
+                    self.published.remove(&key);
+                }
+            }
+        }
+    }
+
+    /// Deadlines passed: request timeouts, record expiry, republishing, bucket refresh. Early or repeated
+    /// calls are harmless.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(&(deadline, id)) = self.deadlines.first() {
+            if deadline > now {
+                break;
+            }
+            self.deadlines.pop_first();
+            let Some(out) = self.requests.remove(&id) else { continue };
+            self.stats.timeouts += 1;
+            self.on_request_failed(now, out);
+        }
+        while let Some(&(expires, key)) = self.expiries.first() {
+            if expires > now {
+                break;
+            }
+            self.expiries.pop_first();
+            if self.records.get(&key).is_some_and(|m| m.expires == expires) {
+                self.records.remove(&key);
+                self.stats.expired += 1;
+                self.push_store(StoreOp::Remove { key }, None);
+            }
+        }
+        let due: Vec<Key> = self.published.iter().filter(|(_, at)| **at <= now).map(|(k, _)| *k).collect();
+        for key in due {
+            self.published.insert(key, now + self.config.republish_interval);
+            self.push_store(StoreOp::Get { key }, Some(StorePurpose::Republish { key }));
+        }
+        self.refresh_buckets(now);
+        self.drive_queries(now);
+    }
+
+    // ---- commands --------------------------------------------------------------------------------------
+
+    /// Joins the network: a lookup of our own id through `seeds` (unauthenticated contacts, e.g. a
+    /// bootstrap node's address). Finishes with [`Event::LookupFinished`] for our id.
+    pub fn bootstrap(&mut self, now: Instant, seeds: Vec<Contact>) -> QueryId {
+        let target = self.local.id;
+        let mut initial = self.table.closest(&target, self.config.k);
+        for seed in seeds {
+            if seed.id != target {
+                let seed = self.sanitize(seed);
+                initial.push(seed);
+            }
+        }
+        let id = self.start_query(now, target, initial, QueryKind::FindNode);
+        self.drive_queries(now);
+        id
+    }
+
+    /// Finds the k peers closest to `target`. Finishes with [`Event::LookupFinished`].
+    pub fn find_node(&mut self, now: Instant, target: NodeId) -> QueryId {
+        let seeds = self.table.closest(&target, self.config.k);
+        let id = self.start_query(now, target, seeds, QueryKind::FindNode);
+        self.drive_queries(now);
+        id
+    }
+
+    /// Stores `record` locally and at the k closest peers to its key, and republishes it every
+    /// `republish_interval`. Finishes with [`Event::PutFinished`]. Too large a value finishes at once
+    /// with zero acks.
+    pub fn put(&mut self, now: Instant, record: Record) -> QueryId {
+        let key = record.key;
+        if record.value.len() <= self.config.max_record_size {
+            let expires = now + self.config.record_ttl;
+            let size = record.value.len() as u32;
+            self.push_store(
+                StoreOp::Put { record: record.clone(), expires },
+                Some(StorePurpose::LocalPublish { key, expires, size }),
+            );
+            self.published.insert(key, now + self.config.republish_interval);
+        }
+        let id = self.start_put(now, record, true);
+        self.drive_queries(now);
+        id
+    }
+
+    /// Looks `key` up: locally first, then at the peers closest to it, stopping at the first value found
+    /// and caching it at the closest peer that lacked it. Finishes with [`Event::GetFinished`].
+    pub fn get(&mut self, now: Instant, key: Key) -> QueryId {
+        let target = NodeId::from_key(&key);
+        let seeds = self.table.closest(&target, self.config.k);
+        let id = self.start_query(now, target, seeds, QueryKind::Get { key, found: None, lacking: None });
+        if self.records.contains_key(&key) {
+            // The lookup waits until the local read answers (it is not driven before then).
+            if let Some(q) = self.queries.get_mut(&id) {
+                q.waiting_local = true;
+            }
+            self.push_store(StoreOp::Get { key }, Some(StorePurpose::LocalGet { query: id }));
+        } else {
+            self.drive_queries(now);
+        }
+        id
+    }
+
+    // ---- outputs ---------------------------------------------------------------------------------------
+
+    /// The next output, `None` when drained. Call until `None` after every input or command.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// When [`Node::handle_timeout`] must be called next, `None` if nothing is scheduled.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut next = self.deadlines.first().map(|(t, _)| *t);
+        let mut consider = |t: Option<Instant>| {
+            if let Some(t) = t {
+                next = Some(next.map_or(t, |n| n.min(t)));
+            }
+        };
+        consider(self.expiries.first().map(|(t, _)| *t));
+        consider(self.published.values().min().copied());
+        consider(self.next_refresh());
+        next
+    }
+
+    // ---- internals -------------------------------------------------------------------------------------
+
+    fn event(&mut self, e: Event) {
+        self.outputs.push_back(Output::Event(e));
+    }
+
+    fn misbehaved(&mut self, from: NodeId, reason: &'static str) {
+        self.event(Event::PeerMisbehaved { from, reason });
+    }
+
+    /// Caps a contact's addresses to the configured limits.
+    fn sanitize(&mut self, mut contact: Contact) -> Contact {
+        let before = contact.addrs.len();
+        let max_len = self.config.max_addr_len;
+        contact.addrs.retain(|a| a.0.len() <= max_len);
+        contact.addrs.truncate(self.config.max_addrs_per_contact);
+        if contact.addrs.len() != before {
+            self.stats.bad_contacts += 1;
+        }
+        contact
+    }
+
+    /// A peer proved alive: refresh it in the table, pinging a stale entry when its bucket is full.
+    fn observe(&mut self, now: Instant, contact: Contact) {
+        let id = contact.id;
+        match self.table.insert(contact, now) {
+            InsertResult::Inserted => self.event(Event::PeerAdded { id }),
+            InsertResult::PingStale { stale } => {
+                let _ = self.send_request(now, stale, Request::Ping, Purpose::StalePing);
+            }
+            InsertResult::Updated | InsertResult::Queued | InsertResult::SelfId => {}
+        }
+    }
+
+    fn send_request(&mut self, now: Instant, to: Contact, body: Request, purpose: Purpose) -> bool {
+        if self.requests.len() >= self.config.max_pending_requests {
+            return false;
+        }
+        let mut id = RequestId(self.rng.next_u64());
+        while self.requests.contains_key(&id) {
+            id = RequestId(self.rng.next_u64());
+        }
+        let deadline = now + self.config.request_timeout;
+        self.requests.insert(id, Outgoing { peer: to.id, deadline, purpose });
+        self.deadlines.insert((deadline, id));
+        self.outputs.push_back(Output::Send { to, msg: Message::Request { id, body } });
+        true
+    }
+
+    fn respond(&mut self, to: Contact, id: RequestId, body: Response) {
+        self.outputs.push_back(Output::Send { to, msg: Message::Response { id, body } });
+    }
+
+    fn push_store(&mut self, op: StoreOp, purpose: Option<StorePurpose>) {
+        let id = StoreOpId(self.next_store_op);
+        self.next_store_op += 1;
+        if let Some(p) = purpose {
+            self.store_ops.insert(id, p);
+        }
+        self.outputs.push_back(Output::Store { id, op });
+    }
+
+    fn index_record(&mut self, key: Key, meta: RecordMeta) {
+        if let Some(old) = self.records.insert(key, meta) {
+            self.expiries.remove(&(old.expires, key));
+        }
+        self.expiries.insert((meta.expires, key));
+    }
+
+    fn nodes_for(&self, target: &NodeId, requester: &NodeId) -> Response {
+        let want = self.config.k.min(self.config.max_contacts_per_reply);
+        let mut closer = self.table.closest(target, want + 1);
+        closer.retain(|c| &c.id != requester);
+        closer.truncate(want);
+        Response::Nodes { closer }
+    }
+
+    fn handle_request(&mut self, now: Instant, from: Contact, id: RequestId, body: Request) {
+        match body {
+            Request::Ping => self.respond(from, id, Response::Pong),
+            Request::FindNode { target } => {
+                let body = self.nodes_for(&target, &from.id);
+                self.respond(from, id, body);
+            }
+            Request::FindValue { key } => {
+                if self.records.contains_key(&key) && self.inbound_store_ops < self.config.max_pending_store_ops {
+                    self.inbound_store_ops += 1;
+                    self.push_store(
+                        StoreOp::Get { key },
+                        Some(StorePurpose::InboundFindValue { from, request: id, key }),
+                    );
+                } else {
+                    let body = self.nodes_for(&NodeId::from_key(&key), &from.id);
+                    self.respond(from, id, body);
+                }
+            }
+            Request::Store { record, ttl_secs } => {
+                let key = record.key;
+                let ttl = Duration::from_secs(u64::from(ttl_secs));
+                let refusal = if record.value.len() > self.config.max_record_size {
+                    self.stats.refused_too_large += 1;
+                    Some(StoreRefusal::TooLarge)
+                } else if ttl.is_zero() || ttl > self.config.max_record_ttl {
+                    self.stats.refused_bad_ttl += 1;
+                    Some(StoreRefusal::BadTtl)
+                } else if (!self.records.contains_key(&key) && self.records.len() >= self.config.max_records)
+                    || self.inbound_store_ops >= self.config.max_pending_store_ops
+                {
+                    self.stats.refused_full += 1;
+                    Some(StoreRefusal::Full)
+                } else {
+                    None
+                };
+                if let Some(reason) = refusal {
+                    self.event(Event::StoreRefused { key, from: from.id, reason });
+                    self.respond(from, id, Response::StoreAck { refused: Some(reason) });
+                    return;
+                }
+                let expires = now + ttl;
+                let size = record.value.len() as u32;
+                self.inbound_store_ops += 1;
+                let purpose = StorePurpose::InboundStore { from, request: id, key, expires, size };
+                self.push_store(StoreOp::Put { record, expires }, Some(purpose));
+            }
+        }
+    }
+
+    fn on_request_failed(&mut self, now: Instant, out: Outgoing) {
+        match out.purpose {
+            Purpose::StalePing => {
+                // The stale entry did not answer: it makes way for the newest waiting contact.
+                if self.table.remove(&out.peer, now).is_some() {
+                    self.event(Event::PeerRemoved { id: out.peer });
+                }
+                return;
+            }
+            Purpose::Query(q) => {
+                if let Some(query) = self.queries.get_mut(&q) {
+                    query.lookup.on_failure(&out.peer);
+                }
+            }
+            Purpose::PutStore(q) => {
+                if let Some(Query { kind: QueryKind::Put { storing: Some(p), .. }, extra_failures, .. }) =
+                    self.queries.get_mut(&q)
+                {
+                    p.answered += 1;
+                    *extra_failures += 1;
+                }
+            }
+            Purpose::FireAndForget => {}
+        }
+        if self.table.record_failure(&out.peer) >= self.config.max_failures
+            && self.table.remove(&out.peer, now).is_some()
+        {
+            self.event(Event::PeerRemoved { id: out.peer });
+        }
+    }
+}
+
+fn ttl_secs(d: Duration) -> u32 {
+    u32::try_from(d.as_secs()).unwrap_or(u32::MAX).max(1)
+}
+
+mod queries;
+
+/// A uniformly random id whose distance to `local` falls in bucket `index`.
+fn random_id_in_bucket(rng: &mut ChaCha8Rng, local: &NodeId, index: usize) -> NodeId {
+    let mut d = [0u8; ID_LEN];
+    rng.fill_bytes(&mut d);
+    let byte = index / 8;
+    let bit = 7 - (index % 8);
+    for b in d.iter_mut().take(byte) {
+        *b = 0;
+    }
+    let keep_below = (1u16 << bit) as u8 - 1;
+    d[byte] = (d[byte] & keep_below) | (1 << bit);
+    let mut id = *local.as_bytes();
+    for (o, x) in id.iter_mut().zip(d) {
+        *o ^= x;
+    }
+    NodeId::from_bytes(id)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,332 @@
+//! Unit tests of the node, driving it as its peers and store would.
+
+use super::*;
+
+fn id(n: u8) -> NodeId {
+    NodeId::from_public_key(&[n; 32])
+}
+
+fn t(ms: u64) -> Instant {
+    Instant::from_millis(1_000_000 + ms)
+}
+
+fn node_with(config: Config) -> Node {
+    Node::new(config, Contact::bare(id(0)), 7, t(0))
+}
+
+fn drain(node: &mut Node) -> Vec<Output> {
+    std::iter::from_fn(|| node.poll_output()).collect()
+}
+
+fn sends(outs: &[Output]) -> Vec<(NodeId, Message)> {
+    outs.iter()
+        .filter_map(|o| match o {
+            Output::Send { to, msg } => Some((to.id, msg.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn request(msg: &Message) -> (RequestId, &Request) {
+    match msg {
+        Message::Request { id, body } => (*id, body),
+        other => panic!("expected a request, got {other:?}"),
+    }
+}
+
+fn store_ops(outs: &[Output]) -> Vec<(StoreOpId, StoreOp)> {
+    outs.iter()
+        .filter_map(|o| match o {
+            Output::Store { id, op } => Some((*id, op.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn events(outs: &[Output]) -> Vec<Event> {
+    outs.iter()
+        .filter_map(|o| match o {
+            Output::Event(e) => Some(e.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn store_req(n: u8, len: usize, ttl_secs: u32) -> Message {
+    let record = Record { key: Key::from_name(&[n]), value: vec![n; len] };
+    Message::Request { id: RequestId(u64::from(n)), body: Request::Store { record, ttl_secs } }
+}
+
+#[test]
+fn find_node_walks_closer_and_reports_the_closest() {
+    let mut cfg = Config::default();
+    cfg.k = 2;
+    cfg.alpha = 1;
+    let mut node = node_with(cfg);
+    node.add_contact(t(0), Contact::bare(id(1)));
+    drain(&mut node);
+    let target = id(9);
+    let q = node.find_node(t(0), target);
+    let out = sends(&drain(&mut node));
+    assert_eq!(out.len(), 1);
+    let (rid, body) = request(&out[0].1);
+    assert_eq!(body, &Request::FindNode { target });
+    // Peer 1 knows 2 and 3.
+    let reply = Response::Nodes { closer: vec![Contact::bare(id(2)), Contact::bare(id(3)), Contact::bare(id(0))] };
+    node.handle_message(t(50), Contact::bare(id(1)), Message::Response { id: rid, body: reply });
+    let mut asked = Vec::new();
+    let mut outs = drain(&mut node);
+    // Answer every request with no further contacts until the lookup ends.
+    for round in 0..10 {
+        let reqs = sends(&outs);
+        if reqs.is_empty() {
+            break;
+        }
+        outs.clear();
+        for (to, msg) in reqs {
+            asked.push(to);
+            let (rid, _) = request(&msg);
+            let reply = Message::Response { id: rid, body: Response::Nodes { closer: vec![] } };
+            node.handle_message(t(100 + round), Contact::bare(to), reply);
+            outs.extend(drain(&mut node));
+        }
+    }
+    assert!(!asked.contains(&id(0)), "never asks itself");
+    let finished = events(&outs).into_iter().find_map(|e| match e {
+        Event::LookupFinished { query, closest, stats, .. } => Some((query, closest, stats)),
+        _ => None,
+    });
+    let (query, closest, stats) = finished.expect("lookup finished");
+    assert_eq!(query, q);
+    let mut expect = vec![id(1), id(2), id(3)];
+    expect.sort_by_key(|i| i.distance(&target));
+    assert_eq!(closest.iter().map(|c| c.id).collect::<Vec<_>>(), expect[..2]);
+    assert_eq!(stats.hops, if expect[0] == id(1) { 1 } else { 2 });
+    assert!(node.routing_table().contains(&id(2)), "answering peers enter the table");
+}
+
+#[test]
+fn inbound_store_is_acked_only_after_the_store_confirms() {
+    let mut node = node_with(Config::default());
+    node.handle_message(t(0), Contact::bare(id(1)), store_req(5, 10, 60));
+    let outs = drain(&mut node);
+    assert!(sends(&outs).is_empty(), "no ack before the store answers");
+    let ops = store_ops(&outs);
+    assert_eq!(ops.len(), 1);
+    let (op, StoreOp::Put { expires, .. }) = &ops[0] else { panic!("expected a put") };
+    assert_eq!(*expires, t(60_000));
+    node.handle_store_result(t(1), *op, StoreResult::Done);
+    let outs = drain(&mut node);
+    let acks = sends(&outs);
+    assert_eq!(acks, vec![(id(1), Message::Response { id: RequestId(5), body: Response::StoreAck { refused: None } })]);
+    assert!(node.holds(&Key::from_name(&[5])));
+    assert_eq!(node.stored_bytes(), 10);
+    assert!(events(&outs).contains(&Event::RecordStored { key: Key::from_name(&[5]), from: id(1) }));
+}
+
+#[test]
+fn refusals_are_answered_and_counted() {
+    let mut cfg = Config::default();
+    cfg.max_record_size = 100;
+    cfg.max_records = 1;
+    let mut node = node_with(cfg);
+    let refused = |node: &mut Node| {
+        let outs = drain(node);
+        match sends(&outs).pop() {
+            Some((_, Message::Response { body: Response::StoreAck { refused }, .. })) => refused,
+            other => panic!("expected an ack, got {other:?}"),
+        }
+    };
+    node.handle_message(t(0), Contact::bare(id(1)), store_req(1, 101, 60));
+    assert_eq!(refused(&mut node), Some(StoreRefusal::TooLarge));
+    node.handle_message(t(0), Contact::bare(id(1)), store_req(2, 1, 0));
+    assert_eq!(refused(&mut node), Some(StoreRefusal::BadTtl));
+    node.handle_message(t(0), Contact::bare(id(1)), store_req(3, 1, u32::MAX));
+    assert_eq!(refused(&mut node), Some(StoreRefusal::BadTtl));
+    node.handle_message(t(0), Contact::bare(id(1)), store_req(4, 1, 60));
+    let (op, _) = store_ops(&drain(&mut node))[0].clone();
+    node.handle_store_result(t(0), op, StoreResult::Done);
+    drain(&mut node);
+    node.handle_message(t(0), Contact::bare(id(1)), store_req(6, 1, 60));
+    assert_eq!(refused(&mut node), Some(StoreRefusal::Full));
+    let s = node.stats();
+    assert_eq!((s.refused_too_large, s.refused_bad_ttl, s.refused_full), (1, 2, 1));
+    // A failed store is reported to the peer, not acknowledged.
+    let mut node = node_with(Config::default());
+    node.handle_message(t(0), Contact::bare(id(1)), store_req(7, 1, 60));
+    let (op, _) = store_ops(&drain(&mut node))[0].clone();
+    node.handle_store_result(t(0), op, StoreResult::Failed("disk full".into()));
+    assert_eq!(refused(&mut node), Some(StoreRefusal::StorageFailed));
+    assert!(!node.holds(&Key::from_name(&[7])));
+}
+
+#[test]
+fn stray_and_hostile_responses_are_dropped_and_counted() {
+    let mut cfg = Config::default();
+    cfg.max_contacts_per_reply = 2;
+    let mut node = node_with(cfg);
+    node.add_contact(t(0), Contact::bare(id(1)));
+    drain(&mut node);
+    // No such request.
+    node.handle_message(t(0), Contact::bare(id(1)), Message::Response { id: RequestId(42), body: Response::Pong });
+    node.find_node(t(0), id(9));
+    let (to, msg) = sends(&drain(&mut node)).remove(0);
+    let (rid, _) = request(&msg);
+    // Right id, wrong peer.
+    node.handle_message(t(1), Contact::bare(id(2)), Message::Response { id: rid, body: Response::Pong });
+    assert_eq!(node.stats().unexpected_responses, 2);
+    // Too many contacts: refused whole, the lookup counts a failure and ends.
+    let closer = (10..13).map(|n| Contact::bare(id(n))).collect();
+    node.handle_message(t(2), Contact::bare(to), Message::Response { id: rid, body: Response::Nodes { closer } });
+    let outs = drain(&mut node);
+    assert_eq!(node.stats().oversized_replies, 1);
+    assert!(sends(&outs).is_empty(), "no contact of the refused answer is asked");
+    let finished = events(&outs).into_iter().find_map(|e| match e {
+        Event::LookupFinished { stats, closest, .. } => Some((stats, closest)),
+        _ => None,
+    });
+    let (stats, closest) = finished.expect("lookup over");
+    assert_eq!(stats.failures, 1);
+    assert!(closest.is_empty());
+    // Messages claiming our own id are refused.
+    node.handle_message(t(3), Contact::bare(id(0)), Message::Request { id: RequestId(1), body: Request::Ping });
+    assert!(sends(&drain(&mut node)).is_empty());
+}
+
+#[test]
+fn silent_peers_time_out_and_leave_the_table() {
+    let mut cfg = Config::default();
+    cfg.max_failures = 2;
+    let mut node = node_with(cfg.clone());
+    node.add_contact(t(0), Contact::bare(id(1)));
+    drain(&mut node);
+    for round in 0..2u64 {
+        let now = t(round * 10_000);
+        node.find_node(now, id(9));
+        assert_eq!(sends(&drain(&mut node)).len(), 1);
+        let deadline = node.poll_timeout().expect("a request deadline");
+        assert_eq!(deadline, now + cfg.request_timeout);
+        node.handle_timeout(deadline - core::time::Duration::from_millis(1));
+        assert!(node.routing_table().contains(&id(1)), "not before the deadline");
+        node.handle_timeout(deadline);
+        let outs = drain(&mut node);
+        assert!(events(&outs).iter().any(|e| matches!(e, Event::LookupFinished { .. })));
+    }
+    assert!(!node.routing_table().contains(&id(1)));
+    assert_eq!(node.stats().timeouts, 2);
+}
+
+#[test]
+fn full_bucket_pings_the_stale_entry_and_replaces_it_if_silent() {
+    let mut cfg = Config::default();
+    cfg.k = 1;
+    let mut node = node_with(cfg);
+    // Find two peers in the same bucket.
+    let local = id(0);
+    let mut same: Vec<NodeId> = Vec::new();
+    for n in 1..=255u8 {
+        if local.distance(&id(n)).bucket_index() == Some(0) {
+            same.push(id(n));
+        }
+        if same.len() == 2 {
+            break;
+        }
+    }
+    let (old, new) = (same[0], same[1]);
+    node.add_contact(t(0), Contact::bare(old));
+    drain(&mut node);
+    node.handle_message(t(10), Contact::bare(new), Message::Request { id: RequestId(1), body: Request::Ping });
+    let out = sends(&drain(&mut node));
+    assert!(out.iter().any(|(to, m)| *to == old && matches!(m, Message::Request { body: Request::Ping, .. })));
+    assert!(out.iter().any(|(to, m)| *to == new && matches!(m, Message::Response { body: Response::Pong, .. })));
+    assert!(node.routing_table().contains(&old) && !node.routing_table().contains(&new));
+    let deadline = node.poll_timeout().unwrap();
+    node.handle_timeout(deadline);
+    let outs = drain(&mut node);
+    assert!(events(&outs).contains(&Event::PeerRemoved { id: old }));
+    assert!(node.routing_table().contains(&new), "the waiting contact took the slot");
+}
+
+#[test]
+fn find_value_is_served_from_the_store_and_records_expire() {
+    let mut node = node_with(Config::default());
+    node.handle_message(t(0), Contact::bare(id(1)), store_req(3, 4, 10));
+    let (op, _) = store_ops(&drain(&mut node))[0].clone();
+    node.handle_store_result(t(0), op, StoreResult::Done);
+    drain(&mut node);
+    let key = Key::from_name(&[3]);
+    node.handle_message(
+        t(1_000),
+        Contact::bare(id(2)),
+        Message::Request { id: RequestId(8), body: Request::FindValue { key } },
+    );
+    let ops = store_ops(&drain(&mut node));
+    assert_eq!(ops[0].1, StoreOp::Get { key });
+    node.handle_store_result(t(1_000), ops[0].0, StoreResult::Value(Some(vec![3; 4])));
+    let out = sends(&drain(&mut node));
+    let expect = Response::Value { record: Record { key, value: vec![3; 4] }, ttl_secs: 9 };
+    assert_eq!(out, vec![(id(2), Message::Response { id: RequestId(8), body: expect })]);
+    // Expiry at 10 s removes it.
+    assert!(node.poll_timeout().unwrap() <= t(10_000));
+    node.handle_timeout(t(10_000));
+    let ops = store_ops(&drain(&mut node));
+    assert!(ops.iter().any(|(_, op)| *op == StoreOp::Remove { key }));
+    assert!(!node.holds(&key));
+    assert_eq!(node.stats().expired, 1);
+}
+
+#[test]
+fn put_stores_locally_and_republishes() {
+    let mut cfg = Config::default();
+    cfg.republish_interval = core::time::Duration::from_secs(60);
+    let mut node = node_with(cfg);
+    let record = Record { key: Key::from_name(b"r"), value: b"v".to_vec() };
+    node.put(t(0), record.clone());
+    let outs = drain(&mut node);
+    let ops = store_ops(&outs);
+    assert!(matches!(&ops[0].1, StoreOp::Put { record: r, .. } if *r == record));
+    // No peers: the put ends at once with zero acks.
+    assert!(events(&outs).iter().any(|e| matches!(e, Event::PutFinished { acks: 0, attempted: 0, .. })));
+    node.handle_store_result(t(0), ops[0].0, StoreResult::Done);
+    // A local get answers from the store.
+    let q = node.get(t(1), record.key);
+    let ops = store_ops(&drain(&mut node));
+    node.handle_store_result(t(1), ops[0].0, StoreResult::Value(Some(record.value.clone())));
+    let got = events(&drain(&mut node)).into_iter().find_map(|e| match e {
+        Event::GetFinished { query, record, .. } if query == q => Some(record),
+        _ => None,
+    });
+    assert_eq!(got, Some(Some(record.clone())));
+    // Republish: reads the value back, then puts it again.
+    node.handle_timeout(t(60_000));
+    let ops = store_ops(&drain(&mut node));
+    assert_eq!(ops[0].1, StoreOp::Get { key: record.key });
+    node.add_contact(t(60_000), Contact::bare(id(4)));
+    drain(&mut node);
+    node.handle_store_result(t(60_000), ops[0].0, StoreResult::Value(Some(record.value.clone())));
+    let out = sends(&drain(&mut node));
+    assert!(matches!(request(&out[0].1).1, Request::FindNode { .. }), "republish starts with a lookup");
+}
+
+#[test]
+fn oversized_put_finishes_with_zero_acks() {
+    let mut cfg = Config::default();
+    cfg.max_record_size = 8;
+    let mut node = node_with(cfg);
+    node.put(t(0), Record { key: Key::from_name(b"x"), value: vec![0; 9] });
+    let outs = drain(&mut node);
+    assert!(store_ops(&outs).is_empty());
+    assert!(events(&outs).iter().any(|e| matches!(e, Event::PutFinished { acks: 0, .. })));
+}
+
+#[test]
+fn random_bucket_ids_land_in_their_bucket() {
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    let local = id(0);
+    for index in [0usize, 1, 7, 8, 9, 100, 255] {
+        for _ in 0..20 {
+            let r = random_id_in_bucket(&mut rng, &local, index);
+            assert_eq!(local.distance(&r).bucket_index(), Some(index));
+        }
+    }
+}

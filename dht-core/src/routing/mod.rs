@@ -1,0 +1,7 @@
+//! The routing table: up to 256 k-buckets indexed by the number of leading bits a peer's id shares with ours.
+
+mod bucket;
+mod table;
+
+pub use bucket::Entry;
+pub use table::{InsertResult, RoutingTable};

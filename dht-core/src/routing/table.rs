@@ -1,0 +1,318 @@
+use super::bucket::{Bucket, Entry};
+use crate::id::{Distance, NodeId};
+use crate::message::Contact;
+use crate::time::Instant;
+
+/// What [`RoutingTable::insert`] did with a contact.
+#[must_use = "a full bucket asks the caller to ping its stalest entry"]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InsertResult {
+    /// The contact is new and took a free slot.
+    Inserted,
+    /// The contact was known; it is now the most recently seen of its bucket.
+    Updated,
+    /// The bucket is full. The newcomer waits in the replacement cache; ping `stale` (the least recently
+    /// seen entry) and call [`RoutingTable::remove`] if it does not answer, which promotes the newcomer.
+    PingStale {
+        /// The entry to check.
+        stale: Contact,
+    },
+    /// The bucket is full and its stalest entry is already being checked; the newcomer waits in the
+    /// replacement cache.
+    Queued,
+    /// Our own id: never stored.
+    SelfId,
+}
+
+/// Kademlia routing table with least-recently-seen eviction guarded by a liveness check.
+///
+/// Buckets are created lazily: a table only pays for the buckets its peers fall in.
+#[derive(Debug)]
+pub struct RoutingTable {
+    local: NodeId,
+    k: usize,
+    replacement_cache: usize,
+    buckets: Vec<Bucket>,
+}
+
+impl RoutingTable {
+    /// An empty table for node `local` with buckets of `k` entries and `replacement_cache` waiting
+    /// contacts per bucket.
+    pub fn new(local: NodeId, k: usize, replacement_cache: usize) -> Self {
+        RoutingTable { local, k: k.max(1), replacement_cache, buckets: Vec::new() }
+    }
+
+    /// The local node's id.
+    pub fn local_id(&self) -> &NodeId {
+        &self.local
+    }
+
+    fn index(&self, id: &NodeId) -> Option<usize> {
+        self.local.distance(id).bucket_index()
+    }
+
+    fn bucket_mut(&mut self, index: usize, now: Instant) -> &mut Bucket {
+        while self.buckets.len() <= index {
+            self.buckets.push(Bucket { last_touched: now, ..Bucket::default() });
+        }
+        &mut self.buckets[index]
+    }
+
+    /// Records that `contact` is alive (it sent us a message or answered one), inserting it when there is
+    /// room. Call only for peers authenticated by the transport.
+    pub fn insert(&mut self, contact: Contact, now: Instant) -> InsertResult {
+        let Some(index) = self.index(&contact.id) else { return InsertResult::SelfId };
+        let (k, cap) = (self.k, self.replacement_cache);
+        let bucket = self.bucket_mut(index, now);
+        if let Some(pos) = bucket.position(&contact.id) {
+            let mut entry = bucket.entries.remove(pos);
+            entry.last_seen = now;
+            entry.failures = 0;
+            if !contact.addrs.is_empty() && *entry.addrs != contact.addrs[..] {
+                entry.addrs = contact.addrs.into_boxed_slice();
+            }
+            bucket.entries.push(entry);
+            if bucket.pending_ping == Some(contact.id) {
+                bucket.pending_ping = None;
+            }
+            return InsertResult::Updated;
+        }
+        if bucket.entries.len() < k {
+            bucket.replacements.retain(|c| c.id != contact.id);
+            let entry = Entry { id: contact.id, addrs: contact.addrs.into_boxed_slice(), last_seen: now, failures: 0 };
+            bucket.push(entry, k);
+            return InsertResult::Inserted;
+        }
+        bucket.add_replacement(contact, cap);
+        if bucket.pending_ping.is_some() {
+            return InsertResult::Queued;
+        }
+        let stale = &bucket.entries[0];
+        bucket.pending_ping = Some(stale.id);
+        InsertResult::PingStale { stale: stale.contact() }
+    }
+
+    /// Counts a failed request to `id`; returns the failure count since it was last seen (0 if unknown).
+    pub fn record_failure(&mut self, id: &NodeId) -> u8 {
+        let Some(index) = self.index(id) else { return 0 };
+        let Some(bucket) = self.buckets.get_mut(index) else { return 0 };
+        match bucket.position(id) {
+            Some(pos) => {
+                let e = &mut bucket.entries[pos];
+                e.failures = e.failures.saturating_add(1);
+                e.failures
+            }
+            None => 0,
+        }
+    }
+
+    /// Removes `id` (it failed a liveness check or too many requests) and promotes the newest contact of
+    /// the replacement cache, if any. Returns the removed entry.
+    pub fn remove(&mut self, id: &NodeId, now: Instant) -> Option<Entry> {
+        let index = self.index(id)?;
+        let k = self.k;
+        let bucket = self.buckets.get_mut(index)?;
+        if bucket.pending_ping == Some(*id) {
+            bucket.pending_ping = None;
+        }
+        let pos = bucket.position(id)?;
+        let removed = bucket.entries.remove(pos);
+        if let Some(c) = bucket.replacements.pop_back() {
+            // A waiting contact was seen when it reached us; it goes in as the least recently seen.
+            let entry = Entry { id: c.id, addrs: c.addrs.into_boxed_slice(), last_seen: now, failures: 0 };
+            bucket.entries.insert(0, entry);
+            if bucket.entries.len() > k {
+                bucket.entries.truncate(k);
+            }
+        }
+        Some(removed)
+    }
+
+    /// Whether `id` is in the table.
+    pub fn contains(&self, id: &NodeId) -> bool {
+        self.get(id).is_some()
+    }
+
+    /// The entry for `id`.
+    pub fn get(&self, id: &NodeId) -> Option<&Entry> {
+        let bucket = self.buckets.get(self.index(id)?)?;
+        bucket.position(id).map(|p| &bucket.entries[p])
+    }
+
+    /// Up to `count` contacts closest to `target`, nearest first (ties cannot occur: ids are distinct).
+    pub fn closest(&self, target: &NodeId, count: usize) -> Vec<Contact> {
+        self.closest_entries(target, count).into_iter().map(Entry::contact).collect()
+    }
+
+    /// Like [`RoutingTable::closest`], borrowing the entries.
+    pub fn closest_entries(&self, target: &NodeId, count: usize) -> Vec<&Entry> {
+        if count == 0 {
+            return Vec::new();
+        }
+        let mut all: Vec<(Distance, &Entry)> =
+            self.buckets.iter().flat_map(|b| b.entries.iter()).map(|e| (e.id.distance(target), e)).collect();
+        if all.len() > count {
+            all.select_nth_unstable_by_key(count - 1, |(d, _)| *d);
+            all.truncate(count);
+        }
+        all.sort_unstable_by_key(|(d, _)| *d);
+        all.into_iter().map(|(_, e)| e).collect()
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.buckets.iter().map(|b| b.entries.len()).sum()
+    }
+
+    /// Whether the table is empty.
+    pub fn is_empty(&self) -> bool {
+        self.buckets.iter().all(|b| b.entries.is_empty())
+    }
+
+    /// All entries, bucket by bucket (farthest bucket first), least recently seen first within a bucket.
+    pub fn iter(&self) -> impl Iterator<Item = &Entry> {
+        self.buckets.iter().flat_map(|b| b.entries.iter())
+    }
+
+    /// `(bucket index, entries)` for every non-empty bucket: a picture of the table.
+    pub fn buckets(&self) -> impl Iterator<Item = (usize, &[Entry])> {
+        self.buckets.iter().enumerate().filter(|(_, b)| !b.entries.is_empty()).map(|(i, b)| (i, &b.entries[..]))
+    }
+
+    /// Marks the bucket `target` falls in as recently looked up (no refresh needed for a while).
+    pub fn touch(&mut self, target: &NodeId, now: Instant) {
+        if let Some(index) = self.index(target) {
+            if let Some(b) = self.buckets.get_mut(index) {
+                b.last_touched = now;
+            }
+        }
+    }
+
+    /// Number of bucket slots allocated (one past the deepest bucket ever used).
+    pub fn bucket_count(&self) -> usize {
+        self.buckets.len()
+    }
+
+    /// When bucket `index` was last looked up.
+    pub fn last_touched(&self, index: usize) -> Option<Instant> {
+        self.buckets.get(index).map(|b| b.last_touched)
+    }
+
+    /// Approximate heap bytes held by the table.
+    pub fn heap_bytes(&self) -> usize {
+        let entry = core::mem::size_of::<Entry>();
+        let contact = core::mem::size_of::<Contact>();
+        self.buckets.capacity() * core::mem::size_of::<Bucket>()
+            + self
+                .buckets
+                .iter()
+                .map(|b| {
+                    b.entries.capacity() * entry
+                        + b.replacements.capacity() * contact
+                        + b.entries
+                            .iter()
+                            .map(|e| e.addrs.iter().map(|a| 24 + a.0.capacity()).sum::<usize>())
+                            .sum::<usize>()
+                })
+                .sum::<usize>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id_with_prefix(first: u8, n: u8) -> NodeId {
+        let mut b = [0u8; 32];
+        b[0] = first;
+        b[31] = n;
+        NodeId::from_bytes(b)
+    }
+
+    fn t(ms: u64) -> Instant {
+        Instant::from_millis(ms)
+    }
+
+    #[test]
+    fn inserts_updates_and_refuses_self() {
+        let local = NodeId::from_bytes([0; 32]);
+        let mut rt = RoutingTable::new(local, 3, 2);
+        assert_eq!(rt.insert(Contact::bare(local), t(0)), InsertResult::SelfId);
+        let a = id_with_prefix(0x80, 1);
+        assert_eq!(rt.insert(Contact::bare(a), t(1)), InsertResult::Inserted);
+        assert_eq!(rt.insert(Contact::bare(a), t(2)), InsertResult::Updated);
+        assert_eq!(rt.get(&a).unwrap().last_seen, t(2));
+        assert_eq!(rt.len(), 1);
+        assert_eq!(rt.bucket_count(), 1, "bucket 0 holds the far half");
+    }
+
+    #[test]
+    fn full_bucket_pings_least_recently_seen_and_keeps_it_if_alive() {
+        let local = NodeId::from_bytes([0; 32]);
+        let mut rt = RoutingTable::new(local, 3, 2);
+        let ids: Vec<_> = (1..=5).map(|n| id_with_prefix(0x80, n)).collect();
+        for (i, id) in ids[..3].iter().enumerate() {
+            assert_eq!(rt.insert(Contact::bare(*id), t(i as u64)), InsertResult::Inserted);
+        }
+        // The oldest (ids[0]) must be checked before the newcomer may replace it.
+        assert_eq!(rt.insert(Contact::bare(ids[3]), t(10)), InsertResult::PingStale { stale: Contact::bare(ids[0]) });
+        assert_eq!(rt.insert(Contact::bare(ids[4]), t(11)), InsertResult::Queued);
+        // It answers: it stays, becomes most recent, and the newcomers stay out.
+        assert_eq!(rt.insert(Contact::bare(ids[0]), t(12)), InsertResult::Updated);
+        assert!(rt.contains(&ids[0]) && !rt.contains(&ids[3]) && !rt.contains(&ids[4]));
+        // Next full insert pings the new stalest, ids[1].
+        let r = rt.insert(Contact::bare(id_with_prefix(0x80, 9)), t(13));
+        assert_eq!(r, InsertResult::PingStale { stale: Contact::bare(ids[1]) });
+    }
+
+    #[test]
+    fn removal_promotes_newest_replacement() {
+        let local = NodeId::from_bytes([0; 32]);
+        let mut rt = RoutingTable::new(local, 2, 2);
+        let ids: Vec<_> = (1..=5).map(|n| id_with_prefix(0x80, n)).collect();
+        let _ = rt.insert(Contact::bare(ids[0]), t(0));
+        let _ = rt.insert(Contact::bare(ids[1]), t(0));
+        let _ = rt.insert(Contact::bare(ids[2]), t(1));
+        let _ = rt.insert(Contact::bare(ids[3]), t(2));
+        let _ = rt.insert(Contact::bare(ids[4]), t(3)); // cache cap 2: ids[2] dropped
+        assert!(rt.remove(&ids[0], t(5)).is_some());
+        assert!(rt.contains(&ids[4]), "newest waiting contact promoted");
+        assert!(!rt.contains(&ids[2]));
+        assert_eq!(rt.len(), 2);
+        assert!(rt.remove(&ids[0], t(6)).is_none());
+    }
+
+    #[test]
+    fn failures_count_and_reset_on_contact() {
+        let local = NodeId::from_bytes([0; 32]);
+        let mut rt = RoutingTable::new(local, 2, 0);
+        let a = id_with_prefix(0x10, 1);
+        let _ = rt.insert(Contact::bare(a), t(0));
+        assert_eq!(rt.record_failure(&a), 1);
+        assert_eq!(rt.record_failure(&a), 2);
+        let _ = rt.insert(Contact::bare(a), t(1));
+        assert_eq!(rt.get(&a).unwrap().failures, 0);
+        assert_eq!(rt.record_failure(&id_with_prefix(0x10, 2)), 0);
+    }
+
+    #[test]
+    fn closest_matches_brute_force() {
+        let local = NodeId::from_public_key(&[0; 32]);
+        let mut rt = RoutingTable::new(local, 20, 0);
+        let mut all = Vec::new();
+        for i in 0..500u32 {
+            let mut key = [0u8; 32];
+            key[..4].copy_from_slice(&i.to_be_bytes());
+            let id = NodeId::from_public_key(&key);
+            if rt.insert(Contact::bare(id), t(0)) == InsertResult::Inserted {
+                all.push(id);
+            }
+        }
+        assert!(rt.len() > 60);
+        let target = NodeId::from_public_key(&[9; 32]);
+        all.sort_by_key(|id| id.distance(&target));
+        let got: Vec<_> = rt.closest(&target, 20).into_iter().map(|c| c.id).collect();
+        assert_eq!(got, all[..20]);
+        assert_eq!(rt.closest(&target, 0), vec![]);
+    }
+}

@@ -1,0 +1,422 @@
+//! The standard experiment: bootstrap a swarm through one seed node, then run lookups, put/get pairs and
+//! churn on a timetable, judging every lookup against the true k closest live nodes.
+
+use crate::net::{Sim, SimConfig};
+use crate::truth::AliveSet;
+use dht_core::{Contact, Event, Instant, Key, NodeId, QueryId, Record};
+use rand_core::RngCore;
+use serde::Serialize;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::time::Duration;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct Params {
+    /// Network model, node configuration and seed.
+    pub sim: SimConfig,
+    /// Nodes in the swarm (kept constant under churn: each departure is replaced by a newcomer).
+    pub nodes: usize,
+    /// Random `find_node` lookups from random live nodes.
+    pub lookups: usize,
+    /// Put/get pairs: a put from a random node, later a get of the same key from another.
+    pub puts: usize,
+    /// Fraction of `nodes` that leave without notice during the operation phase, each replaced at once.
+    pub churn: f64,
+    /// Virtual time between two joins during bootstrap, ms.
+    pub join_interval_ms: u64,
+    /// Virtual time between two lookups, ms (the operation phase lasts `lookups` times this).
+    pub lookup_interval_ms: u64,
+    /// Size of the values put, bytes.
+    pub value_size: usize,
+    /// Show a progress bar on stderr.
+    pub progress: bool,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params {
+            sim: SimConfig::default(),
+            nodes: 1000,
+            lookups: 200,
+            puts: 0,
+            churn: 0.0,
+            join_interval_ms: 10,
+            lookup_interval_ms: 100,
+            value_size: 128,
+            progress: false,
+        }
+    }
+}
+
+/// The figures of one run. Serialized as the JSON line the binary prints last.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Report {
+    /// Nodes in the swarm.
+    pub nodes: usize,
+    /// Lookups run.
+    pub lookups: usize,
+    /// Seed.
+    pub seed: u64,
+    /// Churn fraction.
+    pub churn: f64,
+    /// Loss probability.
+    pub loss: f64,
+    /// Lookups whose k closest equal the true k closest live nodes at their end.
+    pub success_rate: f64,
+    /// Median path length to the closest node found.
+    pub hops_p50: u32,
+    /// 99th percentile path length.
+    pub hops_p99: u32,
+    /// Requests plus responses per lookup, mean.
+    pub msgs_per_lookup: f64,
+    /// Lookup latency, median, virtual ms.
+    pub latency_ms_p50: u64,
+    /// Lookup latency, 95th percentile, virtual ms.
+    pub latency_ms_p95: u64,
+    /// Puts run.
+    pub puts: usize,
+    /// Acknowledged stores per put, mean.
+    pub put_acks_mean: f64,
+    /// Put latency (lookup plus stores), median, virtual ms.
+    pub put_latency_ms_p50: u64,
+    /// Put latency, 90th percentile, virtual ms.
+    pub put_latency_ms_p90: u64,
+    /// Gets that returned the value put.
+    pub get_success_rate: f64,
+    /// Nodes that left (and were replaced).
+    pub departed: usize,
+    /// Messages handed to the virtual network.
+    pub messages_total: u64,
+    /// Virtual seconds simulated.
+    pub virtual_s: f64,
+    /// Wall-clock seconds of the whole run.
+    pub wall_s: f64,
+    /// Peak resident memory of the process, bytes (0 where unknown).
+    pub peak_rss_bytes: u64,
+    /// Peak resident memory divided by nodes.
+    pub rss_bytes_per_node: u64,
+    /// A hash of every query outcome in order: equal seeds give equal hashes.
+    pub trace_hash: String,
+}
+
+enum Op {
+    Lookup,
+    Put(usize),
+    Get(usize),
+    Churn,
+}
+
+/// Operations ordered by time, then by the order they were scheduled in.
+#[derive(Default)]
+struct Timetable {
+    heap: BinaryHeap<Reverse<(Instant, usize)>>,
+    ops: Vec<Option<Op>>,
+}
+
+impl Timetable {
+    fn push(&mut self, at: Instant, op: Op) {
+        self.heap.push(Reverse((at, self.ops.len())));
+        self.ops.push(Some(op));
+    }
+
+    fn pop(&mut self) -> Option<(Instant, Op)> {
+        let Reverse((at, i)) = self.heap.pop()?;
+        Some((at, self.ops[i].take().expect("each op is popped once")))
+    }
+}
+
+enum Pending {
+    Lookup { target: NodeId },
+    Put(usize),
+    Get(usize),
+}
+
+struct PutCase {
+    key: Key,
+    value: Vec<u8>,
+    from: usize,
+}
+
+/// Peak resident set size of this process, from `/proc/self/status` (0 if unavailable).
+pub fn peak_rss_bytes() -> u64 {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else { return 0 };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+fn percentile<T: Copy + Ord + Default>(values: &mut [T], p: f64) -> T {
+    if values.is_empty() {
+        return T::default();
+    }
+    values.sort_unstable();
+    let rank = ((p * values.len() as f64).ceil() as usize).clamp(1, values.len());
+    values[rank - 1]
+}
+
+struct Trace(u64);
+
+impl Trace {
+    fn mix(&mut self, v: u64) {
+        for b in v.to_le_bytes() {
+            self.0 ^= u64::from(b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+struct Swarm {
+    sim: Sim,
+    alive: AliveSet,
+    live: Vec<usize>,
+    slot: BTreeMap<usize, usize>,
+    seed_node: usize,
+}
+
+impl Swarm {
+    fn join(&mut self) -> usize {
+        let i = self.sim.add_node();
+        let seed = Contact::bare(self.sim.id(self.seed_node));
+        if i != self.seed_node {
+            self.sim.with_node(i, |n, now| n.bootstrap(now, vec![seed]));
+        }
+        self.alive.insert(self.sim.id(i));
+        self.slot.insert(i, self.live.len());
+        self.live.push(i);
+        i
+    }
+
+    fn leave(&mut self, i: usize) {
+        let pos = self.slot.remove(&i).expect("a leaving node is live");
+        self.live.swap_remove(pos);
+        if let Some(&moved) = self.live.get(pos) {
+            self.slot.insert(moved, pos);
+        }
+        self.alive.remove(&self.sim.id(i));
+        self.sim.kill(i);
+    }
+
+    fn random_live(&mut self, except: &[usize]) -> usize {
+        loop {
+            let i = self.live[(self.sim.rng().next_u64() % self.live.len() as u64) as usize];
+            if !except.contains(&i) || self.live.len() <= except.len() {
+                return i;
+            }
+        }
+    }
+}
+
+/// Runs the experiment.
+pub fn run(params: &Params) -> Report {
+    let started = std::time::Instant::now();
+    let k = params.sim.node.k;
+    let mut swarm = Swarm {
+        sim: Sim::new(params.sim.clone()),
+        alive: AliveSet::default(),
+        live: Vec::new(),
+        slot: BTreeMap::new(),
+        seed_node: 0,
+    };
+    swarm.seed_node = swarm.join();
+
+    let churn_count = (params.churn * params.nodes as f64).round() as usize;
+    let bar = if params.progress {
+        let total = (params.nodes + params.lookups + params.puts * 2 + churn_count) as u64;
+        let bar = indicatif::ProgressBar::new(total);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} {msg}")
+                .expect("static template is valid"),
+        );
+        bar
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+
+    // Bootstrap: one join every join_interval, each a self-lookup through the seed node.
+    bar.set_message("joining");
+    let join_every = Duration::from_millis(params.join_interval_ms);
+    for n in 1..params.nodes {
+        let t = swarm.sim.now() + join_every;
+        swarm.sim.run_until(t);
+        swarm.join();
+        if n % 1024 == 0 {
+            swarm.sim.take_events();
+            bar.inc(1024);
+        }
+    }
+    let settle = swarm.sim.now() + Duration::from_secs(10);
+    swarm.sim.run_until(settle);
+    swarm.sim.take_events();
+    bar.set_position(params.nodes as u64);
+
+    // Operation phase timetable.
+    bar.set_message("operating");
+    let phase_ms = (params.lookups.max(params.puts).max(1) as u64) * params.lookup_interval_ms;
+    let start = swarm.sim.now();
+    let at = |ms: u64| start + Duration::from_millis(ms);
+    let mut ops = Timetable::default();
+    for i in 0..params.lookups {
+        ops.push(at(i as u64 * params.lookup_interval_ms), Op::Lookup);
+    }
+    for i in 0..params.puts {
+        ops.push(at(i as u64 * phase_ms / 4 / params.puts as u64), Op::Put(i));
+    }
+    for i in 0..churn_count {
+        ops.push(at(i as u64 * phase_ms / churn_count as u64), Op::Churn);
+    }
+    let get_start = phase_ms * 3 / 4;
+
+    let mut cases: Vec<PutCase> = Vec::new();
+    let mut pending: BTreeMap<(usize, QueryId), Pending> = BTreeMap::new();
+    let mut trace = Trace(0xcbf2_9ce4_8422_2325);
+    let (mut lookups_ok, mut lookups_done) = (0usize, 0usize);
+    let (mut hops, mut latencies, mut msgs) = (Vec::new(), Vec::new(), 0u64);
+    let (mut acks, mut put_latencies) = (Vec::new(), Vec::new());
+    let (mut gets_ok, mut gets_done) = (0usize, 0usize);
+    let mut departed = 0usize;
+    let op_count = ops.ops.len() + params.puts;
+    let mut ops_done = 0usize;
+    let mut drain_until: Option<Instant> = None;
+
+    loop {
+        // Outcomes reported so far.
+        for ev in swarm.sim.take_events() {
+            let (q, node) = match &ev.event {
+                Event::LookupFinished { query, .. }
+                | Event::PutFinished { query, .. }
+                | Event::GetFinished { query, .. } => (*query, ev.node),
+                _ => continue,
+            };
+            let Some(p) = pending.remove(&(node, q)) else { continue };
+            ops_done += 1;
+            bar.inc(1);
+            trace.mix(node as u64);
+            trace.mix(ev.at.as_millis());
+            match (p, ev.event) {
+                (Pending::Lookup { target }, Event::LookupFinished { closest, stats, .. }) => {
+                    let truth = swarm.alive.closest(&target, k);
+                    let got: Vec<NodeId> = closest.iter().map(|c| c.id).collect();
+                    let ok = got == truth;
+                    trace.mix(u64::from(ok) << 32 | u64::from(stats.hops));
+                    lookups_done += 1;
+                    lookups_ok += usize::from(ok);
+                    hops.push(stats.hops);
+                    latencies.push(stats.duration.as_millis() as u64);
+                    msgs += u64::from(stats.requests + stats.responses);
+                }
+                (Pending::Put(i), Event::PutFinished { acks: a, stats, .. }) => {
+                    trace.mix(a as u64);
+                    acks.push(a);
+                    put_latencies.push(stats.duration.as_millis() as u64);
+                    let when = at(get_start + i as u64 * (phase_ms / 4) / params.puts as u64)
+                        .max(ev.at + Duration::from_secs(1));
+                    ops.push(when, Op::Get(i));
+                }
+                (Pending::Get(i), Event::GetFinished { record, .. }) => {
+                    let ok = record.is_some_and(|r| r.value == cases[i].value);
+                    trace.mix(u64::from(ok));
+                    gets_done += 1;
+                    gets_ok += usize::from(ok);
+                }
+                _ => {}
+            }
+        }
+        if ops_done >= op_count && pending.is_empty() {
+            break;
+        }
+        let Some((t, op)) = ops.pop() else {
+            // Only queries in flight: let them report, for at most two virtual minutes.
+            let limit = *drain_until.get_or_insert(swarm.sim.now() + Duration::from_secs(120));
+            if swarm.sim.now() >= limit || !swarm.sim.step() {
+                break;
+            }
+            continue;
+        };
+        swarm.sim.run_until(t);
+        match op {
+            Op::Lookup => {
+                let from = swarm.random_live(&[]);
+                let target = swarm.sim.random_id();
+                if let Some(q) = swarm.sim.with_node(from, |n, now| n.find_node(now, target)) {
+                    pending.insert((from, q), Pending::Lookup { target });
+                }
+            }
+            Op::Put(i) => {
+                let from = swarm.random_live(&[]);
+                let key = Key::from_bytes(*swarm.sim.random_id().as_bytes());
+                let mut value = vec![0u8; params.value_size];
+                swarm.sim.rng().fill_bytes(&mut value);
+                let record = Record { key, value: value.clone() };
+                cases.push(PutCase { key, value, from });
+                if let Some(q) = swarm.sim.with_node(from, |n, now| n.put(now, record)) {
+                    pending.insert((from, q), Pending::Put(i));
+                }
+            }
+            Op::Get(i) => {
+                let from = swarm.random_live(&[cases[i].from]);
+                let key = cases[i].key;
+                if let Some(q) = swarm.sim.with_node(from, |n, now| n.get(now, key)) {
+                    pending.insert((from, q), Pending::Get(i));
+                }
+            }
+            Op::Churn => {
+                let victim = swarm.random_live(&[swarm.seed_node]);
+                swarm.leave(victim);
+                // Queries of a departed node never report; they are not counted.
+                let orphaned: Vec<_> =
+                    pending.range((victim, QueryId(0))..=(victim, QueryId(u64::MAX))).map(|(k, _)| *k).collect();
+                for key in orphaned {
+                    // A put whose node left never schedules its get: both count as done.
+                    if let Some(Pending::Put(_)) = pending.remove(&key) {
+                        ops_done += 1;
+                    }
+                    ops_done += 1;
+                }
+                swarm.join();
+                departed += 1;
+                ops_done += 1;
+                bar.inc(1);
+            }
+        }
+    }
+    bar.finish_and_clear();
+    // Queries that never reported within the limit count as failures.
+    for p in pending.values() {
+        match p {
+            Pending::Lookup { .. } => lookups_done += 1,
+            Pending::Get(_) => gets_done += 1,
+            Pending::Put(_) => {}
+        }
+    }
+
+    let rss = peak_rss_bytes();
+    let ratio = |ok: usize, n: usize| if n == 0 { 0.0 } else { ok as f64 / n as f64 };
+    Report {
+        nodes: params.nodes,
+        lookups: lookups_done,
+        seed: params.sim.seed,
+        churn: params.churn,
+        loss: params.sim.loss,
+        success_rate: ratio(lookups_ok, lookups_done),
+        hops_p50: percentile(&mut hops, 0.50),
+        hops_p99: percentile(&mut hops, 0.99),
+        msgs_per_lookup: if lookups_done == 0 { 0.0 } else { msgs as f64 / lookups_done as f64 },
+        latency_ms_p50: percentile(&mut latencies, 0.50),
+        latency_ms_p95: percentile(&mut latencies, 0.95),
+        puts: acks.len(),
+        put_acks_mean: if acks.is_empty() { 0.0 } else { acks.iter().sum::<usize>() as f64 / acks.len() as f64 },
+        put_latency_ms_p50: percentile(&mut put_latencies, 0.50),
+        put_latency_ms_p90: percentile(&mut put_latencies, 0.90),
+        get_success_rate: ratio(gets_ok, gets_done),
+        departed,
+        messages_total: swarm.sim.stats().sent,
+        virtual_s: swarm.sim.elapsed_ms() as f64 / 1000.0,
+        wall_s: started.elapsed().as_secs_f64(),
+        peak_rss_bytes: rss,
+        rss_bytes_per_node: rss / params.nodes.max(1) as u64,
+        trace_hash: format!("{:016x}", trace.0),
+    }
+}

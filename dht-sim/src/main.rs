@@ -1,0 +1,112 @@
+//! `dht-sim`: run a simulated swarm and print its figures, the last line as one JSON object.
+
+use clap::Parser;
+use dht_sim::experiment::{self, Params};
+use dht_sim::SimConfig;
+use std::io::IsTerminal;
+
+/// Simulate a webdht swarm in one process on a virtual network and measure lookups, puts and gets.
+///
+/// Nodes join one after another through a single seed node (a self-lookup each), then the operation
+/// phase runs LOOKUPS random find_node lookups (one every --lookup-interval-ms of virtual time), PUTS
+/// put/get pairs (puts in the first quarter of the phase, each get from another node in the last quarter)
+/// and, with --churn, replaces that fraction of the nodes spread over the phase.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Nodes in the swarm.
+    #[arg(long, default_value_t = 1000)]
+    nodes: usize,
+    /// Random find_node lookups; one succeeds when it returns exactly the true k closest live nodes.
+    #[arg(long, default_value_t = 200)]
+    lookups: usize,
+    /// Seed of everything random; the same seed gives the same trace_hash.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Fraction of nodes that leave without notice (each replaced by a newcomer) during the phase.
+    #[arg(long, default_value_t = 0.0)]
+    churn: f64,
+    /// Probability that any message is lost.
+    #[arg(long, default_value_t = 0.0)]
+    loss: f64,
+    /// Put/get pairs.
+    #[arg(long, default_value_t = 0)]
+    puts: usize,
+    /// Smallest link round-trip time, ms.
+    #[arg(long, default_value_t = 50)]
+    rtt_min_ms: u64,
+    /// Largest link round-trip time, ms (each link's RTT is uniform between the two, fixed per link).
+    #[arg(long, default_value_t = 150)]
+    rtt_max_ms: u64,
+    /// Virtual ms between two joins during bootstrap.
+    #[arg(long, default_value_t = 10)]
+    join_interval_ms: u64,
+    /// Virtual ms between two lookups; the operation phase lasts LOOKUPS times this.
+    #[arg(long, default_value_t = 100)]
+    lookup_interval_ms: u64,
+    /// Bucket size and replication factor.
+    #[arg(long, default_value_t = 20)]
+    k: usize,
+    /// Lookup parallelism.
+    #[arg(long, default_value_t = 3)]
+    alpha: usize,
+    /// Bytes per value put.
+    #[arg(long, default_value_t = 128)]
+    value_size: usize,
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    if !(0.0..=1.0).contains(&args.churn) || !(0.0..1.0).contains(&args.loss) {
+        eprintln!("error: --churn must be in [0, 1] and --loss in [0, 1)");
+        return std::process::ExitCode::from(2);
+    }
+    if args.nodes < 2 || args.k == 0 || args.alpha == 0 || args.rtt_min_ms > args.rtt_max_ms {
+        eprintln!("error: need --nodes >= 2, --k >= 1, --alpha >= 1 and --rtt-min-ms <= --rtt-max-ms");
+        return std::process::ExitCode::from(2);
+    }
+    let mut sim = SimConfig {
+        seed: args.seed,
+        rtt_min_ms: args.rtt_min_ms,
+        rtt_max_ms: args.rtt_max_ms,
+        loss: args.loss,
+        ..SimConfig::default()
+    };
+    sim.node.k = args.k;
+    sim.node.alpha = args.alpha;
+    sim.node.max_contacts_per_reply = sim.node.max_contacts_per_reply.max(args.k);
+    let params = Params {
+        sim,
+        nodes: args.nodes,
+        lookups: args.lookups,
+        puts: args.puts,
+        churn: args.churn,
+        join_interval_ms: args.join_interval_ms,
+        lookup_interval_ms: args.lookup_interval_ms,
+        value_size: args.value_size,
+        progress: std::io::stderr().is_terminal() && args.nodes + args.lookups >= 5000,
+    };
+    let r = experiment::run(&params);
+    println!("dht-sim: {} nodes, seed {}, churn {}, loss {}", r.nodes, r.seed, r.churn, r.loss);
+    println!(
+        "  lookups  {:>6}  success {:.4}  hops p50 {} p99 {}  msgs/lookup {:.1}  latency p50 {} ms p95 {} ms",
+        r.lookups, r.success_rate, r.hops_p50, r.hops_p99, r.msgs_per_lookup, r.latency_ms_p50, r.latency_ms_p95
+    );
+    if r.puts > 0 {
+        println!(
+            "  puts     {:>6}  acks mean {:.2}  latency p50 {} ms p90 {} ms  gets ok {:.4}",
+            r.puts, r.put_acks_mean, r.put_latency_ms_p50, r.put_latency_ms_p90, r.get_success_rate
+        );
+    }
+    println!(
+        "  network  {} messages, {} departed, {:.1} virtual s, {:.2} wall s, peak RSS {:.1} MiB ({} B/node)",
+        r.messages_total,
+        r.departed,
+        r.virtual_s,
+        r.wall_s,
+        r.peak_rss_bytes as f64 / (1 << 20) as f64,
+        r.rss_bytes_per_node
+    );
+    println!("{}", serde_json::to_string(&r).expect("report serializes"));
+    std::process::ExitCode::SUCCESS
+}

@@ -1,0 +1,51 @@
+//! Behaviour of the core in small simulated swarms; each runs in about a second.
+
+use dht_sim::experiment::{run, Params};
+use dht_sim::SimConfig;
+
+fn params(seed: u64, nodes: usize) -> Params {
+    Params { sim: SimConfig { seed, ..SimConfig::default() }, nodes, lookups: 200, puts: 40, ..Params::default() }
+}
+
+#[test]
+fn lookups_find_the_true_closest_and_values_come_back() {
+    let r = run(&params(11, 500));
+    eprintln!("seed 11: {r:?}");
+    assert_eq!(r.lookups, 200);
+    assert!(r.success_rate >= 0.98, "success {}", r.success_rate);
+    assert!(r.hops_p99 <= 5, "hops p99 {}", r.hops_p99);
+    assert!(r.put_acks_mean >= 19.0, "acks {}", r.put_acks_mean);
+    assert_eq!(r.get_success_rate, 1.0);
+}
+
+#[test]
+fn same_seed_same_trace_other_seed_other_trace() {
+    let a = run(&params(5, 200));
+    let b = run(&params(5, 200));
+    let c = run(&params(6, 200));
+    assert_eq!(a.trace_hash, b.trace_hash);
+    assert_eq!(
+        (a.success_rate, a.messages_total, a.latency_ms_p50),
+        (b.success_rate, b.messages_total, b.latency_ms_p50)
+    );
+    assert_ne!(a.trace_hash, c.trace_hash);
+}
+
+#[test]
+fn survives_churn_and_loss() {
+    let mut p = params(21, 400);
+    p.churn = 0.5;
+    p.lookup_interval_ms = 1000;
+    let r = run(&p);
+    eprintln!("churn: {r:?}");
+    assert_eq!(r.departed, 200);
+    assert!(r.success_rate >= 0.95, "success under churn {}", r.success_rate);
+    assert!(r.get_success_rate >= 0.95, "gets under churn {}", r.get_success_rate);
+
+    let mut p = params(22, 300);
+    p.sim.loss = 0.05;
+    let r = run(&p);
+    eprintln!("loss: {r:?}");
+    assert!(r.success_rate >= 0.9, "success under loss {}", r.success_rate);
+    assert!(r.get_success_rate >= 0.95, "gets under loss {}", r.get_success_rate);
+}

@@ -1,0 +1,102 @@
+//! `cargo xtask <task>`: the project's set-up and check commands.
+//!
+//! - `test`: formatting, clippy, all tests, and the wasm32 build of dht-core (installs the target).
+//! - `run`: the main job on embedded defaults. Until the browser path lands, it runs the simulator.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("test") => test(),
+        Some("run") => run(&args[1..]),
+        Some("bench") => bench(),
+        _ => {
+            eprintln!("usage: cargo xtask <test|run|bench>");
+            eprintln!("  test   fmt --check, clippy -D warnings, cargo test --workspace, dht-core for wasm32");
+            eprintln!("  run    the main job on embedded defaults (today: a 2,000-node simulated swarm)");
+            eprintln!("  bench  codec and simulator figures (see BENCHMARKS.md)");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the workspace root")
+        .to_path_buf()
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(root());
+    cmd
+}
+
+fn step(what: &str, cmd: &mut Command) -> Result<(), String> {
+    eprintln!("==> {what}");
+    let status = cmd.status().map_err(|e| format!("{what}: cannot start: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{what}: failed ({status})"))
+    }
+}
+
+const WASM_TARGET: &str = "wasm32-unknown-unknown";
+
+/// Makes sure the wasm32 target is installed, installing it with rustup when missing.
+fn ensure_wasm_target() -> Result<(), String> {
+    let out = Command::new("rustc").args(["--print", "sysroot"]).output().map_err(|e| format!("rustc: {e}"))?;
+    let sysroot = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if Path::new(&sysroot).join("lib/rustlib").join(WASM_TARGET).exists() {
+        return Ok(());
+    }
+    step("rustup target add wasm32-unknown-unknown", Command::new("rustup").args(["target", "add", WASM_TARGET]))
+        .map_err(|e| format!("{e}\n  install it by hand with: rustup target add {WASM_TARGET}"))
+}
+
+fn test() -> Result<(), String> {
+    step("cargo fmt --check", cargo().args(["fmt", "--all", "--check"]))?;
+    step("cargo clippy", cargo().args(["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"]))?;
+    step("cargo test", cargo().args(["test", "--workspace", "--locked"]))?;
+    ensure_wasm_target()?;
+    step("dht-core for wasm32", cargo().args(["build", "-p", "dht-core", "--locked", "--target", WASM_TARGET]))?;
+    eprintln!("==> all checks passed");
+    Ok(())
+}
+
+fn run(extra: &[String]) -> Result<(), String> {
+    eprintln!("The browser path (signaling server, bootstrap node, web page) is not built yet;");
+    eprintln!("running the in-process simulator on embedded defaults instead.");
+    let mut cmd = cargo();
+    cmd.args([
+        "run",
+        "--release",
+        "--locked",
+        "-p",
+        "dht-sim",
+        "--",
+        "--nodes",
+        "2000",
+        "--lookups",
+        "500",
+        "--puts",
+        "200",
+    ]);
+    cmd.args(extra);
+    step("dht-sim", &mut cmd)
+}
+
+fn bench() -> Result<(), String> {
+    step("criterion codec bench", cargo().args(["bench", "--locked", "-p", "dht-core", "--bench", "codec"]))
+}
