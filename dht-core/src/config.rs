@@ -10,6 +10,9 @@ pub struct Config {
     pub k: usize,
     /// Requests a lookup keeps in flight until it stalls (α).
     pub alpha: usize,
+    /// Answers in a row that bring no closer peer before a lookup widens to k requests in flight (the
+    /// Kademlia paper's final round, after a round of α answers without progress).
+    pub stall_after: usize,
     /// How long to wait for an answer before counting the request as failed.
     pub request_timeout: Duration,
     /// Contacts waiting per bucket for a stale entry to fail.
@@ -40,6 +43,9 @@ pub struct Config {
     pub max_record_ttl: Duration,
     /// How often this node re-puts the records it published.
     pub republish_interval: Duration,
+    /// After the bootstrap self-lookup, how many buckets farther than the closest neighbour found get a
+    /// refresh lookup, nearest first (the Kademlia join). 0 disables it; 256 refreshes them all.
+    pub join_refresh_buckets: usize,
     /// A bucket with no lookup through it for this long is refreshed with a lookup of a random id in it.
     pub refresh_interval: Duration,
 }
@@ -49,6 +55,7 @@ impl Default for Config {
         Config {
             k: 20,
             alpha: 3,
+            stall_after: 3,
             request_timeout: Duration::from_secs(1),
             replacement_cache: 4,
             max_failures: 2,
@@ -65,6 +72,7 @@ impl Default for Config {
             max_record_ttl: Duration::from_secs(48 * 3600),
             republish_interval: Duration::from_secs(22 * 3600),
             refresh_interval: Duration::from_secs(3600),
+            join_refresh_buckets: 256,
         }
     }
 }

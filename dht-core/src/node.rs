@@ -74,6 +74,8 @@ enum StorePurpose {
 #[derive(Debug)]
 enum QueryKind {
     FindNode,
+    /// The self-lookup of a join: reports like `FindNode`, then refreshes the buckets beyond.
+    Bootstrap,
     /// Bucket refresh: no event.
     Refresh,
     Put {
@@ -354,7 +356,7 @@ impl Node {
                 initial.push(seed);
             }
         }
-        let id = self.start_query(now, target, initial, QueryKind::FindNode);
+        let id = self.start_query(now, target, initial, QueryKind::Bootstrap);
         self.drive_queries(now);
         id
     }

@@ -297,7 +297,11 @@ pub fn run(params: &Params) -> Report {
             trace.mix(ev.at.as_millis());
             match (p, ev.event) {
                 (Pending::Lookup { target }, Event::LookupFinished { closest, stats, .. }) => {
-                    let truth = swarm.alive.closest(&target, k);
+                    // The k closest peers: the node looking up is not among its own answer.
+                    let me = swarm.sim.id(node);
+                    let mut truth = swarm.alive.closest(&target, k + 1);
+                    truth.retain(|id| *id != me);
+                    truth.truncate(k);
                     let got: Vec<NodeId> = closest.iter().map(|c| c.id).collect();
                     let ok = got == truth;
                     trace.mix(u64::from(ok) << 32 | u64::from(stats.hops));

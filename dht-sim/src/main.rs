@@ -50,6 +50,13 @@ struct Args {
     /// Lookup parallelism.
     #[arg(long, default_value_t = 3)]
     alpha: usize,
+    /// Answers without progress before a lookup widens to k in flight.
+    #[arg(long, default_value_t = 3)]
+    stall_after: usize,
+
+    /// Buckets refreshed after each join's self-lookup, nearest first (256 = all, the Kademlia join).
+    #[arg(long, default_value_t = 256)]
+    join_refresh: usize,
     /// Bytes per value put.
     #[arg(long, default_value_t = 128)]
     value_size: usize,
@@ -74,6 +81,9 @@ fn main() -> std::process::ExitCode {
     };
     sim.node.k = args.k;
     sim.node.alpha = args.alpha;
+    sim.node.stall_after = args.stall_after;
+
+    sim.node.join_refresh_buckets = args.join_refresh;
     sim.node.max_contacts_per_reply = sim.node.max_contacts_per_reply.max(args.k);
     let params = Params {
         sim,

@@ -1,8 +1,8 @@
 //! The iterative lookup: one state machine shared by every query kind (find_node, get, put, refresh).
 //!
-//! Candidates are kept sorted by distance to the target. Up to α requests are in flight; when α answers in a
-//! row bring nobody closer, the lookup is *stalled* and may have up to k in flight, as the Kademlia paper's
-//! final round does. It finishes when the k closest candidates that did not fail have all answered.
+//! Candidates are kept sorted by distance to the target. Up to α requests are in flight; when
+//! `stall_after` answers in a row bring nobody closer, the lookup is *stalled* and may have up to k in
+//! flight, as the Kademlia paper's final round does. It finishes when the k closest candidates that did not fail have all answered.
 
 use crate::id::{Distance, NodeId};
 use crate::message::Contact;
@@ -49,6 +49,8 @@ pub struct LookupParams {
     pub alpha: usize,
     /// Cap on candidates kept; the farthest not-yet-contacted ones are dropped beyond it.
     pub max_candidates: usize,
+    /// Answers in a row that bring nobody closer before the lookup stalls and widens to k in flight.
+    pub stall_after: usize,
 }
 
 /// An iterative closest-peers lookup.
@@ -73,6 +75,8 @@ impl Lookup {
             k: params.k.max(1),
             alpha: params.alpha.max(1),
             max_candidates: params.max_candidates.max(params.k),
+            stall_after: params.stall_after.max(1),
+            ..params
         };
         let mut lookup = Lookup {
             target,
@@ -185,7 +189,7 @@ impl Lookup {
             self.stalled = false;
         } else {
             self.no_progress += 1;
-            if self.no_progress >= self.params.alpha {
+            if self.no_progress >= self.params.stall_after {
                 self.stalled = true;
             }
         }
@@ -259,7 +263,7 @@ mod tests {
     }
 
     fn params(k: usize, alpha: usize) -> LookupParams {
-        LookupParams { k, alpha, max_candidates: 100 }
+        LookupParams { k, alpha, max_candidates: 100, stall_after: alpha }
     }
 
     fn drain(l: &mut Lookup) -> Vec<NodeId> {
@@ -331,7 +335,7 @@ mod tests {
     #[test]
     fn candidates_are_capped_keeping_the_closest() {
         let mut l =
-            Lookup::new(id(0), [id(200)].map(Contact::bare), LookupParams { k: 2, alpha: 1, max_candidates: 3 });
+            Lookup::new(id(0), [id(200)].map(Contact::bare), LookupParams { k: 2, alpha: 1, max_candidates: 3, stall_after: 1 });
         assert_eq!(drain(&mut l), vec![id(200)]);
         l.on_success(&id(200), (1..=10).map(|n| Contact::bare(id(n))));
         assert_eq!(drain(&mut l), vec![id(1)]);

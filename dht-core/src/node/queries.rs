@@ -21,6 +21,7 @@ impl Node {
             k: self.config.k,
             alpha: self.config.alpha,
             max_candidates: self.config.max_lookup_candidates,
+            stall_after: self.config.stall_after,
         };
         self.table.touch(&target, now);
         let lookup = Lookup::new(target, seeds, params);
@@ -145,6 +146,16 @@ impl Node {
                 let closest = q.lookup.closest();
                 self.event(Event::LookupFinished { query: id, target: *q.lookup.target(), closest, stats });
             }
+            QueryKind::Bootstrap => {
+                let closest = q.lookup.closest();
+                let nearest = closest.first().and_then(|c| self.local.id.distance(&c.id).bucket_index());
+                self.event(Event::LookupFinished { query: id, target: *q.lookup.target(), closest, stats });
+                if let Some(c) = nearest {
+                    for index in (0..c).rev().take(self.config.join_refresh_buckets) {
+                        self.refresh_bucket(now, index);
+                    }
+                }
+            }
             QueryKind::Refresh => {}
             QueryKind::Get { key, found, lacking } => {
                 if let (Some(record), Some(peer)) = (found.as_ref(), lacking.take()) {
@@ -179,7 +190,7 @@ impl Node {
                 // A late answer to the put's lookup: nothing more to learn from it.
             }
             (
-                QueryKind::FindNode | QueryKind::Refresh | QueryKind::Put { storing: None, .. },
+                QueryKind::FindNode | QueryKind::Bootstrap | QueryKind::Refresh | QueryKind::Put { storing: None, .. },
                 Response::Nodes { closer },
             ) => {
                 q.lookup.on_success(&from.id, closer);
@@ -258,10 +269,15 @@ impl Node {
         for index in 0..self.table.bucket_count() {
             let due = self.table.last_touched(index).is_some_and(|t| t + self.config.refresh_interval <= now);
             if due {
-                let target = random_id_in_bucket(&mut self.rng, &self.local.id, index);
-                let seeds = self.table.closest(&target, self.config.k);
-                self.start_query(now, target, seeds, QueryKind::Refresh);
+                self.refresh_bucket(now, index);
             }
         }
+    }
+
+    /// Looks up a random id in bucket `index` (which marks the bucket fresh).
+    fn refresh_bucket(&mut self, now: Instant, index: usize) {
+        let target = random_id_in_bucket(&mut self.rng, &self.local.id, index);
+        let seeds = self.table.closest(&target, self.config.k);
+        self.start_query(now, target, seeds, QueryKind::Refresh);
     }
 }
