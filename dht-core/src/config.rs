@@ -43,6 +43,10 @@ pub struct Config {
     pub max_record_ttl: Duration,
     /// How often this node re-puts the records it published.
     pub republish_interval: Duration,
+    /// How often a node looks up its own id once it has joined: it keeps the neighbourhood (the peers that
+    /// answer for records near us) free of departed peers and tells newcomers about us. Jittered by up to
+    /// a quarter. `Duration::ZERO` disables it.
+    pub self_lookup_interval: Duration,
     /// After the bootstrap self-lookup, how many buckets farther than the closest neighbour found get a
     /// refresh lookup, nearest first (the Kademlia join). 0 disables it; 256 refreshes them all.
     pub join_refresh_buckets: usize,
@@ -73,6 +77,7 @@ impl Default for Config {
             republish_interval: Duration::from_secs(22 * 3600),
             refresh_interval: Duration::from_secs(3600),
             join_refresh_buckets: 256,
+            self_lookup_interval: Duration::from_secs(300),
         }
     }
 }

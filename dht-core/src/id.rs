@@ -15,8 +15,11 @@ pub struct NodeId([u8; ID_LEN]);
 pub struct Key([u8; ID_LEN]);
 
 /// The XOR distance between two points of the id space, ordered as a 256-bit big-endian integer.
+///
+/// Held as four big-endian 64-bit words, most significant first, so comparing two distances is four
+/// integer comparisons (lookups and `closest` compare distances in their inner loops).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
-pub struct Distance([u8; ID_LEN]);
+pub struct Distance([u64; 4]);
 
 impl NodeId {
     /// The id of the node whose static public key is `public_key`.
@@ -68,26 +71,30 @@ impl Key {
     }
 }
 
+#[inline]
+fn word(bytes: &[u8; ID_LEN], i: usize) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&bytes[i * 8..i * 8 + 8]);
+    u64::from_be_bytes(w)
+}
+
+#[inline]
 fn xor(a: &[u8; ID_LEN], b: &[u8; ID_LEN]) -> Distance {
-    let mut d = [0u8; ID_LEN];
-    for (i, out) in d.iter_mut().enumerate() {
-        *out = a[i] ^ b[i];
-    }
-    Distance(d)
+    Distance([word(a, 0) ^ word(b, 0), word(a, 1) ^ word(b, 1), word(a, 2) ^ word(b, 2), word(a, 3) ^ word(b, 3)])
 }
 
 impl Distance {
     /// The zero distance (a point to itself).
-    pub const ZERO: Distance = Distance([0; ID_LEN]);
+    pub const ZERO: Distance = Distance([0; 4]);
 
     /// Number of leading zero bits (256 for the zero distance).
     pub fn leading_zeros(&self) -> u32 {
         let mut n = 0;
-        for byte in self.0 {
-            if byte == 0 {
-                n += 8;
+        for w in self.0 {
+            if w == 0 {
+                n += 64;
             } else {
-                return n + byte.leading_zeros();
+                return n + w.leading_zeros();
             }
         }
         n
@@ -104,9 +111,13 @@ impl Distance {
         }
     }
 
-    /// The raw bytes.
-    pub const fn as_bytes(&self) -> &[u8; ID_LEN] {
-        &self.0
+    /// The distance as 32 big-endian bytes.
+    pub fn to_bytes(&self) -> [u8; ID_LEN] {
+        let mut out = [0u8; ID_LEN];
+        for (i, w) in self.0.iter().enumerate() {
+            out[i * 8..i * 8 + 8].copy_from_slice(&w.to_be_bytes());
+        }
+        out
     }
 }
 
@@ -205,6 +216,11 @@ mod tests {
         assert_eq!(a.distance(&b).bucket_index(), Some(255));
         assert_eq!(a.distance(&c).bucket_index(), Some(0));
         assert_eq!(Distance::ZERO.bucket_index(), None);
+        let mut x = [0u8; 32];
+        x[9] = 0x10;
+        let d = NodeId::from_bytes([0; 32]).distance(&NodeId::from_bytes(x));
+        assert_eq!(d.leading_zeros(), 75);
+        assert_eq!(d.to_bytes(), x);
     }
 
     #[test]

@@ -135,6 +135,7 @@ pub struct Node {
     inbound_store_ops: usize,
     outputs: VecDeque<Output>,
     stats: NodeStats,
+    next_self_lookup: Option<Instant>,
 }
 
 impl Node {
@@ -159,6 +160,7 @@ impl Node {
             inbound_store_ops: 0,
             outputs: VecDeque::new(),
             stats: NodeStats::default(),
+            next_self_lookup: None,
         }
     }
 
@@ -339,8 +341,26 @@ impl Node {
             self.published.insert(key, now + self.config.republish_interval);
             self.push_store(StoreOp::Get { key }, Some(StorePurpose::Republish { key }));
         }
+        if self.next_self_lookup.is_some_and(|t| t <= now) {
+            self.schedule_self_lookup(now);
+            let target = self.local.id;
+            let seeds = self.table.closest(&target, self.config.k);
+            self.start_query(now, target, seeds, QueryKind::Refresh);
+        }
         self.refresh_buckets(now);
         self.drive_queries(now);
+    }
+
+    /// Schedules the next periodic self-lookup, jittered so that nodes started together spread out.
+    fn schedule_self_lookup(&mut self, now: Instant) {
+        let base = self.config.self_lookup_interval;
+        if base.is_zero() {
+            self.next_self_lookup = None;
+            return;
+        }
+        let jitter_ms = u64::try_from(base.as_millis() / 4).unwrap_or(u64::MAX).max(1);
+        let jitter = Duration::from_millis(self.rng.next_u64() % jitter_ms);
+        self.next_self_lookup = Some(now + base - jitter);
     }
 
     // ---- commands --------------------------------------------------------------------------------------
@@ -424,6 +444,7 @@ impl Node {
         consider(self.expiries.first().map(|(t, _)| *t));
         consider(self.published.values().min().copied());
         consider(self.next_refresh());
+        consider(self.next_self_lookup);
         next
     }
 
@@ -497,10 +518,17 @@ impl Node {
     }
 
     fn nodes_for(&self, target: &NodeId, requester: &NodeId) -> Response {
+        // Peers whose last request to them failed are suspected gone: they are not handed out, so departed
+        // peers do not crowd live ones out of answers.
         let want = self.config.k.min(self.config.max_contacts_per_reply);
-        let mut closer = self.table.closest(target, want + 1);
-        closer.retain(|c| &c.id != requester);
-        closer.truncate(want);
+        let closer = self
+            .table
+            .closest_entries(target, want * 2)
+            .into_iter()
+            .filter(|e| e.failures == 0 && &e.id != requester)
+            .take(want)
+            .map(|e| e.contact())
+            .collect();
         Response::Nodes { closer }
     }
 

@@ -96,8 +96,21 @@ pub struct Report {
     pub peak_rss_bytes: u64,
     /// Peak resident memory divided by nodes.
     pub rss_bytes_per_node: u64,
+    /// Why the failed lookups failed.
+    pub lookup_failures: FailureCauses,
     /// A hash of every query outcome in order: equal seeds give equal hashes.
     pub trace_hash: String,
+}
+
+/// Failed lookups by cause.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct FailureCauses {
+    /// The answer holds a node that left before the lookup ended.
+    pub departed_in_result: usize,
+    /// A true closest node was missed, and one of the missed joined less than a minute before.
+    pub newcomer_missed: usize,
+    /// Anything else.
+    pub other: usize,
 }
 
 enum Op {
@@ -170,6 +183,8 @@ impl Trace {
 
 struct Swarm {
     sim: Sim,
+    /// Join time of every node ever added, by index.
+    joined: Vec<Instant>,
     alive: AliveSet,
     live: Vec<usize>,
     slot: BTreeMap<usize, usize>,
@@ -179,6 +194,7 @@ struct Swarm {
 impl Swarm {
     fn join(&mut self) -> usize {
         let i = self.sim.add_node();
+        self.joined.push(self.sim.now());
         let seed = Contact::bare(self.sim.id(self.seed_node));
         if i != self.seed_node {
             self.sim.with_node(i, |n, now| n.bootstrap(now, vec![seed]));
@@ -187,6 +203,12 @@ impl Swarm {
         self.slot.insert(i, self.live.len());
         self.live.push(i);
         i
+    }
+
+    /// Virtual ms since node `id` joined.
+    fn age_ms(&self, id: &NodeId) -> u64 {
+        let i = self.sim.index_of(id).expect("live ids are known");
+        self.sim.now().saturating_since(self.joined[i]).as_millis() as u64
     }
 
     fn leave(&mut self, i: usize) {
@@ -215,6 +237,7 @@ pub fn run(params: &Params) -> Report {
     let k = params.sim.node.k;
     let mut swarm = Swarm {
         sim: Sim::new(params.sim.clone()),
+        joined: Vec::new(),
         alive: AliveSet::default(),
         live: Vec::new(),
         slot: BTreeMap::new(),
@@ -277,6 +300,7 @@ pub fn run(params: &Params) -> Report {
     let (mut acks, mut put_latencies) = (Vec::new(), Vec::new());
     let (mut gets_ok, mut gets_done) = (0usize, 0usize);
     let mut departed = 0usize;
+    let mut why = FailureCauses::default();
     let op_count = ops.ops.len() + params.puts;
     let mut ops_done = 0usize;
     let mut drain_until: Option<Instant> = None;
@@ -304,6 +328,15 @@ pub fn run(params: &Params) -> Report {
                     truth.truncate(k);
                     let got: Vec<NodeId> = closest.iter().map(|c| c.id).collect();
                     let ok = got == truth;
+                    if !ok {
+                        if got.iter().any(|id| !swarm.alive.contains(id)) {
+                            why.departed_in_result += 1;
+                        } else if truth.iter().filter(|id| !got.contains(id)).any(|id| swarm.age_ms(id) < 60_000) {
+                            why.newcomer_missed += 1;
+                        } else {
+                            why.other += 1;
+                        }
+                    }
                     trace.mix(u64::from(ok) << 32 | u64::from(stats.hops));
                     lookups_done += 1;
                     lookups_ok += usize::from(ok);
@@ -421,6 +454,7 @@ pub fn run(params: &Params) -> Report {
         wall_s: started.elapsed().as_secs_f64(),
         peak_rss_bytes: rss,
         rss_bytes_per_node: rss / params.nodes.max(1) as u64,
+        lookup_failures: why,
         trace_hash: format!("{:016x}", trace.0),
     }
 }

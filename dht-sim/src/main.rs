@@ -57,6 +57,9 @@ struct Args {
     /// Buckets refreshed after each join's self-lookup, nearest first (256 = all, the Kademlia join).
     #[arg(long, default_value_t = 256)]
     join_refresh: usize,
+    /// Seconds between a node's periodic self-lookups (0 = none).
+    #[arg(long, default_value_t = 300)]
+    self_lookup_secs: u64,
     /// Bytes per value put.
     #[arg(long, default_value_t = 128)]
     value_size: usize,
@@ -82,6 +85,7 @@ fn main() -> std::process::ExitCode {
     sim.node.k = args.k;
     sim.node.alpha = args.alpha;
     sim.node.stall_after = args.stall_after;
+    sim.node.self_lookup_interval = std::time::Duration::from_secs(args.self_lookup_secs);
 
     sim.node.join_refresh_buckets = args.join_refresh;
     sim.node.max_contacts_per_reply = sim.node.max_contacts_per_reply.max(args.k);
@@ -106,6 +110,13 @@ fn main() -> std::process::ExitCode {
         println!(
             "  puts     {:>6}  acks mean {:.2}  latency p50 {} ms p90 {} ms  gets ok {:.4}",
             r.puts, r.put_acks_mean, r.put_latency_ms_p50, r.put_latency_ms_p90, r.get_success_rate
+        );
+    }
+    let f = r.lookup_failures;
+    if f.departed_in_result + f.newcomer_missed + f.other > 0 {
+        println!(
+            "  failed lookups: {} held a departed node, {} missed a newcomer (< 1 min), {} other",
+            f.departed_in_result, f.newcomer_missed, f.other
         );
     }
     println!(

@@ -3,7 +3,8 @@
 use dht_core::{Config, Contact, Event, Instant, Key, Message, Node, NodeId, Output, QueryId, StoreOp, StoreResult};
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
-use std::cmp::{Ordering, Reverse};
+use std::cmp::Reverse;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 
 /// Network model and node configuration of a simulation.
@@ -58,26 +59,24 @@ enum Action {
     Timer { node: usize },
 }
 
-struct Scheduled {
-    at: Instant,
-    seq: u64,
-    action: Action,
-}
+/// A heap entry: when, a tie-breaking sequence number (so equal times keep scheduling order), and the
+/// slot of the action in [`Sim::actions`] (keeping the heap's elements small).
+type Scheduled = Reverse<(Instant, u64, usize)>;
 
-impl PartialEq for Scheduled {
-    fn eq(&self, other: &Self) -> bool {
-        (self.at, self.seq) == (other.at, other.seq)
+/// Node ids are uniformly random, so their first eight bytes are already a good hash.
+#[derive(Default, Clone, Copy)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
     }
-}
-impl Eq for Scheduled {}
-impl PartialOrd for Scheduled {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Scheduled {
-    fn cmp(&self, other: &Self) -> Ordering {
-        (self.at, self.seq).cmp(&(other.at, other.seq))
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8).take(1) {
+            let mut w = [0u8; 8];
+            w[..chunk.len()].copy_from_slice(chunk);
+            self.0 ^= u64::from_le_bytes(w);
+        }
     }
 }
 
@@ -94,8 +93,10 @@ pub struct Sim {
     now: Instant,
     rng: ChaCha8Rng,
     nodes: Vec<SimNode>,
-    index: HashMap<NodeId, usize>,
-    queue: BinaryHeap<Reverse<Scheduled>>,
+    index: HashMap<NodeId, usize, BuildHasherDefault<IdHasher>>,
+    queue: BinaryHeap<Scheduled>,
+    actions: Vec<Option<Action>>,
+    free: Vec<usize>,
     seq: u64,
     events: Vec<SimEvent>,
     stats: NetStats,
@@ -113,8 +114,10 @@ impl Sim {
             now: Instant::from_millis(EPOCH_MS),
             rng,
             nodes: Vec::new(),
-            index: HashMap::new(),
+            index: HashMap::default(),
             queue: BinaryHeap::new(),
+            actions: Vec::new(),
+            free: Vec::new(),
             seq: 0,
             events: Vec::new(),
             stats: NetStats::default(),
@@ -176,6 +179,11 @@ impl Sim {
         self.nodes[i].id
     }
 
+    /// The index of the node with id `id`.
+    pub fn index_of(&self, id: &NodeId) -> Option<usize> {
+        self.index.get(id).copied()
+    }
+
     /// Whether node `i` is running.
     pub fn is_alive(&self, i: usize) -> bool {
         self.nodes[i].node.is_some()
@@ -222,7 +230,17 @@ impl Sim {
 
     fn schedule(&mut self, at: Instant, action: Action) {
         self.seq += 1;
-        self.queue.push(Reverse(Scheduled { at, seq: self.seq, action }));
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.actions[slot] = Some(action);
+                slot
+            }
+            None => {
+                self.actions.push(Some(action));
+                self.actions.len() - 1
+            }
+        };
+        self.queue.push(Reverse((at, self.seq, slot)));
     }
 
     fn drain(&mut self, i: usize) {
@@ -287,11 +305,13 @@ impl Sim {
 
     /// Handles the next scheduled action. Returns `false` when nothing is scheduled.
     pub fn step(&mut self) -> bool {
-        let Some(Reverse(next)) = self.queue.pop() else { return false };
-        self.now = self.now.max(next.at);
+        let Some(Reverse((at, _, slot))) = self.queue.pop() else { return false };
+        let action = self.actions[slot].take().expect("a scheduled slot holds its action");
+        self.free.push(slot);
+        self.now = self.now.max(at);
         self.stats.steps += 1;
         let now = self.now;
-        match next.action {
+        match action {
             Action::Deliver { to, from, msg } => {
                 let Some(node) = self.nodes[to].node.as_mut() else {
                     self.stats.to_dead += 1;
@@ -302,7 +322,7 @@ impl Sim {
                 self.drain(to);
             }
             Action::Timer { node: i } => {
-                if self.nodes[i].timer != Some(next.at) {
+                if self.nodes[i].timer != Some(at) {
                     return true;
                 }
                 self.nodes[i].timer = None;
@@ -316,8 +336,8 @@ impl Sim {
 
     /// Handles everything scheduled up to and including `t`, then sets the clock to `t`.
     pub fn run_until(&mut self, t: Instant) {
-        while let Some(Reverse(next)) = self.queue.peek() {
-            if next.at > t {
+        while let Some(Reverse((at, _, _))) = self.queue.peek() {
+            if *at > t {
                 break;
             }
             self.step();
@@ -333,7 +353,7 @@ impl Sim {
                 return Some(self.events.remove(pos).event);
             }
             match self.queue.peek() {
-                Some(Reverse(next)) if next.at <= limit => {
+                Some(Reverse((at, _, _))) if *at <= limit => {
                     self.step();
                 }
                 _ => return None,

@@ -33,6 +33,11 @@ impl AliveSet {
         self.ids.remove(id);
     }
 
+    /// Whether `id` is live.
+    pub fn contains(&self, id: &NodeId) -> bool {
+        self.ids.contains(id)
+    }
+
     /// Number of live ids.
     pub fn len(&self) -> usize {
         self.ids.len()

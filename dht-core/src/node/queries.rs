@@ -150,6 +150,7 @@ impl Node {
                 let closest = q.lookup.closest();
                 let nearest = closest.first().and_then(|c| self.local.id.distance(&c.id).bucket_index());
                 self.event(Event::LookupFinished { query: id, target: *q.lookup.target(), closest, stats });
+                self.schedule_self_lookup(now);
                 if let Some(c) = nearest {
                     for index in (0..c).rev().take(self.config.join_refresh_buckets) {
                         self.refresh_bucket(now, index);

@@ -145,18 +145,41 @@ impl RoutingTable {
     }
 
     /// Like [`RoutingTable::closest`], borrowing the entries.
+    ///
+    /// Walks the buckets in distance order instead of sorting the whole table: with `b` the target's
+    /// bucket, every entry of bucket `b` is closer to the target than any entry of the deeper buckets
+    /// (which all differ from it first at bit `b`), and those are closer than bucket `b - 1`, then `b - 2`,
+    /// and so on. Only the group that straddles `count` needs a sort.
     pub fn closest_entries(&self, target: &NodeId, count: usize) -> Vec<&Entry> {
+        let mut out: Vec<&Entry> = Vec::with_capacity(count.min(self.k * 2));
         if count == 0 {
-            return Vec::new();
+            return out;
         }
-        let mut all: Vec<(Distance, &Entry)> =
-            self.buckets.iter().flat_map(|b| b.entries.iter()).map(|e| (e.id.distance(target), e)).collect();
-        if all.len() > count {
-            all.select_nth_unstable_by_key(count - 1, |(d, _)| *d);
-            all.truncate(count);
+        let b = self.index(target).unwrap_or(256).min(self.buckets.len());
+        fn take_group<'a>(out: &mut Vec<&'a Entry>, group: impl Iterator<Item = &'a Entry>, target: &NodeId, count: usize) -> bool {
+            let mut keyed: Vec<(Distance, &'a Entry)> = group.map(|e| (e.id.distance(target), e)).collect();
+            let need = count - out.len();
+            if keyed.len() > need {
+                keyed.select_nth_unstable_by_key(need - 1, |(d, _)| *d);
+                keyed.truncate(need);
+            }
+            keyed.sort_unstable_by_key(|(d, _)| *d);
+            out.extend(keyed.into_iter().map(|(_, e)| e));
+            out.len() >= count
         }
-        all.sort_unstable_by_key(|(d, _)| *d);
-        all.into_iter().map(|(_, e)| e).collect()
+        if b < self.buckets.len() && take_group(&mut out, self.buckets[b].entries.iter(), target, count) {
+            return out;
+        }
+        let deeper = self.buckets.get(b + 1..).unwrap_or(&[]);
+        if take_group(&mut out, deeper.iter().flat_map(|bk| bk.entries.iter()), target, count) {
+            return out;
+        }
+        for bucket in self.buckets[..b].iter().rev() {
+            if take_group(&mut out, bucket.entries.iter(), target, count) {
+                break;
+            }
+        }
+        out
     }
 
     /// Number of entries.
@@ -309,10 +332,24 @@ mod tests {
             }
         }
         assert!(rt.len() > 60);
-        let target = NodeId::from_public_key(&[9; 32]);
-        all.sort_by_key(|id| id.distance(&target));
-        let got: Vec<_> = rt.closest(&target, 20).into_iter().map(|c| c.id).collect();
-        assert_eq!(got, all[..20]);
-        assert_eq!(rt.closest(&target, 0), vec![]);
+        for t in 0..200u8 {
+            // Targets everywhere: far, near, and the local id itself.
+            let target = if t == 0 { local } else { NodeId::from_public_key(&[t; 32]) };
+            all.sort_by_key(|id| id.distance(&target));
+            for count in [1, 20, 45, 1000] {
+                let got: Vec<_> = rt.closest(&target, count).into_iter().map(|c| c.id).collect();
+                assert_eq!(got, all[..count.min(all.len())]);
+            }
+        }
+        // Targets sharing a long prefix with the local id (deep buckets).
+        for bit in [3usize, 8, 40, 255] {
+            let mut bytes = *local.as_bytes();
+            bytes[bit / 8] ^= 1 << (7 - bit % 8);
+            let target = NodeId::from_bytes(bytes);
+            all.sort_by_key(|id| id.distance(&target));
+            let got: Vec<_> = rt.closest(&target, 20).into_iter().map(|c| c.id).collect();
+            assert_eq!(got, all[..20]);
+        }
+        assert_eq!(rt.closest(&local, 0), vec![]);
     }
 }
