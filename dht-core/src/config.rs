@@ -50,6 +50,9 @@ pub struct Config {
     /// After the bootstrap self-lookup, how many buckets farther than the closest neighbour found get a
     /// refresh lookup, nearest first (the Kademlia join). 0 disables it; 256 refreshes them all.
     pub join_refresh_buckets: usize,
+    /// Requests a bucket refresh may send (0 = no cap). A refresh needs live contacts in the bucket's
+    /// range, which the first answers from that range give; it need not converge like a lookup.
+    pub refresh_request_budget: usize,
     /// A bucket with no lookup through it for this long is refreshed with a lookup of a random id in it.
     pub refresh_interval: Duration,
 }
@@ -78,6 +81,7 @@ impl Default for Config {
             refresh_interval: Duration::from_secs(3600),
             join_refresh_buckets: 256,
             self_lookup_interval: Duration::from_secs(300),
+            refresh_request_budget: 4,
         }
     }
 }

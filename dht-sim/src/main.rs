@@ -57,6 +57,9 @@ struct Args {
     /// Buckets refreshed after each join's self-lookup, nearest first (256 = all, the Kademlia join).
     #[arg(long, default_value_t = 256)]
     join_refresh: usize,
+    /// Requests a bucket refresh may send (0 = unlimited).
+    #[arg(long, default_value_t = 4)]
+    refresh_budget: usize,
     /// Seconds between a node's periodic self-lookups (0 = none).
     #[arg(long, default_value_t = 300)]
     self_lookup_secs: u64,
@@ -85,6 +88,7 @@ fn main() -> std::process::ExitCode {
     sim.node.k = args.k;
     sim.node.alpha = args.alpha;
     sim.node.stall_after = args.stall_after;
+    sim.node.refresh_request_budget = args.refresh_budget;
     sim.node.self_lookup_interval = std::time::Duration::from_secs(args.self_lookup_secs);
 
     sim.node.join_refresh_buckets = args.join_refresh;

@@ -194,6 +194,12 @@ impl Sim {
         self.nodes[i].node.as_ref()
     }
 
+    /// Node `i`'s state machine, mutably; outputs it queues are delivered at the next [`Sim::step`] that
+    /// touches the node, or drain them yourself.
+    pub fn node_mut(&mut self, i: usize) -> Option<&mut Node> {
+        self.nodes[i].node.as_mut()
+    }
+
     /// Records held by node `i`'s store.
     pub fn store_of(&self, i: usize) -> &BTreeMap<Key, Vec<u8>> {
         &self.nodes[i].store

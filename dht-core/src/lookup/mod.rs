@@ -64,6 +64,8 @@ pub struct Lookup {
     stalled: bool,
     finished: bool,
     requests: u32,
+    /// Requests this lookup may send at most (a bucket refresh needs contacts in range, not convergence).
+    budget: Option<u32>,
     responses: u32,
     failures: u32,
 }
@@ -87,6 +89,7 @@ impl Lookup {
             stalled: false,
             finished: false,
             requests: 0,
+            budget: None,
             responses: 0,
             failures: 0,
         };
@@ -149,6 +152,9 @@ impl Lookup {
                     }
                 }
                 PeerState::NotContacted => {
+                    if self.budget.is_some_and(|b| self.requests >= b) {
+                        break;
+                    }
                     if self.in_flight >= parallelism {
                         return Next::Wait;
                     }
@@ -204,6 +210,11 @@ impl Lookup {
         c.state = PeerState::Failed;
         self.in_flight -= 1;
         self.failures += 1;
+    }
+
+    /// Caps the requests this lookup sends; once spent, it ends when the last answer is in.
+    pub fn set_request_budget(&mut self, budget: u32) {
+        self.budget = Some(budget);
     }
 
     /// Ends the lookup now (a get that found its value).
@@ -330,6 +341,22 @@ mod tests {
         assert!(l.closest().is_empty());
         let empty = Lookup::new(id(0), [], params(3, 3)).poll_next();
         assert_eq!(empty, Next::Finished);
+    }
+
+    #[test]
+    fn a_budget_caps_requests() {
+        let seeds: Vec<_> = (10..20).map(|n| Contact::bare(id(n))).collect();
+        let mut l = Lookup::new(id(0), seeds, params(5, 3));
+        l.set_request_budget(4);
+        assert_eq!(drain(&mut l).len(), 3);
+        l.on_success(&id(10), []);
+        assert_eq!(drain(&mut l), vec![id(13)]);
+        l.on_success(&id(11), []);
+        assert_eq!(l.poll_next(), Next::Wait, "budget spent, two answers pending");
+        l.on_success(&id(12), []);
+        l.on_failure(&id(13));
+        assert_eq!(l.poll_next(), Next::Finished);
+        assert_eq!(l.requests(), 4);
     }
 
     #[test]

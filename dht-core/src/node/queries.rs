@@ -279,6 +279,10 @@ impl Node {
     fn refresh_bucket(&mut self, now: Instant, index: usize) {
         let target = random_id_in_bucket(&mut self.rng, &self.local.id, index);
         let seeds = self.table.closest(&target, self.config.k);
-        self.start_query(now, target, seeds, QueryKind::Refresh);
+        let id = self.start_query(now, target, seeds, QueryKind::Refresh);
+        let budget = self.config.refresh_request_budget;
+        if let (Some(q), Ok(budget @ 1..)) = (self.queries.get_mut(&id), u32::try_from(budget)) {
+            q.lookup.set_request_budget(budget);
+        }
     }
 }
