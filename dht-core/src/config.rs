@@ -15,6 +15,9 @@ pub struct Config {
     pub stall_after: usize,
     /// How long to wait for an answer before counting the request as failed.
     pub request_timeout: Duration,
+    /// Times a lookup or store request that timed out is sent again before the peer counts as failed
+    /// (covers a lost message on lossy paths; reliable transports lose messages only with the link).
+    pub request_retries: u8,
     /// Contacts waiting per bucket for a stale entry to fail.
     pub replacement_cache: usize,
     /// Failed requests in a row after which a peer leaves the routing table.
@@ -65,6 +68,7 @@ impl Default for Config {
             stall_after: 3,
             request_timeout: Duration::from_secs(1),
             replacement_cache: 4,
+            request_retries: 1,
             max_failures: 2,
             max_lookup_candidates: 160,
             max_record_size: 64 * 1024,

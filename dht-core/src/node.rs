@@ -60,6 +60,8 @@ struct Outgoing {
     peer: NodeId,
     deadline: Instant,
     purpose: Purpose,
+    /// What to send again if this attempt times out, and how many more attempts are allowed.
+    resend: Option<(Contact, Request, u8)>,
 }
 
 #[derive(Debug)]
@@ -249,14 +251,20 @@ impl Node {
                 self.deadlines.remove(&(out.deadline, id));
                 self.stats.responses_in += 1;
                 self.observe(now, from.clone());
+                // Only the query the answer belongs to can move on.
                 match out.purpose {
-                    Purpose::Query(q) => self.on_query_response(now, q, from, body),
-                    Purpose::PutStore(q) => self.on_store_ack(q, from, body),
+                    Purpose::Query(q) => {
+                        self.on_query_response(now, q, from, body);
+                        self.drive_query(now, q);
+                    }
+                    Purpose::PutStore(q) => {
+                        self.on_store_ack(q, from, body);
+                        self.drive_query(now, q);
+                    }
                     Purpose::StalePing | Purpose::FireAndForget => {}
                 }
             }
         }
-        self.drive_queries(now);
     }
 
     /// A storage operation finished. Unknown ids are ignored.
@@ -300,12 +308,12 @@ impl Node {
                     *found = Some(Record { key: *key, value });
                     q.lookup.finish();
                 }
-                self.drive_queries(now);
+                self.drive_query(now, query);
             }
             StorePurpose::Republish { key } => {
                 if let StoreResult::Value(Some(value)) = result {
-                    self.start_put(now, Record { key, value }, false);
-                    self.drive_queries(now);
+                    let query = self.start_put(now, Record { key, value }, false);
+                    self.drive_query(now, query);
                 } else {
                     self.published.remove(&key);
                 }
@@ -323,7 +331,9 @@ impl Node {
             self.deadlines.pop_first();
             let Some(out) = self.requests.remove(&id) else { continue };
             self.stats.timeouts += 1;
-            self.on_request_failed(now, out);
+            if let Some(out) = self.retry(now, out) {
+                self.on_request_failed(now, out);
+            }
         }
         while let Some(&(expires, key)) = self.expiries.first() {
             if expires > now {
@@ -491,10 +501,30 @@ impl Node {
             id = RequestId(self.rng.next_u64());
         }
         let deadline = now + self.config.request_timeout;
-        self.requests.insert(id, Outgoing { peer: to.id, deadline, purpose });
+        let retries = self.config.request_retries;
+        let resend = match purpose {
+            Purpose::Query(_) | Purpose::PutStore(_) if retries > 0 => Some((to.clone(), body.clone(), retries)),
+            _ => None,
+        };
+        self.requests.insert(id, Outgoing { peer: to.id, deadline, purpose, resend });
         self.deadlines.insert((deadline, id));
         self.outputs.push_back(Output::Send { to, msg: Message::Request { id, body } });
         true
+    }
+
+    /// Sends a timed-out request again, if it has attempts left. Returns the request back otherwise.
+    fn retry(&mut self, now: Instant, out: Outgoing) -> Option<Outgoing> {
+        let Some((to, body, left @ 1..)) = out.resend else { return Some(out) };
+        let mut id = RequestId(self.rng.next_u64());
+        while self.requests.contains_key(&id) {
+            id = RequestId(self.rng.next_u64());
+        }
+        let deadline = now + self.config.request_timeout;
+        let resend = Some((to.clone(), body.clone(), left - 1));
+        self.requests.insert(id, Outgoing { peer: to.id, deadline, purpose: out.purpose, resend });
+        self.deadlines.insert((deadline, id));
+        self.outputs.push_back(Output::Send { to, msg: Message::Request { id, body } });
+        None
     }
 
     fn respond(&mut self, to: Contact, id: RequestId, body: Response) {

@@ -64,6 +64,9 @@ pub struct Report {
     pub loss: f64,
     /// Lookups whose k closest equal the true k closest live nodes at their end.
     pub success_rate: f64,
+    /// Lookups whose k closest equal the true k closest among the nodes that had joined when the lookup
+    /// began and were still live at its end (differs from `success_rate` only under churn).
+    pub success_rate_present: f64,
     /// Median path length to the closest node found.
     pub hops_p50: u32,
     /// 99th percentile path length.
@@ -107,8 +110,8 @@ pub struct Report {
 pub struct FailureCauses {
     /// The answer holds a node that left before the lookup ended.
     pub departed_in_result: usize,
-    /// A true closest node was missed, and one of the missed joined less than a minute before.
-    pub newcomer_missed: usize,
+    /// A true closest node was missed that joined after the lookup began.
+    pub joined_during_lookup: usize,
     /// Anything else.
     pub other: usize,
 }
@@ -205,10 +208,9 @@ impl Swarm {
         i
     }
 
-    /// Virtual ms since node `id` joined.
-    fn age_ms(&self, id: &NodeId) -> u64 {
-        let i = self.sim.index_of(id).expect("live ids are known");
-        self.sim.now().saturating_since(self.joined[i]).as_millis() as u64
+    /// When node `id` joined.
+    fn joined_at(&self, id: &NodeId) -> Instant {
+        self.joined[self.sim.index_of(id).expect("live ids are known")]
     }
 
     fn leave(&mut self, i: usize) {
@@ -300,6 +302,7 @@ pub fn run(params: &Params) -> Report {
     let (mut acks, mut put_latencies) = (Vec::new(), Vec::new());
     let (mut gets_ok, mut gets_done) = (0usize, 0usize);
     let mut departed = 0usize;
+    let mut lookups_ok_present = 0usize;
     let mut why = FailureCauses::default();
     let op_count = ops.ops.len() + params.puts;
     let mut ops_done = 0usize;
@@ -322,17 +325,25 @@ pub fn run(params: &Params) -> Report {
             match (p, ev.event) {
                 (Pending::Lookup { target }, Event::LookupFinished { closest, stats, .. }) => {
                     // The k closest peers: the node looking up is not among its own answer.
+                    // Truth: the k closest live nodes at the end, other than the one looking up ("strict");
+                    // and the same among nodes that had already joined when the lookup began ("present").
                     let me = swarm.sim.id(node);
-                    let mut truth = swarm.alive.closest(&target, k + 1);
+                    let started_at = ev.at - stats.duration;
+                    let mut truth = swarm.alive.closest(&target, 2 * k + 1);
                     truth.retain(|id| *id != me);
+                    let mut present = truth.clone();
+                    present.retain(|id| swarm.joined_at(id) <= started_at);
+                    present.truncate(k);
                     truth.truncate(k);
                     let got: Vec<NodeId> = closest.iter().map(|c| c.id).collect();
                     let ok = got == truth;
+                    lookups_ok_present += usize::from(got == present);
                     if !ok {
                         if got.iter().any(|id| !swarm.alive.contains(id)) {
                             why.departed_in_result += 1;
-                        } else if truth.iter().filter(|id| !got.contains(id)).any(|id| swarm.age_ms(id) < 60_000) {
-                            why.newcomer_missed += 1;
+                        } else if truth.iter().filter(|id| !got.contains(id)).any(|id| swarm.joined_at(id) > started_at)
+                        {
+                            why.joined_during_lookup += 1;
                         } else {
                             why.other += 1;
                         }
@@ -438,6 +449,7 @@ pub fn run(params: &Params) -> Report {
         churn: params.churn,
         loss: params.sim.loss,
         success_rate: ratio(lookups_ok, lookups_done),
+        success_rate_present: ratio(lookups_ok_present, lookups_done),
         hops_p50: percentile(&mut hops, 0.50),
         hops_p99: percentile(&mut hops, 0.99),
         msgs_per_lookup: if lookups_done == 0 { 0.0 } else { msgs as f64 / lookups_done as f64 },

@@ -57,6 +57,9 @@ struct Args {
     /// Buckets refreshed after each join's self-lookup, nearest first (256 = all, the Kademlia join).
     #[arg(long, default_value_t = 256)]
     join_refresh: usize,
+    /// How long a node waits for an answer before counting the request failed, ms.
+    #[arg(long, default_value_t = 1000)]
+    request_timeout_ms: u64,
     /// Requests a bucket refresh may send (0 = unlimited).
     #[arg(long, default_value_t = 4)]
     refresh_budget: usize,
@@ -88,6 +91,7 @@ fn main() -> std::process::ExitCode {
     sim.node.k = args.k;
     sim.node.alpha = args.alpha;
     sim.node.stall_after = args.stall_after;
+    sim.node.request_timeout = std::time::Duration::from_millis(args.request_timeout_ms.max(1));
     sim.node.refresh_request_budget = args.refresh_budget;
     sim.node.self_lookup_interval = std::time::Duration::from_secs(args.self_lookup_secs);
 
@@ -117,10 +121,11 @@ fn main() -> std::process::ExitCode {
         );
     }
     let f = r.lookup_failures;
-    if f.departed_in_result + f.newcomer_missed + f.other > 0 {
+    if f.departed_in_result + f.joined_during_lookup + f.other > 0 {
         println!(
-            "  failed lookups: {} held a departed node, {} missed a newcomer (< 1 min), {} other",
-            f.departed_in_result, f.newcomer_missed, f.other
+            "  failed lookups: {} held a node that left, {} missed a node that joined during the lookup, {} other; \
+             success among nodes present at the start {:.4}",
+            f.departed_in_result, f.joined_during_lookup, f.other, r.success_rate_present
         );
     }
     println!(

@@ -4,8 +4,8 @@ use dht_core::{Config, Contact, Event, Instant, Key, Message, Node, NodeId, Outp
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 use std::cmp::Reverse;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 
 /// Network model and node configuration of a simulation.
 #[derive(Debug, Clone)]
@@ -333,7 +333,10 @@ impl Sim {
                 }
                 self.nodes[i].timer = None;
                 let Some(node) = self.nodes[i].node.as_mut() else { return true };
-                node.handle_timeout(now);
+                // The deadline may have moved later (a request was answered): then only re-arm.
+                if node.poll_timeout().is_some_and(|t| t <= now) {
+                    node.handle_timeout(now);
+                }
                 self.drain(i);
             }
         }

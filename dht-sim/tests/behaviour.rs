@@ -12,7 +12,7 @@ fn lookups_find_the_true_closest_and_values_come_back() {
     let r = run(&params(11, 500));
     eprintln!("seed 11: {r:?}");
     assert_eq!(r.lookups, 200);
-    assert!(r.success_rate >= 0.98, "success {}", r.success_rate);
+    assert!(r.success_rate >= 0.99, "success {}", r.success_rate);
     assert!(r.hops_p99 <= 5, "hops p99 {}", r.hops_p99);
     assert!(r.put_acks_mean >= 19.0, "acks {}", r.put_acks_mean);
     assert_eq!(r.get_success_rate, 1.0);
@@ -35,17 +35,20 @@ fn same_seed_same_trace_other_seed_other_trace() {
 fn survives_churn_and_loss() {
     let mut p = params(21, 400);
     p.churn = 0.5;
-    p.lookup_interval_ms = 1000;
+    // Half the nodes replaced over 2,000 virtual seconds (0.025 % of the swarm per second, as in the
+    // 10k-node benchmark).
+    p.lookup_interval_ms = 10_000;
     let r = run(&p);
     eprintln!("churn: {r:?}");
     assert_eq!(r.departed, 200);
-    assert!(r.success_rate >= 0.95, "success under churn {}", r.success_rate);
+    assert!(r.success_rate_present >= 0.97, "success under churn {}", r.success_rate_present);
+    assert!(r.success_rate >= 0.95, "strict success under churn {}", r.success_rate);
     assert!(r.get_success_rate >= 0.95, "gets under churn {}", r.get_success_rate);
 
     let mut p = params(22, 300);
-    p.sim.loss = 0.05;
+    p.sim.loss = 0.01;
     let r = run(&p);
     eprintln!("loss: {r:?}");
-    assert!(r.success_rate >= 0.9, "success under loss {}", r.success_rate);
-    assert!(r.get_success_rate >= 0.95, "gets under loss {}", r.get_success_rate);
+    assert!(r.success_rate >= 0.98, "success under loss {}", r.success_rate);
+    assert!(r.get_success_rate >= 0.98, "gets under loss {}", r.get_success_rate);
 }

@@ -361,8 +361,11 @@ mod tests {
 
     #[test]
     fn candidates_are_capped_keeping_the_closest() {
-        let mut l =
-            Lookup::new(id(0), [id(200)].map(Contact::bare), LookupParams { k: 2, alpha: 1, max_candidates: 3, stall_after: 1 });
+        let mut l = Lookup::new(
+            id(0),
+            [id(200)].map(Contact::bare),
+            LookupParams { k: 2, alpha: 1, max_candidates: 3, stall_after: 1 },
+        );
         assert_eq!(drain(&mut l), vec![id(200)]);
         l.on_success(&id(200), (1..=10).map(|n| Contact::bare(id(n))));
         assert_eq!(drain(&mut l), vec![id(1)]);

@@ -62,7 +62,7 @@ impl Node {
         }
     }
 
-    fn drive_query(&mut self, now: Instant, id: QueryId) {
+    pub(super) fn drive_query(&mut self, now: Instant, id: QueryId) {
         loop {
             let Some(q) = self.queries.get_mut(&id) else { return };
             if q.waiting_local {
@@ -284,5 +284,6 @@ impl Node {
         if let (Some(q), Ok(budget @ 1..)) = (self.queries.get_mut(&id), u32::try_from(budget)) {
             q.lookup.set_request_budget(budget);
         }
+        self.drive_query(now, id);
     }
 }

@@ -197,6 +197,7 @@ fn stray_and_hostile_responses_are_dropped_and_counted() {
 fn silent_peers_time_out_and_leave_the_table() {
     let mut cfg = Config::default();
     cfg.max_failures = 2;
+    cfg.request_retries = 0;
     let mut node = node_with(cfg.clone());
     node.add_contact(t(0), Contact::bare(id(1)));
     drain(&mut node);
@@ -329,4 +330,35 @@ fn random_bucket_ids_land_in_their_bucket() {
             assert_eq!(local.distance(&r).bucket_index(), Some(index));
         }
     }
+}
+
+#[test]
+fn a_timed_out_lookup_request_is_sent_once_more() {
+    let mut cfg = Config::default();
+    cfg.request_retries = 1;
+    let mut node = node_with(cfg.clone());
+    node.add_contact(t(0), Contact::bare(id(1)));
+    drain(&mut node);
+    node.find_node(t(0), id(9));
+    let (_, first) = sends(&drain(&mut node)).remove(0);
+    let deadline = node.poll_timeout().unwrap();
+    node.handle_timeout(deadline);
+    let again = sends(&drain(&mut node));
+    assert_eq!(again.len(), 1, "resent");
+    let (to, second) = &again[0];
+    assert_eq!(*to, id(1));
+    let (rid1, body1) = request(&first);
+    let (rid2, body2) = request(second);
+    assert_eq!(body1, body2);
+    assert_ne!(rid1, rid2, "a fresh request id");
+    // The answer to the retry completes the lookup; the peer stays.
+    node.handle_message(
+        t(1_500),
+        Contact::bare(id(1)),
+        Message::Response { id: rid2, body: Response::Nodes { closer: vec![] } },
+    );
+    let outs = drain(&mut node);
+    assert!(events(&outs).iter().any(|e| matches!(e, Event::LookupFinished { stats, .. } if stats.failures == 0)));
+    assert!(node.routing_table().contains(&id(1)));
+    assert_eq!(node.stats().timeouts, 1);
 }

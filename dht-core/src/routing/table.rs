@@ -156,7 +156,12 @@ impl RoutingTable {
             return out;
         }
         let b = self.index(target).unwrap_or(256).min(self.buckets.len());
-        fn take_group<'a>(out: &mut Vec<&'a Entry>, group: impl Iterator<Item = &'a Entry>, target: &NodeId, count: usize) -> bool {
+        fn take_group<'a>(
+            out: &mut Vec<&'a Entry>,
+            group: impl Iterator<Item = &'a Entry>,
+            target: &NodeId,
+            count: usize,
+        ) -> bool {
             let mut keyed: Vec<(Distance, &'a Entry)> = group.map(|e| (e.id.distance(target), e)).collect();
             let need = count - out.len();
             if keyed.len() > need {
