@@ -78,7 +78,6 @@ impl Lookup {
             alpha: params.alpha.max(1),
             max_candidates: params.max_candidates.max(params.k),
             stall_after: params.stall_after.max(1),
-            ..params
         };
         let mut lookup = Lookup {
             target,

@@ -1,4 +1,7 @@
 //! Unit tests of the node, driving it as its peers and store would.
+// `Config` is `#[non_exhaustive]`: code outside the crate must start from `default()` and set fields, and the
+// tests do the same.
+#![allow(clippy::field_reassign_with_default)]
 
 use super::*;
 
@@ -98,7 +101,7 @@ fn find_node_walks_closer_and_reports_the_closest() {
     });
     let (query, closest, stats) = finished.expect("lookup finished");
     assert_eq!(query, q);
-    let mut expect = vec![id(1), id(2), id(3)];
+    let mut expect = [id(1), id(2), id(3)];
     expect.sort_by_key(|i| i.distance(&target));
     assert_eq!(closest.iter().map(|c| c.id).collect::<Vec<_>>(), expect[..2]);
     assert_eq!(stats.hops, if expect[0] == id(1) { 1 } else { 2 });
