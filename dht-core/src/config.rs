@@ -13,6 +13,10 @@ pub struct Config {
     /// Answers in a row that bring no closer peer before a lookup widens to k requests in flight (the
     /// Kademlia paper's final round, after a round of α answers without progress).
     pub stall_after: usize,
+    /// Widen a lookup to k requests in flight as soon as a peer answers from within the radius where the
+    /// k closest are expected (twice the distance to our own k-th closest neighbour), instead of waiting
+    /// for a stall: saves about one round trip per lookup.
+    pub widen_in_region: bool,
     /// How long to wait for an answer before counting the request as failed.
     pub request_timeout: Duration,
     /// Times a lookup or store request that timed out is sent again before the peer counts as failed
@@ -66,6 +70,7 @@ impl Default for Config {
             k: 20,
             alpha: 3,
             stall_after: 3,
+            widen_in_region: true,
             request_timeout: Duration::from_secs(1),
             replacement_cache: 4,
             request_retries: 1,

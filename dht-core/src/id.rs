@@ -111,6 +111,15 @@ impl Distance {
         }
     }
 
+    /// Twice the distance, saturating at the largest distance.
+    pub fn doubled(&self) -> Distance {
+        if self.0[0] >> 63 == 1 {
+            return Distance([u64::MAX; 4]);
+        }
+        let w = self.0;
+        Distance([w[0] << 1 | w[1] >> 63, w[1] << 1 | w[2] >> 63, w[2] << 1 | w[3] >> 63, w[3] << 1])
+    }
+
     /// The distance as 32 big-endian bytes.
     pub fn to_bytes(&self) -> [u8; ID_LEN] {
         let mut out = [0u8; ID_LEN];
@@ -221,6 +230,13 @@ mod tests {
         let d = NodeId::from_bytes([0; 32]).distance(&NodeId::from_bytes(x));
         assert_eq!(d.leading_zeros(), 75);
         assert_eq!(d.to_bytes(), x);
+        let mut y = [0u8; 32];
+        y[8] = 0x20;
+        assert_eq!(d.doubled().to_bytes(), y);
+        assert_eq!(
+            NodeId::from_bytes([0; 32]).distance(&NodeId::from_bytes([0x80; 32])).doubled().to_bytes(),
+            [0xff; 32]
+        );
     }
 
     #[test]

@@ -57,6 +57,9 @@ struct Args {
     /// Buckets refreshed after each join's self-lookup, nearest first (256 = all, the Kademlia join).
     #[arg(long, default_value_t = 256)]
     join_refresh: usize,
+    /// Do not widen lookups when a peer answers from within the expected radius of the k closest.
+    #[arg(long)]
+    no_widen: bool,
     /// How long a node waits for an answer before counting the request failed, ms.
     #[arg(long, default_value_t = 1000)]
     request_timeout_ms: u64,
@@ -91,6 +94,7 @@ fn main() -> std::process::ExitCode {
     sim.node.k = args.k;
     sim.node.alpha = args.alpha;
     sim.node.stall_after = args.stall_after;
+    sim.node.widen_in_region = !args.no_widen;
     sim.node.request_timeout = std::time::Duration::from_millis(args.request_timeout_ms.max(1));
     sim.node.refresh_request_budget = args.refresh_budget;
     sim.node.self_lookup_interval = std::time::Duration::from_secs(args.self_lookup_secs);

@@ -66,6 +66,8 @@ pub struct Lookup {
     requests: u32,
     /// Requests this lookup may send at most (a bucket refresh needs contacts in range, not convergence).
     budget: Option<u32>,
+    /// How far from the target the k closest nodes are expected to lie.
+    region: Option<Distance>,
     responses: u32,
     failures: u32,
 }
@@ -89,6 +91,7 @@ impl Lookup {
             finished: false,
             requests: 0,
             budget: None,
+            region: None,
             responses: 0,
             failures: 0,
         };
@@ -189,6 +192,12 @@ impl Lookup {
             self.add(contact, hops);
         }
         let progressed = self.candidates.first().map(|c| c.distance) < closest_before;
+        if self.region.is_some_and(|r| peer.distance(&self.target) <= r) {
+            // A peer within the expected radius of the k closest answered: the neighbourhood is reached,
+            // and the rest of the k closest are asked at once.
+            self.stalled = true;
+            return;
+        }
         if progressed {
             self.no_progress = 0;
             self.stalled = false;
@@ -214,6 +223,13 @@ impl Lookup {
     /// Caps the requests this lookup sends; once spent, it ends when the last answer is in.
     pub fn set_request_budget(&mut self, budget: u32) {
         self.budget = Some(budget);
+    }
+
+    /// Sets the radius within which the k closest nodes to any point are expected (estimated from the
+    /// distance to our own k-th closest neighbour). An answer from a peer that close widens the lookup to
+    /// k in flight at once instead of after a stall.
+    pub fn set_region_radius(&mut self, radius: Distance) {
+        self.region = Some(radius);
     }
 
     /// Ends the lookup now (a get that found its value).
@@ -340,6 +356,19 @@ mod tests {
         assert!(l.closest().is_empty());
         let empty = Lookup::new(id(0), [], params(3, 3)).poll_next();
         assert_eq!(empty, Next::Finished);
+    }
+
+    #[test]
+    fn an_answer_from_inside_the_region_widens_at_once() {
+        let target = id(0);
+        let seeds: Vec<_> = (2..12).map(|n| Contact::bare(id(n))).collect();
+        let mut l = Lookup::new(target, seeds, params(8, 2));
+        l.set_region_radius(id(2).distance(&target));
+        assert_eq!(drain(&mut l), vec![id(2), id(3)]);
+        l.on_success(&id(3), [id(1)].map(Contact::bare));
+        assert_eq!(drain(&mut l), vec![id(1)], "3 is outside the radius: still α");
+        l.on_success(&id(2), [].map(Contact::bare));
+        assert_eq!(drain(&mut l).len(), 7, "2 is inside: up to k = 8 in flight");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use super::{random_id_in_bucket, ttl_secs, Node, Purpose, PutProgress, Query, QueryKind};
 use crate::event::{Event, QueryId, QueryStats};
-use crate::id::NodeId;
+use crate::id::{Distance, NodeId};
 use crate::lookup::{Lookup, LookupParams, Next};
 use crate::message::{Contact, Record, Request, Response};
 use crate::time::Instant;
@@ -24,7 +24,12 @@ impl Node {
             stall_after: self.config.stall_after,
         };
         self.table.touch(&target, now);
-        let lookup = Lookup::new(target, seeds, params);
+        let mut lookup = Lookup::new(target, seeds, params);
+        if self.config.widen_in_region {
+            if let Some(radius) = self.region_radius() {
+                lookup.set_region_radius(radius);
+            }
+        }
         let query = Query {
             kind,
             lookup,
@@ -249,6 +254,14 @@ impl Node {
         }
         let local = self.local.id;
         Some(closer.into_iter().filter(|c| c.id != local).map(|c| self.sanitize(c)).collect())
+    }
+
+    /// Twice the distance to our k-th closest neighbour: around any point, the k closest nodes are
+    /// expected within about this distance (ids are uniform). `None` while we know fewer than k peers.
+    fn region_radius(&self) -> Option<Distance> {
+        let k = self.config.k;
+        let entries = self.table.closest_entries(&self.local.id, k);
+        (entries.len() >= k).then(|| entries[k - 1].id.distance(&self.local.id).doubled())
     }
 
     /// When the next bucket refresh is due.
