@@ -231,7 +231,7 @@ mod tests {
         assert_eq!(d.leading_zeros(), 75);
         assert_eq!(d.to_bytes(), x);
         let mut y = [0u8; 32];
-        y[8] = 0x20;
+        y[9] = 0x20;
         assert_eq!(d.doubled().to_bytes(), y);
         assert_eq!(
             NodeId::from_bytes([0; 32]).distance(&NodeId::from_bytes([0x80; 32])).doubled().to_bytes(),
