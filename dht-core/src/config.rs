@@ -19,6 +19,12 @@ pub struct Config {
     pub widen_in_region: bool,
     /// How long to wait for an answer before counting the request as failed.
     pub request_timeout: Duration,
+    /// Adapt lookup-request timeouts to the round trips seen (`srtt + 4·rttvar`, as TCP does), between
+    /// `min_request_timeout` and `request_timeout`. A departed peer then holds a lookup up for a few round
+    /// trips instead of the full timeout.
+    pub adaptive_timeout: bool,
+    /// Lower bound of the adaptive timeout.
+    pub min_request_timeout: Duration,
     /// Times a lookup or store request that timed out is sent again before the peer counts as failed
     /// (covers a lost message on lossy paths; reliable transports lose messages only with the link).
     pub request_retries: u8,
@@ -73,7 +79,9 @@ impl Default for Config {
             widen_in_region: true,
             request_timeout: Duration::from_secs(1),
             replacement_cache: 4,
-            request_retries: 1,
+            request_retries: 0,
+            adaptive_timeout: true,
+            min_request_timeout: Duration::from_millis(200),
             max_failures: 2,
             max_lookup_candidates: 160,
             max_record_size: 64 * 1024,

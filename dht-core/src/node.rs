@@ -62,6 +62,33 @@ struct Outgoing {
     purpose: Purpose,
     /// What to send again if this attempt times out, and how many more attempts are allowed.
     resend: Option<(Contact, Request, u8)>,
+    /// When this attempt was sent (for round-trip samples).
+    sent: Instant,
+}
+
+/// Smoothed round-trip time of answered requests, kept as RFC 6298 does for TCP: in ms, `srtt` and
+/// `rttvar` updated with gains 1/8 and 1/4.
+#[derive(Debug, Clone, Copy)]
+struct RttEstimate {
+    srtt: f64,
+    rttvar: f64,
+}
+
+impl RttEstimate {
+    fn sample(estimate: Option<RttEstimate>, ms: f64) -> RttEstimate {
+        match estimate {
+            None => RttEstimate { srtt: ms, rttvar: ms / 2.0 },
+            Some(e) => {
+                let rttvar = 0.75 * e.rttvar + 0.25 * (e.srtt - ms).abs();
+                RttEstimate { srtt: 0.875 * e.srtt + 0.125 * ms, rttvar }
+            }
+        }
+    }
+
+    /// `srtt + 4 rttvar`: the retransmission timeout of RFC 6298.
+    fn timeout(&self) -> Duration {
+        Duration::from_millis((self.srtt + 4.0 * self.rttvar).ceil() as u64)
+    }
 }
 
 #[derive(Debug)]
@@ -138,6 +165,7 @@ pub struct Node {
     outputs: VecDeque<Output>,
     stats: NodeStats,
     next_self_lookup: Option<Instant>,
+    rtt: Option<RttEstimate>,
 }
 
 impl Node {
@@ -163,6 +191,7 @@ impl Node {
             outputs: VecDeque::new(),
             stats: NodeStats::default(),
             next_self_lookup: None,
+            rtt: None,
         }
     }
 
@@ -248,6 +277,10 @@ impl Node {
                     }
                 }
                 let out = self.requests.remove(&id).expect("checked just above");
+                if matches!(out.purpose, Purpose::Query(_) | Purpose::StalePing) {
+                    let ms = now.saturating_since(out.sent).as_millis() as f64;
+                    self.rtt = Some(RttEstimate::sample(self.rtt, ms));
+                }
                 self.deadlines.remove(&(out.deadline, id));
                 self.stats.responses_in += 1;
                 self.observe(now, from.clone());
@@ -500,16 +533,29 @@ impl Node {
         while self.requests.contains_key(&id) {
             id = RequestId(self.rng.next_u64());
         }
-        let deadline = now + self.config.request_timeout;
+        let deadline = now + self.timeout_for(&purpose);
         let retries = self.config.request_retries;
         let resend = match purpose {
             Purpose::Query(_) | Purpose::PutStore(_) if retries > 0 => Some((to.clone(), body.clone(), retries)),
             _ => None,
         };
-        self.requests.insert(id, Outgoing { peer: to.id, deadline, purpose, resend });
+        self.requests.insert(id, Outgoing { peer: to.id, deadline, purpose, resend, sent: now });
         self.deadlines.insert((deadline, id));
         self.outputs.push_back(Output::Send { to, msg: Message::Request { id, body } });
         true
+    }
+
+    /// How long to wait for an answer: lookup requests and pings adapt to the round trips seen (RFC 6298,
+    /// between `min_request_timeout` and `request_timeout`); stores, which wait on the peer's disk, get
+    /// the full `request_timeout`.
+    fn timeout_for(&self, purpose: &Purpose) -> Duration {
+        let max = self.config.request_timeout;
+        match (purpose, self.rtt) {
+            (Purpose::Query(_) | Purpose::StalePing, Some(rtt)) if self.config.adaptive_timeout => {
+                rtt.timeout().clamp(self.config.min_request_timeout.min(max), max)
+            }
+            _ => max,
+        }
     }
 
     /// Sends a timed-out request again, if it has attempts left. Returns the request back otherwise.
@@ -519,9 +565,9 @@ impl Node {
         while self.requests.contains_key(&id) {
             id = RequestId(self.rng.next_u64());
         }
-        let deadline = now + self.config.request_timeout;
+        let deadline = now + self.timeout_for(&out.purpose);
         let resend = Some((to.clone(), body.clone(), left - 1));
-        self.requests.insert(id, Outgoing { peer: to.id, deadline, purpose: out.purpose, resend });
+        self.requests.insert(id, Outgoing { peer: to.id, deadline, purpose: out.purpose, resend, sent: now });
         self.deadlines.insert((deadline, id));
         self.outputs.push_back(Output::Send { to, msg: Message::Request { id, body } });
         None

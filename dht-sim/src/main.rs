@@ -63,6 +63,12 @@ struct Args {
     /// How long a node waits for an answer before counting the request failed, ms.
     #[arg(long, default_value_t = 1000)]
     request_timeout_ms: u64,
+    /// Use the fixed --request-timeout-ms for every request instead of adapting to round trips.
+    #[arg(long)]
+    fixed_timeout: bool,
+    /// Times a timed-out request is sent again before the peer counts as failed.
+    #[arg(long, default_value_t = 0)]
+    request_retries: u8,
     /// Requests a bucket refresh may send (0 = unlimited).
     #[arg(long, default_value_t = 4)]
     refresh_budget: usize,
@@ -94,6 +100,8 @@ fn main() -> std::process::ExitCode {
     sim.node.k = args.k;
     sim.node.alpha = args.alpha;
     sim.node.stall_after = args.stall_after;
+    sim.node.adaptive_timeout = !args.fixed_timeout;
+    sim.node.request_retries = args.request_retries;
     sim.node.widen_in_region = !args.no_widen;
     sim.node.request_timeout = std::time::Duration::from_millis(args.request_timeout_ms.max(1));
     sim.node.refresh_request_budget = args.refresh_budget;
