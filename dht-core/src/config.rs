@@ -30,6 +30,10 @@ pub struct Config {
     pub request_retries: u8,
     /// Contacts waiting per bucket for a stale entry to fail.
     pub replacement_cache: usize,
+    /// A full bucket checks its stalest entry before letting a newcomer in only if that entry was last
+    /// heard from at least this long ago; a peer seen more recently is kept without a ping (the paper's
+    /// advice to defer probes). Zero pings every time.
+    pub ping_after: Duration,
     /// Failed requests in a row after which a peer leaves the routing table.
     pub max_failures: u8,
     /// Candidates a lookup keeps (the farthest not-yet-asked are dropped beyond).
@@ -83,6 +87,7 @@ impl Default for Config {
             adaptive_timeout: true,
             min_request_timeout: Duration::from_millis(200),
             max_failures: 2,
+            ping_after: Duration::from_secs(60),
             max_lookup_candidates: 160,
             max_record_size: 64 * 1024,
             max_records: 16_384,
@@ -98,7 +103,7 @@ impl Default for Config {
             refresh_interval: Duration::from_secs(3600),
             join_refresh_buckets: 256,
             self_lookup_interval: Duration::from_secs(300),
-            refresh_request_budget: 4,
+            refresh_request_budget: 2,
         }
     }
 }

@@ -172,7 +172,7 @@ impl Node {
     /// A node with identity `local` (its id and the addresses it advertises), randomness from `seed`.
     pub fn new(config: Config, local: Contact, seed: u64, now: Instant) -> Self {
         let _ = now;
-        let table = RoutingTable::new(local.id, config.k, config.replacement_cache);
+        let table = RoutingTable::new(local.id, config.k, config.replacement_cache).with_ping_after(config.ping_after);
         Node {
             config,
             local,
@@ -529,20 +529,25 @@ impl Node {
         if self.requests.len() >= self.config.max_pending_requests {
             return false;
         }
+        let retries = match purpose {
+            Purpose::Query(_) | Purpose::PutStore(_) => self.config.request_retries,
+            Purpose::StalePing | Purpose::FireAndForget => 0,
+        };
+        self.dispatch(now, to, body, purpose, retries);
+        true
+    }
+
+    /// Queues one attempt of a request under a fresh id, with its deadline.
+    fn dispatch(&mut self, now: Instant, to: Contact, body: Request, purpose: Purpose, retries_left: u8) {
         let mut id = RequestId(self.rng.next_u64());
         while self.requests.contains_key(&id) {
             id = RequestId(self.rng.next_u64());
         }
         let deadline = now + self.timeout_for(&purpose);
-        let retries = self.config.request_retries;
-        let resend = match purpose {
-            Purpose::Query(_) | Purpose::PutStore(_) if retries > 0 => Some((to.clone(), body.clone(), retries)),
-            _ => None,
-        };
+        let resend = (retries_left > 0).then(|| (to.clone(), body.clone(), retries_left));
         self.requests.insert(id, Outgoing { peer: to.id, deadline, purpose, resend, sent: now });
         self.deadlines.insert((deadline, id));
         self.outputs.push_back(Output::Send { to, msg: Message::Request { id, body } });
-        true
     }
 
     /// How long to wait for an answer: lookup requests and pings adapt to the round trips seen (RFC 6298,
@@ -561,15 +566,7 @@ impl Node {
     /// Sends a timed-out request again, if it has attempts left. Returns the request back otherwise.
     fn retry(&mut self, now: Instant, out: Outgoing) -> Option<Outgoing> {
         let Some((to, body, left @ 1..)) = out.resend else { return Some(out) };
-        let mut id = RequestId(self.rng.next_u64());
-        while self.requests.contains_key(&id) {
-            id = RequestId(self.rng.next_u64());
-        }
-        let deadline = now + self.timeout_for(&out.purpose);
-        let resend = Some((to.clone(), body.clone(), left - 1));
-        self.requests.insert(id, Outgoing { peer: to.id, deadline, purpose: out.purpose, resend, sent: now });
-        self.deadlines.insert((deadline, id));
-        self.outputs.push_back(Output::Send { to, msg: Message::Request { id, body } });
+        self.dispatch(now, to, body, out.purpose, left - 1);
         None
     }
 

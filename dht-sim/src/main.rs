@@ -70,7 +70,7 @@ struct Args {
     #[arg(long, default_value_t = 0)]
     request_retries: u8,
     /// Requests a bucket refresh may send (0 = unlimited).
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 2)]
     refresh_budget: usize,
     /// Seconds between a node's periodic self-lookups (0 = none).
     #[arg(long, default_value_t = 300)]

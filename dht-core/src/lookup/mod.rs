@@ -220,9 +220,13 @@ impl Lookup {
         self.failures += 1;
     }
 
-    /// Caps the requests this lookup sends; once spent, it ends when the last answer is in.
+    /// Caps the requests this lookup sends; once spent, it ends when the last answer is in. The budget is
+    /// spread over at least two waves (at most half of it in flight), so the second wave can follow the
+    /// first one's answers toward the target.
     pub fn set_request_budget(&mut self, budget: u32) {
         self.budget = Some(budget);
+        self.params.alpha = self.params.alpha.min((budget as usize / 2).max(1));
+        self.params.k = self.params.k.min(budget as usize).max(1);
     }
 
     /// Sets the radius within which the k closest nodes to any point are expected (estimated from the
@@ -376,13 +380,14 @@ mod tests {
         let seeds: Vec<_> = (10..20).map(|n| Contact::bare(id(n))).collect();
         let mut l = Lookup::new(id(0), seeds, params(5, 3));
         l.set_request_budget(4);
-        assert_eq!(drain(&mut l).len(), 3);
-        l.on_success(&id(10), []);
-        assert_eq!(drain(&mut l), vec![id(13)]);
+        assert_eq!(drain(&mut l).len(), 2, "half the budget in the first wave");
+        l.on_success(&id(10), [id(1)].map(Contact::bare));
+        assert_eq!(drain(&mut l), vec![id(1)], "the second wave follows the answer");
         l.on_success(&id(11), []);
+        assert_eq!(drain(&mut l), vec![id(12)]);
         assert_eq!(l.poll_next(), Next::Wait, "budget spent, two answers pending");
-        l.on_success(&id(12), []);
-        l.on_failure(&id(13));
+        l.on_success(&id(1), []);
+        l.on_failure(&id(12));
         assert_eq!(l.poll_next(), Next::Finished);
         assert_eq!(l.requests(), 4);
     }

@@ -32,6 +32,7 @@ pub struct RoutingTable {
     local: NodeId,
     k: usize,
     replacement_cache: usize,
+    ping_after: core::time::Duration,
     buckets: Vec<Bucket>,
 }
 
@@ -39,7 +40,20 @@ impl RoutingTable {
     /// An empty table for node `local` with buckets of `k` entries and `replacement_cache` waiting
     /// contacts per bucket.
     pub fn new(local: NodeId, k: usize, replacement_cache: usize) -> Self {
-        RoutingTable { local, k: k.max(1), replacement_cache, buckets: Vec::new() }
+        RoutingTable {
+            local,
+            k: k.max(1),
+            replacement_cache,
+            ping_after: core::time::Duration::ZERO,
+            buckets: Vec::new(),
+        }
+    }
+
+    /// A full bucket pings its stalest entry only if that entry was last seen at least `ping_after` ago;
+    /// otherwise the newcomer just waits in the replacement cache (default: always ping).
+    pub fn with_ping_after(mut self, ping_after: core::time::Duration) -> Self {
+        self.ping_after = ping_after;
+        self
     }
 
     /// The local node's id.
@@ -62,7 +76,7 @@ impl RoutingTable {
     /// room. Call only for peers authenticated by the transport.
     pub fn insert(&mut self, contact: Contact, now: Instant) -> InsertResult {
         let Some(index) = self.index(&contact.id) else { return InsertResult::SelfId };
-        let (k, cap) = (self.k, self.replacement_cache);
+        let (k, cap, ping_after) = (self.k, self.replacement_cache, self.ping_after);
         let bucket = self.bucket_mut(index, now);
         if let Some(pos) = bucket.position(&contact.id) {
             let mut entry = bucket.entries.remove(pos);
@@ -84,7 +98,9 @@ impl RoutingTable {
             return InsertResult::Inserted;
         }
         bucket.add_replacement(contact, cap);
-        if bucket.pending_ping.is_some() {
+        // Even the stalest entry was heard from recently: it is almost surely alive, so no ping.
+        let fresh = bucket.entries[0].last_seen + ping_after > now;
+        if bucket.pending_ping.is_some() || fresh {
             return InsertResult::Queued;
         }
         let stale = &bucket.entries[0];
@@ -291,6 +307,16 @@ mod tests {
         // Next full insert pings the new stalest, ids[1].
         let r = rt.insert(Contact::bare(id_with_prefix(0x80, 9)), t(13));
         assert_eq!(r, InsertResult::PingStale { stale: Contact::bare(ids[1]) });
+    }
+
+    #[test]
+    fn recently_seen_stale_entries_are_not_pinged() {
+        let local = NodeId::from_bytes([0; 32]);
+        let mut rt = RoutingTable::new(local, 1, 2).with_ping_after(core::time::Duration::from_secs(60));
+        let (a, b) = (id_with_prefix(0x80, 1), id_with_prefix(0x80, 2));
+        let _ = rt.insert(Contact::bare(a), t(0));
+        assert_eq!(rt.insert(Contact::bare(b), t(59_999)), InsertResult::Queued);
+        assert_eq!(rt.insert(Contact::bare(b), t(60_000)), InsertResult::PingStale { stale: Contact::bare(a) });
     }
 
     #[test]
