@@ -224,6 +224,7 @@ fn silent_peers_time_out_and_leave_the_table() {
 fn full_bucket_pings_the_stale_entry_and_replaces_it_if_silent() {
     let mut cfg = Config::default();
     cfg.k = 1;
+    cfg.ping_after = core::time::Duration::ZERO;
     let mut node = node_with(cfg);
     // Find two peers in the same bucket.
     let local = id(0);
