@@ -157,8 +157,11 @@ impl Node {
                 self.event(Event::LookupFinished { query: id, target: *q.lookup.target(), closest, stats });
                 self.schedule_self_lookup(now);
                 if let Some(c) = nearest {
+                    // Buckets the self-lookup already reached need no refresh.
                     for index in (0..c).rev().take(self.config.join_refresh_buckets) {
-                        self.refresh_bucket(now, index);
+                        if self.table.bucket_len(index) == 0 {
+                            self.refresh_bucket(now, index);
+                        }
                     }
                 }
             }

@@ -232,6 +232,11 @@ impl RoutingTable {
         }
     }
 
+    /// Entries in bucket `index` (0 for a bucket never used).
+    pub fn bucket_len(&self, index: usize) -> usize {
+        self.buckets.get(index).map_or(0, |b| b.entries.len())
+    }
+
     /// Number of bucket slots allocated (one past the deepest bucket ever used).
     pub fn bucket_count(&self) -> usize {
         self.buckets.len()
