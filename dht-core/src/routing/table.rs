@@ -167,40 +167,43 @@ impl RoutingTable {
     /// (which all differ from it first at bit `b`), and those are closer than bucket `b - 1`, then `b - 2`,
     /// and so on. Only the group that straddles `count` needs a sort.
     pub fn closest_entries(&self, target: &NodeId, count: usize) -> Vec<&Entry> {
-        let mut out: Vec<&Entry> = Vec::with_capacity(count.min(self.k * 2));
         if count == 0 {
-            return out;
+            return Vec::new();
         }
-        let b = self.index(target).unwrap_or(256).min(self.buckets.len());
+        /// Appends one group, keeping only its closest `count - keyed.len()` entries, sorted.
         fn take_group<'a>(
-            out: &mut Vec<&'a Entry>,
+            keyed: &mut Vec<(Distance, &'a Entry)>,
             group: impl Iterator<Item = &'a Entry>,
             target: &NodeId,
             count: usize,
         ) -> bool {
-            let mut keyed: Vec<(Distance, &'a Entry)> = group.map(|e| (e.id.distance(target), e)).collect();
-            let need = count - out.len();
-            if keyed.len() > need {
-                keyed.select_nth_unstable_by_key(need - 1, |(d, _)| *d);
-                keyed.truncate(need);
+            let start = keyed.len();
+            keyed.extend(group.map(|e| (e.id.distance(target), e)));
+            let need = count - start;
+            if keyed.len() - start > need {
+                keyed[start..].select_nth_unstable_by_key(need - 1, |(d, _)| *d);
+                keyed.truncate(start + need);
             }
-            keyed.sort_unstable_by_key(|(d, _)| *d);
-            out.extend(keyed.into_iter().map(|(_, e)| e));
-            out.len() >= count
+            keyed[start..].sort_unstable_by_key(|(d, _)| *d);
+            keyed.len() >= count
         }
-        if b < self.buckets.len() && take_group(&mut out, self.buckets[b].entries.iter(), target, count) {
-            return out;
-        }
-        let deeper = self.buckets.get(b + 1..).unwrap_or(&[]);
-        if take_group(&mut out, deeper.iter().flat_map(|bk| bk.entries.iter()), target, count) {
-            return out;
-        }
-        for bucket in self.buckets[..b].iter().rev() {
-            if take_group(&mut out, bucket.entries.iter(), target, count) {
-                break;
+        let mut keyed: Vec<(Distance, &Entry)> = Vec::with_capacity(count.min(self.k * 2) + self.k);
+        let b = self.index(target).unwrap_or(256).min(self.buckets.len());
+        let done = (b < self.buckets.len() && take_group(&mut keyed, self.buckets[b].entries.iter(), target, count))
+            || take_group(
+                &mut keyed,
+                self.buckets.get(b + 1..).unwrap_or(&[]).iter().flat_map(|bk| bk.entries.iter()),
+                target,
+                count,
+            );
+        if !done {
+            for bucket in self.buckets[..b].iter().rev() {
+                if take_group(&mut keyed, bucket.entries.iter(), target, count) {
+                    break;
+                }
             }
         }
-        out
+        keyed.into_iter().map(|(_, e)| e).collect()
     }
 
     /// Number of entries.
