@@ -4,7 +4,7 @@
 //! could not write yet and resumes after a partial write. All bincode use in the project sits in this module
 //! so the serialization format can be swapped in one place.
 
-use crate::message::Message;
+use crate::message::{Contact, Message};
 use bincode::config::{BigEndian, Configuration, Fixint, Limit};
 use thiserror::Error;
 
@@ -62,6 +62,21 @@ pub enum CodecError {
 /// Encodes one message as a bincode payload (no frame header).
 pub fn encode_message(msg: &Message) -> Result<Vec<u8>, CodecError> {
     bincode::encode_to_vec(msg, wire_config()).map_err(|e| CodecError::Encode(e.to_string()))
+}
+
+/// Encodes a list of contacts (a persisted routing table) with the wire format's settings.
+pub fn encode_contacts(contacts: &[Contact]) -> Result<Vec<u8>, CodecError> {
+    bincode::encode_to_vec(contacts, wire_config()).map_err(|e| CodecError::Encode(e.to_string()))
+}
+
+/// Decodes what [`encode_contacts`] wrote; every byte must be used.
+pub fn decode_contacts(bytes: &[u8]) -> Result<Vec<Contact>, CodecError> {
+    let (contacts, used) = bincode::decode_from_slice::<Vec<Contact>, _>(bytes, wire_config())
+        .map_err(|e| CodecError::Malformed(e.to_string()))?;
+    if used != bytes.len() {
+        return Err(CodecError::TrailingBytes(bytes.len() - used));
+    }
+    Ok(contacts)
 }
 
 /// Decodes one complete bincode payload; every byte must be used.
@@ -396,6 +411,16 @@ mod tests {
                 match dec.next_frame() { Ok(Some(_)) => {}, Ok(None) | Err(_) => break }
             }
         }
+    }
+
+    #[test]
+    fn contact_lists_round_trip() {
+        let contacts =
+            vec![Contact { id: NodeId::from_public_key(&[3; 32]), addrs: vec![Address::new("tcp:127.0.0.1:1")] }];
+        let bytes = encode_contacts(&contacts).unwrap();
+        assert_eq!(decode_contacts(&bytes).unwrap(), contacts);
+        assert!(decode_contacts(&bytes[..bytes.len() - 1]).is_err());
+        assert!(matches!(decode_contacts(&[bytes.clone(), vec![0]].concat()), Err(CodecError::TrailingBytes(1))));
     }
 
     #[test]

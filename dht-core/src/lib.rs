@@ -24,7 +24,8 @@ pub mod routing;
 mod time;
 
 pub use codec::{
-    decode_message, encode_message, CodecError, FrameDecoder, FrameEncoder, HEADER_LEN, MAX_FRAME_LEN_LIMIT,
+    decode_contacts, decode_message, encode_contacts, encode_message, CodecError, FrameDecoder, FrameEncoder,
+    HEADER_LEN, MAX_FRAME_LEN_LIMIT,
 };
 pub use config::Config;
 pub use event::{Event, Output, QueryId, QueryStats, StoreOp, StoreOpId, StoreResult};

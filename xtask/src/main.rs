@@ -70,7 +70,10 @@ fn test() -> Result<(), String> {
     step("cargo clippy", cargo().args(["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"]))?;
     step("cargo test", cargo().args(["test", "--workspace", "--locked"]))?;
     ensure_wasm_target()?;
-    step("dht-core for wasm32", cargo().args(["build", "-p", "dht-core", "--locked", "--target", WASM_TARGET]))?;
+    step(
+        "dht-core and kvstore for wasm32",
+        cargo().args(["build", "-p", "dht-core", "-p", "kvstore", "--locked", "--target", WASM_TARGET]),
+    )?;
     eprintln!("==> all checks passed");
     Ok(())
 }

@@ -1,0 +1,76 @@
+//! In-process storage: maps behind a shared cell.
+
+use crate::{check_name, RecordInfo, Store, StoreError, StoredRecord};
+use dht_core::{Contact, Instant, Key};
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+#[derive(Debug, Default)]
+struct Inner {
+    records: BTreeMap<Key, StoredRecord>,
+    contacts: Vec<Contact>,
+    meta: BTreeMap<String, Vec<u8>>,
+}
+
+/// A store in memory. Clones share the same data, so a clone stands for "reopening" the store within
+/// one process; nothing survives the process.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryStore {
+    inner: Rc<RefCell<Inner>>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl Store for MemoryStore {
+    async fn put_record(&self, key: Key, value: Vec<u8>, expires: Instant) -> Result<(), StoreError> {
+        self.inner.borrow_mut().records.insert(key, StoredRecord { value, expires });
+        Ok(())
+    }
+
+    async fn get_record(&self, key: &Key) -> Result<Option<StoredRecord>, StoreError> {
+        Ok(self.inner.borrow().records.get(key).cloned())
+    }
+
+    async fn remove_record(&self, key: &Key) -> Result<(), StoreError> {
+        self.inner.borrow_mut().records.remove(key);
+        Ok(())
+    }
+
+    async fn records(&self) -> Result<Vec<RecordInfo>, StoreError> {
+        let inner = self.inner.borrow();
+        Ok(inner.records.iter().map(|(k, r)| RecordInfo { key: *k, expires: r.expires, size: r.value.len() }).collect())
+    }
+
+    async fn remove_expired(&self, now: Instant) -> Result<usize, StoreError> {
+        let mut inner = self.inner.borrow_mut();
+        let before = inner.records.len();
+        inner.records.retain(|_, r| r.expires > now);
+        Ok(before - inner.records.len())
+    }
+
+    async fn save_contacts(&self, contacts: &[Contact]) -> Result<(), StoreError> {
+        self.inner.borrow_mut().contacts = contacts.to_vec();
+        Ok(())
+    }
+
+    async fn load_contacts(&self) -> Result<Vec<Contact>, StoreError> {
+        Ok(self.inner.borrow().contacts.clone())
+    }
+
+    async fn put_meta(&self, name: &str, value: &[u8]) -> Result<(), StoreError> {
+        check_name(name)?;
+        self.inner.borrow_mut().meta.insert(name.to_owned(), value.to_vec());
+        Ok(())
+    }
+
+    async fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        check_name(name)?;
+        Ok(self.inner.borrow().meta.get(name).cloned())
+    }
+}

@@ -1,0 +1,131 @@
+//! Native storage in sled. sled flushes on its own only every 500 ms, so every write that is acknowledged
+//! (a record put, the identity key) is flushed first.
+
+use crate::{check_name, RecordInfo, Store, StoreError, StoredRecord};
+use dht_core::{decode_contacts, encode_contacts, Contact, Instant, Key, ID_LEN};
+use std::path::Path;
+
+const RECORDS: &str = "records";
+const META: &str = "meta";
+const CONTACTS_KEY: &[u8] = b"\0routing-table";
+
+/// A store in a sled database directory.
+#[derive(Debug, Clone)]
+pub struct SledStore {
+    db: sled::Db,
+    records: sled::Tree,
+    meta: sled::Tree,
+}
+
+fn backend(e: sled::Error) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+/// Stored value layout: 8 bytes of expiry (ms, big-endian), then the value.
+fn encode_record(value: &[u8], expires: Instant) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + value.len());
+    out.extend_from_slice(&expires.as_millis().to_be_bytes());
+    out.extend_from_slice(value);
+    out
+}
+
+fn decode_record(key: &[u8], bytes: &[u8]) -> Result<StoredRecord, StoreError> {
+    let corrupt = |what: &str| StoreError::Corrupt { entry: format!("record {}", hex(key)), what: what.to_owned() };
+    if bytes.len() < 8 {
+        return Err(corrupt("shorter than its 8-byte header"));
+    }
+    let (head, value) = bytes.split_at(8);
+    let millis = u64::from_be_bytes(head.try_into().map_err(|_| corrupt("bad header"))?);
+    Ok(StoredRecord { value: value.to_vec(), expires: Instant::from_millis(millis) })
+}
+
+fn decode_key(bytes: &[u8]) -> Result<Key, StoreError> {
+    let arr: [u8; ID_LEN] = bytes
+        .try_into()
+        .map_err(|_| StoreError::Corrupt { entry: format!("key {}", hex(bytes)), what: "not 32 bytes".into() })?;
+    Ok(Key::from_bytes(arr))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
+
+impl SledStore {
+    /// Opens (creating if needed) the database in directory `path`.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let db = sled::open(path).map_err(backend)?;
+        let records = db.open_tree(RECORDS).map_err(backend)?;
+        let meta = db.open_tree(META).map_err(backend)?;
+        Ok(SledStore { db, records, meta })
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush_async().await.map_err(backend)?;
+        Ok(())
+    }
+}
+
+impl Store for SledStore {
+    async fn put_record(&self, key: Key, value: Vec<u8>, expires: Instant) -> Result<(), StoreError> {
+        self.records.insert(key.as_bytes(), encode_record(&value, expires)).map_err(backend)?;
+        self.flush().await
+    }
+
+    async fn get_record(&self, key: &Key) -> Result<Option<StoredRecord>, StoreError> {
+        match self.records.get(key.as_bytes()).map_err(backend)? {
+            Some(bytes) => decode_record(key.as_bytes(), &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    async fn remove_record(&self, key: &Key) -> Result<(), StoreError> {
+        self.records.remove(key.as_bytes()).map_err(backend)?;
+        Ok(())
+    }
+
+    async fn records(&self) -> Result<Vec<RecordInfo>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.records.iter() {
+            let (k, v) = item.map_err(backend)?;
+            let record = decode_record(&k, &v)?;
+            out.push(RecordInfo { key: decode_key(&k)?, expires: record.expires, size: record.value.len() });
+        }
+        Ok(out)
+    }
+
+    async fn remove_expired(&self, now: Instant) -> Result<usize, StoreError> {
+        let mut removed = 0;
+        for info in self.records().await? {
+            if info.expires <= now {
+                self.records.remove(info.key.as_bytes()).map_err(backend)?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    async fn save_contacts(&self, contacts: &[Contact]) -> Result<(), StoreError> {
+        let bytes = encode_contacts(contacts).map_err(|e| StoreError::Backend(e.to_string()))?;
+        self.meta.insert(CONTACTS_KEY, bytes).map_err(backend)?;
+        self.flush().await
+    }
+
+    async fn load_contacts(&self) -> Result<Vec<Contact>, StoreError> {
+        match self.meta.get(CONTACTS_KEY).map_err(backend)? {
+            Some(bytes) => decode_contacts(&bytes)
+                .map_err(|e| StoreError::Corrupt { entry: "routing table".into(), what: e.to_string() }),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    async fn put_meta(&self, name: &str, value: &[u8]) -> Result<(), StoreError> {
+        check_name(name)?;
+        self.meta.insert(name.as_bytes(), value).map_err(backend)?;
+        self.flush().await
+    }
+
+    async fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        check_name(name)?;
+        Ok(self.meta.get(name.as_bytes()).map_err(backend)?.map(|v| v.to_vec()))
+    }
+}
