@@ -71,8 +71,19 @@ fn test() -> Result<(), String> {
     step("cargo test", cargo().args(["test", "--workspace", "--locked"]))?;
     ensure_wasm_target()?;
     step(
-        "dht-core and kvstore for wasm32",
-        cargo().args(["build", "-p", "dht-core", "-p", "kvstore", "--locked", "--target", WASM_TARGET]),
+        "dht-core, kvstore and dht-driver for wasm32",
+        cargo().args([
+            "build",
+            "-p",
+            "dht-core",
+            "-p",
+            "kvstore",
+            "-p",
+            "dht-driver",
+            "--locked",
+            "--target",
+            WASM_TARGET,
+        ]),
     )?;
     eprintln!("==> all checks passed");
     Ok(())

@@ -1,0 +1,34 @@
+//! Time, injected.
+
+use dht_core::Instant;
+use futures::future::LocalBoxFuture;
+
+/// Where the driver gets the time and sleeps. Instants are milliseconds since the Unix epoch, so deadlines
+/// stored with records stay meaningful across restarts.
+pub trait Clock {
+    /// Now.
+    fn now(&self) -> Instant;
+    /// Completes at `deadline` (at once if it has passed).
+    fn sleep_until(&self, deadline: Instant) -> LocalBoxFuture<'static, ()>;
+}
+
+/// The operating system's clock with `futures-timer` sleeps (native).
+#[cfg(not(target_family = "wasm"))]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+#[cfg(not(target_family = "wasm"))]
+impl Clock for SystemClock {
+    fn now(&self) -> Instant {
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        Instant::from_millis(ms)
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> LocalBoxFuture<'static, ()> {
+        let wait = deadline.saturating_since(self.now());
+        Box::pin(futures_timer::Delay::new(wait))
+    }
+}

@@ -1,0 +1,334 @@
+//! The loop that runs the core: outputs to links and store, inputs from links, store, clock and commands.
+
+use crate::clock::Clock;
+use crate::handle::{Command, NodeEvent, NodeHandle, PutOutcome};
+use crate::transport::{PeerLink, Transport, TransportError};
+use dht_core::{
+    Config, Contact, Event, Instant, Key, Message, Node, NodeId, Output, QueryId, Record, StoreOp, StoreOpId,
+    StoreResult,
+};
+use futures::channel::{mpsc, oneshot};
+use futures::future::{FutureExt, LocalBoxFuture};
+use futures::stream::{FuturesUnordered, LocalBoxStream, SelectAll, StreamExt};
+use kvstore::Store;
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+
+/// How a driver runs its node.
+#[derive(Debug, Clone)]
+pub struct DriverConfig {
+    /// The core's configuration.
+    pub core: Config,
+    /// Our identity as peers see it: node id (hash of our static key) and advertised addresses.
+    pub local: Contact,
+    /// Seed of the core's randomness.
+    pub seed: u64,
+    /// Live links kept at most; beyond it the least recently used one closes.
+    pub max_links: usize,
+    /// Messages queued per peer while its link is being dialed.
+    pub max_queued_per_dial: usize,
+}
+
+impl DriverConfig {
+    /// Defaults for a node with identity `local`.
+    pub fn new(local: Contact, seed: u64) -> Self {
+        DriverConfig { core: Config::default(), local, seed, max_links: 64, max_queued_per_dial: 64 }
+    }
+}
+
+enum Waiter {
+    Lookup(oneshot::Sender<Vec<Contact>>),
+    Put(oneshot::Sender<PutOutcome>),
+    Get(oneshot::Sender<Option<Record>>),
+}
+
+struct LinkEntry {
+    remote: Contact,
+    tx: mpsc::Sender<Message>,
+    generation: u64,
+    last_used: u64,
+}
+
+type Incoming = (NodeId, u64, Option<Message>);
+
+/// Starts a node: restores records and routing table from `store`, then returns the handle and the task
+/// to spawn on a local executor. The task ends after [`NodeHandle::shutdown`] or when every handle is gone.
+pub fn start<T, S, C>(
+    config: DriverConfig,
+    mut transport: T,
+    store: S,
+    clock: C,
+) -> (NodeHandle, LocalBoxFuture<'static, ()>)
+where
+    T: Transport + 'static,
+    S: Store + 'static,
+    C: Clock + 'static,
+{
+    let (tx, rx) = mpsc::unbounded();
+    let handle = NodeHandle { id: config.local.id, max_record_size: config.core.max_record_size, commands: tx };
+    let incoming = transport.incoming();
+    let task = async move {
+        let now = clock.now();
+        let node = Node::new(config.core.clone(), config.local.clone(), config.seed, now);
+        let mut driver = Driver {
+            node,
+            config,
+            transport,
+            store: Rc::new(store),
+            links: HashMap::new(),
+            receivers: SelectAll::new(),
+            dials: FuturesUnordered::new(),
+            queued: HashMap::new(),
+            store_ops: FuturesUnordered::new(),
+            waiters: BTreeMap::new(),
+            subscribers: Vec::new(),
+            generation: 0,
+            tick: 0,
+        };
+        driver.restore(&clock).await;
+        driver.run(rx, incoming, &clock).await;
+    };
+    (handle, task.boxed_local())
+}
+
+struct Driver<T, S> {
+    node: Node,
+    config: DriverConfig,
+    transport: T,
+    store: Rc<S>,
+    links: HashMap<NodeId, LinkEntry>,
+    receivers: SelectAll<LocalBoxStream<'static, Incoming>>,
+    dials: FuturesUnordered<LocalBoxFuture<'static, (NodeId, Result<PeerLink, TransportError>)>>,
+    queued: HashMap<NodeId, Vec<Message>>,
+    store_ops: FuturesUnordered<LocalBoxFuture<'static, (StoreOpId, StoreResult)>>,
+    waiters: BTreeMap<QueryId, Waiter>,
+    subscribers: Vec<mpsc::UnboundedSender<NodeEvent>>,
+    generation: u64,
+    tick: u64,
+}
+
+impl<T: Transport, S: Store + 'static> Driver<T, S> {
+    async fn restore(&mut self, clock: &impl Clock) {
+        let now = clock.now();
+        if let Ok(records) = self.store.records().await {
+            for r in records {
+                self.node.restore_record(now, r.key, r.expires, r.size);
+            }
+        }
+        if let Ok(contacts) = self.store.load_contacts().await {
+            for c in contacts {
+                self.node.add_contact(now, c);
+            }
+        }
+    }
+
+    async fn run(
+        &mut self,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+        incoming: LocalBoxStream<'static, PeerLink>,
+        clock: &impl Clock,
+    ) {
+        let mut incoming = incoming.fuse();
+        loop {
+            self.dispatch_outputs(clock.now());
+            let wake = match self.node.poll_timeout() {
+                Some(t) => clock.sleep_until(t),
+                None => futures::future::pending().boxed_local(),
+            };
+            futures::select_biased! {
+                cmd = commands.next() => match cmd {
+                    Some(Command::Shutdown) | None => break,
+                    Some(cmd) => self.command(clock.now(), cmd),
+                },
+                link = incoming.next() => if let Some(link) = link { self.add_link(link) },
+                item = self.receivers.select_next_some() => self.received(clock.now(), item),
+                dialed = self.dials.select_next_some() => self.dialed(dialed),
+                done = self.store_ops.select_next_some() => self.node.handle_store_result(clock.now(), done.0, done.1),
+                _ = wake.fuse() => self.node.handle_timeout(clock.now()),
+            }
+        }
+        let contacts: Vec<Contact> = self.node.routing_table().iter().map(|e| e.contact()).collect();
+        let _ = self.store.save_contacts(&contacts).await;
+    }
+
+    fn emit(&mut self, event: NodeEvent) {
+        self.subscribers.retain(|s| s.unbounded_send(event.clone()).is_ok());
+    }
+
+    fn command(&mut self, now: Instant, cmd: Command) {
+        match cmd {
+            Command::Bootstrap(seeds, tx) => {
+                let q = self.node.bootstrap(now, seeds);
+                self.waiters.insert(q, Waiter::Lookup(tx));
+            }
+            Command::FindNode(target, tx) => {
+                let q = self.node.find_node(now, target);
+                self.waiters.insert(q, Waiter::Lookup(tx));
+            }
+            Command::Put(record, tx) => {
+                let q = self.node.put(now, record);
+                self.waiters.insert(q, Waiter::Put(tx));
+            }
+            Command::Get(key, tx) => {
+                let q = self.node.get(now, key);
+                self.waiters.insert(q, Waiter::Get(tx));
+            }
+            Command::Peers(tx) => {
+                let _ = tx.send(self.links.values().map(|l| l.remote.clone()).collect());
+            }
+            Command::RoutingTable(tx) => {
+                let table = self
+                    .node
+                    .routing_table()
+                    .buckets()
+                    .map(|(i, es)| (i, es.iter().map(|e| e.contact()).collect()))
+                    .collect();
+                let _ = tx.send(table);
+            }
+            Command::Subscribe(tx) => self.subscribers.push(tx),
+            Command::Shutdown => {}
+        }
+    }
+
+    fn dispatch_outputs(&mut self, now: Instant) {
+        let _ = now;
+        while let Some(out) = self.node.poll_output() {
+            match out {
+                Output::Send { to, msg } => self.send(to, msg),
+                Output::Store { id, op } => self.store_op(id, op),
+                Output::Event(e) => self.core_event(e),
+            }
+        }
+    }
+
+    fn core_event(&mut self, e: Event) {
+        match e {
+            Event::LookupFinished { query, closest, .. } => {
+                if let Some(Waiter::Lookup(tx)) = self.waiters.remove(&query) {
+                    let _ = tx.send(closest);
+                }
+            }
+            Event::PutFinished { query, acks, attempted, stats, .. } => {
+                if let Some(Waiter::Put(tx)) = self.waiters.remove(&query) {
+                    let _ = tx.send(PutOutcome { acks, attempted, stats });
+                }
+            }
+            Event::GetFinished { query, record, .. } => {
+                if let Some(Waiter::Get(tx)) = self.waiters.remove(&query) {
+                    let _ = tx.send(record);
+                }
+            }
+            Event::PeerAdded { id } => self.emit(NodeEvent::PeerAdded(id)),
+            Event::PeerRemoved { id } => self.emit(NodeEvent::PeerRemoved(id)),
+            Event::RecordStored { key, from } => self.emit(NodeEvent::RecordStored { key, from }),
+            Event::PeerMisbehaved { from, reason } => self.emit(NodeEvent::PeerMisbehaved { from, reason }),
+            _ => {}
+        }
+    }
+
+    fn store_op(&mut self, id: StoreOpId, op: StoreOp) {
+        let store = Rc::clone(&self.store);
+        let fut = async move {
+            let result = match op {
+                StoreOp::Put { record, expires } => match store.put_record(record.key, record.value, expires).await {
+                    Ok(()) => StoreResult::Done,
+                    Err(e) => StoreResult::Failed(e.to_string()),
+                },
+                StoreOp::Get { key } => match store.get_record(&key).await {
+                    Ok(r) => StoreResult::Value(r.map(|r| r.value)),
+                    Err(e) => StoreResult::Failed(e.to_string()),
+                },
+                StoreOp::Remove { key } => match store.remove_record(&key).await {
+                    Ok(()) => StoreResult::Done,
+                    Err(e) => StoreResult::Failed(e.to_string()),
+                },
+            };
+            (id, result)
+        };
+        self.store_ops.push(fut.boxed_local());
+    }
+
+    fn send(&mut self, to: Contact, msg: Message) {
+        self.tick += 1;
+        if let Some(link) = self.links.get_mut(&to.id) {
+            link.last_used = self.tick;
+            // A full channel means the connection is not keeping up: the message is dropped and the core's
+            // request timeout handles it.
+            let _ = link.tx.try_send(msg);
+            return;
+        }
+        if let Some(queue) = self.queued.get_mut(&to.id) {
+            if queue.len() < self.config.max_queued_per_dial {
+                queue.push(msg);
+            }
+            return;
+        }
+        if to.addrs.is_empty() {
+            return;
+        }
+        self.queued.insert(to.id, vec![msg]);
+        let id = to.id;
+        let dial = self.transport.dial(&to);
+        self.dials.push(async move { (id, dial.await) }.boxed_local());
+    }
+
+    fn dialed(&mut self, (id, result): (NodeId, Result<PeerLink, TransportError>)) {
+        let queued = self.queued.remove(&id).unwrap_or_default();
+        match result {
+            Ok(link) if link.remote.id == id => {
+                let peer = link.remote.id;
+                self.add_link(link);
+                if let Some(entry) = self.links.get_mut(&peer) {
+                    for msg in queued {
+                        let _ = entry.tx.try_send(msg);
+                    }
+                }
+            }
+            // A link to someone else (the transport should have refused it) or a failed dial: the queued
+            // requests time out in the core.
+            Ok(_) | Err(_) => {}
+        }
+    }
+
+    fn add_link(&mut self, link: PeerLink) {
+        self.tick += 1;
+        self.generation += 1;
+        let peer = link.remote.id;
+        if !self.links.contains_key(&peer) && self.links.len() >= self.config.max_links {
+            if let Some(lru) = self.links.iter().min_by_key(|(_, l)| l.last_used).map(|(id, _)| *id) {
+                self.links.remove(&lru);
+                self.emit(NodeEvent::PeerDisconnected(lru));
+            }
+        }
+        let generation = self.generation;
+        let messages = link.rx.map(move |m| (peer, generation, Some(m)));
+        let end = futures::stream::once(async move { (peer, generation, None) });
+        self.receivers.push(messages.chain(end).boxed_local());
+        self.emit(NodeEvent::PeerConnected(link.remote.clone()));
+        self.links.insert(peer, LinkEntry { remote: link.remote, tx: link.tx, generation, last_used: self.tick });
+    }
+
+    fn received(&mut self, now: Instant, (peer, generation, msg): Incoming) {
+        let Some(entry) = self.links.get_mut(&peer) else { return };
+        if entry.generation != generation {
+            return;
+        }
+        match msg {
+            Some(msg) => {
+                self.tick += 1;
+                entry.last_used = self.tick;
+                let from = entry.remote.clone();
+                self.node.handle_message(now, from, msg);
+            }
+            None => {
+                self.links.remove(&peer);
+                self.emit(NodeEvent::PeerDisconnected(peer));
+            }
+        }
+    }
+}
+
+/// The key a program uses for a named value.
+pub fn key_for(name: &str) -> Key {
+    Key::from_name(name.as_bytes())
+}

@@ -1,0 +1,22 @@
+//! # dht-driver
+//!
+//! Runs a [`dht_core::Node`] over real links and a real store, on any executor: everything here is built on
+//! the `futures` crate alone, with no `Send` bounds (a browser tab has one thread), and the clock comes in
+//! through the [`Clock`] trait. [`start`] returns a [`NodeHandle`] for the program and the node's task,
+//! which the caller spawns where it likes (a tokio `LocalSet`, `wasm_bindgen_futures::spawn_local`,
+//! a `futures` `LocalPool`).
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod clock;
+mod driver;
+mod handle;
+pub mod memory;
+mod transport;
+
+pub use clock::Clock;
+#[cfg(not(target_family = "wasm"))]
+pub use clock::SystemClock;
+pub use driver::{key_for, start, DriverConfig};
+pub use handle::{DriverError, NodeEvent, NodeHandle, PutOutcome};
+pub use transport::{PeerLink, Transport, TransportError};

@@ -1,0 +1,112 @@
+//! Driver nodes on the in-memory transport, on a single-threaded `futures` executor.
+
+use dht_core::{Address, Contact, Key, NodeId};
+use dht_driver::memory::MemoryNetwork;
+use dht_driver::{start, DriverConfig, NodeEvent, NodeHandle, SystemClock};
+use futures::executor::LocalPool;
+use futures::task::LocalSpawnExt;
+use futures::StreamExt;
+use kvstore::MemoryStore;
+
+fn contact(n: u32) -> Contact {
+    let mut key = [0u8; 32];
+    key[..4].copy_from_slice(&n.to_be_bytes());
+    Contact { id: NodeId::from_public_key(&key), addrs: vec![Address::new(format!("mem:{n}"))] }
+}
+
+fn spawn_node(pool: &LocalPool, net: &MemoryNetwork, n: u32, store: MemoryStore) -> NodeHandle {
+    let local = contact(n);
+    let (handle, task) =
+        start(DriverConfig::new(local.clone(), u64::from(n)), net.transport(local), store, SystemClock);
+    pool.spawner().spawn_local(task).expect("the pool accepts tasks");
+    handle
+}
+
+#[test]
+fn twelve_nodes_join_put_and_get() {
+    let mut pool = LocalPool::new();
+    let net = MemoryNetwork::new();
+    let nodes: Vec<NodeHandle> = (0..12).map(|n| spawn_node(&pool, &net, n, MemoryStore::new())).collect();
+    pool.run_until(async {
+        let mut events = nodes[0].events();
+        for node in &nodes[1..] {
+            let closest = node.bootstrap(vec![contact(0)]).await.unwrap();
+            assert!(!closest.is_empty());
+        }
+        // Everyone knows enough peers.
+        for node in &nodes {
+            let table: usize = node.routing_table().await.unwrap().iter().map(|(_, es)| es.len()).sum();
+            assert!(table >= 5, "{} knows only {table} peers", node.id());
+        }
+        // Puts from some nodes, gets from others.
+        for i in 0..20u32 {
+            let key = Key::from_name(&i.to_be_bytes());
+            let from = &nodes[(i % 12) as usize];
+            let outcome = from.put(key, format!("value {i}").into_bytes()).await.unwrap();
+            assert!(outcome.acks >= 10, "put {i}: {outcome:?}");
+        }
+        for i in 0..20u32 {
+            let key = Key::from_name(&i.to_be_bytes());
+            let getter = &nodes[((i + 5) % 12) as usize];
+            assert_eq!(getter.get(key).await.unwrap(), Some(format!("value {i}").into_bytes()), "get {i}");
+        }
+        assert_eq!(nodes[3].get(Key::from_name(b"never put")).await.unwrap(), None);
+        // find_node returns the true closest among the 12 (other than the caller).
+        let target = contact(100).id;
+        let mut expect: Vec<NodeId> = (0..12).map(|n| contact(n).id).filter(|id| *id != nodes[4].id()).collect();
+        expect.sort_by_key(|id| id.distance(&target));
+        let got: Vec<NodeId> = nodes[4].find_node(target).await.unwrap().into_iter().map(|c| c.id).collect();
+        assert_eq!(got, expect);
+        // Events were reported.
+        let mut saw_connect = false;
+        while let Some(Some(e)) = futures::FutureExt::now_or_never(events.next()) {
+            saw_connect |= matches!(e, NodeEvent::PeerConnected(_));
+        }
+        assert!(saw_connect);
+        assert!(nodes[0].peers().await.unwrap().len() >= 5);
+    });
+}
+
+#[test]
+fn oversized_values_are_refused_before_reaching_the_node() {
+    let pool = LocalPool::new();
+    let net = MemoryNetwork::new();
+    let node = spawn_node(&pool, &net, 1, MemoryStore::new());
+    let err = futures::executor::block_on(node.put(Key::from_name(b"k"), vec![0; 70_000])).unwrap_err();
+    assert!(err.to_string().contains("exceeds"), "{err}");
+}
+
+#[test]
+fn a_restarted_node_keeps_its_records_and_routing_table() {
+    let mut pool = LocalPool::new();
+    let net = MemoryNetwork::new();
+    let store = MemoryStore::new();
+    let nodes: Vec<NodeHandle> =
+        (0..6).map(|n| spawn_node(&pool, &net, n, if n == 5 { store.clone() } else { MemoryStore::new() })).collect();
+    pool.run_until(async {
+        for node in &nodes[1..] {
+            node.bootstrap(vec![contact(0)]).await.unwrap();
+        }
+        nodes[5].put(Key::from_name(b"kept"), b"yes".to_vec()).await.unwrap();
+        nodes[5].shutdown();
+    });
+    pool.run_until_stalled();
+    assert!(futures::executor::block_on(nodes[5].peers()).is_err(), "the old task is gone");
+    let again = spawn_node(&pool, &net, 5, store);
+    pool.run_until(async {
+        let table: usize = again.routing_table().await.unwrap().iter().map(|(_, es)| es.len()).sum();
+        assert_eq!(table, 5, "routing table restored");
+        assert_eq!(again.get(Key::from_name(b"kept")).await.unwrap(), Some(b"yes".to_vec()));
+    });
+}
+
+#[test]
+fn a_dial_that_reaches_another_identity_is_refused() {
+    use dht_driver::Transport;
+    let net = MemoryNetwork::new();
+    let _b = net.transport(contact(2));
+    let a = net.transport(contact(1));
+    let impostor = Contact { id: contact(3).id, addrs: contact(2).addrs };
+    let err = futures::executor::block_on(a.dial(&impostor)).unwrap_err();
+    assert!(err.to_string().contains("reached"), "{err}");
+}
