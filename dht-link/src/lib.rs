@@ -312,7 +312,8 @@ impl Link {
         }
     }
 
-    /// Bytes arrived from the wire. Returns the messages they complete (none during the handshake).
+    /// Bytes arrived from the wire. Returns the messages they complete; bytes that finish the handshake may
+    /// also carry the first messages, so keep what this returns even while the handshake runs.
     /// An error ends the link: close the connection.
     pub fn feed(&mut self, bytes: &[u8], now: Instant) -> Result<Vec<Message>, LinkError> {
         if matches!(self.state, State::Failed) {

@@ -1,0 +1,101 @@
+//! Real sockets on 127.0.0.1: driver nodes over TCP, and hostile clients that must not hurt them.
+
+use dht_core::Key;
+use dht_driver::{start, DriverConfig, NodeHandle, SystemClock, Transport};
+use dht_link::{Identity, LinkConfig};
+use kvstore::MemoryStore;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use transport_tcp::{TcpConfig, TcpTransport};
+
+async fn node(seed: u64, config: TcpConfig) -> (NodeHandle, dht_core::Contact) {
+    let identity = Identity::generate().unwrap();
+    let transport = TcpTransport::bind("127.0.0.1:0".parse().unwrap(), identity, vec![], config).await.unwrap();
+    let contact = transport.local_contact().clone();
+    let (handle, task) = start(DriverConfig::new(contact.clone(), seed), transport, MemoryStore::new(), SystemClock);
+    tokio::task::spawn_local(task);
+    (handle, contact)
+}
+
+/// Reads until the server closes the connection; true if it did within `limit`.
+async fn closed_within(stream: &mut TcpStream, limit: Duration) -> bool {
+    let mut buf = [0u8; 4096];
+    let wait = async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(limit, wait).await.is_ok()
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn nodes_over_tcp_put_and_get_and_shrug_off_bad_clients() {
+    let local = tokio::task::LocalSet::new();
+    local
+        .run_until(async {
+            let config = TcpConfig {
+                link: LinkConfig { handshake_timeout: Duration::from_secs(2), ..LinkConfig::default() },
+                ..TcpConfig::default()
+            };
+            let mut nodes = Vec::new();
+            for seed in 0..8 {
+                nodes.push(node(seed, config.clone()).await);
+            }
+            let seed_contact = nodes[0].1.clone();
+            for (h, _) in &nodes[1..] {
+                assert!(!h.bootstrap(vec![seed_contact.clone()]).await.unwrap().is_empty());
+            }
+            for i in 0..10u32 {
+                let key = Key::from_name(&i.to_be_bytes());
+                let out = nodes[(i % 8) as usize].0.put(key, vec![i as u8; 3000]).await.unwrap();
+                assert!(out.acks >= 5, "put {i}: {out:?}");
+            }
+            let target = seed_contact.addrs[0].as_str().strip_prefix("tcp:").unwrap().to_owned();
+
+            // Garbage: the server closes the connection.
+            let mut garbage = TcpStream::connect(&target).await.unwrap();
+            garbage.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+            assert!(closed_within(&mut garbage, Duration::from_secs(5)).await, "garbage closed");
+
+            // An oversized frame header: closed before anything is allocated.
+            let mut big = TcpStream::connect(&target).await.unwrap();
+            big.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
+            assert!(closed_within(&mut big, Duration::from_secs(5)).await, "oversized frame closed");
+
+            // Slow-loris: one byte a second never finishes the handshake; closed at its deadline.
+            let mut slow = TcpStream::connect(&target).await.unwrap();
+            let started = std::time::Instant::now();
+            let dribble = async {
+                for _ in 0..10 {
+                    if slow.write_all(&[0]).await.is_err() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(4), dribble).await;
+            assert!(closed_within(&mut slow, Duration::from_secs(3)).await, "slow-loris closed");
+            assert!(started.elapsed() < Duration::from_secs(8));
+
+            // Dialing a node under the wrong id: the handshake proves another key and the link is refused.
+            let identity = Identity::generate().unwrap();
+            let dialer =
+                TcpTransport::bind("127.0.0.1:0".parse().unwrap(), identity, vec![], config.clone()).await.unwrap();
+            let mut wrong = seed_contact.clone();
+            wrong.id = nodes[1].1.id;
+            let err = dialer.dial(&wrong).await.unwrap_err();
+            assert!(err.to_string().contains("expected"), "{err}");
+
+            // The honest peers saw nothing: every value comes back from another node.
+            for i in 0..10u32 {
+                let key = Key::from_name(&i.to_be_bytes());
+                let got = nodes[((i + 3) % 8) as usize].0.get(key).await.unwrap();
+                assert_eq!(got, Some(vec![i as u8; 3000]), "get {i}");
+            }
+        })
+        .await;
+}
