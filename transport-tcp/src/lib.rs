@@ -88,6 +88,35 @@ impl TcpTransport {
         &self.local
     }
 
+    /// Connects to `addr` without knowing who listens there, runs the handshake and returns the contact the
+    /// peer proved (its id and advertised addresses); the connection is then closed. How a node turns a
+    /// bootstrap address into a contact it can dial by id.
+    pub async fn probe(&self, addr: SocketAddr) -> Result<Contact, TransportError> {
+        let stream = tokio::time::timeout(self.config.link.handshake_timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| TransportError::Connect(format!("{addr}: connect timed out")))?
+            .map_err(|e| TransportError::Connect(format!("{addr}: {e}")))?;
+        let link = Link::initiator(
+            &self.identity,
+            None,
+            b"webdht/tcp/1",
+            self.local.addrs.clone(),
+            &self.config.link,
+            now_ms(),
+        )
+        .map_err(|e| TransportError::Connect(e.to_string()))?;
+        let (ready_tx, ready_rx) = oneshot::channel();
+        tokio::task::spawn_local(async move {
+            let _ = run_connection(stream, link, 1, ready_tx).await;
+        });
+        let peer = ready_rx.await.map_err(|_| TransportError::Connect(format!("{addr}: handshake failed")))?;
+        let mut contact = peer.remote;
+        if contact.addrs.is_empty() {
+            contact.addrs.push(address(addr));
+        }
+        Ok(contact)
+    }
+
     /// The bound socket address.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr

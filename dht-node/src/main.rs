@@ -1,0 +1,136 @@
+//! `dht-node`: a native webdht node (bootstrap node) over TCP, storing in sled.
+//!
+//! Run: `dht-node --listen 127.0.0.1:4000 --data-dir DIR [--bootstrap 127.0.0.1:4001 ...]`.
+//! Scripts talk to a running node through its control socket: `dht-node ctl --data-dir DIR put NAME VALUE`,
+//! `get NAME`, `peers`, `id` (see README: one request line, one answer line).
+
+mod control;
+
+use clap::{Parser, Subcommand};
+use dht_core::Contact;
+use dht_driver::{start, DriverConfig, SystemClock};
+use dht_link::Identity;
+use kvstore::{SledStore, Store};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use transport_tcp::{TcpConfig, TcpTransport};
+
+/// A webdht node: joins the swarm over TCP, stores records for others in sled, and answers a local control
+/// socket. Its key lives in the data directory, so a restart keeps its id, records and routing table.
+#[derive(Debug, Parser)]
+#[command(version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Ctl>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// TCP address to listen on for peers (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:4000")]
+    listen: SocketAddr,
+    /// Directory for the key, the sled database and the control address (created if missing).
+    #[arg(long, default_value = "dht-data")]
+    data_dir: PathBuf,
+    /// TCP address of a node to join through; repeat for several. Its identity is learned and checked in
+    /// the handshake.
+    #[arg(long)]
+    bootstrap: Vec<SocketAddr>,
+    /// Address of the control socket (loopback only); its actual address is written to DATA_DIR/control.addr.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    control: SocketAddr,
+}
+
+/// Commands sent to a running node's control socket.
+#[derive(Debug, Subcommand)]
+enum Ctl {
+    /// Talk to a running node.
+    Ctl {
+        /// The running node's data directory (its control address is read from there).
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// put NAME VALUE | get NAME | peers | id
+        #[arg(required = true, num_args = 1..)]
+        request: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        Some(Ctl::Ctl { data_dir, request }) => rt.block_on(control::client(&data_dir, &request.join(" "))),
+        None => {
+            let local = tokio::task::LocalSet::new();
+            local.block_on(&rt, run(cli.run))
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn load_identity(store: &SledStore) -> Result<Identity, String> {
+    match store.get_meta("identity").await.map_err(|e| e.to_string())? {
+        Some(private) => Identity::from_private(&private).map_err(|e| format!("stored key unusable: {e}")),
+        None => {
+            let id = Identity::generate().map_err(|e| e.to_string())?;
+            store.put_meta("identity", id.private_bytes()).await.map_err(|e| e.to_string())?;
+            Ok(id)
+        }
+    }
+}
+
+async fn run(args: RunArgs) -> Result<(), String> {
+    if !args.control.ip().is_loopback() {
+        return Err(format!("--control must be a loopback address, got {}", args.control));
+    }
+    std::fs::create_dir_all(&args.data_dir).map_err(|e| format!("{}: {e}", args.data_dir.display()))?;
+    let store = SledStore::open(args.data_dir.join("db")).map_err(|e| e.to_string())?;
+    let identity = load_identity(&store).await?;
+    let transport = TcpTransport::bind(args.listen, identity.clone(), vec![], TcpConfig::default())
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let contact: Contact = transport.local_contact().clone();
+    tracing::info!(id = %format!("{:#}", contact.id), addr = %contact.addrs[0], "node starting");
+    let mut seeds = Vec::new();
+    for addr in &args.bootstrap {
+        match transport.probe(*addr).await {
+            Ok(c) => seeds.push(c),
+            Err(e) => tracing::warn!(%addr, "bootstrap node unreachable: {e}"),
+        }
+    }
+    let seed = u64::from_be_bytes(identity.public_key()[..8].try_into().expect("8 bytes"));
+    let (handle, task) = start(DriverConfig::new(contact.clone(), seed), transport, store, SystemClock);
+    let node_task = tokio::task::spawn_local(task);
+    let control = control::serve(args.control, &args.data_dir, handle.clone(), contact.clone()).await?;
+    if !seeds.is_empty() {
+        let found = handle.bootstrap(seeds).await.map_err(|e| e.to_string())?;
+        tracing::info!(peers = found.len(), "joined");
+    }
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: shutting down"),
+        _ = control => tracing::info!("control socket closed"),
+    }
+    handle.shutdown();
+    let _ = node_task.await;
+    tracing::info!("stopped");
+    Ok(())
+}
