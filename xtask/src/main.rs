@@ -1,6 +1,7 @@
 //! `cargo xtask <task>`: the project's set-up and check commands.
 //!
-//! - `test`: formatting, clippy, all tests, and the wasm32 build of dht-core (installs the target).
+//! - `test`: formatting, clippy, all tests, and the wasm32 build of the browser-bound crates (installs the
+//!   target).
 //! - `run`: the main job on embedded defaults. Until the browser path lands, it runs the simulator.
 
 use std::path::{Path, PathBuf};
@@ -71,7 +72,7 @@ fn test() -> Result<(), String> {
     step("cargo test", cargo().args(["test", "--workspace", "--locked"]))?;
     ensure_wasm_target()?;
     step(
-        "dht-core, kvstore and dht-driver for wasm32",
+        "dht-core, kvstore, dht-driver and dht-link for wasm32",
         cargo().args([
             "build",
             "-p",
