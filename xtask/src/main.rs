@@ -81,6 +81,8 @@ fn test() -> Result<(), String> {
             "kvstore",
             "-p",
             "dht-driver",
+            "-p",
+            "dht-link",
             "--locked",
             "--target",
             WASM_TARGET,
