@@ -80,6 +80,7 @@ where
             dials: FuturesUnordered::new(),
             queued: HashMap::new(),
             store_ops: FuturesUnordered::new(),
+            reads: FuturesUnordered::new(),
             waiters: BTreeMap::new(),
             subscribers: Vec::new(),
             generation: 0,
@@ -101,6 +102,8 @@ struct Driver<T, S> {
     dials: FuturesUnordered<LocalBoxFuture<'static, (NodeId, Result<PeerLink, TransportError>)>>,
     queued: HashMap<NodeId, Vec<Message>>,
     store_ops: FuturesUnordered<LocalBoxFuture<'static, (StoreOpId, StoreResult)>>,
+    /// Store reads asked for by the program, answered directly.
+    reads: FuturesUnordered<LocalBoxFuture<'static, ()>>,
     waiters: BTreeMap<QueryId, Waiter>,
     subscribers: Vec<mpsc::UnboundedSender<NodeEvent>>,
     generation: u64,
@@ -144,6 +147,7 @@ impl<T: Transport, S: Store + 'static> Driver<T, S> {
                 item = self.receivers.select_next_some() => self.received(clock.now(), item),
                 dialed = self.dials.select_next_some() => self.dialed(dialed),
                 done = self.store_ops.select_next_some() => self.node.handle_store_result(clock.now(), done.0, done.1),
+                () = self.reads.select_next_some() => {}
                 _ = wake.fuse() => self.node.handle_timeout(clock.now()),
             }
         }
@@ -172,6 +176,16 @@ impl<T: Transport, S: Store + 'static> Driver<T, S> {
             Command::Get(key, tx) => {
                 let q = self.node.get(now, key);
                 self.waiters.insert(q, Waiter::Get(tx));
+            }
+            Command::GetLocal(key, tx) => {
+                let store = Rc::clone(&self.store);
+                self.reads.push(
+                    async move {
+                        let value = store.get_record(&key).await.ok().flatten().map(|r| r.value);
+                        let _ = tx.send(value);
+                    }
+                    .boxed_local(),
+                );
             }
             Command::Peers(tx) => {
                 let _ = tx.send(self.links.values().map(|l| l.remote.clone()).collect());

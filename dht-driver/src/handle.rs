@@ -64,6 +64,7 @@ pub(crate) enum Command {
     FindNode(NodeId, oneshot::Sender<Vec<Contact>>),
     Put(Record, oneshot::Sender<PutOutcome>),
     Get(Key, oneshot::Sender<Option<Record>>),
+    GetLocal(Key, oneshot::Sender<Option<Vec<u8>>>),
     Peers(oneshot::Sender<Vec<Contact>>),
     RoutingTable(oneshot::Sender<Vec<(usize, Vec<Contact>)>>),
     Subscribe(mpsc::UnboundedSender<NodeEvent>),
@@ -117,6 +118,11 @@ impl NodeHandle {
     /// The value under `key`, from here or the network.
     pub async fn get(&self, key: Key) -> Result<Option<Vec<u8>>, DriverError> {
         Ok(self.ask(|tx| Command::Get(key, tx)).await?.map(|r| r.value))
+    }
+
+    /// The value under `key` in this node's own store only (no network): what it holds for others.
+    pub async fn get_local(&self, key: Key) -> Result<Option<Vec<u8>>, DriverError> {
+        self.ask(|tx| Command::GetLocal(key, tx)).await
     }
 
     /// Peers with a live link.

@@ -1,6 +1,6 @@
 //! The control socket: one request line, one answer line, on a loopback TCP port.
 //!
-//! Requests: `PUT <name> <value…>`, `GET <name>`, `PEERS`, `ID`. Answers: `OK acks=<n> of=<m>`,
+//! Requests: `PUT <name> <value…>`, `GET <name>`, `LOCAL <name>` (this node's own store only), `PEERS`, `ID`. Answers: `OK acks=<n> of=<m>`,
 //! `VALUE <value…>`, `NOTFOUND`, `PEERS <n> <id>…`, `ID <id> <addr>…`, or `ERR <reason>`.
 
 use dht_core::{Contact, Key};
@@ -72,6 +72,11 @@ async fn answer(line: &str, node: &NodeHandle, me: &Contact) -> String {
             Ok(None) => "NOTFOUND".to_owned(),
             Err(e) => format!("ERR {e}"),
         },
+        ("LOCAL", Some(name), None) => match node.get_local(Key::from_name(name.as_bytes())).await {
+            Ok(Some(v)) => format!("VALUE {}", String::from_utf8_lossy(&v)),
+            Ok(None) => "NOTFOUND".to_owned(),
+            Err(e) => format!("ERR {e}"),
+        },
         ("PEERS", None, None) => match node.peers().await {
             Ok(peers) => {
                 let ids: Vec<String> = peers.iter().map(|c| format!("{:#}", c.id)).collect();
@@ -83,7 +88,7 @@ async fn answer(line: &str, node: &NodeHandle, me: &Contact) -> String {
             let addrs: Vec<&str> = me.addrs.iter().map(|a| a.as_str()).collect();
             format!("ID {:#} {}", me.id, addrs.join(" "))
         }
-        _ => "ERR usage: PUT <name> <value> | GET <name> | PEERS | ID".to_owned(),
+        _ => "ERR usage: PUT <name> <value> | GET <name> | LOCAL <name> | PEERS | ID".to_owned(),
     }
 }
 

@@ -82,6 +82,11 @@ fn twenty_processes_put_get_and_survive_kill_minus_nine() {
     }
     // kill -9 three nodes, restart them from their data directories.
     let ids_before: Vec<String> = [3, 9, 15].iter().map(|&i| tcp_addr(&procs[i]).0).collect();
+    let held_before: Vec<Vec<usize>> = [3usize, 9, 15]
+        .iter()
+        .map(|&n| (0..100).filter(|i| ctl(&procs[n], &format!("LOCAL key{i}")).starts_with("VALUE")).collect())
+        .collect();
+    assert!(held_before.iter().all(|h| !h.is_empty()), "each victim held records: {held_before:?}");
     for &i in &[3usize, 9, 15] {
         procs[i].child.kill().unwrap();
         procs[i].child.wait().unwrap();
@@ -89,6 +94,10 @@ fn twenty_processes_put_get_and_survive_kill_minus_nine() {
     for (n, &i) in [3usize, 9, 15].iter().enumerate() {
         let restarted = spawn(&dirs[i], Some(&seed_addr));
         assert_eq!(tcp_addr(&restarted).0, ids_before[n], "same id after restart");
+        // Everything it acknowledged storing is still in its own store.
+        for k in &held_before[n] {
+            assert_eq!(ctl(&restarted, &format!("LOCAL key{k}")), format!("VALUE value-{k}"), "node {i} lost key{k}");
+        }
         procs[i] = restarted;
     }
     // Every acknowledged record is still retrievable, from restarted nodes too.
@@ -97,4 +106,32 @@ fn twenty_processes_put_get_and_survive_kill_minus_nine() {
         assert_eq!(answer, format!("VALUE value-{i}"), "get {i} after restarts");
     }
     assert!(ctl(&procs[0], "BOGUS").starts_with("ERR"));
+}
+
+#[test]
+fn ctrl_c_shuts_down_cleanly_and_a_restart_keeps_the_routing_table() {
+    let root = tempfile::tempdir().unwrap();
+    let seed = spawn(&root.path().join("seed"), None);
+    let (_, seed_addr) = tcp_addr(&seed);
+    let others: Vec<Proc> = (0..4).map(|i| spawn(&root.path().join(format!("o{i}")), Some(&seed_addr))).collect();
+    for p in &others {
+        assert!(ctl(p, "PUT hello world").starts_with("OK"));
+    }
+    let mut node = spawn(&root.path().join("node"), Some(&seed_addr));
+    assert!(ctl(&node, "GET hello") == "VALUE world");
+    let status = Command::new("kill").args(["-INT", &node.child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let exit = loop {
+        if let Some(s) = node.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "no exit after SIGINT");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(exit.success(), "clean exit: {exit}");
+    // Restarted without --bootstrap: it finds the swarm from its saved routing table.
+    let again = spawn(&node.dir.clone(), None);
+    assert_eq!(ctl(&again, "GET hello"), "VALUE world");
+    drop(others);
 }
