@@ -49,7 +49,8 @@ struct LinkEntry {
     last_used: u64,
 }
 
-type Incoming = (NodeId, u64, Option<Message>);
+/// A message from a link (the link's authenticated peer and generation), or `None` when the link ended.
+type Incoming = (Rc<Contact>, u64, Option<Message>);
 
 /// Starts a node: restores records and routing table from `store`, then returns the handle and the task
 /// to spawn on a local executor. The task ends after [`NodeHandle::shutdown`] or when every handle is gone.
@@ -315,29 +316,31 @@ impl<T: Transport, S: Store + 'static> Driver<T, S> {
             }
         }
         let generation = self.generation;
-        let messages = link.rx.map(move |m| (peer, generation, Some(m)));
-        let end = futures::stream::once(async move { (peer, generation, None) });
+        let remote = Rc::new(link.remote.clone());
+        let tag = Rc::clone(&remote);
+        let messages = link.rx.map(move |m| (Rc::clone(&tag), generation, Some(m)));
+        let end = futures::stream::once(async move { (remote, generation, None) });
         self.receivers.push(messages.chain(end).boxed_local());
         self.emit(NodeEvent::PeerConnected(link.remote.clone()));
         self.links.insert(peer, LinkEntry { remote: link.remote, tx: link.tx, generation, last_used: self.tick });
     }
 
-    fn received(&mut self, now: Instant, (peer, generation, msg): Incoming) {
-        let Some(entry) = self.links.get_mut(&peer) else { return };
-        if entry.generation != generation {
-            return;
-        }
-        match msg {
-            Some(msg) => {
+    fn received(&mut self, now: Instant, (remote, generation, msg): Incoming) {
+        let current = self.links.get_mut(&remote.id).filter(|e| e.generation == generation);
+        match (msg, current) {
+            // Answers can still arrive on a link we closed or replaced; it was authenticated all the same.
+            (Some(msg), current) => {
                 self.tick += 1;
-                entry.last_used = self.tick;
-                let from = entry.remote.clone();
-                self.node.handle_message(now, from, msg);
+                if let Some(entry) = current {
+                    entry.last_used = self.tick;
+                }
+                self.node.handle_message(now, (*remote).clone(), msg);
             }
-            None => {
-                self.links.remove(&peer);
-                self.emit(NodeEvent::PeerDisconnected(peer));
+            (None, Some(_)) => {
+                self.links.remove(&remote.id);
+                self.emit(NodeEvent::PeerDisconnected(remote.id));
             }
+            (None, None) => {}
         }
     }
 }

@@ -110,3 +110,38 @@ fn a_dial_that_reaches_another_identity_is_refused() {
     let err = futures::executor::block_on(a.dial(&impostor)).unwrap_err();
     assert!(err.to_string().contains("reached"), "{err}");
 }
+
+#[test]
+fn the_link_pool_stays_under_its_cap_and_redials_on_demand() {
+    let mut pool = LocalPool::new();
+    let net = MemoryNetwork::new();
+    let nodes: Vec<NodeHandle> = (0..10).map(|n| spawn_node(&pool, &net, n, MemoryStore::new())).collect();
+    let small = {
+        let local = contact(50);
+        let mut config = DriverConfig::new(local.clone(), 50);
+        config.max_links = 3;
+        let (handle, task) = start(config, net.transport(local), MemoryStore::new(), SystemClock);
+        pool.spawner().spawn_local(task).unwrap();
+        handle
+    };
+    pool.run_until(async {
+        for node in &nodes[1..] {
+            node.bootstrap(vec![contact(0)]).await.unwrap();
+        }
+        let mut events = small.events();
+        small.bootstrap(vec![contact(0)]).await.unwrap();
+        assert!(small.peers().await.unwrap().len() <= 3);
+        for i in 0..5u32 {
+            let key = Key::from_name(&[b'p', i as u8]);
+            let out = small.put(key, vec![i as u8]).await.unwrap();
+            assert!(out.acks >= 8, "put {i} through a 3-link pool: {out:?}");
+            assert!(small.peers().await.unwrap().len() <= 3);
+            assert_eq!(nodes[(i as usize) % 10].get(key).await.unwrap(), Some(vec![i as u8]));
+        }
+        let mut closed = 0;
+        while let Some(Some(e)) = futures::FutureExt::now_or_never(events.next()) {
+            closed += usize::from(matches!(e, NodeEvent::PeerDisconnected(_)));
+        }
+        assert!(closed > 0, "least recently used links were closed");
+    });
+}
