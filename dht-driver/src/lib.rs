@@ -19,4 +19,4 @@ pub use clock::Clock;
 pub use clock::SystemClock;
 pub use driver::{key_for, start, DriverConfig};
 pub use handle::{DriverError, NodeEvent, NodeHandle, PutOutcome};
-pub use transport::{PeerLink, Transport, TransportError};
+pub use transport::{PeerLink, Transport, TransportError, Transports};

@@ -44,3 +44,29 @@ pub trait Transport {
     /// Links peers opened to us. Called once, when the node starts.
     fn incoming(&mut self) -> LocalBoxStream<'static, PeerLink>;
 }
+
+/// Several transports as one: a dial goes to the first transport that has a usable address for the peer
+/// (in the order given), and incoming links from all of them are merged.
+pub struct Transports(pub Vec<Box<dyn Transport>>);
+
+impl Transport for Transports {
+    fn dial(&self, peer: &Contact) -> LocalBoxFuture<'static, Result<PeerLink, TransportError>> {
+        let attempts: Vec<_> = self.0.iter().map(|t| t.dial(peer)).collect();
+        let id = peer.id;
+        Box::pin(async move {
+            let mut last = TransportError::NoAddress(id);
+            for attempt in attempts {
+                match attempt.await {
+                    Ok(link) => return Ok(link),
+                    Err(TransportError::NoAddress(_)) => {}
+                    Err(e) => last = e,
+                }
+            }
+            Err(last)
+        })
+    }
+
+    fn incoming(&mut self) -> LocalBoxStream<'static, PeerLink> {
+        Box::pin(futures::stream::select_all(self.0.iter_mut().map(|t| t.incoming())))
+    }
+}

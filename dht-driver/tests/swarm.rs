@@ -145,3 +145,32 @@ fn the_link_pool_stays_under_its_cap_and_redials_on_demand() {
         assert!(closed > 0, "least recently used links were closed");
     });
 }
+
+#[test]
+fn a_node_on_two_transports_bridges_two_networks() {
+    use dht_driver::Transports;
+    let mut pool = LocalPool::new();
+    let (net_a, net_b) = (MemoryNetwork::new(), MemoryNetwork::new());
+    // Nodes 0-3 only on network A, 10-13 only on B; node 99 on both, with one address in each.
+    let a: Vec<NodeHandle> = (0..4).map(|n| spawn_node(&pool, &net_a, n, MemoryStore::new())).collect();
+    let b: Vec<NodeHandle> = (10..14).map(|n| spawn_node(&pool, &net_b, n, MemoryStore::new())).collect();
+    let bridge_contact = Contact { id: contact(99).id, addrs: vec![Address::new("mem:99a"), Address::new("mem:99b")] };
+    let on_a = Contact { id: bridge_contact.id, addrs: vec![Address::new("mem:99a")] };
+    let on_b = Contact { id: bridge_contact.id, addrs: vec![Address::new("mem:99b")] };
+    let transports = Transports(vec![Box::new(net_a.transport(on_a)), Box::new(net_b.transport(on_b))]);
+    let (bridge, task) = start(DriverConfig::new(bridge_contact, 99), transports, MemoryStore::new(), SystemClock);
+    pool.spawner().spawn_local(task).unwrap();
+    pool.run_until(async {
+        for n in &a[1..] {
+            n.bootstrap(vec![contact(0)]).await.unwrap();
+        }
+        for n in &b[1..] {
+            n.bootstrap(vec![contact(10)]).await.unwrap();
+        }
+        bridge.bootstrap(vec![contact(0), contact(10)]).await.unwrap();
+        let peers = bridge.peers().await.unwrap();
+        assert!(peers.iter().any(|p| p.id == contact(0).id) && peers.iter().any(|p| p.id == contact(10).id));
+        let table: usize = bridge.routing_table().await.unwrap().iter().map(|(_, es)| es.len()).sum();
+        assert!(table >= 6, "the bridge knows both sides: {table}");
+    });
+}

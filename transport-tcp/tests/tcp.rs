@@ -99,3 +99,35 @@ async fn nodes_over_tcp_put_and_get_and_shrug_off_bad_clients() {
         })
         .await;
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn inbound_connections_beyond_the_cap_are_closed() {
+    let local = tokio::task::LocalSet::new();
+    local
+        .run_until(async {
+            let config = TcpConfig { max_inbound: 2, ..TcpConfig::default() };
+            let server =
+                TcpTransport::bind("127.0.0.1:0".parse().unwrap(), Identity::generate().unwrap(), vec![], config)
+                    .await
+                    .unwrap();
+            let addr = server.local_addr();
+            let mut held = Vec::new();
+            for _ in 0..2 {
+                held.push(TcpStream::connect(addr).await.unwrap());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let mut third = TcpStream::connect(addr).await.unwrap();
+            assert!(closed_within(&mut third, Duration::from_secs(2)).await, "third connection closed at accept");
+            // The two held connections are still open (their handshake has not timed out).
+            let mut buf = [0u8; 1];
+            let still_open = tokio::time::timeout(Duration::from_millis(200), held[0].read(&mut buf)).await.is_err();
+            assert!(still_open);
+            // Once one closes, a new connection is accepted again.
+            drop(held.pop());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let mut fourth = TcpStream::connect(addr).await.unwrap();
+            let open = tokio::time::timeout(Duration::from_millis(300), fourth.read(&mut buf)).await.is_err();
+            assert!(open, "accepted after a slot freed");
+        })
+        .await;
+}
