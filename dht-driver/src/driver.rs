@@ -27,12 +27,22 @@ pub struct DriverConfig {
     pub max_links: usize,
     /// Messages queued per peer while its link is being dialed.
     pub max_queued_per_dial: usize,
+    /// How often the routing table is saved to the store (it is also saved at shutdown), so a crash loses
+    /// at most this much of it.
+    pub save_interval: std::time::Duration,
 }
 
 impl DriverConfig {
     /// Defaults for a node with identity `local`.
     pub fn new(local: Contact, seed: u64) -> Self {
-        DriverConfig { core: Config::default(), local, seed, max_links: 64, max_queued_per_dial: 64 }
+        DriverConfig {
+            core: Config::default(),
+            local,
+            seed,
+            max_links: 64,
+            max_queued_per_dial: 64,
+            save_interval: std::time::Duration::from_secs(60),
+        }
     }
 }
 
@@ -133,12 +143,15 @@ impl<T: Transport, S: Store + 'static> Driver<T, S> {
         clock: &impl Clock,
     ) {
         let mut incoming = incoming.fuse();
+        let mut next_save = clock.now() + self.config.save_interval;
         loop {
             self.dispatch_outputs(clock.now());
-            let wake = match self.node.poll_timeout() {
-                Some(t) => clock.sleep_until(t),
-                None => futures::future::pending().boxed_local(),
-            };
+            if clock.now() >= next_save {
+                next_save = clock.now() + self.config.save_interval;
+                self.save_routing_table();
+            }
+            let deadline = self.node.poll_timeout().map_or(next_save, |t| t.min(next_save));
+            let wake = clock.sleep_until(deadline);
             futures::select_biased! {
                 cmd = commands.next() => match cmd {
                     Some(Command::Shutdown) | None => break,
@@ -154,6 +167,18 @@ impl<T: Transport, S: Store + 'static> Driver<T, S> {
         }
         let contacts: Vec<Contact> = self.node.routing_table().iter().map(|e| e.contact()).collect();
         let _ = self.store.save_contacts(&contacts).await;
+    }
+
+    /// Saves the routing table in the background.
+    fn save_routing_table(&mut self) {
+        let contacts: Vec<Contact> = self.node.routing_table().iter().map(|e| e.contact()).collect();
+        let store = Rc::clone(&self.store);
+        self.reads.push(
+            async move {
+                let _ = store.save_contacts(&contacts).await;
+            }
+            .boxed_local(),
+        );
     }
 
     fn emit(&mut self, event: NodeEvent) {

@@ -174,3 +174,32 @@ fn a_node_on_two_transports_bridges_two_networks() {
         assert!(table >= 6, "the bridge knows both sides: {table}");
     });
 }
+
+#[test]
+fn the_routing_table_is_saved_periodically() {
+    use kvstore::Store;
+    let mut pool = LocalPool::new();
+    let net = MemoryNetwork::new();
+    let nodes: Vec<NodeHandle> = (0..4).map(|n| spawn_node(&pool, &net, n, MemoryStore::new())).collect();
+    let store = MemoryStore::new();
+    let local = contact(7);
+    let mut config = DriverConfig::new(local.clone(), 7);
+    config.save_interval = std::time::Duration::from_millis(50);
+    let (node, task) = start(config, net.transport(local), store.clone(), SystemClock);
+    pool.spawner().spawn_local(task).unwrap();
+    pool.run_until(async {
+        for n in &nodes[1..] {
+            n.bootstrap(vec![contact(0)]).await.unwrap();
+        }
+        node.bootstrap(vec![contact(0)]).await.unwrap();
+        futures_timer_sleep(200).await;
+        // Without any shutdown, the store already has the table.
+        assert_eq!(store.load_contacts().await.unwrap().len(), 4);
+    });
+}
+
+async fn futures_timer_sleep(ms: u64) {
+    use dht_driver::Clock;
+    let clock = SystemClock;
+    clock.sleep_until(clock.now() + std::time::Duration::from_millis(ms)).await;
+}

@@ -32,9 +32,13 @@ fn spawn(dir: &Path, bootstrap: Option<&str>) -> Proc {
 
 /// One control request; waits for the control socket to appear (bounded).
 fn ctl(p: &Proc, request: &str) -> String {
+    ctl_dir(&p.dir, request)
+}
+
+fn ctl_dir(dir: &Path, request: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Ok(addr) = std::fs::read_to_string(p.dir.join("control.addr")) {
+        if let Ok(addr) = std::fs::read_to_string(dir.join("control.addr")) {
             if let Ok(mut s) = TcpStream::connect(addr.trim()) {
                 s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
                 writeln!(s, "{request}").unwrap();
@@ -43,13 +47,17 @@ fn ctl(p: &Proc, request: &str) -> String {
                 return line.trim_end().to_owned();
             }
         }
-        assert!(Instant::now() < deadline, "control socket of {} never came up", p.dir.display());
+        assert!(Instant::now() < deadline, "control socket of {} never came up", dir.display());
         std::thread::sleep(Duration::from_millis(50));
     }
 }
 
 fn tcp_addr(p: &Proc) -> (String, String) {
-    let id = ctl(p, "ID");
+    tcp_addr_dir(&p.dir)
+}
+
+fn tcp_addr_dir(dir: &Path) -> (String, String) {
+    let id = ctl_dir(dir, "ID");
     let mut parts = id.split(' ').skip(1);
     let node_id = parts.next().unwrap().to_owned();
     let addr = parts.next().unwrap().strip_prefix("tcp:").unwrap().to_owned();
@@ -134,4 +142,34 @@ fn ctrl_c_shuts_down_cleanly_and_a_restart_keeps_the_routing_table() {
     let again = spawn(&node.dir.clone(), None);
     assert_eq!(ctl(&again, "GET hello"), "VALUE world");
     drop(others);
+}
+
+#[test]
+fn bad_clients_are_closed_with_a_logged_reason() {
+    use std::io::Read;
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("n");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dht-node"))
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&dir)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (_, addr) = tcp_addr_dir(&dir);
+    // Garbage, then an oversized frame header.
+    let mut garbage = TcpStream::connect(&addr).unwrap();
+    garbage.write_all(b"hello, is this HTTP?\r\n\r\n").unwrap();
+    let mut big = TcpStream::connect(&addr).unwrap();
+    big.write_all(&u32::MAX.to_be_bytes()).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(ctl_dir(&dir, "GET nothing"), "NOTFOUND", "the node still answers");
+    child.kill().unwrap();
+    let mut log = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut log).unwrap();
+    child.wait().unwrap();
+    let closes: Vec<&str> = log.lines().filter(|l| l.contains("inbound connection closed")).collect();
+    assert!(closes.len() >= 2, "two closes logged, got:\n{log}");
+    assert!(closes.iter().any(|l| l.contains("exceeds the limit")), "oversized frame reason logged:\n{log}");
 }
