@@ -17,7 +17,7 @@ fn main() -> ExitCode {
             eprintln!("usage: cargo xtask <test|run|bench>");
             eprintln!("  test   fmt --check, clippy -D warnings, cargo test --workspace, dht-core for wasm32");
             eprintln!("  run    the main job on embedded defaults (today: a 2,000-node simulated swarm)");
-            eprintln!("  bench  codec and simulator figures (see BENCHMARKS.md)");
+            eprintln!("  bench  codec bench and the simulator runs of BENCHMARKS.md (about 3 minutes)");
             return ExitCode::from(2);
         }
     };
@@ -115,5 +115,37 @@ fn run(extra: &[String]) -> Result<(), String> {
 }
 
 fn bench() -> Result<(), String> {
-    step("criterion codec bench", cargo().args(["bench", "--locked", "-p", "dht-core", "--bench", "codec"]))
+    step("criterion codec bench", cargo().args(["bench", "--locked", "-p", "dht-core", "--bench", "codec"]))?;
+    let sim = |args: &[&str]| -> Result<(), String> {
+        let mut cmd = cargo();
+        cmd.args(["run", "--release", "--locked", "-p", "dht-sim", "--"]).args(args);
+        step(&format!("dht-sim {}", args.join(" ")), &mut cmd)
+    };
+    sim(&["--nodes", "10000", "--lookups", "2000", "--puts", "500", "--seed", "1"])?;
+    sim(&[
+        "--nodes",
+        "10000",
+        "--lookups",
+        "2000",
+        "--puts",
+        "500",
+        "--seed",
+        "1",
+        "--churn",
+        "0.5",
+        "--lookup-interval-ms",
+        "1000",
+    ])?;
+    sim(&[
+        "--nodes",
+        "100000",
+        "--lookups",
+        "10000",
+        "--seed",
+        "1",
+        "--join-interval-ms",
+        "1",
+        "--lookup-interval-ms",
+        "10",
+    ])
 }
