@@ -166,6 +166,9 @@ pub struct Node {
     stats: NodeStats,
     next_self_lookup: Option<Instant>,
     rtt: Option<RttEstimate>,
+    /// A lower bound of when the next bucket refresh is due (buckets only get fresher between checks, so a
+    /// stale value just means one early, harmless wake-up). Kept so `poll_timeout` does not walk the buckets.
+    refresh_at: Option<Instant>,
 }
 
 impl Node {
@@ -192,6 +195,7 @@ impl Node {
             stats: NodeStats::default(),
             next_self_lookup: None,
             rtt: None,
+            refresh_at: None,
         }
     }
 
@@ -486,7 +490,7 @@ impl Node {
         };
         consider(self.expiries.first().map(|(t, _)| *t));
         consider(self.published.values().min().copied());
-        consider(self.next_refresh());
+        consider(self.refresh_at);
         consider(self.next_self_lookup);
         next
     }
@@ -517,7 +521,12 @@ impl Node {
     fn observe(&mut self, now: Instant, contact: Contact) {
         let id = contact.id;
         match self.table.insert(contact, now) {
-            InsertResult::Inserted => self.event(Event::PeerAdded { id }),
+            InsertResult::Inserted => {
+                if self.refresh_at.is_none() {
+                    self.refresh_at = self.next_refresh();
+                }
+                self.event(Event::PeerAdded { id });
+            }
             InsertResult::PingStale { stale } => {
                 let _ = self.send_request(now, stale, Request::Ping, Purpose::StalePing);
             }

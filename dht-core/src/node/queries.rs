@@ -280,7 +280,7 @@ impl Node {
 
     /// Starts a lookup of a random id in every bucket idle for `refresh_interval`.
     pub(super) fn refresh_buckets(&mut self, now: Instant) {
-        if self.table.is_empty() {
+        if self.refresh_at.is_none_or(|t| t > now) {
             return;
         }
         for index in 0..self.table.bucket_count() {
@@ -289,6 +289,7 @@ impl Node {
                 self.refresh_bucket(now, index);
             }
         }
+        self.refresh_at = self.next_refresh();
     }
 
     /// Looks up a random id in bucket `index` (which marks the bucket fresh).
