@@ -601,16 +601,14 @@ impl Node {
 
     fn nodes_for(&self, target: &NodeId, requester: &NodeId) -> Response {
         // Peers whose last request to them failed are suspected gone: they are not handed out, so departed
-        // peers do not crowd live ones out of answers.
+        // peers do not crowd live ones out of answers. Ask for twice as many only when suspects are present.
         let want = self.config.k.min(self.config.max_contacts_per_reply);
-        let closer = self
-            .table
-            .closest_entries(target, want * 2)
-            .into_iter()
-            .filter(|e| e.failures == 0 && &e.id != requester)
-            .take(want)
-            .map(|e| e.contact())
-            .collect();
+        let usable = |e: &crate::routing::Entry| e.failures == 0 && &e.id != requester;
+        let mut entries = self.table.closest_entries(target, want + 1);
+        if entries.iter().filter(|e| usable(e)).count() < want.min(entries.len()) {
+            entries = self.table.closest_entries(target, want * 2);
+        }
+        let closer = entries.iter().filter(|e| usable(e)).take(want).map(|e| e.contact()).collect();
         Response::Nodes { closer }
     }
 
