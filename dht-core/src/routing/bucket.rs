@@ -1,4 +1,4 @@
-//! One k-bucket: live entries ordered least-recently-seen first, a replacement cache, and at most one
+//! One k-bucket: live entries with the time each was last seen, a replacement cache, and at most one
 //! outstanding liveness check of its stalest entry.
 
 use crate::id::NodeId;
@@ -28,7 +28,7 @@ impl Entry {
 
 #[derive(Debug, Default)]
 pub(crate) struct Bucket {
-    /// Least recently seen first.
+    /// In arrival order; the least recently seen is the one with the smallest `last_seen`.
     pub(crate) entries: Vec<Entry>,
     /// Newest last; promoted when an entry is removed.
     pub(crate) replacements: VecDeque<Contact>,

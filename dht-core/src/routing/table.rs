@@ -79,13 +79,14 @@ impl RoutingTable {
         let (k, cap, ping_after) = (self.k, self.replacement_cache, self.ping_after);
         let bucket = self.bucket_mut(index, now);
         if let Some(pos) = bucket.position(&contact.id) {
-            let mut entry = bucket.entries.remove(pos);
+            // Entries stay where they are; "least recently seen" is the smallest `last_seen`, found when a
+            // full bucket needs it (cheaper than moving 20 entries on every message).
+            let entry = &mut bucket.entries[pos];
             entry.last_seen = now;
             entry.failures = 0;
             if !contact.addrs.is_empty() && *entry.addrs != contact.addrs[..] {
                 entry.addrs = contact.addrs.into_boxed_slice();
             }
-            bucket.entries.push(entry);
             if bucket.pending_ping == Some(contact.id) {
                 bucket.pending_ping = None;
             }
@@ -98,12 +99,12 @@ impl RoutingTable {
             return InsertResult::Inserted;
         }
         bucket.add_replacement(contact, cap);
+        let stale = bucket.entries.iter().min_by_key(|e| e.last_seen).expect("a full bucket has entries");
         // Even the stalest entry was heard from recently: it is almost surely alive, so no ping.
-        let fresh = bucket.entries[0].last_seen + ping_after > now;
+        let fresh = stale.last_seen + ping_after > now;
         if bucket.pending_ping.is_some() || fresh {
             return InsertResult::Queued;
         }
-        let stale = &bucket.entries[0];
         bucket.pending_ping = Some(stale.id);
         InsertResult::PingStale { stale: stale.contact() }
     }
@@ -134,11 +135,9 @@ impl RoutingTable {
         let pos = bucket.position(id)?;
         let removed = bucket.entries.remove(pos);
         if let Some(c) = bucket.replacements.pop_back() {
-            // A waiting contact was seen when it reached us; it goes in as the least recently seen.
             let entry = Entry { id: c.id, addrs: c.addrs.into_boxed_slice(), last_seen: now, failures: 0 };
-            bucket.entries.insert(0, entry);
-            if bucket.entries.len() > k {
-                bucket.entries.truncate(k);
+            if bucket.entries.len() < k {
+                bucket.entries.push(entry);
             }
         }
         Some(removed)
@@ -216,7 +215,7 @@ impl RoutingTable {
         self.buckets.iter().all(|b| b.entries.is_empty())
     }
 
-    /// All entries, bucket by bucket (farthest bucket first), least recently seen first within a bucket.
+    /// All entries, bucket by bucket (farthest bucket first), in arrival order within a bucket.
     pub fn iter(&self) -> impl Iterator<Item = &Entry> {
         self.buckets.iter().flat_map(|b| b.entries.iter())
     }
