@@ -64,8 +64,9 @@ pub struct Report {
     pub loss: f64,
     /// Lookups whose k closest equal the true k closest live nodes at their end.
     pub success_rate: f64,
-    /// Lookups whose k closest equal the true k closest among the nodes that had joined when the lookup
-    /// began and were still live at its end (differs from `success_rate` only under churn).
+    /// Lookups whose k closest equal the true k closest among the nodes that had finished joining (their
+    /// bootstrap lookup had ended) when the lookup began and were still live at its end (differs from
+    /// `success_rate` only under churn).
     pub success_rate_present: f64,
     /// Median path length to the closest node found.
     pub hops_p50: u32,
@@ -110,7 +111,7 @@ pub struct Report {
 pub struct FailureCauses {
     /// The answer holds a node that left before the lookup ended.
     pub departed_in_result: usize,
-    /// A true closest node was missed that joined after the lookup began.
+    /// A true closest node was missed that had not finished joining when the lookup began.
     pub joined_during_lookup: usize,
     /// Anything else.
     pub other: usize,
@@ -134,6 +135,10 @@ impl Timetable {
     fn push(&mut self, at: Instant, op: Op) {
         self.heap.push(Reverse((at, self.ops.len())));
         self.ops.push(Some(op));
+    }
+
+    fn next_at(&self) -> Option<Instant> {
+        self.heap.peek().map(|Reverse((at, _))| *at)
     }
 
     fn pop(&mut self) -> Option<(Instant, Op)> {
@@ -186,8 +191,10 @@ impl Trace {
 
 struct Swarm {
     sim: Sim,
-    /// Join time of every node ever added, by index.
-    joined: Vec<Instant>,
+    /// When each node ever added finished joining (its bootstrap lookup ended), by index.
+    ready: Vec<Option<Instant>>,
+    /// Bootstrap lookups still running.
+    joining: BTreeMap<(usize, QueryId), ()>,
     alive: AliveSet,
     live: Vec<usize>,
     slot: BTreeMap<usize, usize>,
@@ -197,10 +204,14 @@ struct Swarm {
 impl Swarm {
     fn join(&mut self) -> usize {
         let i = self.sim.add_node();
-        self.joined.push(self.sim.now());
         let seed = Contact::bare(self.sim.id(self.seed_node));
-        if i != self.seed_node {
-            self.sim.with_node(i, |n, now| n.bootstrap(now, vec![seed]));
+        if i == self.seed_node {
+            self.ready.push(Some(self.sim.now()));
+        } else {
+            self.ready.push(None);
+            if let Some(q) = self.sim.with_node(i, |n, now| n.bootstrap(now, vec![seed])) {
+                self.joining.insert((i, q), ());
+            }
         }
         self.alive.insert(self.sim.id(i));
         self.slot.insert(i, self.live.len());
@@ -208,9 +219,22 @@ impl Swarm {
         i
     }
 
-    /// When node `id` joined.
-    fn joined_at(&self, id: &NodeId) -> Instant {
-        self.joined[self.sim.index_of(id).expect("live ids are known")]
+    /// Whether node `id` had finished joining at `t`.
+    fn ready_by(&self, id: &NodeId, t: Instant) -> bool {
+        self.ready[self.sim.index_of(id).expect("live ids are known")].is_some_and(|r| r <= t)
+    }
+
+    /// Takes the events reported so far, noting finished joins; returns the others.
+    fn take_events(&mut self) -> Vec<crate::SimEvent> {
+        let mut events = self.sim.take_events();
+        events.retain(|ev| match &ev.event {
+            Event::LookupFinished { query, .. } if self.joining.remove(&(ev.node, *query)).is_some() => {
+                self.ready[ev.node] = Some(ev.at);
+                false
+            }
+            _ => true,
+        });
+        events
     }
 
     fn leave(&mut self, i: usize) {
@@ -221,6 +245,8 @@ impl Swarm {
         }
         self.alive.remove(&self.sim.id(i));
         self.sim.kill(i);
+        // A departed node's bootstrap never reports.
+        self.joining.retain(|(node, _), _| *node != i);
     }
 
     fn random_live(&mut self, except: &[usize]) -> usize {
@@ -239,7 +265,8 @@ pub fn run(params: &Params) -> Report {
     let k = params.sim.node.k;
     let mut swarm = Swarm {
         sim: Sim::new(params.sim.clone()),
-        joined: Vec::new(),
+        ready: Vec::new(),
+        joining: BTreeMap::new(),
         alive: AliveSet::default(),
         live: Vec::new(),
         slot: BTreeMap::new(),
@@ -268,13 +295,13 @@ pub fn run(params: &Params) -> Report {
         swarm.sim.run_until(t);
         swarm.join();
         if n % 1024 == 0 {
-            swarm.sim.take_events();
+            swarm.take_events();
             bar.inc(1024);
         }
     }
     let settle = swarm.sim.now() + Duration::from_secs(10);
     swarm.sim.run_until(settle);
-    swarm.sim.take_events();
+    swarm.take_events();
     bar.set_position(params.nodes as u64);
 
     // Operation phase timetable.
@@ -289,8 +316,10 @@ pub fn run(params: &Params) -> Report {
     for i in 0..params.puts {
         ops.push(at(i as u64 * phase_ms / 4 / params.puts as u64), Op::Put(i));
     }
-    for i in 0..churn_count {
-        ops.push(at(i as u64 * phase_ms / churn_count as u64), Op::Churn);
+    // Departures at random instants (uniform over the phase), so they do not fall in step with lookups.
+    for _ in 0..churn_count {
+        let ms = swarm.sim.rng().next_u64() % phase_ms.max(1);
+        ops.push(at(ms), Op::Churn);
     }
     let get_start = phase_ms * 3 / 4;
 
@@ -310,7 +339,7 @@ pub fn run(params: &Params) -> Report {
 
     loop {
         // Outcomes reported so far.
-        for ev in swarm.sim.take_events() {
+        for ev in swarm.take_events() {
             let (q, node) = match &ev.event {
                 Event::LookupFinished { query, .. }
                 | Event::PutFinished { query, .. }
@@ -326,22 +355,23 @@ pub fn run(params: &Params) -> Report {
                 (Pending::Lookup { target }, Event::LookupFinished { closest, stats, .. }) => {
                     // The k closest peers: the node looking up is not among its own answer.
                     // Truth: the k closest live nodes at the end, other than the one looking up ("strict");
-                    // and the same among nodes that had already joined when the lookup began ("present").
+                    // and the same among nodes that had finished joining when the lookup began ("present").
                     let me = swarm.sim.id(node);
                     let started_at = ev.at - stats.duration;
                     let mut truth = swarm.alive.closest(&target, 2 * k + 1);
                     truth.retain(|id| *id != me);
+                    let got: Vec<NodeId> = closest.iter().map(|c| c.id).collect();
+                    // A node still joining when the lookup began may be missed, or found if it is close.
                     let mut present = truth.clone();
-                    present.retain(|id| swarm.joined_at(id) <= started_at);
+                    present.retain(|id| swarm.ready_by(id, started_at) || got.contains(id));
                     present.truncate(k);
                     truth.truncate(k);
-                    let got: Vec<NodeId> = closest.iter().map(|c| c.id).collect();
                     let ok = got == truth;
                     lookups_ok_present += usize::from(got == present);
                     if !ok {
                         if got.iter().any(|id| !swarm.alive.contains(id)) {
                             why.departed_in_result += 1;
-                        } else if truth.iter().filter(|id| !got.contains(id)).any(|id| swarm.joined_at(id) > started_at)
+                        } else if truth.iter().filter(|id| !got.contains(id)).any(|id| !swarm.ready_by(id, started_at))
                         {
                             why.joined_during_lookup += 1;
                         } else {
@@ -375,7 +405,7 @@ pub fn run(params: &Params) -> Report {
         if ops_done >= op_count && pending.is_empty() {
             break;
         }
-        let Some((t, op)) = ops.pop() else {
+        let Some(t) = ops.next_at() else {
             // Only queries in flight: let them report, for at most two virtual minutes.
             let limit = *drain_until.get_or_insert(swarm.sim.now() + Duration::from_secs(120));
             if swarm.sim.now() >= limit || !swarm.sim.step() {
@@ -383,7 +413,12 @@ pub fn run(params: &Params) -> Report {
             }
             continue;
         };
-        swarm.sim.run_until(t);
+        if swarm.sim.now() < t {
+            // Outcomes up to `t` are judged (above) before the next operation changes the swarm.
+            swarm.sim.run_until(t);
+            continue;
+        }
+        let Some((_, op)) = ops.pop() else { continue };
         match op {
             Op::Lookup => {
                 let from = swarm.random_live(&[]);
