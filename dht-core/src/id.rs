@@ -111,6 +111,11 @@ impl Distance {
         }
     }
 
+    /// Bit `i`, counting from the most significant (bit 0) to the least (bit 255).
+    pub fn bit(&self, i: usize) -> bool {
+        i < 256 && (self.0[i / 64] >> (63 - i % 64)) & 1 == 1
+    }
+
     /// Twice the distance, saturating at the largest distance.
     pub fn doubled(&self) -> Distance {
         if self.0[0] >> 63 == 1 {
@@ -229,6 +234,7 @@ mod tests {
         x[9] = 0x10;
         let d = NodeId::from_bytes([0; 32]).distance(&NodeId::from_bytes(x));
         assert_eq!(d.leading_zeros(), 75);
+        assert!(d.bit(75) && !d.bit(74) && !d.bit(76) && !d.bit(300));
         assert_eq!(d.to_bytes(), x);
         let mut y = [0u8; 32];
         y[9] = 0x20;

@@ -161,23 +161,24 @@ impl RoutingTable {
 
     /// Like [`RoutingTable::closest`], borrowing the entries.
     ///
-    /// Walks the buckets in distance order instead of sorting the whole table: with `b` the target's
-    /// bucket, every entry of bucket `b` is closer to the target than any entry of the deeper buckets
-    /// (which all differ from it first at bit `b`), and those are closer than bucket `b - 1`, then `b - 2`,
-    /// and so on. Only the group that straddles `count` needs a sort.
+    /// Walks the buckets in distance order and stops once it has `count` entries, instead of sorting the
+    /// whole table. With `d` = our distance to the target and `b` its bucket (first set bit of `d`):
+    /// - bucket `b` holds the closest entries (they agree with the target beyond bit `b`);
+    /// - an entry of a deeper bucket `i > b` differs from the target at bit `b`, agrees with it on the bits
+    ///   between `b` and `i` exactly where `d` does, and at bit `i` differs from it iff `d` has a 0 there. So
+    ///   the deeper buckets with `d[i] = 1` come next, shallowest first, then those with `d[i] = 0`, deepest
+    ///   first;
+    /// - then the shallower buckets `b - 1, b - 2, …, 0`, each farther than the last.
+    ///
+    /// Only the entries within each bucket need sorting.
     pub fn closest_entries(&self, target: &NodeId, count: usize) -> Vec<&Entry> {
         if count == 0 {
             return Vec::new();
         }
-        /// Appends one group, keeping only its closest `count - keyed.len()` entries, sorted.
-        fn take_group<'a>(
-            keyed: &mut Vec<(Distance, &'a Entry)>,
-            group: impl Iterator<Item = &'a Entry>,
-            target: &NodeId,
-            count: usize,
-        ) -> bool {
+        /// Appends one bucket, keeping only its closest `count - keyed.len()` entries, sorted.
+        fn take<'a>(keyed: &mut Vec<(Distance, &'a Entry)>, entries: &'a [Entry], target: &NodeId, count: usize) -> bool {
             let start = keyed.len();
-            keyed.extend(group.map(|e| (e.id.distance(target), e)));
+            keyed.extend(entries.iter().map(|e| (e.id.distance(target), e)));
             let need = count - start;
             if keyed.len() - start > need {
                 keyed[start..].select_nth_unstable_by_key(need - 1, |(d, _)| *d);
@@ -186,20 +187,20 @@ impl RoutingTable {
             keyed[start..].sort_unstable_by_key(|(d, _)| *d);
             keyed.len() >= count
         }
+        let d = self.local.distance(target);
+        let n = self.buckets.len();
+        let b = self.index(target).unwrap_or(256).min(n);
+        let deeper = b + 1..n;
+        let order = (b < n)
+            .then_some(b)
+            .into_iter()
+            .chain(deeper.clone().filter(|&i| d.bit(i)))
+            .chain(deeper.rev().filter(|&i| !d.bit(i)))
+            .chain((0..b).rev());
         let mut keyed: Vec<(Distance, &Entry)> = Vec::with_capacity(count.min(self.k * 2) + self.k);
-        let b = self.index(target).unwrap_or(256).min(self.buckets.len());
-        let done = (b < self.buckets.len() && take_group(&mut keyed, self.buckets[b].entries.iter(), target, count))
-            || take_group(
-                &mut keyed,
-                self.buckets.get(b + 1..).unwrap_or(&[]).iter().flat_map(|bk| bk.entries.iter()),
-                target,
-                count,
-            );
-        if !done {
-            for bucket in self.buckets[..b].iter().rev() {
-                if take_group(&mut keyed, bucket.entries.iter(), target, count) {
-                    break;
-                }
+        for i in order {
+            if take(&mut keyed, &self.buckets[i].entries, target, count) {
+                break;
             }
         }
         keyed.into_iter().map(|(_, e)| e).collect()
