@@ -88,7 +88,7 @@ impl Default for Config {
             min_request_timeout: Duration::from_millis(200),
             max_failures: 2,
             ping_after: Duration::from_secs(60),
-            max_lookup_candidates: 160,
+            max_lookup_candidates: 100,
             max_record_size: 64 * 1024,
             max_records: 16_384,
             max_contacts_per_reply: 20,

@@ -10,6 +10,7 @@
 pub mod experiment;
 mod net;
 mod truth;
+mod wheel;
 
 pub use net::{NetStats, Sim, SimConfig, SimEvent};
 pub use truth::AliveSet;

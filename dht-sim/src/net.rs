@@ -1,10 +1,10 @@
 //! The virtual network and clock.
 
+use crate::wheel::Wheel;
 use dht_core::{Config, Contact, Event, Instant, Key, Message, Node, NodeId, Output, QueryId, StoreOp, StoreResult};
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 
 /// Network model and node configuration of a simulation.
@@ -59,10 +59,6 @@ enum Action {
     Timer { node: usize },
 }
 
-/// A heap entry: when, a tie-breaking sequence number (so equal times keep scheduling order), and the
-/// slot of the action in [`Sim::actions`] (keeping the heap's elements small).
-type Scheduled = Reverse<(Instant, u64, usize)>;
-
 /// Node ids are uniformly random, so their first eight bytes are already a good hash.
 #[derive(Default, Clone, Copy)]
 struct IdHasher(u64);
@@ -94,7 +90,8 @@ pub struct Sim {
     rng: ChaCha8Rng,
     nodes: Vec<SimNode>,
     index: HashMap<NodeId, usize, BuildHasherDefault<IdHasher>>,
-    queue: BinaryHeap<Scheduled>,
+    /// Slots of scheduled actions in [`Sim::actions`], by time then scheduling order.
+    queue: Wheel<usize>,
     actions: Vec<Option<Action>>,
     free: Vec<usize>,
     seq: u64,
@@ -115,7 +112,7 @@ impl Sim {
             rng,
             nodes: Vec::new(),
             index: HashMap::default(),
-            queue: BinaryHeap::new(),
+            queue: Wheel::new(),
             actions: Vec::new(),
             free: Vec::new(),
             seq: 0,
@@ -246,7 +243,7 @@ impl Sim {
                 self.actions.len() - 1
             }
         };
-        self.queue.push(Reverse((at, self.seq, slot)));
+        self.queue.push(at, self.seq, slot);
     }
 
     fn drain(&mut self, i: usize) {
@@ -311,7 +308,7 @@ impl Sim {
 
     /// Handles the next scheduled action. Returns `false` when nothing is scheduled.
     pub fn step(&mut self) -> bool {
-        let Some(Reverse((at, _, slot))) = self.queue.pop() else { return false };
+        let Some((at, slot)) = self.queue.pop() else { return false };
         let action = self.actions[slot].take().expect("a scheduled slot holds its action");
         self.free.push(slot);
         self.now = self.now.max(at);
@@ -345,13 +342,11 @@ impl Sim {
 
     /// Handles everything scheduled up to and including `t`, then sets the clock to `t`.
     pub fn run_until(&mut self, t: Instant) {
-        while let Some(Reverse((at, _, _))) = self.queue.peek() {
-            if *at > t {
-                break;
-            }
+        while self.queue.peek().is_some_and(|at| at <= t) {
             self.step();
         }
         self.now = self.now.max(t);
+        self.queue.advance(self.now.as_millis());
     }
 
     /// Runs until the query `q` of node `i` reports its outcome or `limit` passes; returns the outcome.
@@ -362,7 +357,7 @@ impl Sim {
                 return Some(self.events.remove(pos).event);
             }
             match self.queue.peek() {
-                Some(Reverse((at, _, _))) if *at <= limit => {
+                Some(at) if at <= limit => {
                     self.step();
                 }
                 _ => return None,

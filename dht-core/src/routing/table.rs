@@ -1,5 +1,5 @@
-use super::bucket::{Bucket, Entry};
-use crate::id::{Distance, NodeId};
+use super::bucket::{prefix, Bucket, Entry};
+use crate::id::NodeId;
 use crate::message::Contact;
 use crate::time::Instant;
 
@@ -67,7 +67,7 @@ impl RoutingTable {
 
     fn bucket_mut(&mut self, index: usize, now: Instant) -> &mut Bucket {
         while self.buckets.len() <= index {
-            self.buckets.push(Bucket { last_touched: now, ..Bucket::default() });
+            self.buckets.push(Bucket::new(now));
         }
         &mut self.buckets[index]
     }
@@ -81,7 +81,7 @@ impl RoutingTable {
         if let Some(pos) = bucket.position(&contact.id) {
             // Entries stay where they are; "least recently seen" is the smallest `last_seen`, found when a
             // full bucket needs it (cheaper than moving 20 entries on every message).
-            let entry = &mut bucket.entries[pos];
+            let entry = bucket.entry_mut(pos);
             entry.last_seen = now;
             entry.failures = 0;
             if !contact.addrs.is_empty() && *entry.addrs != contact.addrs[..] {
@@ -92,21 +92,24 @@ impl RoutingTable {
             }
             return InsertResult::Updated;
         }
-        if bucket.entries.len() < k {
+        if bucket.len() < k {
             bucket.replacements.retain(|c| c.id != contact.id);
             let entry = Entry { id: contact.id, addrs: contact.addrs.into_boxed_slice(), last_seen: now, failures: 0 };
             bucket.push(entry, k);
             return InsertResult::Inserted;
         }
         bucket.add_replacement(contact, cap);
-        let stale = bucket.entries.iter().min_by_key(|e| e.last_seen).expect("a full bucket has entries");
         // Even the stalest entry was heard from recently: it is almost surely alive, so no ping.
-        let fresh = stale.last_seen + ping_after > now;
-        if bucket.pending_ping.is_some() || fresh {
+        if bucket.pending_ping.is_some() || bucket.seen_floor + ping_after > now {
             return InsertResult::Queued;
         }
+        let stale = bucket.stalest().expect("a full bucket has entries");
+        if stale.last_seen + ping_after > now {
+            return InsertResult::Queued;
+        }
+        let stale = stale.contact();
         bucket.pending_ping = Some(stale.id);
-        InsertResult::PingStale { stale: stale.contact() }
+        InsertResult::PingStale { stale }
     }
 
     /// Counts a failed request to `id`; returns the failure count since it was last seen (0 if unknown).
@@ -115,7 +118,7 @@ impl RoutingTable {
         let Some(bucket) = self.buckets.get_mut(index) else { return 0 };
         match bucket.position(id) {
             Some(pos) => {
-                let e = &mut bucket.entries[pos];
+                let e = bucket.entry_mut(pos);
                 e.failures = e.failures.saturating_add(1);
                 e.failures
             }
@@ -133,11 +136,11 @@ impl RoutingTable {
             bucket.pending_ping = None;
         }
         let pos = bucket.position(id)?;
-        let removed = bucket.entries.remove(pos);
+        let removed = bucket.remove(pos);
         if let Some(c) = bucket.replacements.pop_back() {
             let entry = Entry { id: c.id, addrs: c.addrs.into_boxed_slice(), last_seen: now, failures: 0 };
-            if bucket.entries.len() < k {
-                bucket.entries.push(entry);
+            if bucket.len() < k {
+                bucket.push(entry, k);
             }
         }
         Some(removed)
@@ -151,7 +154,7 @@ impl RoutingTable {
     /// The entry for `id`.
     pub fn get(&self, id: &NodeId) -> Option<&Entry> {
         let bucket = self.buckets.get(self.index(id)?)?;
-        bucket.position(id).map(|p| &bucket.entries[p])
+        bucket.position(id).map(|p| &bucket.entries()[p])
     }
 
     /// Up to `count` contacts closest to `target`, nearest first (ties cannot occur: ids are distinct).
@@ -175,16 +178,21 @@ impl RoutingTable {
         if count == 0 {
             return Vec::new();
         }
-        /// Appends one bucket, keeping only its closest `count - keyed.len()` entries, sorted.
-        fn take<'a>(keyed: &mut Vec<(Distance, &'a Entry)>, entries: &'a [Entry], target: &NodeId, count: usize) -> bool {
+        /// Appends one bucket, keeping only its closest `count - keyed.len()` entries, sorted. Orders by
+        /// the distance of the id prefixes, and by full distance only where prefixes tie.
+        fn take<'a>(keyed: &mut Vec<(u64, &'a Entry)>, bucket: &'a Bucket, target: &NodeId, count: usize) -> bool {
+            let t = prefix(target);
+            let by_distance = |a: &(u64, &Entry), b: &(u64, &Entry)| {
+                a.0.cmp(&b.0).then_with(|| a.1.id.distance(target).cmp(&b.1.id.distance(target)))
+            };
             let start = keyed.len();
-            keyed.extend(entries.iter().map(|e| (e.id.distance(target), e)));
+            keyed.extend(bucket.prefixes().iter().zip(bucket.entries()).map(|(p, e)| (p ^ t, e)));
             let need = count - start;
             if keyed.len() - start > need {
-                keyed[start..].select_nth_unstable_by_key(need - 1, |(d, _)| *d);
+                keyed[start..].select_nth_unstable_by(need - 1, by_distance);
                 keyed.truncate(start + need);
             }
-            keyed[start..].sort_unstable_by_key(|(d, _)| *d);
+            keyed[start..].sort_unstable_by(by_distance);
             keyed.len() >= count
         }
         let d = self.local.distance(target);
@@ -197,9 +205,9 @@ impl RoutingTable {
             .chain(deeper.clone().filter(|&i| d.bit(i)))
             .chain(deeper.rev().filter(|&i| !d.bit(i)))
             .chain((0..b).rev());
-        let mut keyed: Vec<(Distance, &Entry)> = Vec::with_capacity(count.min(self.k * 2) + self.k);
+        let mut keyed: Vec<(u64, &Entry)> = Vec::with_capacity(count.min(self.k * 2) + self.k);
         for i in order {
-            if take(&mut keyed, &self.buckets[i].entries, target, count) {
+            if take(&mut keyed, &self.buckets[i], target, count) {
                 break;
             }
         }
@@ -208,22 +216,22 @@ impl RoutingTable {
 
     /// Number of entries.
     pub fn len(&self) -> usize {
-        self.buckets.iter().map(|b| b.entries.len()).sum()
+        self.buckets.iter().map(Bucket::len).sum()
     }
 
     /// Whether the table is empty.
     pub fn is_empty(&self) -> bool {
-        self.buckets.iter().all(|b| b.entries.is_empty())
+        self.buckets.iter().all(|b| b.len() == 0)
     }
 
     /// All entries, bucket by bucket (farthest bucket first), in arrival order within a bucket.
     pub fn iter(&self) -> impl Iterator<Item = &Entry> {
-        self.buckets.iter().flat_map(|b| b.entries.iter())
+        self.buckets.iter().flat_map(|b| b.entries().iter())
     }
 
     /// `(bucket index, entries)` for every non-empty bucket: a picture of the table.
     pub fn buckets(&self) -> impl Iterator<Item = (usize, &[Entry])> {
-        self.buckets.iter().enumerate().filter(|(_, b)| !b.entries.is_empty()).map(|(i, b)| (i, &b.entries[..]))
+        self.buckets.iter().enumerate().filter(|(_, b)| b.len() > 0).map(|(i, b)| (i, b.entries()))
     }
 
     /// Marks the bucket `target` falls in as recently looked up (no refresh needed for a while).
@@ -237,7 +245,7 @@ impl RoutingTable {
 
     /// Entries in bucket `index` (0 for a bucket never used).
     pub fn bucket_len(&self, index: usize) -> usize {
-        self.buckets.get(index).map_or(0, |b| b.entries.len())
+        self.buckets.get(index).map_or(0, Bucket::len)
     }
 
     /// Number of bucket slots allocated (one past the deepest bucket ever used).
@@ -259,9 +267,9 @@ impl RoutingTable {
                 .buckets
                 .iter()
                 .map(|b| {
-                    b.entries.capacity() * entry
+                    b.capacity() * (entry + core::mem::size_of::<u64>())
                         + b.replacements.capacity() * contact
-                        + b.entries
+                        + b.entries()
                             .iter()
                             .map(|e| e.addrs.iter().map(|a| 24 + a.0.capacity()).sum::<usize>())
                             .sum::<usize>()
