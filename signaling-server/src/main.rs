@@ -1,0 +1,102 @@
+//! The signaling server binary.
+
+use clap::Parser;
+use signaling_server::server::{Server, ServerConfig};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// webdht signaling server: nodes register under their node id (proving they hold its key), then relay
+/// WebRTC offers, answers and ICE candidates to each other by id. The same port serves the web page
+/// (`--web-dir`) and counters as JSON at /stats.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// Address to listen on, e.g. 127.0.0.1:8080.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Directory served over HTTP (its index.html at /); without it a placeholder page is served.
+    #[arg(long)]
+    web_dir: Option<PathBuf>,
+    /// Registered peers at once; registrations beyond are refused ("server full").
+    #[arg(long, default_value_t = 20_000)]
+    max_registrations: usize,
+    /// Open connections at once from one IP address.
+    #[arg(long, default_value_t = 256)]
+    max_per_ip: usize,
+    /// Seconds from connect to completed registration.
+    #[arg(long, default_value_t = 10)]
+    handshake_secs: u64,
+    /// Seconds a registered connection may stay silent (pongs count) before it is closed.
+    #[arg(long, default_value_t = 60)]
+    idle_secs: u64,
+    /// Messages per second a connection may send on average.
+    #[arg(long, default_value_t = 50)]
+    rate: u32,
+    /// Messages a connection may send in a burst.
+    #[arg(long, default_value_t = 200)]
+    burst: u32,
+    /// Worker threads (0 = one per core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = ServerConfig {
+        max_registrations: args.max_registrations,
+        max_connections: args.max_registrations + 1024,
+        max_per_ip: args.max_per_ip,
+        handshake_timeout: Duration::from_secs(args.handshake_secs.max(1)),
+        idle_timeout: Duration::from_secs(args.idle_secs.max(1)),
+        ping_interval: Duration::from_secs((args.idle_secs / 3).max(1)),
+        rate_per_sec: args.rate.max(1),
+        rate_burst: args.burst.max(1),
+        web_dir: args.web_dir,
+        ..ServerConfig::default()
+    };
+    if let Some(dir) = &config.web_dir {
+        if !dir.is_dir() {
+            eprintln!("error: --web-dir {} is not a directory", dir.display());
+            return std::process::ExitCode::from(2);
+        }
+    }
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if args.threads > 0 {
+        rt.worker_threads(args.threads);
+    }
+    let rt = match rt.enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async move {
+        let server = match Server::bind(args.listen, config).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: cannot listen on {}: {e}", args.listen);
+                return std::process::ExitCode::FAILURE;
+            }
+        };
+        let addr = server.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        tracing::info!("signaling server listening on ws://{addr}/ and http://{addr}/");
+        // Scripts read this line to learn the port when --listen used port 0.
+        println!("listening {addr}");
+        server
+            .run(async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await;
+        tracing::info!("shut down");
+        std::process::ExitCode::SUCCESS
+    })
+}

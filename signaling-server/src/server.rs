@@ -1,0 +1,596 @@
+//! The server: one TCP port for WebSocket signaling and the static web page.
+//!
+//! Each connection is one tokio task. A registered peer's task owns its socket; other tasks reach it
+//! through a bounded queue found by node id in the registry. Every limit ends only the connection that
+//! broke it, with a close frame that says why.
+
+use crate::http;
+use crate::protocol::{
+    Challenge, ClientMsg, Hex32, PeerInfo, ServerMsg, MAX_ADDRS, MAX_ADDR_LEN, MAX_MESSAGE, MAX_PEERS_REPLY,
+    MAX_SIGNAL_DATA,
+};
+use async_tungstenite::tokio::TokioAdapter;
+use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use async_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use async_tungstenite::tungstenite::Message;
+use async_tungstenite::WebSocketStream;
+use dht_core::NodeId;
+use futures::StreamExt;
+use rand_core::RngCore;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// Limits and options of a server.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Registered peers at once; a registration beyond it is refused.
+    pub max_registrations: usize,
+    /// Open connections at once (WebSocket and HTTP); more are closed at once.
+    pub max_connections: usize,
+    /// Open connections at once from one IP address.
+    pub max_per_ip: usize,
+    /// Time from TCP accept to a completed registration (or a served HTTP request).
+    pub handshake_timeout: Duration,
+    /// A registered connection that sends nothing (not even a pong) for this long is closed.
+    pub idle_timeout: Duration,
+    /// The server pings registered connections this often (their pongs keep them alive).
+    pub ping_interval: Duration,
+    /// Messages per second a connection may send on average.
+    pub rate_per_sec: u32,
+    /// Messages a connection may send in a burst.
+    pub rate_burst: u32,
+    /// Messages waiting for one peer's socket; a signal to a peer whose queue is full is refused.
+    pub queue_per_peer: usize,
+    /// Directory served over HTTP (`/` is its `index.html`); `None` serves a placeholder page.
+    pub web_dir: Option<PathBuf>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            max_registrations: 20_000,
+            max_connections: 21_000,
+            max_per_ip: 256,
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            ping_interval: Duration::from_secs(20),
+            rate_per_sec: 50,
+            rate_burst: 200,
+            queue_per_peer: 64,
+            web_dir: None,
+        }
+    }
+}
+
+/// Counters, readable while the server runs (and served as JSON at `/stats`).
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Peers registered now.
+    pub registered: AtomicUsize,
+    /// Connections open now.
+    pub connections: AtomicUsize,
+    /// Registrations accepted since start.
+    pub registrations: AtomicU64,
+    /// Registrations refused (bad proof, weak key, server full, bad addresses).
+    pub refused_registrations: AtomicU64,
+    /// Signals delivered to the addressee's queue.
+    pub relayed: AtomicU64,
+    /// Signals refused (unknown addressee or its queue full).
+    pub undeliverable: AtomicU64,
+    /// Connections closed for breaking a rule (malformed, oversized, rate, timeout).
+    pub closed_for_cause: AtomicU64,
+    /// Connections refused at accept (connection or per-IP cap).
+    pub refused_connections: AtomicU64,
+    /// HTTP requests answered.
+    pub http_requests: AtomicU64,
+}
+
+impl Stats {
+    /// The counters as a JSON object.
+    pub fn to_json(&self) -> String {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        serde_json::json!({
+            "registered": self.registered.load(Ordering::Relaxed),
+            "connections": self.connections.load(Ordering::Relaxed),
+            "registrations": l(&self.registrations),
+            "refused_registrations": l(&self.refused_registrations),
+            "relayed": l(&self.relayed),
+            "undeliverable": l(&self.undeliverable),
+            "closed_for_cause": l(&self.closed_for_cause),
+            "refused_connections": l(&self.refused_connections),
+            "http_requests": l(&self.http_requests),
+        })
+        .to_string()
+    }
+}
+
+/// What a connection task is handed by others.
+#[derive(Debug)]
+enum Out {
+    /// A protocol message, already serialized.
+    Text(String),
+    /// Close with this reason (the registration was taken over).
+    Close(&'static str),
+}
+
+struct Registered {
+    tx: mpsc::Sender<Out>,
+    addrs: Vec<String>,
+    conn: u64,
+    slot: usize,
+}
+
+#[derive(Default)]
+struct Registry {
+    peers: HashMap<NodeId, Registered>,
+    /// The registered ids, for random picks.
+    ids: Vec<NodeId>,
+}
+
+impl Registry {
+    fn insert(&mut self, id: NodeId, tx: mpsc::Sender<Out>, addrs: Vec<String>, conn: u64) -> Option<Registered> {
+        if let Some(old) = self.peers.get_mut(&id) {
+            let slot = old.slot;
+            return Some(std::mem::replace(old, Registered { tx, addrs, conn, slot }));
+        }
+        self.peers.insert(id, Registered { tx, addrs, conn, slot: self.ids.len() });
+        self.ids.push(id);
+        None
+    }
+
+    /// Removes `id` if it is still registered by connection `conn`.
+    fn remove(&mut self, id: &NodeId, conn: u64) -> bool {
+        if self.peers.get(id).is_none_or(|r| r.conn != conn) {
+            return false;
+        }
+        let r = self.peers.remove(id).expect("checked just above");
+        self.ids.swap_remove(r.slot);
+        if let Some(moved) = self.ids.get(r.slot) {
+            self.peers.get_mut(moved).expect("ids and peers agree").slot = r.slot;
+        }
+        true
+    }
+
+    fn sample(&self, except: &NodeId, max: usize) -> Vec<PeerInfo> {
+        let n = self.ids.len();
+        let want = max.min(MAX_PEERS_REPLY).min(n.saturating_sub(1));
+        let mut picked: Vec<usize> = Vec::with_capacity(want);
+        let mut rng = rand_core::OsRng;
+        // Few picks from many ids: draw and skip repeats, bounded in tries.
+        for _ in 0..want * 4 + 8 {
+            if picked.len() >= want {
+                break;
+            }
+            let i = (rng.next_u64() % n as u64) as usize;
+            if &self.ids[i] != except && !picked.contains(&i) {
+                picked.push(i);
+            }
+        }
+        picked
+            .into_iter()
+            .map(|i| {
+                let id = self.ids[i];
+                PeerInfo { id: id.into(), addrs: self.peers[&id].addrs.clone() }
+            })
+            .collect()
+    }
+}
+
+struct State {
+    config: ServerConfig,
+    registry: Mutex<Registry>,
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    stats: Arc<Stats>,
+    next_conn: AtomicU64,
+}
+
+/// A bound server; [`Server::run`] serves until the shutdown future completes.
+pub struct Server {
+    listener: TcpListener,
+    state: Arc<State>,
+}
+
+impl Server {
+    /// Binds `addr`.
+    pub async fn bind(addr: SocketAddr, config: ServerConfig) -> std::io::Result<Server> {
+        let listener = TcpListener::bind(addr).await?;
+        let state = Arc::new(State {
+            config,
+            registry: Mutex::new(Registry::default()),
+            per_ip: Mutex::new(HashMap::new()),
+            stats: Arc::new(Stats::default()),
+            next_conn: AtomicU64::new(1),
+        });
+        Ok(Server { listener, state })
+    }
+
+    /// The address bound.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The live counters.
+    pub fn stats(&self) -> Arc<Stats> {
+        self.state.stats.clone()
+    }
+
+    /// Accepts and serves connections until `shutdown` completes. Needs a tokio runtime (tasks are spawned
+    /// with `tokio::spawn`).
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            let accepted = tokio::select! {
+                _ = &mut shutdown => break,
+                a = self.listener.accept() => a,
+            };
+            let (stream, peer) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let Some(guard) = ConnGuard::admit(&self.state, peer.ip()) else {
+                self.state.stats.refused_connections.fetch_add(1, Ordering::Relaxed);
+                drop(stream);
+                continue;
+            };
+            let state = self.state.clone();
+            tokio::spawn(async move {
+                let _guard = guard;
+                handle(stream, peer, state).await;
+            });
+        }
+        tracing::info!("signaling server stopped accepting");
+    }
+}
+
+/// Counts a connection against the global and per-IP caps while it lives.
+struct ConnGuard {
+    state: Arc<State>,
+    ip: IpAddr,
+}
+
+impl ConnGuard {
+    fn admit(state: &Arc<State>, ip: IpAddr) -> Option<ConnGuard> {
+        let c = &state.config;
+        let mut per_ip = state.per_ip.lock().expect("no panics while locked");
+        let mine = per_ip.entry(ip).or_insert(0);
+        if *mine >= c.max_per_ip || state.stats.connections.load(Ordering::Relaxed) >= c.max_connections {
+            if *mine == 0 {
+                per_ip.remove(&ip);
+            }
+            return None;
+        }
+        *mine += 1;
+        state.stats.connections.fetch_add(1, Ordering::Relaxed);
+        Some(ConnGuard { state: state.clone(), ip })
+    }
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.state.stats.connections.fetch_sub(1, Ordering::Relaxed);
+        let mut per_ip = self.state.per_ip.lock().expect("no panics while locked");
+        if let Some(n) = per_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Why a connection was closed by us.
+#[derive(Debug)]
+struct Violation {
+    code: CloseCode,
+    reason: String,
+}
+
+impl Violation {
+    fn policy(reason: impl Into<String>) -> Self {
+        Violation { code: CloseCode::Policy, reason: reason.into() }
+    }
+}
+
+async fn handle(mut stream: TcpStream, peer: SocketAddr, state: Arc<State>) {
+    let deadline = Instant::now() + state.config.handshake_timeout;
+    let head = match tokio::time::timeout_at(deadline, http::read_head(&mut stream)).await {
+        Ok(Ok(h)) => h,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, "bad request: {e}");
+            let _ = http::respond(&mut stream, "400 Bad Request", "text/plain", e.to_string().as_bytes(), false).await;
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "no request head before the deadline");
+            state.stats.closed_for_cause.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+    };
+    let (head, leftover) = head;
+    let Some(key) = head.websocket_key.clone() else {
+        state.stats.http_requests.fetch_add(1, Ordering::Relaxed);
+        let _ = tokio::time::timeout_at(deadline, serve_http(&mut stream, &head, &state)).await;
+        return;
+    };
+    if http::accept_upgrade(&mut stream, &key).await.is_err() {
+        return;
+    }
+    let mut ws_config = WebSocketConfig::default();
+    ws_config.max_message_size = Some(MAX_MESSAGE);
+    ws_config.max_frame_size = Some(MAX_MESSAGE);
+    let ws =
+        WebSocketStream::from_partially_read(TokioAdapter::new(stream), leftover, Role::Server, Some(ws_config)).await;
+    session(ws, peer, state, deadline).await;
+}
+
+async fn serve_http(stream: &mut TcpStream, head: &http::Head, state: &State) {
+    let head_only = head.method == "HEAD";
+    if head.method != "GET" && !head_only {
+        let _ = http::respond(stream, "405 Method Not Allowed", "text/plain", b"GET or HEAD only\n", false).await;
+        return;
+    }
+    if head.path == "/stats" {
+        let body = state.stats.to_json();
+        let _ = http::respond(stream, "200 OK", "application/json", body.as_bytes(), head_only).await;
+        return;
+    }
+    let Some(root) = state.config.web_dir.as_deref() else {
+        if head.path == "/" || head.path == "/index.html" {
+            let body = PLACEHOLDER.as_bytes();
+            let _ = http::respond(stream, "200 OK", "text/html; charset=utf-8", body, head_only).await;
+        } else {
+            let _ = http::respond(stream, "404 Not Found", "text/plain", b"not found\n", head_only).await;
+        }
+        return;
+    };
+    let file = http::file_for(root, &head.path);
+    let body = match &file {
+        Some(f) => tokio::fs::read(f).await.ok(),
+        None => None,
+    };
+    match (file, body) {
+        (Some(f), Some(body)) => {
+            let _ = http::respond(stream, "200 OK", http::content_type(&f), &body, head_only).await;
+        }
+        _ => {
+            let _ = http::respond(stream, "404 Not Found", "text/plain", b"not found\n", head_only).await;
+        }
+    }
+}
+
+const PLACEHOLDER: &str = "<!doctype html><meta charset=utf-8><title>webdht signaling</title>\
+<p>This is a webdht signaling server. No web bundle is being served: start it with <code>--web-dir</code>.</p>\n";
+
+type Ws = WebSocketStream<TokioAdapter<TcpStream>>;
+
+fn text(msg: &ServerMsg) -> Message {
+    Message::text(serde_json::to_string(msg).expect("server messages serialize"))
+}
+
+async fn close(ws: &mut Ws, v: &Violation) {
+    let frame = CloseFrame { code: v.code, reason: v.reason.clone().into() };
+    let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(Some(frame))).await;
+}
+
+async fn session(mut ws: Ws, peer: SocketAddr, state: Arc<State>, deadline: Instant) {
+    let challenge = Challenge::new();
+    if ws.send(text(&challenge.message())).await.is_err() {
+        return;
+    }
+    let registered = match tokio::time::timeout_at(deadline, register(&mut ws, &challenge, &state)).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(v)) => {
+            if v.code != CloseCode::Normal {
+                tracing::debug!(%peer, reason = %v.reason, "registration refused");
+                state.stats.refused_registrations.fetch_add(1, Ordering::Relaxed);
+                close(&mut ws, &v).await;
+            }
+            return;
+        }
+        Err(_) => {
+            state.stats.closed_for_cause.fetch_add(1, Ordering::Relaxed);
+            close(&mut ws, &Violation::policy("no registration before the deadline")).await;
+            return;
+        }
+    };
+    let (id, conn, rx) = registered;
+    tracing::debug!(%peer, %id, "registered");
+    let outcome = serve_registered(&mut ws, id, rx, &state).await;
+    {
+        let mut reg = state.registry.lock().expect("no panics while locked");
+        if reg.remove(&id, conn) {
+            state.stats.registered.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+    if let Err(v) = outcome {
+        tracing::debug!(%peer, %id, reason = %v.reason, "closing");
+        if v.code != CloseCode::Normal {
+            state.stats.closed_for_cause.fetch_add(1, Ordering::Relaxed);
+        }
+        close(&mut ws, &v).await;
+    }
+}
+
+type Registration = (NodeId, u64, mpsc::Receiver<Out>);
+
+async fn register(ws: &mut Ws, challenge: &Challenge, state: &State) -> Result<Registration, Violation> {
+    let msg = loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(t))) => break t,
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            Some(Ok(_)) => return Err(Violation::policy("expected a register message")),
+            Some(Err(e)) => return Err(ws_violation(&e)),
+            None => return Err(Violation { code: CloseCode::Normal, reason: "closed".into() }),
+        }
+    };
+    let (public_key, proof, addrs) = match serde_json::from_str::<ClientMsg>(msg.as_str()) {
+        Ok(ClientMsg::Register { public_key, proof, addrs }) => (public_key, proof, addrs),
+        Ok(_) => return Err(Violation::policy("register first")),
+        Err(e) => return Err(Violation::policy(format!("malformed message: {e}"))),
+    };
+    if addrs.len() > MAX_ADDRS || addrs.iter().any(|a| a.len() > MAX_ADDR_LEN) {
+        return Err(Violation::policy(format!("at most {MAX_ADDRS} addresses of {MAX_ADDR_LEN} bytes")));
+    }
+    let id =
+        challenge.verify(&public_key, &proof).map_err(|e| Violation::policy(format!("registration refused: {e}")))?;
+    let (tx, rx) = mpsc::channel(state.config.queue_per_peer.max(1));
+    let conn = state.next_conn.fetch_add(1, Ordering::Relaxed);
+    let replaced = {
+        let mut reg = state.registry.lock().expect("no panics while locked");
+        if !reg.peers.contains_key(&id) && reg.peers.len() >= state.config.max_registrations {
+            return Err(Violation { code: CloseCode::Again, reason: "server full".into() });
+        }
+        let replaced = reg.insert(id, tx, addrs, conn);
+        if replaced.is_none() {
+            state.stats.registered.fetch_add(1, Ordering::Relaxed);
+        }
+        replaced
+    };
+    if let Some(old) = replaced {
+        let _ = old.tx.try_send(Out::Close("replaced by a newer registration of the same id"));
+    }
+    state.stats.registrations.fetch_add(1, Ordering::Relaxed);
+    ws.send(text(&ServerMsg::Registered { id: Hex32::from(id) }))
+        .await
+        .map_err(|_| Violation { code: CloseCode::Normal, reason: "gone".into() })?;
+    Ok((id, conn, rx))
+}
+
+fn ws_violation(e: &async_tungstenite::tungstenite::Error) -> Violation {
+    use async_tungstenite::tungstenite::error::{CapacityError, Error};
+    match e {
+        Error::Capacity(CapacityError::MessageTooLong { size, max_size }) => {
+            Violation { code: CloseCode::Size, reason: format!("message of {size} bytes exceeds {max_size}") }
+        }
+        Error::Capacity(c) => Violation { code: CloseCode::Size, reason: c.to_string() },
+        Error::Protocol(async_tungstenite::tungstenite::error::ProtocolError::ResetWithoutClosingHandshake) => {
+            Violation { code: CloseCode::Normal, reason: "gone".into() }
+        }
+        Error::Protocol(p) => Violation { code: CloseCode::Protocol, reason: p.to_string() },
+        Error::Utf8(_) => Violation { code: CloseCode::Invalid, reason: "invalid UTF-8".into() },
+        other => Violation { code: CloseCode::Normal, reason: other.to_string() },
+    }
+}
+
+/// A token bucket: `rate` tokens a second up to `burst`.
+struct RateLimit {
+    tokens: f64,
+    rate: f64,
+    burst: f64,
+    last: Instant,
+}
+
+impl RateLimit {
+    fn new(rate: u32, burst: u32) -> Self {
+        RateLimit { tokens: f64::from(burst), rate: f64::from(rate), burst: f64::from(burst), last: Instant::now() }
+    }
+
+    fn allow(&mut self, now: Instant) -> bool {
+        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.burst);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+async fn serve_registered(
+    ws: &mut Ws,
+    id: NodeId,
+    mut rx: mpsc::Receiver<Out>,
+    state: &State,
+) -> Result<(), Violation> {
+    let c = &state.config;
+    let mut limit = RateLimit::new(c.rate_per_sec, c.rate_burst);
+    let mut last_heard = Instant::now();
+    let mut ping = tokio::time::interval(c.ping_interval);
+    ping.tick().await;
+    let me = Hex32::from(id);
+    loop {
+        let idle_at = last_heard + c.idle_timeout;
+        tokio::select! {
+            incoming = ws.next() => {
+                let msg = match incoming {
+                    Some(Ok(m)) => m,
+                    Some(Err(e)) => return Err(ws_violation(&e)),
+                    None => return Ok(()),
+                };
+                let now = Instant::now();
+                last_heard = now;
+                let text = match msg {
+                    Message::Text(t) => t,
+                    Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
+                    Message::Close(_) => return Ok(()),
+                    Message::Binary(_) => return Err(Violation::policy("binary messages are not part of the protocol")),
+                };
+                if !limit.allow(now) {
+                    return Err(Violation::policy("rate limit exceeded"));
+                }
+                let reply = match serde_json::from_str::<ClientMsg>(text.as_str()) {
+                    Ok(ClientMsg::Signal { to, data }) => relay(state, me, to, data),
+                    Ok(ClientMsg::Peers { max }) => {
+                        let peers = state.registry.lock().expect("no panics while locked").sample(&id, max);
+                        Some(ServerMsg::Peers { peers })
+                    }
+                    Ok(ClientMsg::Register { .. }) => return Err(Violation::policy("already registered")),
+                    Err(e) => return Err(Violation::policy(format!("malformed message: {e}"))),
+                };
+                if let Some(reply) = reply {
+                    ws.send(self::text(&reply)).await.map_err(|e| ws_violation(&e))?;
+                }
+            }
+            out = rx.recv() => match out {
+                Some(Out::Text(t)) => ws.send(Message::text(t)).await.map_err(|e| ws_violation(&e))?,
+                Some(Out::Close(reason)) => {
+                    return Err(Violation { code: CloseCode::Normal, reason: reason.into() });
+                }
+                None => return Ok(()),
+            },
+            _ = ping.tick() => {
+                ws.send(Message::Ping(Vec::new().into())).await.map_err(|e| ws_violation(&e))?;
+            }
+            _ = tokio::time::sleep_until(idle_at) => {
+                return Err(Violation { code: CloseCode::Away, reason: "idle timeout".into() });
+            }
+        }
+    }
+}
+
+/// Queues `data` for `to`; returns the error to send back when that fails.
+fn relay(state: &State, from: Hex32, to: Hex32, data: String) -> Option<ServerMsg> {
+    if data.len() > MAX_SIGNAL_DATA {
+        state.stats.undeliverable.fetch_add(1, Ordering::Relaxed);
+        return Some(ServerMsg::Error { reason: format!("signal data over {MAX_SIGNAL_DATA} bytes"), to: Some(to) });
+    }
+    let tx = state.registry.lock().expect("no panics while locked").peers.get(&NodeId::from(to)).map(|r| r.tx.clone());
+    let Some(tx) = tx else {
+        state.stats.undeliverable.fetch_add(1, Ordering::Relaxed);
+        return Some(ServerMsg::Error { reason: "unknown peer".into(), to: Some(to) });
+    };
+    let msg = serde_json::to_string(&ServerMsg::Signal { from, data }).expect("server messages serialize");
+    match tx.try_send(Out::Text(msg)) {
+        Ok(()) => {
+            state.stats.relayed.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+        Err(_) => {
+            state.stats.undeliverable.fetch_add(1, Ordering::Relaxed);
+            Some(ServerMsg::Error { reason: "peer busy".into(), to: Some(to) })
+        }
+    }
+}

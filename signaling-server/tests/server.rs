@@ -1,0 +1,303 @@
+//! The signaling server over real sockets on 127.0.0.1: registration with proof of key possession,
+//! relaying, and every limit closing only the connection that broke it.
+
+use async_tungstenite::tokio::{connect_async, TokioAdapter};
+use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use async_tungstenite::tungstenite::Message;
+use async_tungstenite::WebSocketStream;
+use dht_core::NodeId;
+use dht_link::Identity;
+use futures::StreamExt;
+use signaling_server::protocol::{prove, ClientMsg, Hex32, ServerMsg, MAX_MESSAGE};
+use signaling_server::server::{Server, ServerConfig, Stats};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+type Ws = WebSocketStream<TokioAdapter<TcpStream>>;
+
+async fn start(config: ServerConfig) -> (SocketAddr, Arc<Stats>) {
+    let server = Server::bind("127.0.0.1:0".parse().unwrap(), config).await.unwrap();
+    let addr = server.local_addr().unwrap();
+    let stats = server.stats();
+    tokio::spawn(server.run(std::future::pending()));
+    (addr, stats)
+}
+
+async fn connect(addr: SocketAddr) -> Ws {
+    let (ws, _) = connect_async(format!("ws://{addr}/ws")).await.unwrap();
+    ws
+}
+
+async fn recv(ws: &mut Ws) -> ServerMsg {
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.expect("a message in time");
+        match m.expect("socket open").expect("no socket error") {
+            Message::Text(t) => return serde_json::from_str(t.as_str()).expect("a protocol message"),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+async fn send(ws: &mut Ws, msg: &ClientMsg) {
+    ws.send(Message::text(serde_json::to_string(msg).unwrap())).await.unwrap();
+}
+
+/// Reads until the server closes; returns the close code and reason.
+async fn closed(ws: &mut Ws) -> (CloseCode, String) {
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.expect("closed in time");
+        match m {
+            Some(Ok(Message::Close(Some(f)))) => return (f.code, f.reason.to_string()),
+            Some(Ok(Message::Close(None))) | None => return (CloseCode::Status, String::new()),
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => return (CloseCode::Abnormal, e.to_string()),
+        }
+    }
+}
+
+async fn register(addr: SocketAddr, who: &Identity) -> Ws {
+    let mut ws = connect(addr).await;
+    let ServerMsg::Challenge { nonce, key } = recv(&mut ws).await else { panic!("challenge first") };
+    let (public_key, proof) = prove(who.private_bytes(), &nonce, &key).unwrap();
+    send(&mut ws, &ClientMsg::Register { public_key, proof, addrs: vec!["tcp:127.0.0.1:4000".into()] }).await;
+    assert_eq!(recv(&mut ws).await, ServerMsg::Registered { id: who.node_id().into() });
+    ws
+}
+
+fn id(who: &Identity) -> Hex32 {
+    who.node_id().into()
+}
+
+#[tokio::test]
+async fn registered_peers_relay_by_id_and_find_each_other() {
+    let (addr, stats) = start(ServerConfig::default()).await;
+    let (a, b) = (Identity::generate().unwrap(), Identity::generate().unwrap());
+    let mut wa = register(addr, &a).await;
+    let mut wb = register(addr, &b).await;
+
+    send(&mut wa, &ClientMsg::Peers { max: 10 }).await;
+    let ServerMsg::Peers { peers } = recv(&mut wa).await else { panic!("peers") };
+    assert_eq!(peers.len(), 1);
+    assert_eq!(peers[0].id, id(&b));
+    assert_eq!(peers[0].addrs, vec!["tcp:127.0.0.1:4000".to_string()]);
+
+    send(&mut wa, &ClientMsg::Signal { to: id(&b), data: "offer 1".into() }).await;
+    assert_eq!(recv(&mut wb).await, ServerMsg::Signal { from: id(&a), data: "offer 1".into() });
+    send(&mut wb, &ClientMsg::Signal { to: id(&a), data: "answer 1".into() }).await;
+    assert_eq!(recv(&mut wa).await, ServerMsg::Signal { from: id(&b), data: "answer 1".into() });
+
+    // An unknown addressee is an error, not the end of the connection.
+    let nobody = Hex32([9; 32]);
+    send(&mut wa, &ClientMsg::Signal { to: nobody, data: "x".into() }).await;
+    assert_eq!(recv(&mut wa).await, ServerMsg::Error { reason: "unknown peer".into(), to: Some(nobody) });
+    send(&mut wa, &ClientMsg::Signal { to: id(&b), data: "offer 2".into() }).await;
+    assert_eq!(recv(&mut wb).await, ServerMsg::Signal { from: id(&a), data: "offer 2".into() });
+
+    assert_eq!(stats.registered.load(Ordering::Relaxed), 2);
+    assert_eq!(stats.relayed.load(Ordering::Relaxed), 3);
+    drop(wa);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(stats.registered.load(Ordering::Relaxed), 1, "a closed connection unregisters");
+}
+
+#[tokio::test]
+async fn nobody_registers_under_an_id_whose_key_they_do_not_hold() {
+    let (addr, stats) = start(ServerConfig::default()).await;
+    let (victim, mallory) = (Identity::generate().unwrap(), Identity::generate().unwrap());
+    let mut wv = register(addr, &victim).await;
+
+    // The victim's public key, with a proof made from another key.
+    let mut wm = connect(addr).await;
+    let ServerMsg::Challenge { nonce, key } = recv(&mut wm).await else { panic!() };
+    let (_, proof) = prove(mallory.private_bytes(), &nonce, &key).unwrap();
+    send(&mut wm, &ClientMsg::Register { public_key: Hex32(*victim.public_key()), proof, addrs: vec![] }).await;
+    let (code, reason) = closed(&mut wm).await;
+    assert_eq!(code, CloseCode::Policy);
+    assert!(reason.contains("proof does not match"), "{reason}");
+
+    // A proof replayed from another connection's challenge.
+    let mut w2 = connect(addr).await;
+    let ServerMsg::Challenge { nonce, key } = recv(&mut w2).await else { panic!() };
+    let (pk, proof) = prove(victim.private_bytes(), &nonce, &key).unwrap();
+    let mut w3 = connect(addr).await;
+    let _ = recv(&mut w3).await;
+    send(&mut w3, &ClientMsg::Register { public_key: pk, proof, addrs: vec![] }).await;
+    assert!(closed(&mut w3).await.1.contains("proof does not match"));
+    drop(w2);
+
+    // A low-order key (its exchange is known to all).
+    let mut w4 = connect(addr).await;
+    let _ = recv(&mut w4).await;
+    send(&mut w4, &ClientMsg::Register { public_key: Hex32([0; 32]), proof: Hex32([0; 32]), addrs: vec![] }).await;
+    assert!(closed(&mut w4).await.1.contains("non-contributory"));
+
+    assert_eq!(stats.refused_registrations.load(Ordering::Relaxed), 3);
+    // The victim is still the one registered, and still reachable.
+    let other = Identity::generate().unwrap();
+    let mut wo = register(addr, &other).await;
+    send(&mut wo, &ClientMsg::Signal { to: id(&victim), data: "hi".into() }).await;
+    assert_eq!(recv(&mut wv).await, ServerMsg::Signal { from: id(&other), data: "hi".into() });
+}
+
+#[tokio::test]
+async fn bad_input_closes_only_that_connection_with_a_reason() {
+    let (addr, stats) = start(ServerConfig::default()).await;
+    let (a, b) = (Identity::generate().unwrap(), Identity::generate().unwrap());
+    let mut wa = register(addr, &a).await;
+    let mut wb = register(addr, &b).await;
+
+    let cases: Vec<(Message, CloseCode, &str)> = vec![
+        (Message::text("x".repeat(MAX_MESSAGE + 1)), CloseCode::Size, "exceeds"),
+        (Message::text("{not json"), CloseCode::Policy, "malformed"),
+        (Message::text("{\"type\":\"signal\",\"to\":\"00\",\"data\":\"\"}"), CloseCode::Policy, "malformed"),
+        (Message::binary(vec![1, 2, 3]), CloseCode::Policy, "binary"),
+    ];
+    for (msg, code, what) in cases {
+        let c = Identity::generate().unwrap();
+        let mut wc = register(addr, &c).await;
+        wc.send(msg).await.unwrap();
+        let (got, reason) = closed(&mut wc).await;
+        assert_eq!(got, code, "{reason}");
+        assert!(reason.contains(what), "{reason}");
+    }
+    // Before registering: anything but a registration.
+    let mut wc = connect(addr).await;
+    let _ = recv(&mut wc).await;
+    send(&mut wc, &ClientMsg::Peers { max: 3 }).await;
+    assert!(closed(&mut wc).await.1.contains("register first"));
+    // Too many addresses.
+    let c = Identity::generate().unwrap();
+    let mut wc = connect(addr).await;
+    let ServerMsg::Challenge { nonce, key } = recv(&mut wc).await else { panic!() };
+    let (public_key, proof) = prove(c.private_bytes(), &nonce, &key).unwrap();
+    send(&mut wc, &ClientMsg::Register { public_key, proof, addrs: vec!["a".into(); 5] }).await;
+    assert!(closed(&mut wc).await.1.contains("addresses"));
+    // A signal too large to relay is refused, the connection stays.
+    send(&mut wa, &ClientMsg::Signal { to: id(&b), data: "y".repeat(MAX_MESSAGE - 200) }).await;
+    assert!(matches!(recv(&mut wa).await, ServerMsg::Error { .. }));
+
+    // Nobody else noticed.
+    send(&mut wa, &ClientMsg::Signal { to: id(&b), data: "still here".into() }).await;
+    assert_eq!(recv(&mut wb).await, ServerMsg::Signal { from: id(&a), data: "still here".into() });
+    assert!(stats.closed_for_cause.load(Ordering::Relaxed) >= 4);
+}
+
+#[tokio::test]
+async fn deadlines_rates_and_capacity_are_enforced() {
+    let config = ServerConfig {
+        handshake_timeout: Duration::from_millis(1000),
+        idle_timeout: Duration::from_millis(400),
+        ping_interval: Duration::from_millis(100),
+        rate_per_sec: 5,
+        rate_burst: 5,
+        max_registrations: 3,
+        ..ServerConfig::default()
+    };
+    let (addr, stats) = start(config).await;
+
+    // A WebSocket that never registers.
+    let mut ws = connect(addr).await;
+    let (_, reason) = closed(&mut ws).await;
+    assert!(reason.contains("deadline"), "{reason}");
+    // A TCP connection that never finishes its request head (slow-loris).
+    let mut raw = TcpStream::connect(addr).await.unwrap();
+    raw.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(5), raw.read(&mut buf)).await.expect("closed in time");
+    assert_eq!(n.unwrap_or(0), 0, "closed without an answer");
+
+    // Over the rate.
+    let a = Identity::generate().unwrap();
+    let mut wa = register(addr, &a).await;
+    for _ in 0..10 {
+        if wa.send(Message::text(serde_json::to_string(&ClientMsg::Peers { max: 1 }).unwrap())).await.is_err() {
+            break;
+        }
+    }
+    let reason = loop {
+        match tokio::time::timeout(Duration::from_secs(5), wa.next()).await.unwrap() {
+            Some(Ok(Message::Close(Some(f)))) => break f.reason.to_string(),
+            Some(Ok(_)) => continue,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert!(reason.contains("rate limit"), "{reason}");
+
+    // Capacity: three registrations, the fourth refused.
+    let ids: Vec<Identity> = (0..4).map(|_| Identity::generate().unwrap()).collect();
+    let mut held = Vec::new();
+    for who in &ids[..3] {
+        held.push(register(addr, who).await);
+    }
+    let mut w4 = connect(addr).await;
+    let ServerMsg::Challenge { nonce, key } = recv(&mut w4).await else { panic!() };
+    let (public_key, proof) = prove(ids[3].private_bytes(), &nonce, &key).unwrap();
+    send(&mut w4, &ClientMsg::Register { public_key, proof, addrs: vec![] }).await;
+    let (code, reason) = closed(&mut w4).await;
+    assert_eq!((code, reason.as_str()), (CloseCode::Again, "server full"));
+
+    // Idle: these clients do not read, so they never answer the server's pings.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert_eq!(stats.registered.load(Ordering::Relaxed), 0, "idle peers are dropped");
+    // The close frame says why, unless the client's queued pongs hit the closed socket first.
+    let (_, reason) = closed(&mut held[0]).await;
+    assert!(reason.contains("idle") || reason.contains("Broken pipe"), "{reason}");
+}
+
+#[tokio::test]
+async fn a_new_registration_of_the_same_key_replaces_the_old() {
+    let (addr, stats) = start(ServerConfig::default()).await;
+    let (a, b) = (Identity::generate().unwrap(), Identity::generate().unwrap());
+    let mut old = register(addr, &a).await;
+    let mut new = register(addr, &a).await;
+    let (_, reason) = closed(&mut old).await;
+    assert!(reason.contains("replaced"), "{reason}");
+    let mut wb = register(addr, &b).await;
+    send(&mut wb, &ClientMsg::Signal { to: id(&a), data: "to the new one".into() }).await;
+    assert_eq!(recv(&mut new).await, ServerMsg::Signal { from: id(&b), data: "to the new one".into() });
+    assert_eq!(stats.registered.load(Ordering::Relaxed), 2);
+}
+
+async fn http_get(addr: SocketAddr, request: &str) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await.unwrap().unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn the_same_port_serves_the_web_page() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("index.html"), "<h1>webdht</h1>").unwrap();
+    std::fs::create_dir(dir.path().join("pkg")).unwrap();
+    std::fs::write(dir.path().join("pkg/web_node_bg.wasm"), [0, 97, 115, 109]).unwrap();
+    std::fs::write(dir.path().join(".secret"), "no").unwrap();
+    let (addr, _) = start(ServerConfig { web_dir: Some(dir.path().into()), ..ServerConfig::default() }).await;
+
+    let page = http_get(addr, "GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(page.starts_with("HTTP/1.1 200 OK\r\n") && page.ends_with("<h1>webdht</h1>"), "{page}");
+    assert!(page.contains("Content-Type: text/html"));
+    let wasm = http_get(addr, "GET /pkg/web_node_bg.wasm HTTP/1.1\r\n\r\n").await;
+    assert!(wasm.contains("Content-Type: application/wasm") && wasm.contains("Content-Length: 4"), "{wasm}");
+    for bad in ["/../Cargo.toml", "/.secret", "/missing.js"] {
+        let r = http_get(addr, &format!("GET {bad} HTTP/1.1\r\n\r\n")).await;
+        assert!(r.starts_with("HTTP/1.1 404"), "{bad}: {r}");
+    }
+    assert!(http_get(addr, "POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n").await.starts_with("HTTP/1.1 405"));
+    assert!(http_get(addr, "\x16\x03\x01garbage\r\n\r\n").await.starts_with("HTTP/1.1 400"));
+    let stats = http_get(addr, "GET /stats HTTP/1.1\r\n\r\n").await;
+    let body = stats.split("\r\n\r\n").nth(1).unwrap();
+    let v: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert!(v["http_requests"].as_u64().unwrap() >= 5);
+
+    // And the WebSocket still works next to it.
+    let a = Identity::generate().unwrap();
+    let _ws = register(addr, &a).await;
+    let _ = NodeId::from(id(&a));
+}
