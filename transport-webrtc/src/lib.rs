@@ -1,0 +1,288 @@
+//! # transport-webrtc
+//!
+//! A [`dht_driver::Transport`] over WebRTC data channels, for nodes that cannot listen on TCP (browser
+//! tabs) and the native nodes that talk to them.
+//!
+//! - **Signaling**: a node registers with a `signaling-server` under its node id (proving it holds the key)
+//!   and exchanges SDP offers and answers with peers by id ([`Signal`]). ICE is not trickled: each SDP
+//!   carries its candidates, so one offer and one answer set a link up.
+//! - **Channel**: one ordered, reliable, pre-negotiated data channel (id 0) per link. Bytes go out in
+//!   messages of at most [`MAX_CHUNK`] bytes (the size every browser takes); the link's stream codec
+//!   reassembles larger messages. Sends wait for the channel's buffered amount to drain below a limit,
+//!   so nothing queues without bound.
+//! - **Authentication**: the same Noise XX handshake as on TCP runs inside the channel, with both SDPs' DTLS
+//!   fingerprints in its prologue. The node id is checked end to end: a signaling server that lies about who
+//!   is who, or swaps DTLS certificates, only gets links that fail.
+//!
+//! Addresses look like `rtc:ws://127.0.0.1:8080/ws`: "reachable through this signaling server". A transport
+//! dials only peers registered on its own server.
+//!
+//! The native backend (webrtc-rs, tokio) is in `native`; the browser backend (web-sys) in `web`.
+#![warn(missing_docs)]
+
+use dht_core::{Address, Contact, Instant, Message};
+use dht_driver::PeerLink;
+use dht_link::{Link, LinkError};
+use futures::channel::{mpsc, oneshot};
+use futures::{FutureExt, SinkExt, StreamExt};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+#[cfg(not(target_arch = "wasm32"))]
+mod native;
+#[cfg(not(target_arch = "wasm32"))]
+pub use native::{SignalingClient, WebRtcTransport};
+
+/// Largest data-channel message we send, in bytes (the size all browsers accept).
+pub const MAX_CHUNK: usize = 16 * 1024;
+
+/// Address scheme of WebRTC contacts.
+pub const SCHEME: &str = "rtc:";
+
+/// The address of nodes reachable through the signaling server at `url`.
+pub fn address(url: &str) -> Address {
+    Address(format!("{SCHEME}{url}"))
+}
+
+/// Options of a WebRTC transport.
+#[derive(Debug, Clone)]
+pub struct RtcConfig {
+    /// The signaling server, e.g. `ws://127.0.0.1:8080/ws`.
+    pub signaling_url: String,
+    /// ICE servers (`stun:`/`turn:` URLs) for real deployments; empty on loopback and in tests.
+    pub ice_servers: Vec<String>,
+    /// Local UDP addresses to gather host candidates on (native only), e.g. `127.0.0.1:0`. Empty lets
+    /// the library pick every interface.
+    pub udp_addrs: Vec<String>,
+    /// From sending an offer to an open, authenticated link.
+    pub connect_timeout: Duration,
+    /// Handshake and message limits of the link inside the channel.
+    pub link: dht_link::LinkConfig,
+    /// Bytes a data channel may hold unsent before sends wait.
+    pub send_buffer_limit: usize,
+    /// Messages queued between a link and the driver, each way.
+    pub queue: usize,
+    /// WebRTC links being set up at once (offers we answer beyond it are refused).
+    pub max_pending: usize,
+}
+
+impl RtcConfig {
+    /// Loopback-friendly defaults for `signaling_url`: no ICE servers, host candidates on 127.0.0.1.
+    pub fn loopback(signaling_url: impl Into<String>) -> Self {
+        RtcConfig {
+            signaling_url: signaling_url.into(),
+            ice_servers: Vec::new(),
+            udp_addrs: vec!["127.0.0.1:0".into()],
+            connect_timeout: Duration::from_secs(15),
+            link: dht_link::LinkConfig::default(),
+            send_buffer_limit: 1 << 20,
+            queue: 64,
+            max_pending: 64,
+        }
+    }
+}
+
+/// What two peers tell each other through the signaling server (the `data` of a signal, as JSON).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Signal {
+    /// A new link: the dialer's SDP offer (with its candidates).
+    Offer {
+        /// Chosen by the dialer; the answer carries it back.
+        session: u64,
+        /// The SDP.
+        sdp: String,
+    },
+    /// The answer to an offer.
+    Answer {
+        /// The offer's session.
+        session: u64,
+        /// The SDP.
+        sdp: String,
+    },
+    /// The offer was refused (e.g. too many links being set up).
+    Reject {
+        /// The offer's session.
+        session: u64,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The `a=fingerprint:` values of an SDP, sorted (both sides compute the same prologue from the same SDPs).
+pub fn fingerprints(sdp: &str) -> Vec<String> {
+    let mut out: Vec<String> = sdp
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("a=fingerprint:"))
+        .map(|f| f.trim().to_ascii_lowercase())
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The Noise prologue of a link set up by `offer` and `answer`: both sides' DTLS fingerprints, so a
+/// signaling server that swapped certificates (to sit in the middle of DTLS) breaks the handshake.
+pub fn prologue(offer_sdp: &str, answer_sdp: &str) -> Vec<u8> {
+    let mut p = b"webdht/rtc/1".to_vec();
+    for f in fingerprints(offer_sdp).into_iter().chain(std::iter::once("|".into())).chain(fingerprints(answer_sdp)) {
+        p.push(b'\n');
+        p.extend_from_slice(f.as_bytes());
+    }
+    p
+}
+
+/// Why a link over a channel ended.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PipeError {
+    #[error("link: {0}")]
+    Link(#[from] LinkError),
+    #[error("channel closed")]
+    Closed,
+    #[error("handshake timed out")]
+    Timeout,
+}
+
+/// A data channel seen as two bounded queues of byte chunks. The backend moves chunks between these and
+/// the real channel, waiting when the channel's buffer is full; the link never sees the channel itself.
+pub(crate) struct Pipe {
+    pub(crate) out: mpsc::Sender<Vec<u8>>,
+    pub(crate) inc: mpsc::Receiver<Vec<u8>>,
+}
+
+async fn flush(pipe: &mut Pipe, link: &mut Link) -> Result<(), PipeError> {
+    while !link.pending().is_empty() {
+        let n = link.pending().len().min(MAX_CHUNK);
+        pipe.out.send(link.pending()[..n].to_vec()).await.map_err(|_| PipeError::Closed)?;
+        link.advance(n);
+    }
+    Ok(())
+}
+
+/// Runs the handshake, hands the open link to `ready`, then carries messages both ways until either side
+/// ends. `now` reads the clock (milliseconds, as the link's deadlines use).
+pub(crate) async fn run_link(
+    mut pipe: Pipe,
+    mut link: Link,
+    queue: usize,
+    handshake_timeout: Duration,
+    now: fn() -> Instant,
+    ready: oneshot::Sender<PeerLink>,
+) -> Result<(), PipeError> {
+    let mut early = Vec::new();
+    let handshake = async {
+        loop {
+            flush(&mut pipe, &mut link).await?;
+            if link.is_open() {
+                return Ok::<(), PipeError>(());
+            }
+            let Some(chunk) = pipe.inc.next().await else {
+                return Err(link.finish().err().map(PipeError::Link).unwrap_or(PipeError::Closed));
+            };
+            early.extend(link.feed(&chunk, now())?);
+        }
+    };
+    futures::select! {
+        r = handshake.fuse() => r?,
+        _ = futures_timer::Delay::new(handshake_timeout).fuse() => return Err(PipeError::Timeout),
+    }
+    let remote: Contact = link.remote().cloned().ok_or(PipeError::Link(LinkError::NotReady))?;
+    let (to_link_tx, mut to_link_rx) = mpsc::channel::<Message>(queue);
+    let (mut to_driver_tx, to_driver_rx) = mpsc::channel::<Message>(queue);
+    if ready.send(PeerLink { remote: remote.clone(), tx: to_link_tx, rx: to_driver_rx }).is_err() {
+        return Err(PipeError::Closed);
+    }
+    for msg in early {
+        to_driver_tx.send(msg).await.map_err(|_| PipeError::Closed)?;
+    }
+    loop {
+        futures::select! {
+            chunk = pipe.inc.next() => {
+                let Some(chunk) = chunk else {
+                    link.finish()?;
+                    return Err(PipeError::Closed);
+                };
+                for msg in link.feed(&chunk, now())? {
+                    // Waiting here is the backpressure: we stop reading while the driver is behind.
+                    to_driver_tx.send(msg).await.map_err(|_| PipeError::Closed)?;
+                }
+            }
+            out = to_link_rx.next() => {
+                let Some(msg) = out else { return Ok(()) };
+                match link.send(&msg) {
+                    Ok(()) => {}
+                    Err(LinkError::Codec(e)) => tracing::warn!(peer = %remote.id, "message not sent: {e}"),
+                    Err(e) => return Err(e.into()),
+                }
+                flush(&mut pipe, &mut link).await?;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OFFER: &str = "v=0\r\na=fingerprint:sha-256 AB:CD\r\na=setup:actpass\r\n";
+    const ANSWER: &str = "v=0\r\na=fingerprint:sha-256 12:34\r\n";
+
+    #[test]
+    fn prologue_binds_both_fingerprints_in_order() {
+        assert_eq!(fingerprints(OFFER), vec!["sha-256 ab:cd".to_string()]);
+        let p = prologue(OFFER, ANSWER);
+        assert_eq!(p, b"webdht/rtc/1\nsha-256 ab:cd\n|\nsha-256 12:34".to_vec());
+        assert_ne!(p, prologue(ANSWER, OFFER));
+        assert_ne!(p, prologue(OFFER, "v=0\r\na=fingerprint:sha-256 12:35\r\n"));
+    }
+
+    #[test]
+    fn signals_round_trip_and_reject_junk() {
+        for s in [
+            Signal::Offer { session: 7, sdp: OFFER.into() },
+            Signal::Answer { session: 7, sdp: ANSWER.into() },
+            Signal::Reject { session: 7, reason: "busy".into() },
+        ] {
+            let text = serde_json::to_string(&s).unwrap();
+            assert_eq!(serde_json::from_str::<Signal>(&text).unwrap(), s);
+        }
+        for junk in ["", "{}", "{\"kind\":\"offer\"}", "{\"kind\":\"offer\",\"session\":-1,\"sdp\":\"\"}", "null"] {
+            assert!(serde_json::from_str::<Signal>(junk).is_err(), "{junk}");
+        }
+    }
+
+    /// Two links over a pair of in-memory pipes with tiny chunks: the handshake and a message larger than
+    /// many chunks go through.
+    #[test]
+    fn links_run_over_chunked_pipes() {
+        use dht_link::{Identity, LinkConfig};
+        fn now() -> Instant {
+            Instant::from_millis(1)
+        }
+        let (a, b) = (Identity::generate().unwrap(), Identity::generate().unwrap());
+        let cfg = LinkConfig::default();
+        let la = Link::initiator(&a, Some(b.node_id()), b"p", vec![], &cfg, now()).unwrap();
+        let lb = Link::responder(&b, b"p", vec![], &cfg, now()).unwrap();
+        let (a_out, b_inc) = mpsc::channel(4);
+        let (b_out, a_inc) = mpsc::channel(4);
+        let (ra, wa) = oneshot::channel();
+        let (rb, wb) = oneshot::channel();
+        let t = Duration::from_secs(5);
+        let mut pool = futures::executor::LocalPool::new();
+        use futures::task::LocalSpawnExt;
+        let sp = pool.spawner();
+        sp.spawn_local(run_link(Pipe { out: a_out, inc: a_inc }, la, 4, t, now, ra).map(|_| ())).unwrap();
+        sp.spawn_local(run_link(Pipe { out: b_out, inc: b_inc }, lb, 4, t, now, rb).map(|_| ())).unwrap();
+        let (mut pa, mut pb) = pool.run_until(async { (wa.await.unwrap(), wb.await.unwrap()) });
+        assert_eq!(pa.remote.id, b.node_id());
+        assert_eq!(pb.remote.id, a.node_id());
+        let record = dht_core::Record { key: dht_core::Key::from_bytes([1; 32]), value: vec![7; 100_000] };
+        let msg =
+            Message::Request { id: dht_core::RequestId(9), body: dht_core::Request::Store { record, ttl_secs: 60 } };
+        let got = pool.run_until(async {
+            pa.tx.send(msg.clone()).await.unwrap();
+            pb.rx.next().await.unwrap()
+        });
+        assert_eq!(got, msg);
+    }
+}
