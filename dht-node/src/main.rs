@@ -1,6 +1,7 @@
-//! `dht-node`: a native webdht node (bootstrap node) over TCP, storing in sled.
+//! `dht-node`: a native webdht node (bootstrap node) over TCP and WebRTC, storing in sled.
 //!
-//! Run: `dht-node --listen 127.0.0.1:4000 --data-dir DIR [--bootstrap 127.0.0.1:4001 ...]`.
+//! Run: `dht-node --listen 127.0.0.1:4000 --data-dir DIR [--bootstrap 127.0.0.1:4001 ...]
+//! [--signaling ws://127.0.0.1:8080/ws]`.
 //! Scripts talk to a running node through its control socket: `dht-node ctl --data-dir DIR put NAME VALUE`,
 //! `get NAME`, `peers`, `id` (see README: one request line, one answer line).
 
@@ -8,16 +9,17 @@ mod control;
 
 use clap::{Parser, Subcommand};
 use dht_core::Contact;
-use dht_driver::{start, DriverConfig, SystemClock};
+use dht_driver::{start, DriverConfig, SystemClock, Transport, Transports};
 use dht_link::Identity;
 use kvstore::{SledStore, Store};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use transport_tcp::{TcpConfig, TcpTransport};
+use transport_webrtc::{RtcConfig, WebRtcTransport};
 
-/// A webdht node: joins the swarm over TCP, stores records for others in sled, and answers a local control
-/// socket. Its key lives in the data directory, so a restart keeps its id, records and routing table.
+/// A webdht node: joins the swarm over TCP and (with --signaling) WebRTC, stores records for others in sled,
+/// and answers a local control socket. Its key lives in the data directory, so a restart keeps its id, records and routing table.
 #[derive(Debug, Parser)]
 #[command(version, args_conflicts_with_subcommands = true)]
 struct Cli {
@@ -42,6 +44,19 @@ struct RunArgs {
     /// Address of the control socket (loopback only); its actual address is written to DATA_DIR/control.addr.
     #[arg(long, default_value = "127.0.0.1:0")]
     control: SocketAddr,
+    /// Signaling server to register with (e.g. ws://127.0.0.1:8080/ws): the node then also accepts and
+    /// dials WebRTC links (browser tabs reach it this way), and joins through peers the server hands out.
+    #[arg(long)]
+    signaling: Option<String>,
+    /// Local UDP address for WebRTC host candidates (with --signaling); 127.0.0.1:0 keeps WebRTC on loopback.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    rtc_udp: String,
+    /// ICE server URL for WebRTC (stun:/turn:), repeatable; none by default (loopback and LAN).
+    #[arg(long)]
+    ice_server: Vec<String>,
+    /// Do not listen on TCP: a WebRTC-only node (needs --signaling).
+    #[arg(long)]
+    no_tcp: bool,
 }
 
 /// Commands sent to a running node's control socket.
@@ -105,18 +120,57 @@ async fn run(args: RunArgs) -> Result<(), String> {
     std::fs::create_dir_all(&args.data_dir).map_err(|e| format!("{}: {e}", args.data_dir.display()))?;
     let store = SledStore::open(args.data_dir.join("db")).map_err(|e| e.to_string())?;
     let identity = load_identity(&store).await?;
-    let transport = TcpTransport::bind(args.listen, identity.clone(), vec![], TcpConfig::default())
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
-    let contact: Contact = transport.local_contact().clone();
-    tracing::info!(id = %format!("{:#}", contact.id), addr = %contact.addrs[0], "node starting");
+    if args.no_tcp && args.signaling.is_none() {
+        return Err("--no-tcp needs --signaling (the node would be unreachable)".into());
+    }
+    let mut transports: Vec<Box<dyn Transport>> = Vec::new();
+    let mut addrs = Vec::new();
+    let mut tcp = None;
+    if !args.no_tcp {
+        let t = TcpTransport::bind(args.listen, identity.clone(), vec![], TcpConfig::default())
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+        addrs.extend(t.local_contact().addrs.iter().cloned());
+        tcp = Some(t);
+    }
+    let mut rtc = None;
+    if let Some(url) = &args.signaling {
+        let config = RtcConfig {
+            ice_servers: args.ice_server.clone(),
+            udp_addrs: vec![args.rtc_udp.clone()],
+            ..RtcConfig::loopback(url.clone())
+        };
+        let t = WebRtcTransport::start(identity.clone(), addrs.clone(), config)
+            .await
+            .map_err(|e| format!("cannot register with {url}: {e}"))?;
+        addrs = t.local_addrs().to_vec();
+        rtc = Some(t);
+    }
+    let contact = Contact { id: identity.node_id(), addrs };
+    tracing::info!(id = %format!("{:#}", contact.id), addrs = ?contact.addrs.iter().map(|a| a.as_str()).collect::<Vec<_>>(), "node starting");
     let mut seeds = Vec::new();
-    for addr in &args.bootstrap {
-        match transport.probe(*addr).await {
-            Ok(c) => seeds.push(c),
-            Err(e) => tracing::warn!(%addr, "bootstrap node unreachable: {e}"),
+    if let Some(t) = &tcp {
+        for addr in &args.bootstrap {
+            match t.probe(*addr).await {
+                Ok(c) => seeds.push(c),
+                Err(e) => tracing::warn!(%addr, "bootstrap node unreachable: {e}"),
+            }
         }
     }
+    if let Some(t) = &rtc {
+        // Peers registered on the signaling server, with the addresses they advertised.
+        for p in t.signaling().peers(8).await {
+            let addrs = p.addrs.into_iter().map(dht_core::Address).collect();
+            seeds.push(Contact { id: p.id.into(), addrs });
+        }
+    }
+    if let Some(t) = tcp {
+        transports.push(Box::new(t));
+    }
+    if let Some(t) = rtc {
+        transports.push(Box::new(t));
+    }
+    let transport = Transports(transports);
     let seed = u64::from_be_bytes(identity.public_key()[..8].try_into().expect("8 bytes"));
     let (handle, task) = start(DriverConfig::new(contact.clone(), seed), transport, store, SystemClock);
     let node_task = tokio::task::spawn_local(task);

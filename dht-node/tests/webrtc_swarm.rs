@@ -1,0 +1,164 @@
+//! Native nodes over WebRTC through a real `signaling-server` process: ten `dht-node` processes, some
+//! TCP-only, some WebRTC-only, some both; every put and get across them succeeds.
+//!
+//! Runs in a fresh network namespace holding only a loopback interface when the test may create one (root),
+//! so nothing can leave the machine; otherwise on the host's loopback, and says so.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Proc {
+    child: Child,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Moves this thread (and the processes it spawns) into a new network namespace with loopback up.
+fn isolate() -> bool {
+    // SAFETY: unshare(2) with CLONE_NEWNET only changes this thread's network namespace; no memory is shared.
+    let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+    if rc != 0 {
+        return false;
+    }
+    let up = Command::new("ip").args(["link", "set", "lo", "up"]).status();
+    matches!(up, Ok(s) if s.success())
+}
+
+/// The signaling-server binary of this workspace (built by `cargo test --workspace`; built here if missing).
+fn signaling_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(Path::parent).unwrap().to_owned();
+    let bin = dir.join(format!("signaling-server{}", std::env::consts::EXE_SUFFIX));
+    if !bin.exists() {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--offline", "-p", "signaling-server", "--bin", "signaling-server"])
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "cannot build signaling-server");
+    }
+    bin
+}
+
+fn ctl(dir: &Path, request: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(addr) = std::fs::read_to_string(dir.join("control.addr")) {
+            if let Ok(mut s) = TcpStream::connect(addr.trim()) {
+                s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+                writeln!(s, "{request}").unwrap();
+                let mut line = String::new();
+                BufReader::new(s).read_line(&mut line).unwrap();
+                return line.trim_end().to_owned();
+            }
+        }
+        assert!(Instant::now() < deadline, "control socket of {} never came up", dir.display());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Kind {
+    Tcp,
+    Rtc,
+    Both,
+}
+
+fn spawn(dir: &Path, kind: Kind, signaling: &str, bootstrap: Option<&str>) -> Proc {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dht-node"));
+    cmd.args(["--listen", "127.0.0.1:0", "--data-dir"]).arg(dir).env("RUST_LOG", "warn");
+    if kind != Kind::Tcp {
+        cmd.args(["--signaling", signaling]);
+    }
+    if kind == Kind::Rtc {
+        cmd.arg("--no-tcp");
+    }
+    if let (Some(b), true) = (bootstrap, kind != Kind::Rtc) {
+        cmd.args(["--bootstrap", b]);
+    }
+    let log = std::fs::File::create(dir.with_extension("log")).unwrap();
+    let child = cmd.stdout(Stdio::null()).stderr(log).spawn().expect("dht-node starts");
+    Proc { child }
+}
+
+#[test]
+fn tcp_webrtc_and_mixed_nodes_put_and_get_across_each_other() {
+    let server_bin = signaling_bin();
+    let isolated = isolate();
+    if isolated {
+        eprintln!("running in a fresh network namespace (loopback only)");
+    } else {
+        eprintln!("cannot create a network namespace (not root?): running on the host's loopback");
+    }
+    let mut server = Command::new(server_bin)
+        .args(["--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("signaling-server starts");
+    let mut line = String::new();
+    BufReader::new(server.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let url = format!("ws://{}/ws", line.trim().strip_prefix("listening ").expect("listening line"));
+    let _server = Proc { child: server };
+
+    let root = tempfile::tempdir().unwrap();
+    let kinds = [
+        Kind::Both,
+        Kind::Tcp,
+        Kind::Tcp,
+        Kind::Tcp,
+        Kind::Rtc,
+        Kind::Rtc,
+        Kind::Rtc,
+        Kind::Both,
+        Kind::Both,
+        Kind::Both,
+    ];
+    let dirs: Vec<PathBuf> = (0..kinds.len()).map(|i| root.path().join(format!("n{i}"))).collect();
+    let mut procs = vec![spawn(&dirs[0], kinds[0], &url, None)];
+    let id0 = ctl(&dirs[0], "ID");
+    let seed_tcp = id0.split(' ').find_map(|a| a.strip_prefix("tcp:")).expect("node 0 has TCP").to_owned();
+    for (dir, kind) in dirs.iter().zip(kinds).skip(1) {
+        procs.push(spawn(dir, kind, &url, Some(&seed_tcp)));
+        // Each node registers (or listens) before the next asks the server for peers.
+        let _ = ctl(dir, "ID");
+    }
+    for (dir, kind) in dirs.iter().zip(kinds) {
+        let id = ctl(dir, "ID");
+        assert_eq!(id.contains(" tcp:"), kind != Kind::Rtc, "{kind:?}: {id}");
+        assert_eq!(id.contains(" rtc:ws://"), kind != Kind::Tcp, "{kind:?}: {id}");
+        let peers = ctl(dir, "PEERS");
+        let n: usize = peers.split(' ').nth(1).unwrap().parse().unwrap();
+        assert!(n >= 1, "{kind:?} node knows nobody: {peers}");
+    }
+    // Three puts from every node; every key read back from every other node.
+    let started = Instant::now();
+    let mut keys = Vec::new();
+    for (i, dir) in dirs.iter().enumerate() {
+        for j in 0..3 {
+            let name = format!("k{i}-{j}");
+            let answer = ctl(dir, &format!("PUT {name} v-{i}-{j}"));
+            assert!(answer.starts_with("OK acks="), "put {name} from {:?}: {answer}", kinds[i]);
+            keys.push((name, format!("v-{i}-{j}"), i));
+        }
+    }
+    let mut gets = 0;
+    for (name, value, from) in &keys {
+        for (i, dir) in dirs.iter().enumerate() {
+            if i == *from {
+                continue;
+            }
+            let answer = ctl(dir, &format!("GET {name}"));
+            assert_eq!(answer, format!("VALUE {value}"), "get {name} (put by {:?}) from {:?}", kinds[*from], kinds[i]);
+            gets += 1;
+        }
+    }
+    eprintln!("{} puts and {gets} gets across TCP/WebRTC/mixed nodes in {:?}", keys.len(), started.elapsed());
+}
