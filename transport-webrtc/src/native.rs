@@ -353,11 +353,23 @@ impl WebRtcTransport {
         advertised: Vec<Address>,
         config: RtcConfig,
     ) -> Result<Self, TransportError> {
+        Self::start_split(identity.clone(), identity, advertised, config).await
+    }
+
+    /// Registers as `signaling_identity` but authenticates links as `identity`: what an impostor does.
+    /// For tests that peers refuse such links; a real node uses [`WebRtcTransport::start`].
+    #[doc(hidden)]
+    pub async fn start_split(
+        signaling_identity: Identity,
+        identity: Identity,
+        advertised: Vec<Address>,
+        config: RtcConfig,
+    ) -> Result<Self, TransportError> {
         let own = crate::address(&config.signaling_url);
         let mut local_addrs = vec![own];
         local_addrs.extend(advertised);
         let (signaling, events) =
-            SignalingClient::connect(config.signaling_url.clone(), identity.clone(), local_addrs.clone())
+            SignalingClient::connect(config.signaling_url.clone(), signaling_identity, local_addrs.clone())
                 .await
                 .map_err(TransportError::Connect)?;
         let (incoming_tx, incoming_rx) = mpsc::channel(config.queue);

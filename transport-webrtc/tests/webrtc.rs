@@ -94,3 +94,33 @@ async fn driver_nodes_put_and_get_over_webrtc() {
         })
         .await;
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_peer_that_fails_the_in_channel_handshake_is_dropped() {
+    let local = tokio::task::LocalSet::new();
+    local
+        .run_until(async {
+            let url = signaling().await;
+            let alice = Identity::generate().unwrap();
+            let (mallory, other_key) = (Identity::generate().unwrap(), Identity::generate().unwrap());
+            let mut ta = WebRtcTransport::start(alice.clone(), vec![], RtcConfig::loopback(&url)).await.unwrap();
+            let mut a_incoming = ta.incoming();
+            // Registered (with proof) as Mallory, but runs the Noise handshake with another key.
+            let tm = WebRtcTransport::start_split(mallory.clone(), other_key, vec![], RtcConfig::loopback(&url))
+                .await
+                .unwrap();
+
+            // Alice dials Mallory's id: WebRTC connects, the handshake proves another id, the dial fails.
+            let m = Contact { id: mallory.node_id(), addrs: tm.local_addrs().to_vec() };
+            let err = ta.dial(&m).await.expect_err("impostor refused");
+            assert!(err.to_string().contains(&format!("expected {}", mallory.node_id())), "{err}");
+
+            // Mallory dials Alice: the server says the offer is from Mallory, the handshake proves another
+            // key; Alice drops the link and hands nothing to her node.
+            let a = Contact { id: alice.node_id(), addrs: ta.local_addrs().to_vec() };
+            let _ = tm.dial(&a).await;
+            let nothing = tokio::time::timeout(Duration::from_secs(3), a_incoming.next()).await;
+            assert!(nothing.is_err(), "no link reaches Alice's node");
+        })
+        .await;
+}
