@@ -23,8 +23,7 @@ use webrtc::peer_connection::{
 };
 
 fn now_ms() -> Instant {
-    let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
-    Instant::from_millis(ms as u64)
+    dht_driver::Clock::now(&dht_driver::SystemClock)
 }
 
 /// A session id: it only pairs an answer with its offer (the link's handshake decides who is who).
@@ -51,8 +50,12 @@ enum SigEvent {
 /// A registered connection to a signaling server, reconnecting by itself when it drops.
 #[derive(Clone)]
 pub struct SignalingClient {
-    cmd: mpsc::UnboundedSender<Cmd>,
+    cmd: mpsc::Sender<Cmd>,
 }
+
+/// Requests waiting for the signaling socket, and signals waiting for the transport: both bounded, so a slow
+/// socket or a flood of offers makes requests fail (or stops reading) instead of queueing without end.
+const SIGNALING_QUEUE: usize = 256;
 
 type Ws = async_tungstenite::WebSocketStream<async_tungstenite::tokio::TokioAdapter<tokio::net::TcpStream>>;
 
@@ -102,23 +105,24 @@ impl SignalingClient {
         url: String,
         identity: Identity,
         addrs: Vec<Address>,
-    ) -> Result<(SignalingClient, mpsc::UnboundedReceiver<SigEvent>), String> {
+    ) -> Result<(SignalingClient, mpsc::Receiver<SigEvent>), String> {
         let ws = register(&url, &identity, &addrs).await?;
-        let (cmd_tx, cmd_rx) = mpsc::unbounded();
-        let (ev_tx, ev_rx) = mpsc::unbounded();
+        let (cmd_tx, cmd_rx) = mpsc::channel(SIGNALING_QUEUE);
+        let (ev_tx, ev_rx) = mpsc::channel(SIGNALING_QUEUE);
         tokio::task::spawn_local(signaling_loop(ws, url, identity, addrs, cmd_rx, ev_tx));
         Ok((SignalingClient { cmd: cmd_tx }, ev_rx))
     }
 
-    fn send(&self, to: NodeId, signal: &Signal) {
+    /// Queues `signal` for `to`; false when the queue is full or the client is gone.
+    fn send(&self, to: NodeId, signal: &Signal) -> bool {
         let data = serde_json::to_string(signal).expect("signals serialize");
-        let _ = self.cmd.unbounded_send(Cmd::Send { to, data });
+        self.cmd.clone().try_send(Cmd::Send { to, data }).is_ok()
     }
 
     /// Up to `max` random peers registered on the server (empty while disconnected).
     pub async fn peers(&self, max: usize) -> Vec<PeerInfo> {
         let (reply, rx) = oneshot::channel();
-        if self.cmd.unbounded_send(Cmd::Peers { max, reply }).is_err() {
+        if self.cmd.clone().try_send(Cmd::Peers { max, reply }).is_err() {
             return Vec::new();
         }
         tokio::time::timeout(Duration::from_secs(10), rx).await.ok().and_then(Result::ok).unwrap_or_default()
@@ -130,8 +134,8 @@ async fn signaling_loop(
     url: String,
     identity: Identity,
     addrs: Vec<Address>,
-    mut cmds: mpsc::UnboundedReceiver<Cmd>,
-    events: mpsc::UnboundedSender<SigEvent>,
+    mut cmds: mpsc::Receiver<Cmd>,
+    mut events: mpsc::Sender<SigEvent>,
 ) {
     let mut ws = Some(ws);
     let mut backoff = Duration::from_millis(500);
@@ -155,7 +159,7 @@ async fn signaling_loop(
                     }
                     Ok(Cmd::Send { to, .. }) => {
                         let reason = "signaling disconnected".to_string();
-                        let _ = events.unbounded_send(SigEvent::Undeliverable { to, reason });
+                        let _ = events.try_send(SigEvent::Undeliverable { to, reason });
                     }
                     Err(mpsc::TryRecvError::Closed) => return,
                     Err(_) => break,
@@ -173,7 +177,7 @@ async fn signaling_loop(
                     }
                     Some(Cmd::Send { to, data }) => {
                         if let Err(e) = ws_send(&mut conn, &ClientMsg::Signal { to: Hex32::from(to), data }).await {
-                            let _ = events.unbounded_send(SigEvent::Undeliverable { to, reason: e.clone() });
+                            let _ = events.try_send(SigEvent::Undeliverable { to, reason: e.clone() });
                             break e;
                         }
                     }
@@ -186,7 +190,10 @@ async fn signaling_loop(
                 },
                 msg = ws_recv(&mut conn) => match msg {
                     Ok(ServerMsg::Signal { from, data }) => {
-                        let _ = events.unbounded_send(SigEvent::Signal { from: from.into(), data });
+                        // Waiting here stops reading the socket while the transport is behind.
+                        if events.send(SigEvent::Signal { from: from.into(), data }).await.is_err() {
+                            return;
+                        }
                     }
                     Ok(ServerMsg::Peers { peers }) => {
                         if let Some(r) = waiting_peers.pop_front() {
@@ -194,7 +201,9 @@ async fn signaling_loop(
                         }
                     }
                     Ok(ServerMsg::Error { reason, to: Some(to) }) => {
-                        let _ = events.unbounded_send(SigEvent::Undeliverable { to: to.into(), reason });
+                        if events.send(SigEvent::Undeliverable { to: to.into(), reason }).await.is_err() {
+                            return;
+                        }
                     }
                     Ok(other) => tracing::debug!("unexpected signaling message {other:?}"),
                     Err(e) => break e,
@@ -338,6 +347,19 @@ struct Inner {
     incoming: mpsc::Sender<PeerLink>,
 }
 
+impl Inner {
+    /// Completes our offer `session` with the reply of `from`; a reply from anyone but the peer the offer
+    /// went to is ignored.
+    fn settle(&self, session: u64, from: NodeId, reply: Result<String, String>) {
+        let mut pending = self.pending.borrow_mut();
+        if pending.get(&session).is_some_and(|(peer, _)| *peer == from) {
+            if let Some((_, tx)) = pending.remove(&session) {
+                let _ = tx.send(reply);
+            }
+        }
+    }
+}
+
 /// WebRTC links to peers registered on one signaling server.
 pub struct WebRtcTransport {
     inner: Rc<Inner>,
@@ -402,7 +424,7 @@ impl WebRtcTransport {
     }
 }
 
-async fn event_loop(inner: Weak<Inner>, mut events: mpsc::UnboundedReceiver<SigEvent>) {
+async fn event_loop(inner: Weak<Inner>, mut events: mpsc::Receiver<SigEvent>) {
     while let Some(ev) = events.next().await {
         let Some(inner) = inner.upgrade() else { return };
         match ev {
@@ -410,7 +432,7 @@ async fn event_loop(inner: Weak<Inner>, mut events: mpsc::UnboundedReceiver<SigE
                 Ok(Signal::Offer { session, sdp }) => {
                     if inner.answering.get() >= inner.config.max_pending {
                         let reason = "too many links being set up".to_string();
-                        inner.signaling.send(from, &Signal::Reject { session, reason });
+                        let _ = inner.signaling.send(from, &Signal::Reject { session, reason });
                         continue;
                     }
                     inner.answering.set(inner.answering.get() + 1);
@@ -422,28 +444,9 @@ async fn event_loop(inner: Weak<Inner>, mut events: mpsc::UnboundedReceiver<SigE
                         i.answering.set(i.answering.get() - 1);
                     });
                 }
-                Ok(Signal::Answer { session, sdp }) => {
-                    let waiter = inner.pending.borrow_mut().remove(&session);
-                    match waiter {
-                        Some((peer, tx)) if peer == from => {
-                            let _ = tx.send(Ok(sdp));
-                        }
-                        Some(w) => {
-                            // An answer from someone else than the offer went to: ignore it.
-                            inner.pending.borrow_mut().insert(session, w);
-                        }
-                        None => {}
-                    }
-                }
+                Ok(Signal::Answer { session, sdp }) => inner.settle(session, from, Ok(sdp)),
                 Ok(Signal::Reject { session, reason }) => {
-                    let waiter = inner.pending.borrow_mut().remove(&session);
-                    if let Some((peer, tx)) = waiter {
-                        if peer == from {
-                            let _ = tx.send(Err(format!("refused: {reason}")));
-                        } else {
-                            inner.pending.borrow_mut().insert(session, (peer, tx));
-                        }
-                    }
+                    inner.settle(session, from, Err(format!("refused: {reason}")))
                 }
                 Err(e) => tracing::debug!(peer = %from, "bad signal: {e}"),
             },
@@ -504,7 +507,11 @@ async fn dial(inner: Rc<Inner>, peer: Contact) -> Result<PeerLink, TransportErro
     let session = random_u64();
     let (tx, rx) = oneshot::channel();
     inner.pending.borrow_mut().insert(session, (peer.id, tx));
-    inner.signaling.send(peer.id, &Signal::Offer { session, sdp: offer_sdp.clone() });
+    if !inner.signaling.send(peer.id, &Signal::Offer { session, sdp: offer_sdp.clone() }) {
+        inner.pending.borrow_mut().remove(&session);
+        let _ = setup.pc.close().await;
+        return Err(fail("signaling queue full".into()));
+    }
     let timeout = inner.config.connect_timeout;
     let answer = match tokio::time::timeout(timeout, rx).await {
         Ok(Ok(Ok(sdp))) => sdp,
@@ -542,7 +549,10 @@ async fn answer(inner: &Rc<Inner>, from: NodeId, session: u64, offer_sdp: String
     let ans = setup.pc.create_answer(None).await.map_err(|e| format!("answer: {e}"))?;
     setup.pc.set_local_description(ans).await.map_err(|e| format!("local description: {e}"))?;
     let answer_sdp = local_sdp(&setup.pc, &mut setup.gathered).await?;
-    inner.signaling.send(from, &Signal::Answer { session, sdp: answer_sdp.clone() });
+    if !inner.signaling.send(from, &Signal::Answer { session, sdp: answer_sdp.clone() }) {
+        let _ = setup.pc.close().await;
+        return Err("signaling queue full".into());
+    }
     let prologue = prologue(&offer_sdp, &answer_sdp);
     let link = Link::responder(&inner.identity, &prologue, inner.local_addrs.clone(), &inner.config.link, now_ms())
         .map_err(|e| e.to_string())?;
