@@ -1,23 +1,14 @@
 //! Real `dht-node` processes on 127.0.0.1: a 20-node swarm, puts and gets across it, and nodes killed with
 //! SIGKILL and restarted from their data directories.
 
-use std::io::{BufRead, BufReader, Write};
+mod common;
+
+use common::{ctl_dir, Proc};
+use std::io::Write;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-struct Proc {
-    child: Child,
-    dir: PathBuf,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn spawn(dir: &Path, bootstrap: Option<&str>) -> Proc {
     let _ = std::fs::remove_file(dir.join("control.addr"));
@@ -33,23 +24,6 @@ fn spawn(dir: &Path, bootstrap: Option<&str>) -> Proc {
 /// One control request; waits for the control socket to appear (bounded).
 fn ctl(p: &Proc, request: &str) -> String {
     ctl_dir(&p.dir, request)
-}
-
-fn ctl_dir(dir: &Path, request: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(addr) = std::fs::read_to_string(dir.join("control.addr")) {
-            if let Ok(mut s) = TcpStream::connect(addr.trim()) {
-                s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-                writeln!(s, "{request}").unwrap();
-                let mut line = String::new();
-                BufReader::new(s).read_line(&mut line).unwrap();
-                return line.trim_end().to_owned();
-            }
-        }
-        assert!(Instant::now() < deadline, "control socket of {} never came up", dir.display());
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn tcp_addr(p: &Proc) -> (String, String) {

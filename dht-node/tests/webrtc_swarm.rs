@@ -4,22 +4,13 @@
 //! Runs in a fresh network namespace holding only a loopback interface when the test may create one (root),
 //! so nothing can leave the machine; otherwise on the host's loopback, and says so.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
+mod common;
+
+use common::{ctl_dir as ctl, Proc};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-struct Proc {
-    child: Child,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use std::process::{Command, Stdio};
+use std::time::Instant;
 
 /// Moves this thread (and the processes it spawns) into a new network namespace with loopback up.
 fn isolate() -> bool {
@@ -47,23 +38,6 @@ fn signaling_bin() -> PathBuf {
     bin
 }
 
-fn ctl(dir: &Path, request: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(addr) = std::fs::read_to_string(dir.join("control.addr")) {
-            if let Ok(mut s) = TcpStream::connect(addr.trim()) {
-                s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-                writeln!(s, "{request}").unwrap();
-                let mut line = String::new();
-                BufReader::new(s).read_line(&mut line).unwrap();
-                return line.trim_end().to_owned();
-            }
-        }
-        assert!(Instant::now() < deadline, "control socket of {} never came up", dir.display());
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Kind {
     Tcp,
@@ -85,7 +59,7 @@ fn spawn(dir: &Path, kind: Kind, signaling: &str, bootstrap: Option<&str>) -> Pr
     }
     let log = std::fs::File::create(dir.with_extension("log")).unwrap();
     let child = cmd.stdout(Stdio::null()).stderr(log).spawn().expect("dht-node starts");
-    Proc { child }
+    Proc { child, dir: dir.to_owned() }
 }
 
 #[test]
@@ -106,7 +80,7 @@ fn tcp_webrtc_and_mixed_nodes_put_and_get_across_each_other() {
     let mut line = String::new();
     BufReader::new(server.stdout.take().unwrap()).read_line(&mut line).unwrap();
     let url = format!("ws://{}/ws", line.trim().strip_prefix("listening ").expect("listening line"));
-    let _server = Proc { child: server };
+    let _server = Proc { child: server, dir: PathBuf::new() };
 
     let root = tempfile::tempdir().unwrap();
     let kinds = [
@@ -130,7 +104,8 @@ fn tcp_webrtc_and_mixed_nodes_put_and_get_across_each_other() {
         // Each node registers (or listens) before the next asks the server for peers.
         let _ = ctl(dir, "ID");
     }
-    for (dir, kind) in dirs.iter().zip(kinds) {
+    for (p, kind) in procs.iter().zip(kinds) {
+        let dir = &p.dir;
         let id = ctl(dir, "ID");
         assert_eq!(id.contains(" tcp:"), kind != Kind::Rtc, "{kind:?}: {id}");
         assert_eq!(id.contains(" rtc:ws://"), kind != Kind::Tcp, "{kind:?}: {id}");
@@ -141,7 +116,7 @@ fn tcp_webrtc_and_mixed_nodes_put_and_get_across_each_other() {
     // Three puts from every node; every key read back from every other node.
     let started = Instant::now();
     let mut keys = Vec::new();
-    for (i, dir) in dirs.iter().enumerate() {
+    for (i, dir) in procs.iter().map(|p| &p.dir).enumerate() {
         for j in 0..3 {
             let name = format!("k{i}-{j}");
             let answer = ctl(dir, &format!("PUT {name} v-{i}-{j}"));
@@ -151,7 +126,7 @@ fn tcp_webrtc_and_mixed_nodes_put_and_get_across_each_other() {
     }
     let mut gets = 0;
     for (name, value, from) in &keys {
-        for (i, dir) in dirs.iter().enumerate() {
+        for (i, dir) in procs.iter().map(|p| &p.dir).enumerate() {
             if i == *from {
                 continue;
             }

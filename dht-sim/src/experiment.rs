@@ -7,7 +7,7 @@ use dht_core::{Contact, Event, Instant, Key, NodeId, QueryId, Record};
 use rand_core::RngCore;
 use serde::Serialize;
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::time::Duration;
 
 /// What to run.
@@ -194,7 +194,7 @@ struct Swarm {
     /// When each node ever added finished joining (its bootstrap lookup ended), by index.
     ready: Vec<Option<Instant>>,
     /// Bootstrap lookups still running.
-    joining: BTreeMap<(usize, QueryId), ()>,
+    joining: BTreeSet<(usize, QueryId)>,
     alive: AliveSet,
     live: Vec<usize>,
     slot: BTreeMap<usize, usize>,
@@ -210,7 +210,7 @@ impl Swarm {
         } else {
             self.ready.push(None);
             if let Some(q) = self.sim.with_node(i, |n, now| n.bootstrap(now, vec![seed])) {
-                self.joining.insert((i, q), ());
+                self.joining.insert((i, q));
             }
         }
         self.alive.insert(self.sim.id(i));
@@ -228,7 +228,7 @@ impl Swarm {
     fn take_events(&mut self) -> Vec<crate::SimEvent> {
         let mut events = self.sim.take_events();
         events.retain(|ev| match &ev.event {
-            Event::LookupFinished { query, .. } if self.joining.remove(&(ev.node, *query)).is_some() => {
+            Event::LookupFinished { query, .. } if self.joining.remove(&(ev.node, *query)) => {
                 self.ready[ev.node] = Some(ev.at);
                 false
             }
@@ -246,7 +246,7 @@ impl Swarm {
         self.alive.remove(&self.sim.id(i));
         self.sim.kill(i);
         // A departed node's bootstrap never reports.
-        self.joining.retain(|(node, _), _| *node != i);
+        self.joining.retain(|(node, _)| *node != i);
     }
 
     fn random_live(&mut self, except: &[usize]) -> usize {
@@ -266,7 +266,7 @@ pub fn run(params: &Params) -> Report {
     let mut swarm = Swarm {
         sim: Sim::new(params.sim.clone()),
         ready: Vec::new(),
-        joining: BTreeMap::new(),
+        joining: BTreeSet::new(),
         alive: AliveSet::default(),
         live: Vec::new(),
         slot: BTreeMap::new(),

@@ -58,9 +58,7 @@ pub struct TcpTransport {
 }
 
 fn now_ms() -> Instant {
-    let ms =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
-    Instant::from_millis(ms)
+    dht_driver::Clock::now(&dht_driver::SystemClock)
 }
 
 impl TcpTransport {
