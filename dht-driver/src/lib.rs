@@ -15,7 +15,6 @@ pub mod memory;
 mod transport;
 
 pub use clock::Clock;
-#[cfg(not(target_family = "wasm"))]
 pub use clock::SystemClock;
 pub use driver::{key_for, start, DriverConfig};
 pub use handle::{DriverError, NodeEvent, NodeHandle, PutOutcome};

@@ -6,10 +6,10 @@
 //! - **Signaling**: a node registers with a `signaling-server` under its node id (proving it holds the key)
 //!   and exchanges SDP offers and answers with peers by id ([`Signal`]). ICE is not trickled: each SDP
 //!   carries its candidates, so one offer and one answer set a link up.
-//! - **Channel**: one ordered, reliable, pre-negotiated data channel (id 0) per link. Bytes go out in
-//!   messages of at most [`MAX_CHUNK`] bytes (the size every browser takes); the link's stream codec
-//!   reassembles larger messages. Sends wait for the channel's buffered amount to drain below a limit,
-//!   so nothing queues without bound.
+//! - **Channel**: one ordered, reliable data channel per link, created by the dialer and announced to the
+//!   answerer. Bytes go out in messages of at most [`MAX_CHUNK`] bytes (the size every browser takes); the
+//!   link's stream codec reassembles larger messages. Sends wait for the channel's buffered amount to
+//!   drain below a limit, so nothing queues without bound.
 //! - **Authentication**: the same Noise XX handshake as on TCP runs inside the channel, with both SDPs' DTLS
 //!   fingerprints in its prologue. The node id is checked end to end: a signaling server that lies about who
 //!   is who, or swaps DTLS certificates, only gets links that fail.
@@ -17,7 +17,9 @@
 //! Addresses look like `rtc:ws://127.0.0.1:8080/ws`: "reachable through this signaling server". A transport
 //! dials only peers registered on its own server.
 //!
-//! The native backend (webrtc-rs, tokio) is in `native`; the browser backend (web-sys) in `web`.
+//! The signaling client and the transport logic are shared; a backend supplies the peer connection and the
+//! WebSocket: `native` (webrtc-rs and async-tungstenite on tokio) or, on wasm32, `web` (the browser's
+//! `RTCPeerConnection` and `WebSocket` through web-sys, tasks on `wasm-bindgen-futures`).
 #![warn(missing_docs)]
 
 use dht_core::{Address, Contact, Instant, Message};
@@ -29,9 +31,47 @@ use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 #[cfg(not(target_arch = "wasm32"))]
-mod native;
-#[cfg(not(target_arch = "wasm32"))]
-pub use native::{SignalingClient, WebRtcTransport};
+#[path = "native.rs"]
+mod backend;
+#[cfg(target_arch = "wasm32")]
+#[path = "web.rs"]
+mod backend;
+mod signaling;
+mod transport;
+
+pub use signaling::SignalingClient;
+pub use transport::WebRtcTransport;
+
+/// The few runtime services the shared code needs, the same on both targets.
+mod rt {
+    use std::future::Future;
+    use std::time::Duration;
+
+    pub(crate) use crate::backend::spawn;
+
+    /// Milliseconds since the Unix epoch, as the links' deadlines use.
+    pub(crate) fn now_ms() -> dht_core::Instant {
+        dht_driver::Clock::now(&dht_driver::SystemClock)
+    }
+
+    /// A random session id: it only pairs an answer with its offer (the handshake decides who is who).
+    pub(crate) fn random_u64() -> Result<u64, String> {
+        getrandom::u64().map_err(|e| format!("randomness: {e}"))
+    }
+
+    pub(crate) async fn sleep(d: Duration) {
+        futures_timer::Delay::new(d).await
+    }
+
+    /// `f`, or `Err(())` once `d` has passed.
+    pub(crate) async fn timeout<F: Future>(d: Duration, f: F) -> Result<F::Output, ()> {
+        use futures::FutureExt;
+        futures::select! {
+            out = f.fuse() => Ok(out),
+            _ = sleep(d).fuse() => Err(()),
+        }
+    }
+}
 
 /// Largest data-channel message we send, in bytes (the size all browsers accept).
 pub const MAX_CHUNK: usize = 16 * 1024;

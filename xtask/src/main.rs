@@ -15,7 +15,7 @@ fn main() -> ExitCode {
         Some("bench") => bench(),
         _ => {
             eprintln!("usage: cargo xtask <test|run|bench>");
-            eprintln!("  test   fmt --check, clippy -D warnings, cargo test --workspace, dht-core for wasm32");
+            eprintln!("  test   fmt --check, clippy -D warnings, cargo test --workspace, wasm32 build + clippy");
             eprintln!("  run    the main job on embedded defaults (today: a 2,000-node simulated swarm)");
             eprintln!("  bench  codec bench and the simulator runs of BENCHMARKS.md (about 3 minutes)");
             return ExitCode::from(2);
@@ -71,22 +71,16 @@ fn test() -> Result<(), String> {
     step("cargo clippy", cargo().args(["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"]))?;
     step("cargo test", cargo().args(["test", "--workspace", "--locked"]))?;
     ensure_wasm_target()?;
+    // The browser-bound crates, and clippy on their wasm32-only code (the web backend of transport-webrtc).
+    let wasm_crates = ["dht-core", "kvstore", "dht-driver", "dht-link", "transport-webrtc"];
+    let packages: Vec<&str> = wasm_crates.iter().flat_map(|c| ["-p", c]).collect();
     step(
-        "dht-core, kvstore, dht-driver and dht-link for wasm32",
-        cargo().args([
-            "build",
-            "-p",
-            "dht-core",
-            "-p",
-            "kvstore",
-            "-p",
-            "dht-driver",
-            "-p",
-            "dht-link",
-            "--locked",
-            "--target",
-            WASM_TARGET,
-        ]),
+        "browser-bound crates for wasm32",
+        cargo().arg("build").args(&packages).args(["--locked", "--target", WASM_TARGET]),
+    )?;
+    step(
+        "cargo clippy for wasm32",
+        cargo().arg("clippy").args(&packages).args(["--locked", "--target", WASM_TARGET, "--", "-D", "warnings"]),
     )?;
     eprintln!("==> all checks passed");
     Ok(())

@@ -1,0 +1,203 @@
+//! The signaling client, shared by both backends: registration (challenge → proof of key possession), a
+//! reconnecting loop, and bounded queues both ways. The socket itself is a backend's [`SignalSocket`].
+
+use crate::rt;
+use dht_core::{Address, NodeId};
+use dht_link::Identity;
+use futures::channel::{mpsc, oneshot};
+use futures::{FutureExt, StreamExt};
+use signaling_server::protocol::{prove, ClientMsg, Hex32, PeerInfo, ServerMsg};
+use std::collections::VecDeque;
+use std::time::Duration;
+
+/// A WebSocket carrying text messages: async-tungstenite natively, the browser's `WebSocket` in wasm.
+///
+/// `recv` must be cancel-safe: the client drops a pending `recv` whenever a request is ready to send.
+#[allow(async_fn_in_trait)] // single-threaded by design: no Send bound is wanted
+pub trait SignalSocket: Sized + 'static {
+    /// Opens a connection to `url`.
+    async fn connect(url: &str) -> Result<Self, String>;
+    /// Sends one text message.
+    async fn send(&mut self, text: String) -> Result<(), String>;
+    /// The next text message (other kinds are skipped); an error once the connection is gone.
+    async fn recv(&mut self) -> Result<String, String>;
+    /// Closes the connection politely.
+    async fn close(self);
+}
+
+pub(crate) enum Cmd {
+    Send { to: NodeId, data: String },
+    Peers { max: usize, reply: oneshot::Sender<Vec<PeerInfo>> },
+}
+
+/// What the signaling connection reports.
+#[derive(Debug)]
+pub(crate) enum SigEvent {
+    Signal { from: NodeId, data: String },
+    Undeliverable { to: NodeId, reason: String },
+}
+
+/// Requests waiting for the signaling socket, and signals waiting for the transport: both bounded, so a slow
+/// socket or a flood of offers makes requests fail (or stops reading) instead of queueing without end.
+pub(crate) const SIGNALING_QUEUE: usize = 256;
+
+/// How long connecting and registering may take.
+const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A registered connection to a signaling server, reconnecting by itself when it drops.
+#[derive(Clone)]
+pub struct SignalingClient {
+    cmd: mpsc::Sender<Cmd>,
+}
+
+async fn recv_msg<S: SignalSocket>(ws: &mut S) -> Result<ServerMsg, String> {
+    let text = ws.recv().await?;
+    serde_json::from_str(&text).map_err(|e| format!("bad server message: {e}"))
+}
+
+async fn send_msg<S: SignalSocket>(ws: &mut S, msg: &ClientMsg) -> Result<(), String> {
+    ws.send(serde_json::to_string(msg).expect("client messages serialize")).await
+}
+
+/// Connects to `url` and registers `identity` with `addrs`.
+async fn register<S: SignalSocket>(url: &str, identity: &Identity, addrs: &[Address]) -> Result<S, String> {
+    let steps = async {
+        let mut ws = S::connect(url).await.map_err(|e| format!("{url}: {e}"))?;
+        let ServerMsg::Challenge { nonce, key } = recv_msg(&mut ws).await? else {
+            return Err("the server did not open with a challenge".to_string());
+        };
+        let (public_key, proof) = prove(identity.private_bytes(), &nonce, &key).map_err(|e| e.to_string())?;
+        let addrs = addrs.iter().map(|a| a.0.clone()).collect();
+        send_msg(&mut ws, &ClientMsg::Register { public_key, proof, addrs }).await?;
+        match recv_msg(&mut ws).await? {
+            ServerMsg::Registered { id } if NodeId::from(id) == identity.node_id() => Ok(ws),
+            other => Err(format!("registration failed: {other:?}")),
+        }
+    };
+    rt::timeout(REGISTER_TIMEOUT, steps).await.map_err(|_| format!("{url}: registration timed out"))?
+}
+
+impl SignalingClient {
+    /// Registers with the server at `url`; returns the client and the signals addressed to us.
+    pub(crate) async fn connect<S: SignalSocket>(
+        url: String,
+        identity: Identity,
+        addrs: Vec<Address>,
+    ) -> Result<(SignalingClient, mpsc::Receiver<SigEvent>), String> {
+        let ws = register::<S>(&url, &identity, &addrs).await?;
+        let (cmd_tx, cmd_rx) = mpsc::channel(SIGNALING_QUEUE);
+        let (ev_tx, ev_rx) = mpsc::channel(SIGNALING_QUEUE);
+        rt::spawn(signaling_loop(ws, url, identity, addrs, cmd_rx, ev_tx));
+        Ok((SignalingClient { cmd: cmd_tx }, ev_rx))
+    }
+
+    /// Queues `signal` for `to`; false when the queue is full or the client is gone.
+    pub(crate) fn send(&self, to: NodeId, signal: &crate::Signal) -> bool {
+        let data = serde_json::to_string(signal).expect("signals serialize");
+        self.cmd.clone().try_send(Cmd::Send { to, data }).is_ok()
+    }
+
+    /// Up to `max` random peers registered on the server (empty while disconnected).
+    pub async fn peers(&self, max: usize) -> Vec<PeerInfo> {
+        let (reply, rx) = oneshot::channel();
+        if self.cmd.clone().try_send(Cmd::Peers { max, reply }).is_err() {
+            return Vec::new();
+        }
+        rt::timeout(REGISTER_TIMEOUT, rx).await.ok().and_then(Result::ok).unwrap_or_default()
+    }
+}
+
+/// What woke the signaling loop.
+enum Next {
+    Cmd(Option<Cmd>),
+    Msg(Result<ServerMsg, String>),
+}
+
+async fn signaling_loop<S: SignalSocket>(
+    ws: S,
+    url: String,
+    identity: Identity,
+    addrs: Vec<Address>,
+    mut cmds: mpsc::Receiver<Cmd>,
+    mut events: mpsc::Sender<SigEvent>,
+) {
+    use futures::SinkExt;
+    let mut ws = Some(ws);
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        let Some(mut conn) = ws.take() else {
+            rt::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(30));
+            match register::<S>(&url, &identity, &addrs).await {
+                Ok(c) => {
+                    tracing::info!(%url, "signaling reconnected");
+                    backoff = Duration::from_millis(500);
+                    ws = Some(c);
+                }
+                Err(e) => tracing::info!(%url, "signaling reconnect failed: {e}"),
+            }
+            // While disconnected, requests fail at once instead of piling up.
+            loop {
+                match cmds.try_recv() {
+                    Ok(Cmd::Peers { reply, .. }) => {
+                        let _ = reply.send(Vec::new());
+                    }
+                    Ok(Cmd::Send { to, .. }) => {
+                        let reason = "signaling disconnected".to_string();
+                        let _ = events.try_send(SigEvent::Undeliverable { to, reason });
+                    }
+                    Err(mpsc::TryRecvError::Closed) => return,
+                    Err(_) => break,
+                }
+            }
+            continue;
+        };
+        let mut waiting_peers: VecDeque<oneshot::Sender<Vec<PeerInfo>>> = VecDeque::new();
+        let reason = loop {
+            let next = {
+                let mut recv = std::pin::pin!(recv_msg(&mut conn).fuse());
+                futures::select! {
+                    cmd = cmds.next() => Next::Cmd(cmd),
+                    msg = recv => Next::Msg(msg),
+                }
+            };
+            match next {
+                Next::Cmd(None) => {
+                    conn.close().await;
+                    return;
+                }
+                Next::Cmd(Some(Cmd::Send { to, data })) => {
+                    if let Err(e) = send_msg(&mut conn, &ClientMsg::Signal { to: Hex32::from(to), data }).await {
+                        let _ = events.try_send(SigEvent::Undeliverable { to, reason: e.clone() });
+                        break e;
+                    }
+                }
+                Next::Cmd(Some(Cmd::Peers { max, reply })) => {
+                    if let Err(e) = send_msg(&mut conn, &ClientMsg::Peers { max }).await {
+                        break e;
+                    }
+                    waiting_peers.push_back(reply);
+                }
+                Next::Msg(Ok(ServerMsg::Signal { from, data })) => {
+                    // Waiting here stops reading the socket while the transport is behind.
+                    if events.send(SigEvent::Signal { from: from.into(), data }).await.is_err() {
+                        return;
+                    }
+                }
+                Next::Msg(Ok(ServerMsg::Peers { peers })) => {
+                    if let Some(r) = waiting_peers.pop_front() {
+                        let _ = r.send(peers);
+                    }
+                }
+                Next::Msg(Ok(ServerMsg::Error { reason, to: Some(to) })) => {
+                    if events.send(SigEvent::Undeliverable { to: to.into(), reason }).await.is_err() {
+                        return;
+                    }
+                }
+                Next::Msg(Ok(other)) => tracing::debug!("unexpected signaling message {other:?}"),
+                Next::Msg(Err(e)) => break e,
+            }
+        };
+        tracing::info!(%url, "signaling connection lost: {reason}");
+    }
+}

@@ -1,0 +1,337 @@
+//! The transport, shared by both backends: offers and answers through the signaling client, the Noise
+//! link inside the data channel, and the checks that tie them together. A backend supplies the peer
+//! connection ([`RtcPeer`]) and the signaling socket ([`crate::signaling::SignalSocket`]).
+
+use crate::backend::{Peer, Socket};
+use crate::signaling::{SigEvent, SignalingClient};
+use crate::{prologue, rt, run_link, Pipe, RtcConfig, Signal, SCHEME};
+use dht_core::{Address, Contact, NodeId};
+use dht_driver::{PeerLink, Transport, TransportError};
+use dht_link::{Identity, Link};
+use futures::channel::{mpsc, oneshot};
+use futures::future::LocalBoxFuture;
+use futures::stream::LocalBoxStream;
+use futures::{FutureExt, SinkExt, StreamExt};
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::{Rc, Weak};
+use std::time::Duration;
+
+/// A peer connection being set up.
+pub(crate) struct Setup<P> {
+    pub(crate) pc: P,
+    /// Our SDP with the candidates gathered (ICE is not trickled).
+    pub(crate) sdp: String,
+    /// The link's data channel as a [`Pipe`]: at once for the dialer (it creates the channel), once the
+    /// dialer's channel is announced for the answerer.
+    pub(crate) pipe: oneshot::Receiver<Pipe>,
+    /// Gets a message (or ends) when the connection fails or closes.
+    pub(crate) failed: mpsc::Receiver<()>,
+}
+
+/// A peer connection before its description is set: what a backend builds first.
+pub(crate) struct Fresh<P> {
+    pub(crate) pc: P,
+    /// Gets a message when ICE gathering is complete.
+    pub(crate) gathered: mpsc::Receiver<()>,
+    pub(crate) failed: mpsc::Receiver<()>,
+    pub(crate) pipe: oneshot::Receiver<Pipe>,
+}
+
+impl<P> Fresh<P> {
+    /// The setup, once the local SDP (with candidates) is known.
+    pub(crate) fn with_sdp(self, sdp: String) -> Setup<P> {
+        Setup { pc: self.pc, sdp, pipe: self.pipe, failed: self.failed }
+    }
+}
+
+/// One backend's peer connection: webrtc-rs natively, `RTCPeerConnection` in the browser.
+#[allow(async_fn_in_trait)] // single-threaded by design: no Send bound is wanted
+pub(crate) trait RtcPeer: Sized + 'static {
+    /// A connection with the link's data channel, and its offer.
+    async fn offer(config: &RtcConfig) -> Result<Setup<Self>, String>;
+    /// A connection answering `offer`, and its answer.
+    async fn answer(config: &RtcConfig, offer: &str) -> Result<Setup<Self>, String>;
+    /// Applies the peer's answer to our offer.
+    async fn accept(&self, answer: &str) -> Result<(), String>;
+    /// Closes the connection and its channel.
+    async fn close(self);
+}
+
+type AnswerWait = (NodeId, oneshot::Sender<Result<String, String>>);
+
+struct Inner {
+    identity: Identity,
+    local_addrs: Vec<Address>,
+    config: RtcConfig,
+    signaling: SignalingClient,
+    /// Our offers waiting for an answer, by session.
+    pending: RefCell<HashMap<u64, AnswerWait>>,
+    /// Offers from others being answered now.
+    answering: Cell<usize>,
+    incoming: mpsc::Sender<PeerLink>,
+}
+
+impl Inner {
+    /// Completes our offer `session` with the reply of `from`; a reply from anyone but the peer the offer
+    /// went to is ignored.
+    fn settle(&self, session: u64, from: NodeId, reply: Result<String, String>) {
+        let mut pending = self.pending.borrow_mut();
+        if pending.get(&session).is_some_and(|(peer, _)| *peer == from) {
+            if let Some((_, tx)) = pending.remove(&session) {
+                let _ = tx.send(reply);
+            }
+        }
+    }
+
+    /// Fails every offer waiting on `to`.
+    fn undeliverable(&self, to: NodeId, reason: &str) {
+        let mut pending = self.pending.borrow_mut();
+        let sessions: Vec<u64> = pending.iter().filter(|(_, (p, _))| *p == to).map(|(s, _)| *s).collect();
+        for s in sessions {
+            if let Some((_, tx)) = pending.remove(&s) {
+                let _ = tx.send(Err(format!("signaling: {reason}")));
+            }
+        }
+    }
+}
+
+/// WebRTC links to peers registered on one signaling server.
+pub struct WebRtcTransport {
+    inner: Rc<Inner>,
+    incoming: Option<mpsc::Receiver<PeerLink>>,
+}
+
+impl WebRtcTransport {
+    /// Registers `identity` with the signaling server of `config` and starts answering offers.
+    /// `advertised`: the node's other addresses (e.g. TCP), handed out by the server with its id; the
+    /// node's own `rtc:` address is [`WebRtcTransport::local_address`]. Natively, call inside a tokio
+    /// `LocalSet`; in the browser, from any `spawn_local`ed future.
+    pub async fn start(
+        identity: Identity,
+        advertised: Vec<Address>,
+        config: RtcConfig,
+    ) -> Result<Self, TransportError> {
+        Self::start_split(identity.clone(), identity, advertised, config).await
+    }
+
+    /// Registers as `signaling_identity` but authenticates links as `identity`: what an impostor does.
+    /// For tests that peers refuse such links; a real node uses [`WebRtcTransport::start`].
+    #[doc(hidden)]
+    pub async fn start_split(
+        signaling_identity: Identity,
+        identity: Identity,
+        advertised: Vec<Address>,
+        config: RtcConfig,
+    ) -> Result<Self, TransportError> {
+        let own = crate::address(&config.signaling_url);
+        let mut local_addrs = vec![own];
+        local_addrs.extend(advertised);
+        let (signaling, events) =
+            SignalingClient::connect::<Socket>(config.signaling_url.clone(), signaling_identity, local_addrs.clone())
+                .await
+                .map_err(TransportError::Connect)?;
+        let (incoming_tx, incoming_rx) = mpsc::channel(config.queue);
+        let inner = Rc::new(Inner {
+            identity,
+            local_addrs,
+            config,
+            signaling,
+            pending: RefCell::new(HashMap::new()),
+            answering: Cell::new(0),
+            incoming: incoming_tx,
+        });
+        rt::spawn(event_loop(Rc::downgrade(&inner), events));
+        Ok(WebRtcTransport { inner, incoming: Some(incoming_rx) })
+    }
+
+    /// Our WebRTC address (`rtc:` + the signaling URL).
+    pub fn local_address(&self) -> Address {
+        crate::address(&self.inner.config.signaling_url)
+    }
+
+    /// All addresses this transport advertises (the `rtc:` one first).
+    pub fn local_addrs(&self) -> &[Address] {
+        &self.inner.local_addrs
+    }
+
+    /// The signaling connection (e.g. to ask for peers to bootstrap from).
+    pub fn signaling(&self) -> &SignalingClient {
+        &self.inner.signaling
+    }
+}
+
+async fn event_loop(inner: Weak<Inner>, mut events: mpsc::Receiver<SigEvent>) {
+    while let Some(ev) = events.next().await {
+        let Some(inner) = inner.upgrade() else { return };
+        match ev {
+            SigEvent::Signal { from, data } => match serde_json::from_str::<Signal>(&data) {
+                Ok(Signal::Offer { session, sdp }) => {
+                    if inner.answering.get() >= inner.config.max_pending {
+                        let reason = "too many links being set up".to_string();
+                        let _ = inner.signaling.send(from, &Signal::Reject { session, reason });
+                        continue;
+                    }
+                    inner.answering.set(inner.answering.get() + 1);
+                    let i = inner.clone();
+                    rt::spawn(async move {
+                        if let Err(e) = answer(&i, from, session, sdp).await {
+                            tracing::info!(peer = %from, "inbound WebRTC link failed: {e}");
+                        }
+                        i.answering.set(i.answering.get() - 1);
+                    });
+                }
+                Ok(Signal::Answer { session, sdp }) => inner.settle(session, from, Ok(sdp)),
+                Ok(Signal::Reject { session, reason }) => {
+                    inner.settle(session, from, Err(format!("refused: {reason}")))
+                }
+                Err(e) => tracing::debug!(peer = %from, "bad signal: {e}"),
+            },
+            SigEvent::Undeliverable { to, reason } => inner.undeliverable(to, &reason),
+        }
+    }
+}
+
+/// Runs the link over the connection's data channel; returns it once open. The connection closes when the
+/// link ends.
+async fn finish(inner: &Inner, setup: Setup<Peer>, link: Link) -> Result<PeerLink, String> {
+    let Setup { pc, pipe, mut failed, .. } = setup;
+    let pipe = futures::select! {
+        p = pipe.fuse() => p.map_err(|_| "no data channel".to_string()),
+        _ = failed.next() => Err("connection failed".to_string()),
+    };
+    let pipe = match pipe {
+        Ok(p) => p,
+        Err(e) => {
+            pc.close().await;
+            return Err(e);
+        }
+    };
+    let (ready_tx, ready_rx) = oneshot::channel();
+    let (err_tx, err_rx) = oneshot::channel::<String>();
+    let (queue, hs) = (inner.config.queue, inner.config.link.handshake_timeout);
+    rt::spawn(async move {
+        let r = run_link(pipe, link, queue, hs, rt::now_ms, ready_tx).await;
+        if let Err(e) = &r {
+            let _ = err_tx.send(e.to_string());
+        }
+        pc.close().await;
+    });
+    let opened = futures::select! {
+        r = ready_rx.fuse() => r.ok(),
+        _ = failed.next() => None,
+    };
+    match opened {
+        Some(link) => Ok(link),
+        // Prefer the link's own reason when it has one.
+        None => match rt::timeout(Duration::from_millis(100), err_rx).await {
+            Ok(Ok(reason)) => Err(reason),
+            _ => Err("connection failed".into()),
+        },
+    }
+}
+
+async fn dial(inner: Rc<Inner>, peer: Contact) -> Result<PeerLink, TransportError> {
+    let fail = |e: String| TransportError::Connect(format!("{}: {e}", peer.id));
+    let session = rt::random_u64().map_err(fail)?;
+    let setup = Peer::offer(&inner.config).await.map_err(fail)?;
+    let offer_sdp = setup.sdp.clone();
+    let (tx, rx) = oneshot::channel();
+    inner.pending.borrow_mut().insert(session, (peer.id, tx));
+    if !inner.signaling.send(peer.id, &Signal::Offer { session, sdp: offer_sdp.clone() }) {
+        inner.pending.borrow_mut().remove(&session);
+        setup.pc.close().await;
+        return Err(fail("signaling queue full".into()));
+    }
+    let timeout = inner.config.connect_timeout;
+    let reply = rt::timeout(timeout, rx).await;
+    inner.pending.borrow_mut().remove(&session);
+    let answer = match reply {
+        Ok(Ok(Ok(sdp))) => Ok(sdp),
+        Ok(Ok(Err(e))) => Err(e),
+        Ok(Err(_)) => Err("signaling gone".into()),
+        Err(_) => Err("no answer in time".into()),
+    };
+    let answer = match answer {
+        Ok(a) => a,
+        Err(e) => {
+            setup.pc.close().await;
+            return Err(fail(e));
+        }
+    };
+    if let Err(e) = setup.pc.accept(&answer).await {
+        setup.pc.close().await;
+        return Err(fail(e));
+    }
+    let prologue = prologue(&offer_sdp, &answer);
+    let link = match Link::initiator(
+        &inner.identity,
+        Some(peer.id),
+        &prologue,
+        inner.local_addrs.clone(),
+        &inner.config.link,
+        rt::now_ms(),
+    ) {
+        Ok(l) => l,
+        Err(e) => {
+            setup.pc.close().await;
+            return Err(fail(e.to_string()));
+        }
+    };
+    match rt::timeout(timeout, finish(&inner, setup, link)).await {
+        Ok(Ok(l)) => Ok(l),
+        Ok(Err(e)) => Err(fail(e)),
+        Err(_) => Err(fail("link not open in time".into())),
+    }
+}
+
+async fn answer(inner: &Rc<Inner>, from: NodeId, session: u64, offer_sdp: String) -> Result<(), String> {
+    let setup = Peer::answer(&inner.config, &offer_sdp).await?;
+    let answer_sdp = setup.sdp.clone();
+    if !inner.signaling.send(from, &Signal::Answer { session, sdp: answer_sdp.clone() }) {
+        setup.pc.close().await;
+        return Err("signaling queue full".into());
+    }
+    let prologue = prologue(&offer_sdp, &answer_sdp);
+    let link = match Link::responder(
+        &inner.identity,
+        &prologue,
+        inner.local_addrs.clone(),
+        &inner.config.link,
+        rt::now_ms(),
+    ) {
+        Ok(l) => l,
+        Err(e) => {
+            setup.pc.close().await;
+            return Err(e.to_string());
+        }
+    };
+    let link = rt::timeout(inner.config.connect_timeout, finish(inner, setup, link))
+        .await
+        .map_err(|_| "link not open in time".to_string())??;
+    if link.remote.id != from {
+        // The server said the offer came from `from`; the handshake proved someone else. Dropping the
+        // link ends it (and closes the connection).
+        return Err(format!("signaling named {from}, the handshake proved {}", link.remote.id));
+    }
+    inner.incoming.clone().send(link).await.map_err(|_| "transport dropped".to_string())
+}
+
+impl Transport for WebRtcTransport {
+    fn dial(&self, peer: &Contact) -> LocalBoxFuture<'static, Result<PeerLink, TransportError>> {
+        let ours = crate::address(&self.inner.config.signaling_url);
+        let reachable = peer.addrs.iter().any(|a| a.0.starts_with(SCHEME) && *a == ours);
+        if !reachable {
+            let id = peer.id;
+            return async move { Err(TransportError::NoAddress(id)) }.boxed_local();
+        }
+        dial(self.inner.clone(), peer.clone()).boxed_local()
+    }
+
+    fn incoming(&mut self) -> LocalBoxStream<'static, PeerLink> {
+        match self.incoming.take() {
+            Some(rx) => rx.boxed_local(),
+            None => futures::stream::empty().boxed_local(),
+        }
+    }
+}
