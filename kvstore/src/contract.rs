@@ -2,6 +2,7 @@
 
 use crate::{Store, StoreError};
 use dht_core::{Address, Contact, Instant, Key, NodeId};
+use std::future::Future;
 
 fn key(n: u8) -> Key {
     Key::from_name(&[n])
@@ -24,9 +25,10 @@ fn ok<T>(r: Result<T, StoreError>, what: &str) -> Result<T, String> {
 }
 
 /// Runs the whole contract. `open` must return a handle to the *same* underlying storage each time it is
-/// called (reopening it where the backend is persistent); the storage must start empty.
-pub async fn run<S: Store>(mut open: impl FnMut() -> S) -> Result<(), String> {
-    let store = open();
+/// called (reopening it where the backend is persistent); the storage must start empty. Opening is async
+/// because it is in the browser.
+pub async fn run<S: Store, F: Future<Output = S>>(mut open: impl FnMut() -> F) -> Result<(), String> {
+    let store = open().await;
     check(ok(store.records().await, "records")?.is_empty(), "a new store is empty")?;
     check(ok(store.get_record(&key(1)).await, "get")?.is_none(), "absent key reads as None")?;
     check(ok(store.load_contacts().await, "load_contacts")?.is_empty(), "no contacts yet")?;
@@ -79,7 +81,7 @@ pub async fn run<S: Store>(mut open: impl FnMut() -> S) -> Result<(), String> {
     drop(store);
 
     // Reopen keeps everything.
-    let store = open();
+    let store = open().await;
     let r3 = ok(store.get_record(&key(3)).await, "get 3 after reopen")?.ok_or("record 3 lost on reopen")?;
     check(r3.value == vec![7; 70_000] && r3.expires == at(3_000), "records survive a reopen")?;
     check(ok(store.records().await, "records after reopen")?.len() == 1, "nothing else survives")?;

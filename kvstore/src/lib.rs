@@ -5,20 +5,25 @@
 //! thread), with backends that all pass the same [`contract`] suite:
 //! - [`MemoryStore`]: in-process maps, for tests and the simulator;
 //! - [`SledStore`] (native): sled trees, flushed before a put is acknowledged;
-//! - IndexedDB (browser) arrives with the web-node crate.
+//! - [`IdbStore`] (browser): IndexedDB through rexie, with a byte budget and eviction of the records that
+//!   expire first when the budget or the browser's quota is reached.
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
 pub mod contract;
+#[cfg(target_arch = "wasm32")]
+mod idb_store;
 mod memory;
 #[cfg(not(target_arch = "wasm32"))]
 mod sled_store;
 
+#[cfg(target_arch = "wasm32")]
+pub use idb_store::IdbStore;
 pub use memory::MemoryStore;
 #[cfg(not(target_arch = "wasm32"))]
 pub use sled_store::SledStore;
 
-use dht_core::{Contact, Instant, Key};
+use dht_core::{Contact, Instant, Key, ID_LEN};
 
 /// A record as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +63,35 @@ pub enum StoreError {
     /// A metadata name that is empty or too long.
     #[error("invalid metadata name {0:?}")]
     BadName(String),
+}
+
+/// Stored value layout of the persistent backends: 8 bytes of expiry (ms, big-endian), then the value.
+pub(crate) fn encode_record(value: &[u8], expires: Instant) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + value.len());
+    out.extend_from_slice(&expires.as_millis().to_be_bytes());
+    out.extend_from_slice(value);
+    out
+}
+
+pub(crate) fn decode_record(key: &[u8], bytes: &[u8]) -> Result<StoredRecord, StoreError> {
+    let corrupt = |what: &str| StoreError::Corrupt { entry: format!("record {}", hex(key)), what: what.to_owned() };
+    if bytes.len() < 8 {
+        return Err(corrupt("shorter than its 8-byte header"));
+    }
+    let (head, value) = bytes.split_at(8);
+    let millis = u64::from_be_bytes(head.try_into().map_err(|_| corrupt("bad header"))?);
+    Ok(StoredRecord { value: value.to_vec(), expires: Instant::from_millis(millis) })
+}
+
+pub(crate) fn decode_key(bytes: &[u8]) -> Result<Key, StoreError> {
+    let arr: [u8; ID_LEN] = bytes
+        .try_into()
+        .map_err(|_| StoreError::Corrupt { entry: format!("key {}", hex(bytes)), what: "not 32 bytes".into() })?;
+    Ok(Key::from_bytes(arr))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().take(16).map(|b| format!("{b:02x}")).collect()
 }
 
 /// Longest metadata name accepted.

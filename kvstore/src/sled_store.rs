@@ -1,8 +1,8 @@
 //! Native storage in sled. sled flushes on its own only every 500 ms, so every write that is acknowledged
 //! (a record put, the identity key) is flushed first.
 
-use crate::{check_name, RecordInfo, Store, StoreError, StoredRecord};
-use dht_core::{decode_contacts, encode_contacts, Contact, Instant, Key, ID_LEN};
+use crate::{check_name, decode_key, decode_record, encode_record, RecordInfo, Store, StoreError, StoredRecord};
+use dht_core::{decode_contacts, encode_contacts, Contact, Instant, Key};
 use std::path::Path;
 
 const RECORDS: &str = "records";
@@ -19,35 +19,6 @@ pub struct SledStore {
 
 fn backend(e: sled::Error) -> StoreError {
     StoreError::Backend(e.to_string())
-}
-
-/// Stored value layout: 8 bytes of expiry (ms, big-endian), then the value.
-fn encode_record(value: &[u8], expires: Instant) -> Vec<u8> {
-    let mut out = Vec::with_capacity(8 + value.len());
-    out.extend_from_slice(&expires.as_millis().to_be_bytes());
-    out.extend_from_slice(value);
-    out
-}
-
-fn decode_record(key: &[u8], bytes: &[u8]) -> Result<StoredRecord, StoreError> {
-    let corrupt = |what: &str| StoreError::Corrupt { entry: format!("record {}", hex(key)), what: what.to_owned() };
-    if bytes.len() < 8 {
-        return Err(corrupt("shorter than its 8-byte header"));
-    }
-    let (head, value) = bytes.split_at(8);
-    let millis = u64::from_be_bytes(head.try_into().map_err(|_| corrupt("bad header"))?);
-    Ok(StoredRecord { value: value.to_vec(), expires: Instant::from_millis(millis) })
-}
-
-fn decode_key(bytes: &[u8]) -> Result<Key, StoreError> {
-    let arr: [u8; ID_LEN] = bytes
-        .try_into()
-        .map_err(|_| StoreError::Corrupt { entry: format!("key {}", hex(bytes)), what: "not 32 bytes".into() })?;
-    Ok(Key::from_bytes(arr))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().take(16).map(|b| format!("{b:02x}")).collect()
 }
 
 impl SledStore {

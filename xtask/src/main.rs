@@ -7,16 +7,21 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
+mod web;
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("test") => test(),
         Some("run") => run(&args[1..]),
         Some("bench") => bench(),
+        Some("build-web") => web::build_web().map(|_| ()),
+        Some("wasm-test-runner") => web::wasm_test_runner(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <test|run|bench>");
+            eprintln!("usage: cargo xtask <test|run|bench|build-web>");
             eprintln!("  test   fmt --check, clippy -D warnings, cargo test --workspace, wasm32 build + clippy");
             eprintln!("  run    the main job on embedded defaults (today: a 2,000-node simulated swarm)");
+            eprintln!("  build-web  web-node for wasm32 + JS glue + page, into target/web");
             eprintln!("  bench  codec bench and the simulator runs of BENCHMARKS.md (about 3 minutes)");
             return ExitCode::from(2);
         }
@@ -30,20 +35,20 @@ fn main() -> ExitCode {
     }
 }
 
-fn root() -> PathBuf {
+pub(crate) fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("xtask lives one level below the workspace root")
         .to_path_buf()
 }
 
-fn cargo() -> Command {
+pub(crate) fn cargo() -> Command {
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.current_dir(root());
     cmd
 }
 
-fn step(what: &str, cmd: &mut Command) -> Result<(), String> {
+pub(crate) fn step(what: &str, cmd: &mut Command) -> Result<(), String> {
     eprintln!("==> {what}");
     let status = cmd.status().map_err(|e| format!("{what}: cannot start: {e}"))?;
     if status.success() {
@@ -53,10 +58,10 @@ fn step(what: &str, cmd: &mut Command) -> Result<(), String> {
     }
 }
 
-const WASM_TARGET: &str = "wasm32-unknown-unknown";
+pub(crate) const WASM_TARGET: &str = "wasm32-unknown-unknown";
 
 /// Makes sure the wasm32 target is installed, installing it with rustup when missing.
-fn ensure_wasm_target() -> Result<(), String> {
+pub(crate) fn ensure_wasm_target() -> Result<(), String> {
     let out = Command::new("rustc").args(["--print", "sysroot"]).output().map_err(|e| format!("rustc: {e}"))?;
     let sysroot = String::from_utf8_lossy(&out.stdout).trim().to_string();
     if Path::new(&sysroot).join("lib/rustlib").join(WASM_TARGET).exists() {
@@ -72,7 +77,7 @@ fn test() -> Result<(), String> {
     step("cargo test", cargo().args(["test", "--workspace", "--locked"]))?;
     ensure_wasm_target()?;
     // The browser-bound crates, and clippy on their wasm32-only code (the web backend of transport-webrtc).
-    let wasm_crates = ["dht-core", "kvstore", "dht-driver", "dht-link", "transport-webrtc"];
+    let wasm_crates = ["dht-core", "kvstore", "dht-driver", "dht-link", "transport-webrtc", "web-node"];
     let packages: Vec<&str> = wasm_crates.iter().flat_map(|c| ["-p", c]).collect();
     step(
         "browser-bound crates for wasm32",
@@ -82,6 +87,7 @@ fn test() -> Result<(), String> {
         "cargo clippy for wasm32",
         cargo().arg("clippy").args(&packages).args(["--locked", "--target", WASM_TARGET, "--", "-D", "warnings"]),
     )?;
+    web::browser_tests(&["kvstore"])?;
     eprintln!("==> all checks passed");
     Ok(())
 }

@@ -1,0 +1,49 @@
+//! The IndexedDB backend in a real browser (headless Chromium through `wasm-bindgen-test`; `cargo xtask
+//! test` runs it): the shared contract, and eviction at the byte budget.
+#![cfg(target_arch = "wasm32")]
+
+use dht_core::{Instant, Key};
+use kvstore::{contract, IdbStore, Store};
+use wasm_bindgen_test::wasm_bindgen_test;
+
+wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
+
+#[wasm_bindgen_test]
+async fn idb_store_meets_the_contract() {
+    let name = "kvstore-contract";
+    IdbStore::delete(name).await.unwrap();
+    contract::run(|| async { IdbStore::open(name, 1 << 30).await.expect("IndexedDB opens") }).await.unwrap();
+    IdbStore::delete(name).await.unwrap();
+}
+
+#[wasm_bindgen_test]
+async fn the_budget_evicts_the_records_that_expire_first() {
+    let name = "kvstore-budget";
+    IdbStore::delete(name).await.unwrap();
+    // Room for about ten 1000-byte records.
+    let store = IdbStore::open(name, 10 * 1040).await.unwrap();
+    let key = |n: u32| Key::from_name(&n.to_be_bytes());
+    for n in 0..30u32 {
+        store.put_record(key(n), vec![n as u8; 1000], Instant::from_millis(1_000 + n as u64)).await.unwrap();
+        assert!(store.used() <= 10 * 1040, "put {n}: {} bytes used", store.used());
+    }
+    let evicted = store.evicted().get();
+    let left = store.records().await.unwrap();
+    assert_eq!(evicted as usize + left.len(), 30);
+    assert!(evicted >= 20, "evicted {evicted}");
+    // The newest record is always kept, and the survivors are the latest to expire.
+    assert!(store.get_record(&key(29)).await.unwrap().is_some());
+    let oldest_left = left.iter().map(|r| r.expires).min().unwrap();
+    assert!(oldest_left >= Instant::from_millis(1_000 + evicted), "{oldest_left:?}");
+    // A record larger than the whole budget is refused and nothing is lost for it.
+    let before = store.records().await.unwrap().len();
+    assert!(store.put_record(key(99), vec![0; 20_000], Instant::from_millis(9_999)).await.is_err());
+    assert_eq!(store.records().await.unwrap().len(), before);
+    // The usage is rebuilt on reopen.
+    let used = store.used();
+    drop(store);
+    let store = IdbStore::open(name, 10 * 1040).await.unwrap();
+    assert_eq!(store.used(), used);
+    drop(store);
+    IdbStore::delete(name).await.unwrap();
+}

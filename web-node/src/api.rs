@@ -1,0 +1,255 @@
+//! The JS API (wasm32 only).
+
+use crate::views::{table_view, EventView, PeerView};
+use dht_core::Contact;
+use dht_driver::{key_for, start, DriverConfig, NodeHandle, SystemClock};
+use dht_link::Identity;
+use futures::StreamExt;
+use kvstore::{IdbStore, Store};
+use serde::Serialize;
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use transport_webrtc::{RtcConfig, WebRtcTransport};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::future_to_promise;
+
+/// Bytes of records a tab keeps at most (records that expire first are evicted beyond it).
+const STORAGE_BUDGET: u64 = 64 << 20;
+/// Live peer connections at most: Chrome allows about 500 per tab over its lifetime, so keep few and reuse.
+const MAX_LINKS: usize = 32;
+/// Peers asked of the signaling server to join through.
+const SEEDS: usize = 8;
+
+struct Shared {
+    handle: NodeHandle,
+    contact: Contact,
+    evicted: Rc<Cell<u64>>,
+    listeners: RefCell<Vec<js_sys::Function>>,
+    restored_records: usize,
+    restored_contacts: usize,
+    joined: Cell<usize>,
+}
+
+impl Shared {
+    fn emit(&self, ev: &EventView) {
+        let Ok(value) = serde_wasm_bindgen::to_value(ev) else { return };
+        // A listener that throws is the page's bug, not the node's: keep calling the others.
+        for f in self.listeners.borrow().iter() {
+            let _ = f.call1(&JsValue::NULL, &value);
+        }
+    }
+}
+
+/// A DHT node running in this tab.
+#[wasm_bindgen]
+pub struct WebNode {
+    shared: Rc<Shared>,
+}
+
+fn js_error(what: &str, e: impl std::fmt::Display) -> JsError {
+    JsError::new(&format!("{what}: {e}"))
+}
+
+fn to_js<T: Serialize>(v: &T) -> Result<JsValue, JsValue> {
+    serde_wasm_bindgen::to_value(v).map_err(|e| JsValue::from(js_error("result", e)))
+}
+
+/// A JS string (UTF-8) or Uint8Array as bytes.
+fn value_bytes(value: &JsValue) -> Result<Vec<u8>, JsError> {
+    if let Some(s) = value.as_string() {
+        return Ok(s.into_bytes());
+    }
+    if let Some(a) = value.dyn_ref::<js_sys::Uint8Array>() {
+        return Ok(a.to_vec());
+    }
+    Err(JsError::new("a value must be a string or a Uint8Array"))
+}
+
+/// Bytes as a JS string when they are UTF-8, else as a Uint8Array.
+fn value_js(bytes: Vec<u8>) -> JsValue {
+    match String::from_utf8(bytes) {
+        Ok(s) => JsValue::from_str(&s),
+        Err(e) => js_sys::Uint8Array::from(e.as_bytes()).into(),
+    }
+}
+
+fn now_ms() -> f64 {
+    js_sys::Date::now()
+}
+
+async fn load_identity(store: &IdbStore) -> Result<Identity, JsError> {
+    match store.get_meta("identity").await.map_err(|e| js_error("storage", e))? {
+        Some(private) => Identity::from_private(&private).map_err(|e| js_error("stored key unusable", e)),
+        None => {
+            let id = Identity::generate().map_err(|e| js_error("key generation", e))?;
+            store.put_meta("identity", id.private_bytes()).await.map_err(|e| js_error("storage", e))?;
+            Ok(id)
+        }
+    }
+}
+
+#[wasm_bindgen]
+impl WebNode {
+    /// Opens (or creates) the node stored in the IndexedDB database `db_name` (its key, records and
+    /// routing table), registers with the signaling server at `signaling_url` and joins the swarm through
+    /// the peers it names and the saved routing table. Tabs of one origin share IndexedDB: give each tab
+    /// its own `db_name`.
+    pub async fn start(signaling_url: String, db_name: String) -> Result<WebNode, JsError> {
+        console_error_panic_hook::set_once();
+        if db_name.is_empty() || db_name.len() > 128 {
+            return Err(JsError::new("db_name must be 1 to 128 characters"));
+        }
+        let store = IdbStore::open(&db_name, STORAGE_BUDGET).await.map_err(|e| js_error("IndexedDB", e))?;
+        let evicted = store.evicted();
+        let identity = load_identity(&store).await?;
+        let restored_records = store.records().await.map(|r| r.len()).unwrap_or(0);
+        let restored_contacts = store.load_contacts().await.map(|c| c.len()).unwrap_or(0);
+        let config = RtcConfig { udp_addrs: Vec::new(), ..RtcConfig::loopback(signaling_url.clone()) };
+        let transport = WebRtcTransport::start(identity.clone(), Vec::new(), config)
+            .await
+            .map_err(|e| js_error(&format!("signaling server {signaling_url}"), e))?;
+        let contact = Contact { id: identity.node_id(), addrs: transport.local_addrs().to_vec() };
+        let seeds: Vec<Contact> = transport
+            .signaling()
+            .peers(SEEDS)
+            .await
+            .into_iter()
+            .map(|p| Contact { id: p.id.into(), addrs: p.addrs.into_iter().map(dht_core::Address).collect() })
+            .collect();
+        let seed = u64::from_be_bytes(identity.public_key()[..8].try_into().expect("8 bytes"));
+        let mut driver = DriverConfig::new(contact.clone(), seed);
+        driver.max_links = MAX_LINKS;
+        let (handle, task) = start(driver, transport, store, SystemClock);
+        wasm_bindgen_futures::spawn_local(task);
+        let shared = Rc::new(Shared {
+            handle: handle.clone(),
+            contact,
+            evicted,
+            listeners: RefCell::new(Vec::new()),
+            restored_records,
+            restored_contacts,
+            joined: Cell::new(0),
+        });
+        let events = Rc::downgrade(&shared);
+        let mut rx = handle.events();
+        wasm_bindgen_futures::spawn_local(async move {
+            let mut evicted_seen = 0;
+            while let Some(ev) = rx.next().await {
+                let Some(shared) = events.upgrade() else { return };
+                shared.emit(&EventView::from_event(&ev));
+                let evicted = shared.evicted.get();
+                if evicted != evicted_seen {
+                    evicted_seen = evicted;
+                    shared.emit(&EventView::evicted(evicted));
+                }
+            }
+        });
+        let found = handle.bootstrap(seeds).await.map_err(|e| js_error("join", e))?;
+        shared.joined.set(found.len());
+        Ok(WebNode { shared })
+    }
+
+    /// This node's id (hex).
+    pub fn id(&self) -> String {
+        format!("{:#}", self.shared.contact.id)
+    }
+
+    /// The addresses this node advertises.
+    pub fn addresses(&self) -> Vec<String> {
+        self.shared.contact.addrs.iter().map(|a| a.as_str().to_string()).collect()
+    }
+
+    /// Stores `value` (a string or Uint8Array) under the name `key`, here and at the closest peers.
+    /// Resolves to `{ acks, attempted, ms }`.
+    pub fn put(&self, key: String, value: JsValue) -> js_sys::Promise {
+        let handle = self.shared.handle.clone();
+        let bytes = value_bytes(&value);
+        future_to_promise(async move {
+            #[derive(Serialize)]
+            struct PutResult {
+                acks: usize,
+                attempted: usize,
+                ms: f64,
+            }
+            let bytes = bytes.map_err(JsValue::from)?;
+            let t0 = now_ms();
+            let out = handle.put(key_for(&key), bytes).await.map_err(|e| JsValue::from(js_error("put", e)))?;
+            to_js(&PutResult { acks: out.acks, attempted: out.attempted, ms: now_ms() - t0 })
+        })
+    }
+
+    /// Looks up the value under the name `key`, here or in the network. Resolves to `{ value, ms }`, the
+    /// value `null` when nobody has it (a string when it is UTF-8, else a Uint8Array).
+    pub fn get(&self, key: String) -> js_sys::Promise {
+        let handle = self.shared.handle.clone();
+        future_to_promise(async move {
+            let t0 = now_ms();
+            let value = handle.get(key_for(&key)).await.map_err(|e| JsValue::from(js_error("get", e)))?;
+            let ms = now_ms() - t0;
+            let out = js_sys::Object::new();
+            js_sys::Reflect::set(&out, &"value".into(), &value.map(value_js).unwrap_or(JsValue::NULL))?;
+            js_sys::Reflect::set(&out, &"ms".into(), &ms.into())?;
+            Ok(out.into())
+        })
+    }
+
+    /// The value under `key` in this tab's own storage only (what it holds for the swarm), or `null`.
+    #[wasm_bindgen(js_name = getLocal)]
+    pub fn get_local(&self, key: String) -> js_sys::Promise {
+        let handle = self.shared.handle.clone();
+        future_to_promise(async move {
+            let value = handle.get_local(key_for(&key)).await.map_err(|e| JsValue::from(js_error("get", e)))?;
+            Ok(value.map(value_js).unwrap_or(JsValue::NULL))
+        })
+    }
+
+    /// Peers with a live link: `[{ id, short, kind, bucket, addrs }]`.
+    pub fn peers(&self) -> js_sys::Promise {
+        let (handle, own) = (self.shared.handle.clone(), self.shared.contact.id);
+        future_to_promise(async move {
+            let peers = handle.peers().await.map_err(|e| JsValue::from(js_error("peers", e)))?;
+            to_js(&peers.iter().map(|c| PeerView::new(&own, c)).collect::<Vec<_>>())
+        })
+    }
+
+    /// The routing table: `[{ bucket, peers: [...] }]` for every non-empty bucket.
+    #[wasm_bindgen(js_name = routingTable)]
+    pub fn routing_table(&self) -> js_sys::Promise {
+        let (handle, own) = (self.shared.handle.clone(), self.shared.contact.id);
+        future_to_promise(async move {
+            let table = handle.routing_table().await.map_err(|e| JsValue::from(js_error("routing table", e)))?;
+            to_js(&table_view(&own, &table))
+        })
+    }
+
+    /// Calls `callback(event)` for every node event from now on (see `EventView`).
+    #[wasm_bindgen(js_name = onEvent)]
+    pub fn on_event(&self, callback: js_sys::Function) {
+        self.shared.listeners.borrow_mut().push(callback);
+    }
+
+    /// What the node found at start and since: `{ restoredRecords, restoredContacts, joinedPeers, evicted }`.
+    pub fn stats(&self) -> Result<JsValue, JsError> {
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Stats {
+            restored_records: usize,
+            restored_contacts: usize,
+            joined_peers: usize,
+            evicted: u64,
+        }
+        let s = &self.shared;
+        serde_wasm_bindgen::to_value(&Stats {
+            restored_records: s.restored_records,
+            restored_contacts: s.restored_contacts,
+            joined_peers: s.joined.get(),
+            evicted: s.evicted.get(),
+        })
+        .map_err(|e| js_error("stats", e))
+    }
+
+    /// Stops the node: links close and the routing table is saved.
+    pub fn shutdown(&self) {
+        self.shared.handle.shutdown();
+    }
+}

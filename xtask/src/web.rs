@@ -1,0 +1,88 @@
+//! The browser side: the web bundle, Chromium, and wasm tests in headless Chromium.
+
+use crate::{cargo, root, step, WASM_TARGET};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub const CHROMIUM: &str = "/usr/bin/chromium";
+pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+/// Where `build-web` puts the bundle the signaling server serves.
+pub fn bundle_dir() -> PathBuf {
+    root().join("target/web")
+}
+
+/// Makes sure Chromium and chromedriver are installed: installs them from Debian when missing and we are
+/// root, else says what to install.
+pub fn ensure_chromium() -> Result<(), String> {
+    if Path::new(CHROMIUM).exists() && Path::new(CHROMEDRIVER).exists() {
+        return Ok(());
+    }
+    let root_user = Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false);
+    let hint = "install them with: apt-get install -y chromium chromium-driver";
+    if !root_user {
+        return Err(format!("Chromium and chromedriver are needed at {CHROMIUM} and {CHROMEDRIVER}; {hint}"));
+    }
+    step("apt-get update", Command::new("apt-get").args(["update", "-qq"])).map_err(|e| format!("{e}; {hint}"))?;
+    step(
+        "apt-get install chromium chromium-driver",
+        Command::new("apt-get")
+            .args(["install", "-y", "-qq", "chromium", "chromium-driver"])
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+    .map_err(|e| format!("{e}; {hint}"))
+}
+
+/// `cargo xtask wasm-test-runner <file.wasm> [args]`: what cargo runs for wasm32 tests (the runner of the
+/// pinned `wasm-bindgen-cli`, as a library).
+pub fn wasm_test_runner(args: &[String]) -> Result<(), String> {
+    let argv = std::iter::once("wasm-bindgen-test-runner".to_string()).chain(args.iter().cloned());
+    wasm_bindgen_cli::wasm_bindgen_test_runner::run_cli_with_args(argv).map_err(|e| format!("{e:#}"))
+}
+
+/// Runs the wasm32 tests of `packages` in headless Chromium.
+pub fn browser_tests(packages: &[&str]) -> Result<(), String> {
+    ensure_chromium()?;
+    let me = std::env::current_exe().map_err(|e| format!("own path: {e}"))?;
+    let mut cmd = cargo();
+    cmd.args(["test", "--locked", "--target", WASM_TARGET]);
+    for p in packages {
+        cmd.args(["-p", p]);
+    }
+    cmd.env("CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER", format!("{} wasm-test-runner", me.display()))
+        .env("CHROMEDRIVER", CHROMEDRIVER)
+        .env("WASM_BINDGEN_TEST_TIMEOUT", "120");
+    step("wasm tests in headless Chromium", &mut cmd)
+}
+
+/// `cargo xtask build-web`: web-node for wasm32 in release, its JS glue from the pinned
+/// `wasm-bindgen-cli-support`, and the page, into `target/web`.
+pub fn build_web() -> Result<PathBuf, String> {
+    crate::ensure_wasm_target()?;
+    step(
+        "web-node for wasm32 (release)",
+        cargo().args(["build", "--release", "--locked", "-p", "web-node", "--target", WASM_TARGET]),
+    )?;
+    let wasm = root().join("target").join(WASM_TARGET).join("release/web_node.wasm");
+    let out = bundle_dir();
+    std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+    eprintln!("==> wasm-bindgen {} → {}", wasm.display(), out.display());
+    let mut bindgen = wasm_bindgen_cli_support::Bindgen::new();
+    bindgen
+        .input_path(&wasm)
+        .web(true)
+        .map_err(|e| format!("wasm-bindgen: {e:#}"))?
+        // The library's default differs from the CLI's: without it `init()` fails in the browser.
+        .omit_default_module_path(false)
+        .typescript(false);
+    bindgen.generate(&out).map_err(|e| format!("wasm-bindgen: {e:#}"))?;
+    let www = root().join("web-node/www");
+    for entry in std::fs::read_dir(&www).map_err(|e| format!("{}: {e}", www.display()))? {
+        let entry = entry.map_err(|e| e.to_string())?;
+        std::fs::copy(entry.path(), out.join(entry.file_name()))
+            .map_err(|e| format!("{}: {e}", entry.path().display()))?;
+    }
+    let size = std::fs::metadata(out.join("web_node_bg.wasm")).map(|m| m.len()).unwrap_or(0);
+    eprintln!("==> web bundle in {} (wasm {} KiB)", out.display(), size / 1024);
+    Ok(out)
+}
