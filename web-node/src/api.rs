@@ -17,6 +17,8 @@ use wasm_bindgen_futures::future_to_promise;
 const STORAGE_BUDGET: u64 = 64 << 20;
 /// Live peer connections at most: Chrome allows about 500 per tab over its lifetime, so keep few and reuse.
 const MAX_LINKS: usize = 32;
+/// How often the routing table is saved to IndexedDB: a tab is closed or reloaded without notice.
+const SAVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 /// Peers asked of the signaling server to join through.
 const SEEDS: usize = 8;
 
@@ -119,6 +121,7 @@ impl WebNode {
         let seed = u64::from_be_bytes(identity.public_key()[..8].try_into().expect("8 bytes"));
         let mut driver = DriverConfig::new(contact.clone(), seed);
         driver.max_links = MAX_LINKS;
+        driver.save_interval = SAVE_INTERVAL;
         let (handle, task) = start(driver, transport, store, SystemClock);
         wasm_bindgen_futures::spawn_local(task);
         let shared = Rc::new(Shared {
@@ -190,6 +193,26 @@ impl WebNode {
             js_sys::Reflect::set(&out, &"value".into(), &value.map(value_js).unwrap_or(JsValue::NULL))?;
             js_sys::Reflect::set(&out, &"ms".into(), &ms.into())?;
             Ok(out.into())
+        })
+    }
+
+    /// An iterative lookup over the network for the node ids closest to the hash of `name` (what routing
+    /// costs, whatever is stored). Resolves to `{ found, closest: [short ids], ms }`.
+    #[wasm_bindgen(js_name = findNode)]
+    pub fn find_node(&self, name: String) -> js_sys::Promise {
+        let handle = self.shared.handle.clone();
+        future_to_promise(async move {
+            #[derive(Serialize)]
+            struct Found {
+                found: usize,
+                closest: Vec<String>,
+                ms: f64,
+            }
+            let t0 = now_ms();
+            let target = dht_core::NodeId::from_key(&key_for(&name));
+            let peers = handle.find_node(target).await.map_err(|e| JsValue::from(js_error("lookup", e)))?;
+            let ms = now_ms() - t0;
+            to_js(&Found { found: peers.len(), closest: peers.iter().map(|c| c.id.to_string()).collect(), ms })
         })
     }
 

@@ -2,26 +2,35 @@
 //!
 //! - `test`: formatting, clippy, all tests, and the wasm32 build of the browser-bound crates (installs the
 //!   target).
-//! - `run`: the main job on embedded defaults. Until the browser path lands, it runs the simulator.
+//! - `run`: the main job on embedded defaults: web bundle, signaling server and a bootstrap node.
+//! - `build-web`, `e2e`, `sim`, `bench`: see `usage`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
+mod e2e;
+mod run;
 mod web;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("test") => test(),
-        Some("run") => run(&args[1..]),
+        Some("run") => run::run(&args[1..]),
+        Some("sim") => sim(&args[1..]),
         Some("bench") => bench(),
         Some("build-web") => web::build_web().map(|_| ()),
+        Some("e2e") => e2e::e2e(&args[1..]),
         Some("wasm-test-runner") => web::wasm_test_runner(&args[1..]),
         _ => {
             eprintln!("usage: cargo xtask <test|run|bench|build-web>");
             eprintln!("  test   fmt --check, clippy -D warnings, cargo test --workspace, wasm32 build + clippy");
-            eprintln!("  run    the main job on embedded defaults (today: a 2,000-node simulated swarm)");
+            eprintln!(
+                "  run    the web page, a signaling server and a bootstrap node on 127.0.0.1:8080 (Ctrl-C stops)"
+            );
+            eprintln!("  sim    the in-process simulator on a 2,000-node swarm");
             eprintln!("  build-web  web-node for wasm32 + JS glue + page, into target/web");
+            eprintln!("  e2e [--tabs T] [--native N]  signaling server, native nodes and headless Chromium tabs");
             eprintln!("  bench  codec bench and the simulator runs of BENCHMARKS.md (about 3 minutes)");
             return ExitCode::from(2);
         }
@@ -88,13 +97,14 @@ fn test() -> Result<(), String> {
         cargo().arg("clippy").args(&packages).args(["--locked", "--target", WASM_TARGET, "--", "-D", "warnings"]),
     )?;
     web::browser_tests(&["kvstore"])?;
+    let e2e_args: Vec<String> = ["--tabs", "4", "--native", "3"].iter().map(|s| s.to_string()).collect();
+    e2e::e2e(&e2e_args)?;
     eprintln!("==> all checks passed");
     Ok(())
 }
 
-fn run(extra: &[String]) -> Result<(), String> {
-    eprintln!("The browser path (signaling server, bootstrap node, web page) is not built yet;");
-    eprintln!("running the in-process simulator on embedded defaults instead.");
+/// `cargo xtask sim [args]`: the in-process simulator on a 2,000-node swarm (extra args go to dht-sim).
+fn sim(extra: &[String]) -> Result<(), String> {
     let mut cmd = cargo();
     cmd.args([
         "run",

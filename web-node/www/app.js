@@ -1,0 +1,177 @@
+// The page of a webdht tab: starts a WebNode and shows what it does.
+// `window.webdht` exposes the node and its join time to scripts (the e2e run drives tabs through it).
+import init, { WebNode } from "./web_node.js";
+
+const $ = (id) => document.getElementById(id);
+const params = new URLSearchParams(location.search);
+const scheme = location.protocol === "https:" ? "wss" : "ws";
+const signalingUrl = params.get("signaling") || `${scheme}://${location.host}/ws`;
+
+// Tabs of one origin share IndexedDB, so each tab keeps its own database: named by `?node=`, or a name
+// kept in sessionStorage (which survives a reload of this tab, and only of this tab).
+function dbName() {
+  const named = params.get("node");
+  if (named) return `webdht-${named}`;
+  let name = sessionStorage.getItem("webdht-db");
+  if (!name) {
+    name = `webdht-${crypto.getRandomValues(new Uint32Array(1))[0].toString(16)}`;
+    sessionStorage.setItem("webdht-db", name);
+  }
+  return name;
+}
+
+const page = (window.webdht = { state: "loading", error: null, joinMs: null, node: null, stats: null });
+
+function setState(text, cls = "") {
+  page.state = text;
+  const el = $("state");
+  el.textContent = text;
+  el.className = `badge ${cls}`;
+}
+
+function log(text, cls = "") {
+  const li = document.createElement("li");
+  li.textContent = `${new Date().toLocaleTimeString()}  ${text}`;
+  if (cls) li.className = cls;
+  const list = $("log");
+  list.prepend(li);
+  while (list.children.length > 200) list.lastChild.remove();
+}
+
+function describe(ev) {
+  switch (ev.type) {
+    case "peer_connected": return `link open: ${ev.peer} (${ev.peer_kind})`;
+    case "peer_disconnected": return `link closed: ${ev.peer}`;
+    case "peer_added": return `routing table + ${ev.peer}`;
+    case "peer_removed": return `routing table − ${ev.peer}`;
+    case "record_stored": return `stored record ${ev.key} for ${ev.peer}`;
+    case "peer_misbehaved": return `peer ${ev.peer} misbehaved: ${ev.detail}`;
+    case "storage_evicted": return ev.detail;
+    default: return ev.detail || ev.type;
+  }
+}
+
+const SVG = "http://www.w3.org/2000/svg";
+function svgEl(name, attrs) {
+  const el = document.createElementNS(SVG, name);
+  for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, v);
+  return el;
+}
+
+// Peers on rings by bucket (nearer in XOR distance = nearer the centre), at an angle given by their id.
+function drawTable(buckets) {
+  const svg = $("table");
+  svg.replaceChildren();
+  const used = buckets.map((b) => b.bucket);
+  const lo = used.length ? Math.min(...used) : 0;
+  const hi = used.length ? Math.max(...used) : 0;
+  const span = Math.max(hi - lo, 1);
+  const radius = (bucket) => 180 - ((bucket - lo) / span) * 150;
+  for (const b of buckets) {
+    const r = radius(b.bucket);
+    svg.append(svgEl("circle", { class: "ring", r, cx: 0, cy: 0 }));
+    const label = svgEl("text", { class: "ring-label", x: 3, y: -r - 2 });
+    label.textContent = `${b.bucket}`;
+    svg.append(label);
+    for (const p of b.peers) {
+      const angle = (parseInt(p.id.slice(0, 4), 16) / 65536) * 2 * Math.PI;
+      const dot = svgEl("circle", { class: p.kind, r: 5, cx: r * Math.cos(angle), cy: r * Math.sin(angle) });
+      const title = svgEl("title", {});
+      title.textContent = `${p.short} (${p.kind}, bucket ${p.bucket})`;
+      dot.append(title);
+      svg.append(dot);
+    }
+  }
+  svg.append(svgEl("circle", { class: "self", r: 7, cx: 0, cy: 0 }));
+}
+
+function drawPeers(peers) {
+  $("peer-count").textContent = `(${peers.length})`;
+  $("peers").replaceChildren(
+    ...peers.map((p) => {
+      const tr = document.createElement("tr");
+      tr.innerHTML = `<td><code></code></td><td class="kind-${p.kind}"></td><td></td>`;
+      tr.children[0].firstChild.textContent = p.short;
+      tr.children[1].textContent = p.kind;
+      tr.children[2].textContent = p.bucket ?? "";
+      return tr;
+    }),
+  );
+}
+
+async function refresh() {
+  const node = page.node;
+  if (!node) return;
+  try {
+    const [peers, table] = await Promise.all([node.peers(), node.routingTable()]);
+    drawPeers(peers);
+    drawTable(table);
+    const s = (page.stats = node.stats());
+    const size = table.reduce((n, b) => n + b.peers.length, 0);
+    $("storage").textContent =
+      `IndexedDB "${page.db}": ${s.restoredRecords} records and ${s.restoredContacts} contacts restored at start` +
+      (s.evicted ? `; storage full, ${s.evicted} records evicted` : "");
+    setState(peers.length ? `online · ${peers.length} links · ${size} in table` : "waiting for peers", peers.length ? "ok" : "");
+  } catch (e) {
+    log(`refresh failed: ${e}`, "warn");
+  }
+}
+
+async function onSubmit(ev) {
+  ev.preventDefault();
+  const node = page.node;
+  const out = $("kv-result");
+  if (!node) return;
+  const key = $("key").value;
+  try {
+    if (ev.submitter && ev.submitter.value === "put") {
+      const r = await node.put(key, $("value").value);
+      out.className = r.acks > 0 ? "ok" : "bad";
+      out.textContent = `put "${key}": stored at ${r.acks} of ${r.attempted} nodes in ${r.ms.toFixed(0)} ms`;
+    } else {
+      const r = await node.get(key);
+      out.className = r.value === null ? "bad" : "ok";
+      out.textContent = r.value === null
+        ? `get "${key}": not found (${r.ms.toFixed(0)} ms)`
+        : `get "${key}" = ${JSON.stringify(r.value)} in ${r.ms.toFixed(0)} ms`;
+    }
+    log(out.textContent);
+  } catch (e) {
+    out.className = "bad";
+    out.textContent = `${e}`;
+    log(`${e}`, "warn");
+  }
+}
+
+async function main() {
+  $("signaling").textContent = signalingUrl;
+  $("kv-form").addEventListener("submit", onSubmit);
+  page.db = dbName();
+  try {
+    setState("loading wasm");
+    await init();
+    setState("joining");
+    const node = await WebNode.start(signalingUrl, page.db);
+    page.node = node;
+    node.onEvent((ev) => log(describe(ev), ev.type === "peer_misbehaved" || ev.type === "storage_evicted" ? "warn" : ""));
+    const s = node.stats();
+    // Join time: from page load (performance.now() counts from navigation) to a finished lookup that found peers.
+    if (s.joinedPeers > 0) page.joinMs = performance.now();
+    $("node-id").textContent = node.id();
+    $("joined").textContent = s.joinedPeers > 0
+      ? `${s.joinedPeers} peers found in ${page.joinMs.toFixed(0)} ms after page load`
+      : "no peers yet: this is the first node on the signaling server";
+    log(`node ${node.id().slice(0, 16)} started (${s.restoredRecords} records, ${s.restoredContacts} contacts restored)`);
+    await refresh();
+    setInterval(refresh, 1000);
+  } catch (e) {
+    page.error = `${e}`;
+    setState("failed", "bad");
+    log(`start failed: ${e}`, "warn");
+  }
+}
+
+main();
+
+// Best effort on close or reload: the node saves its routing table on shutdown (it also saves every 5 s).
+addEventListener("pagehide", () => page.node && page.node.shutdown());
