@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 mod e2e;
+mod fuzz;
 mod run;
 mod web;
 
@@ -21,6 +22,7 @@ fn main() -> ExitCode {
         Some("bench") => bench(),
         Some("build-web") => web::build_web().map(|_| ()),
         Some("e2e") => e2e::e2e(&args[1..]),
+        Some("fuzz") => fuzz::fuzz(&args[1..]),
         Some("wasm-test-runner") => web::wasm_test_runner(&args[1..]),
         _ => {
             eprintln!("usage: cargo xtask <test|run|bench|build-web>");
@@ -30,6 +32,7 @@ fn main() -> ExitCode {
             );
             eprintln!("  sim    the in-process simulator on a 2,000-node swarm");
             eprintln!("  build-web  web-node for wasm32 + JS glue + page, into target/web");
+            eprintln!("  fuzz [--secs S]  every cargo-fuzz target for S seconds (nightly)");
             eprintln!("  e2e [--tabs T] [--native N]  signaling server, native nodes and headless Chromium tabs");
             eprintln!("  bench  codec bench and the simulator runs of BENCHMARKS.md (about 3 minutes)");
             return ExitCode::from(2);

@@ -1,0 +1,68 @@
+//! `cargo xtask fuzz [--secs S]`: every `cargo fuzz` target for S seconds (nightly; installs cargo-fuzz
+//! when missing). Prints one JSON line per figure (`{"name","value","unit"}`): execs and crashes per target.
+//! A crash leaves its input in `fuzz/artifacts/<target>/`: keep it as a regression test.
+
+use crate::root;
+use serde_json::json;
+use std::process::Command;
+
+/// The targets in `fuzz/fuzz_targets`.
+pub const TARGETS: [&str; 4] = ["frame_decoder", "message_decode", "handshake_responder", "signaling_message"];
+
+fn ensure_cargo_fuzz() -> Result<(), String> {
+    let nightly = Command::new("rustup").args(["run", "nightly", "rustc", "--version"]).output();
+    if !nightly.map(|o| o.status.success()).unwrap_or(false) {
+        crate::step(
+            "rustup toolchain install nightly",
+            Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]),
+        )
+        .map_err(|e| format!("{e}\n  install it by hand with: rustup toolchain install nightly"))?;
+    }
+    let have = Command::new("cargo").args(["+nightly", "fuzz", "--version"]).output();
+    if have.map(|o| o.status.success()).unwrap_or(false) {
+        return Ok(());
+    }
+    crate::step("cargo install cargo-fuzz", Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))
+        .map_err(|e| format!("{e}\n  install it by hand with: cargo install cargo-fuzz"))
+}
+
+/// The last `stat::<name>: N` libFuzzer printed.
+fn stat(output: &str, name: &str) -> Option<u64> {
+    let key = format!("stat::{name}:");
+    output.lines().rev().find_map(|l| l.trim().strip_prefix(&key).and_then(|v| v.trim().parse().ok()))
+}
+
+pub fn fuzz(args: &[String]) -> Result<(), String> {
+    let secs: u64 = match args {
+        [] => 60,
+        [flag, s] if flag == "--secs" => s.parse().map_err(|_| "--secs needs a number of seconds")?,
+        _ => return Err("usage: cargo xtask fuzz [--secs S]".into()),
+    };
+    ensure_cargo_fuzz()?;
+    let mut failed = Vec::new();
+    for target in TARGETS {
+        eprintln!("==> fuzz {target} for {secs} s");
+        let out = Command::new("cargo")
+            .current_dir(root())
+            .args(["+nightly", "fuzz", "run", target, "--", &format!("-max_total_time={secs}"), "-print_final_stats=1"])
+            .output()
+            .map_err(|e| format!("cargo fuzz: {e}"))?;
+        let text = String::from_utf8_lossy(&out.stderr);
+        let execs = stat(&text, "number_of_executed_units");
+        let crashed = !out.status.success();
+        if crashed {
+            eprintln!("{}", text.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n"));
+            failed.push(target);
+        }
+        let Some(execs) = execs else {
+            return Err(format!("fuzz {target}: no libFuzzer stats (build failed?):\n{text}"));
+        };
+        println!("{}", json!({"name": format!("fuzz_{target}_execs"), "value": execs, "unit": "execs"}));
+        println!("{}", json!({"name": format!("fuzz_{target}_crashes"), "value": u64::from(crashed), "unit": "crashes"}));
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("crashes in {failed:?}: inputs under fuzz/artifacts/"))
+    }
+}
