@@ -51,14 +51,20 @@ pub fn fuzz(args: &[String]) -> Result<(), String> {
         let execs = stat(&text, "number_of_executed_units");
         let crashed = !out.status.success();
         if crashed {
-            eprintln!("{}", text.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n"));
+            eprintln!(
+                "{}",
+                text.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
             failed.push(target);
         }
         let Some(execs) = execs else {
             return Err(format!("fuzz {target}: no libFuzzer stats (build failed?):\n{text}"));
         };
         println!("{}", json!({"name": format!("fuzz_{target}_execs"), "value": execs, "unit": "execs"}));
-        println!("{}", json!({"name": format!("fuzz_{target}_crashes"), "value": u64::from(crashed), "unit": "crashes"}));
+        println!(
+            "{}",
+            json!({"name": format!("fuzz_{target}_crashes"), "value": u64::from(crashed), "unit": "crashes"})
+        );
     }
     if failed.is_empty() {
         Ok(())
