@@ -507,7 +507,15 @@ impl RateLimit {
             false
         }
     }
+
+    /// Takes `n` more tokens for a costly request (the next `allow` refuses while the balance is short).
+    fn charge(&mut self, n: f64) {
+        self.tokens -= n;
+    }
 }
+
+/// Rate-limit tokens an undeliverable signal costs beyond the message itself.
+const UNDELIVERABLE_COST: f64 = 9.0;
 
 async fn serve_registered(
     ws: &mut Ws,
@@ -542,7 +550,15 @@ async fn serve_registered(
                     return Err(Violation::policy("rate limit exceeded"));
                 }
                 let reply = match serde_json::from_str::<ClientMsg>(text.as_str()) {
-                    Ok(ClientMsg::Signal { to, data }) => relay(state, me, to, data),
+                    Ok(ClientMsg::Signal { to, data }) => {
+                        let reply = relay(state, me, to, data);
+                        if reply.is_some() {
+                            // Signals nobody can take (unknown ids, full queues) cost more: a client probing
+                            // ids is cut off after a few of them, an honest one rarely meets this.
+                            limit.charge(UNDELIVERABLE_COST);
+                        }
+                        reply
+                    }
                     Ok(ClientMsg::Peers { max }) => {
                         let peers = state.registry.lock().expect("no panics while locked").sample(&id, max);
                         Some(ServerMsg::Peers { peers })

@@ -301,3 +301,30 @@ async fn the_same_port_serves_the_web_page() {
     let _ws = register(addr, &a).await;
     let _ = NodeId::from(id(&a));
 }
+
+#[tokio::test]
+async fn probing_unknown_ids_is_cut_off_quickly() {
+    // A burst of 50 would allow 50 requests; signals nobody can take cost 10 each, so the prober is closed
+    // after about 5 while its first answers are errors naming the unknown peer.
+    let config = ServerConfig { rate_per_sec: 1, rate_burst: 50, ..ServerConfig::default() };
+    let (addr, _) = start(config).await;
+    let prober = Identity::generate().unwrap();
+    let mut ws = register(addr, &prober).await;
+    let unknown = id(&Identity::generate().unwrap());
+    let mut answered = 0;
+    let reason = loop {
+        send(&mut ws, &ClientMsg::Signal { to: unknown, data: "offer".into() }).await;
+        match tokio::time::timeout(Duration::from_secs(5), ws.next()).await.expect("an answer") {
+            Some(Ok(Message::Text(t))) => {
+                let msg: ServerMsg = serde_json::from_str(t.as_str()).unwrap();
+                assert!(matches!(msg, ServerMsg::Error { to: Some(to), .. } if to == unknown), "{msg:?}");
+                answered += 1;
+                assert!(answered < 20, "still served after {answered} undeliverable signals");
+            }
+            Some(Ok(Message::Close(Some(f)))) => break f.reason.to_string(),
+            other => panic!("{other:?}"),
+        }
+    };
+    assert!(reason.contains("rate limit"), "{reason}");
+    assert!((4..=6).contains(&answered), "answered {answered}");
+}

@@ -37,6 +37,16 @@ struct Args {
     /// Registrations in flight at once while connecting.
     #[arg(long, default_value_t = 256)]
     connect_concurrency: usize,
+    /// Abusive clients started after a first (unloaded) measurement, for a second one under abuse: each
+    /// loops over one abuse — registrations with forged proofs (some for honest peers' keys), oversized
+    /// messages, malformed messages, signals to unknown ids — as fast as the server lets it.
+    #[arg(long, default_value_t = 0)]
+    abusers: usize,
+    /// Internal: run only the abusers against `--server` (the benchmark starts itself this way, in a
+    /// separate process at the lowest CPU priority, so the abusers' own work does not slow the honest
+    /// clients measured here: only the server's share of the abuse does).
+    #[arg(long, hide = true)]
+    abuse_only: bool,
 }
 
 struct Shared {
@@ -52,13 +62,21 @@ struct Shared {
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    if args.peers < 2 || args.peers > 15_000 || args.secs == 0 || args.secs > 120 || args.rate <= 0.0 {
-        eprintln!("error: need 2 <= --peers <= 15000, 1 <= --secs <= 120 and --rate > 0 (a bounded benchmark)");
+    if args.peers < 2
+        || args.peers > 15_000
+        || args.secs == 0
+        || args.secs > 120
+        || args.rate <= 0.0
+        || args.abusers > 2_000
+    {
+        eprintln!(
+            "error: need 2 <= --peers <= 15000, 1 <= --secs <= 120, --rate > 0 and --abusers <= 2000 (a bounded benchmark)"
+        );
         return std::process::ExitCode::from(2);
     }
     let (addr, mut child) = match &args.server {
         Some(a) => (a.clone(), None),
-        None => match start_server(args.peers) {
+        None => match start_server(args.peers + args.abusers, args.abusers == 0) {
             Ok((a, c)) => (a, Some(c)),
             Err(e) => {
                 eprintln!("error: cannot start signaling-server: {e}");
@@ -67,7 +85,7 @@ fn main() -> std::process::ExitCode {
         },
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime");
-    let result = rt.block_on(run(&args, &addr));
+    let result = if args.abuse_only { rt.block_on(abuse_only(&args, &addr)) } else { rt.block_on(run(&args, &addr)) };
     if let Some(c) = child.as_mut() {
         let _ = c.kill();
         let _ = c.wait();
@@ -81,17 +99,22 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-/// Starts the server binary built next to this one on an ephemeral loopback port.
-fn start_server(peers: usize) -> Result<(String, std::process::Child), String> {
+/// Starts the server binary built next to this one on an ephemeral loopback port. `generous`: a per-connection
+/// rate limit high enough for any honest load; otherwise the server's defaults (what abusers meet).
+fn start_server(peers: usize, generous: bool) -> Result<(String, std::process::Child), String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let bin = exe.with_file_name(format!("signaling-server{}", std::env::consts::EXE_SUFFIX));
     if !bin.exists() {
         return Err(format!("{} not found: cargo build --release -p signaling-server", bin.display()));
     }
     let limit = (peers + 100).to_string();
-    let mut child = std::process::Command::new(&bin)
-        .args(["--listen", "127.0.0.1:0", "--max-registrations", &limit, "--max-per-ip", &limit])
-        .args(["--rate", "1000", "--burst", "1000", "--idle-secs", "120"])
+    let mut cmd = std::process::Command::new(&bin);
+    cmd.args(["--listen", "127.0.0.1:0", "--max-registrations", &limit, "--max-per-ip", &limit]);
+    if generous {
+        cmd.args(["--rate", "1000", "--burst", "1000"]);
+    }
+    let mut child = cmd
+        .args(["--idle-secs", "120"])
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -184,47 +207,194 @@ async fn run(args: &Args, addr: &str) -> Result<(), String> {
     }
     // Warm up one period, then measure.
     tokio::time::sleep(period.max(Duration::from_secs(1))).await;
-    let sent0 = shared.sent.load(Ordering::Relaxed);
-    shared.measuring.store(true, Ordering::Relaxed);
-    let m0 = Instant::now();
-    tokio::time::sleep(Duration::from_secs(args.secs)).await;
-    shared.measuring.store(false, Ordering::Relaxed);
-    let window = m0.elapsed().as_secs_f64();
-    let sent = shared.sent.load(Ordering::Relaxed) - sent0;
+    let quiet = measure(&shared, args.secs).await;
+    let abused = if args.abusers > 0 {
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let mut abusers = std::process::Command::new("nice")
+            .args(["-n", "19"])
+            .arg(exe)
+            .args(["--abuse-only", "--server", addr, "--abusers", &args.abusers.to_string()])
+            .args(["--secs", &(args.secs + 5).to_string(), "--peers", &args.peers.to_string()])
+            .spawn()
+            .map_err(|e| format!("abusers: {e}"))?;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let w = measure(&shared, args.secs).await;
+        let _ = abusers.kill();
+        let _ = abusers.wait();
+        Some(w)
+    } else {
+        None
+    };
     let stats = server_stats(addr).await.unwrap_or_default();
     shared.stop.store(true, Ordering::Relaxed);
     for t in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
     }
 
-    let mut lat = std::mem::take(&mut *shared.latencies_us.lock().expect("no panics while locked"));
-    lat.sort_unstable();
-    let q = |p: f64| lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or(0);
-    let received = lat.len();
-    let relays_per_s = received as f64 / window;
     let peers_held = stats.get("registered").and_then(|v| v.as_u64()).unwrap_or(held as u64);
     println!("peers held by the server: {peers_held} (registration of {held} took {register_s:.1} s)");
-    println!(
-        "relays: {received} received of {sent} sent in {window:.1} s = {relays_per_s:.0}/s; latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        q(0.5) as f64 / 1000.0,
-        q(0.99) as f64 / 1000.0,
-        lat.last().copied().unwrap_or(0) as f64 / 1000.0
-    );
-    let json = serde_json::json!({
+    quiet.print("unloaded");
+    let mut json = serde_json::json!({
         "peers": args.peers,
         "peers_held": peers_held,
         "register_s": register_s,
-        "relays_sent": sent,
-        "relays_received": received,
-        "relays_per_s": relays_per_s,
-        "relay_ms_p50": q(0.5) as f64 / 1000.0,
-        "relay_ms_p99": q(0.99) as f64 / 1000.0,
-        "relay_ms_max": lat.last().copied().unwrap_or(0) as f64 / 1000.0,
+        "relays_sent": quiet.sent,
+        "relays_received": quiet.received(),
+        "relays_per_s": quiet.per_s(),
+        "relay_ms_p50": quiet.ms(0.5),
+        "relay_ms_p99": quiet.ms(0.99),
+        "relay_ms_max": quiet.ms(1.0),
         "errors": shared.errors.load(Ordering::Relaxed),
         "registration_failures": failed,
     });
+    if let Some(abused) = abused {
+        abused.print("under abuse");
+        let attempts = stats.get("closed_for_cause").and_then(|v| v.as_u64()).unwrap_or(0);
+        println!(
+            "connections closed for cause: {attempts}, by {} abusive clients; server stats: {stats:?}",
+            args.abusers
+        );
+        let extra = serde_json::json!({
+            "abusers": args.abusers,
+            "closed_for_cause": attempts,
+            "abuse_relays_per_s": abused.per_s(),
+            "abuse_relay_ms_p50": abused.ms(0.5),
+            "abuse_relay_ms_p99": abused.ms(0.99),
+            "abuse_p99_ratio": abused.ms(0.99) / quiet.ms(0.99).max(1e-3),
+            "server_stats": stats,
+        });
+        json.as_object_mut().expect("an object").extend(extra.as_object().expect("an object").clone());
+    }
     println!("{json}");
     Ok(())
+}
+
+/// Relay latencies of honest peers over one measured window.
+struct Window {
+    sent: u64,
+    secs: f64,
+    lat_us: Vec<u32>,
+}
+
+impl Window {
+    fn received(&self) -> usize {
+        self.lat_us.len()
+    }
+    fn per_s(&self) -> f64 {
+        self.received() as f64 / self.secs
+    }
+    fn ms(&self, p: f64) -> f64 {
+        let i = ((self.lat_us.len() as f64 * p) as usize).min(self.lat_us.len().saturating_sub(1));
+        self.lat_us.get(i).copied().unwrap_or(0) as f64 / 1000.0
+    }
+    fn print(&self, what: &str) {
+        println!(
+            "relays {what}: {} received of {} sent in {:.1} s = {:.0}/s; latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            self.received(),
+            self.sent,
+            self.secs,
+            self.per_s(),
+            self.ms(0.5),
+            self.ms(0.99),
+            self.ms(1.0)
+        );
+    }
+}
+
+async fn measure(shared: &Shared, secs: u64) -> Window {
+    shared.latencies_us.lock().expect("no panics while locked").clear();
+    let sent0 = shared.sent.load(Ordering::Relaxed);
+    shared.measuring.store(true, Ordering::Relaxed);
+    let m0 = Instant::now();
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    shared.measuring.store(false, Ordering::Relaxed);
+    let secs = m0.elapsed().as_secs_f64();
+    let sent = shared.sent.load(Ordering::Relaxed) - sent0;
+    let mut lat_us = std::mem::take(&mut *shared.latencies_us.lock().expect("no panics while locked"));
+    lat_us.sort_unstable();
+    Window { sent, secs, lat_us }
+}
+
+/// The abusers alone, for `--secs` seconds (they do not know the honest peers' keys: forged registrations
+/// use random keys).
+async fn abuse_only(args: &Args, addr: &str) -> Result<(), String> {
+    let shared = Arc::new(Shared {
+        start: Instant::now(),
+        ids: Vec::new(),
+        measuring: AtomicBool::new(false),
+        stop: AtomicBool::new(false),
+        sent: AtomicU64::new(0),
+        received: AtomicU64::new(0),
+        errors: AtomicU64::new(0),
+        latencies_us: Mutex::new(Vec::new()),
+    });
+    let tasks: Vec<_> = (0..args.abusers).map(|i| tokio::spawn(abuser(i, addr.to_string(), shared.clone()))).collect();
+    tokio::time::sleep(Duration::from_secs(args.secs)).await;
+    shared.stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+    }
+    Ok(())
+}
+
+/// One abusive client, looping over its kind of abuse until the run stops.
+async fn abuser(i: usize, addr: String, shared: Arc<Shared>) {
+    let mut rng = rand_core::OsRng;
+    while !shared.stop.load(Ordering::Relaxed) {
+        let attempt = async {
+            match i % 4 {
+                // A registration with a forged proof.
+                0 => {
+                    let (mut ws, _) = connect_async(format!("ws://{addr}/ws")).await.map_err(|e| e.to_string())?;
+                    let _ = recv(&mut ws).await?;
+                    let mut public_key = [0u8; 32];
+                    rng.fill_bytes(&mut public_key);
+                    let reg = ClientMsg::Register {
+                        public_key: Hex32(public_key),
+                        proof: Hex32(random_key()),
+                        addrs: vec![],
+                    };
+                    ws.send(Message::text(serde_json::to_string(&reg).expect("serializes")))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    drain(&mut ws).await;
+                }
+                // Oversized messages.
+                1 => {
+                    let mut ws = connect_one(&addr, random_key()).await?;
+                    ws.send(Message::text("x".repeat(64 * 1024))).await.map_err(|e| e.to_string())?;
+                    drain(&mut ws).await;
+                }
+                // Malformed messages.
+                2 => {
+                    let mut ws = connect_one(&addr, random_key()).await?;
+                    ws.send(Message::text("{\"type\":\"signal\",\"to\":")).await.map_err(|e| e.to_string())?;
+                    drain(&mut ws).await;
+                }
+                // Signals to ids nobody registered, as fast as the rate limit allows (then it closes us).
+                _ => {
+                    let mut ws = connect_one(&addr, random_key()).await?;
+                    for _ in 0..10_000 {
+                        let msg = ClientMsg::Signal { to: Hex32(random_key()), data: "offer".into() };
+                        if ws.send(Message::text(serde_json::to_string(&msg).expect("serializes"))).await.is_err() {
+                            break;
+                        }
+                        if shared.stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                    }
+                    drain(&mut ws).await;
+                }
+            }
+            Ok::<(), String>(())
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(10), attempt).await;
+    }
+}
+
+/// Reads until the server closes the connection (bounded).
+async fn drain(ws: &mut Ws) {
+    let _ = tokio::time::timeout(Duration::from_secs(5), async { while let Some(Ok(_)) = ws.next().await {} }).await;
 }
 
 fn public_of(private: &[u8; 32]) -> [u8; 32] {
