@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
+mod bench;
 mod e2e;
 mod fuzz;
 mod run;
@@ -19,7 +20,7 @@ fn main() -> ExitCode {
         Some("test") => test(),
         Some("run") => run::run(&args[1..]),
         Some("sim") => sim(&args[1..]),
-        Some("bench") => bench(),
+        Some("bench") => bench::bench(),
         Some("build-web") => web::build_web().map(|_| ()),
         Some("e2e") => e2e::e2e(&args[1..]),
         Some("fuzz") => fuzz::fuzz(&args[1..]),
@@ -34,7 +35,7 @@ fn main() -> ExitCode {
             eprintln!("  build-web  web-node for wasm32 + JS glue + page, into target/web");
             eprintln!("  fuzz [--secs S]  every cargo-fuzz target for S seconds (nightly)");
             eprintln!("  e2e [--tabs T] [--native N]  signaling server, native nodes and headless Chromium tabs");
-            eprintln!("  bench  codec bench and the simulator runs of BENCHMARKS.md (about 3 minutes)");
+            eprintln!("  bench  every benchmark, one JSON line per figure; rewrites BENCHMARKS.md's table (~6 min)");
             return ExitCode::from(2);
         }
     };
@@ -125,40 +126,4 @@ fn sim(extra: &[String]) -> Result<(), String> {
     ]);
     cmd.args(extra);
     step("dht-sim", &mut cmd)
-}
-
-fn bench() -> Result<(), String> {
-    step("criterion codec bench", cargo().args(["bench", "--locked", "-p", "dht-core", "--bench", "codec"]))?;
-    let sim = |args: &[&str]| -> Result<(), String> {
-        let mut cmd = cargo();
-        cmd.args(["run", "--release", "--locked", "-p", "dht-sim", "--"]).args(args);
-        step(&format!("dht-sim {}", args.join(" ")), &mut cmd)
-    };
-    sim(&["--nodes", "10000", "--lookups", "2000", "--puts", "500", "--seed", "1"])?;
-    sim(&[
-        "--nodes",
-        "10000",
-        "--lookups",
-        "2000",
-        "--puts",
-        "500",
-        "--seed",
-        "1",
-        "--churn",
-        "0.5",
-        "--lookup-interval-ms",
-        "1000",
-    ])?;
-    sim(&[
-        "--nodes",
-        "100000",
-        "--lookups",
-        "10000",
-        "--seed",
-        "1",
-        "--join-interval-ms",
-        "1",
-        "--lookup-interval-ms",
-        "10",
-    ])
 }

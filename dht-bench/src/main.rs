@@ -1,0 +1,81 @@
+//! `dht-bench core [--messages N] [--seed S]`: the core benchmark natively.
+//! `dht-bench codec`: one-shot versus chunked and byte-at-a-time decoding of the same stream.
+//! Each prints one JSON line per figure: `{"name","value","unit"}`.
+
+/// Frames per second decoding `bytes` in `chunk`-byte pieces: the best of five runs of at least 200 ms.
+fn decode_rate(bytes: &[u8], count: usize, chunk: usize) -> f64 {
+    let mut best = 0f64;
+    for _ in 0..5 {
+        let t0 = std::time::Instant::now();
+        let mut frames = 0;
+        while t0.elapsed().as_millis() < 200 {
+            frames += dht_bench::decode_in_chunks(bytes, chunk);
+        }
+        assert_eq!(frames % count, 0, "every frame decodes");
+        best = best.max(frames as f64 / t0.elapsed().as_secs_f64());
+    }
+    best
+}
+
+fn codec() {
+    let (bytes, count) = dht_bench::codec_stream();
+    let one_shot = decode_rate(&bytes, count, bytes.len());
+    let mtu = decode_rate(&bytes, count, 1200);
+    let byte = decode_rate(&bytes, count, 1);
+    eprintln!("codec: {count} frames, {} bytes; one shot {one_shot:.0}/s, 1200-byte pieces {mtu:.0}/s, byte at a time {byte:.0}/s", bytes.len());
+    for (name, value, unit) in [
+        ("codec_decode_one_shot", one_shot, "msgs/s"),
+        ("codec_decode_1200_byte_pieces", mtu, "msgs/s"),
+        ("codec_decode_byte_at_a_time", byte, "msgs/s"),
+        ("codec_ratio_1200_byte_pieces", one_shot / mtu, "x"),
+        ("codec_ratio_byte_at_a_time", one_shot / byte, "x"),
+    ] {
+        println!("{{\"name\":\"{name}\",\"value\":{value:.3},\"unit\":\"{unit}\"}}");
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut messages = 200_000usize;
+    let mut seed = 1u64;
+    let mut it = args.iter();
+    match it.next().map(String::as_str) {
+        Some("core") => {}
+        Some("codec") => {
+            codec();
+            return std::process::ExitCode::SUCCESS;
+        }
+        _ => {
+            eprintln!("usage: dht-bench core [--messages N] [--seed S] | dht-bench codec");
+            return std::process::ExitCode::from(2);
+        }
+    }
+    while let Some(a) = it.next() {
+        let v = it.next().and_then(|v| v.parse::<u64>().ok());
+        match (a.as_str(), v) {
+            ("--messages", Some(v)) if (1..=10_000_000).contains(&v) => messages = v as usize,
+            ("--seed", Some(v)) => seed = v,
+            _ => {
+                eprintln!("bad argument {a} (--messages 1..=10000000, --seed N)");
+                return std::process::ExitCode::from(2);
+            }
+        }
+    }
+    let w = dht_bench::Workload::new(messages, seed);
+    // One warm-up run, then the best of three.
+    let _ = w.run();
+    let mut best = f64::MAX;
+    let mut stats = dht_bench::RunStats::default();
+    for _ in 0..3 {
+        let t0 = std::time::Instant::now();
+        stats = w.run();
+        best = best.min(t0.elapsed().as_secs_f64());
+    }
+    let rate = stats.handled as f64 / best;
+    eprintln!(
+        "core: {} messages in {best:.3} s = {rate:.0} msgs/s ({} answers, {} bytes)",
+        stats.handled, stats.answers, stats.bytes
+    );
+    println!("{{\"name\":\"core_msgs_per_s_native\",\"value\":{rate:.0},\"unit\":\"msgs/s\"}}");
+    std::process::ExitCode::SUCCESS
+}

@@ -1,0 +1,262 @@
+//! `cargo xtask bench`: every benchmark, bounded in time and on loopback. Prints one JSON line per figure
+//! (`{"name","value","unit"}`) and rewrites the generated table of BENCHMARKS.md (between its markers) with
+//! the date, the machine and the commands.
+
+use crate::{cargo, root, step, WASM_TARGET};
+use serde_json::{json, Value};
+use std::process::Command;
+
+const BEGIN: &str = "<!-- xtask bench: begin -->";
+const END: &str = "<!-- xtask bench: end -->";
+
+struct Figure {
+    name: String,
+    value: f64,
+    unit: String,
+    source: String,
+}
+
+#[derive(Default)]
+struct Figures(Vec<Figure>);
+
+impl Figures {
+    fn add(&mut self, name: &str, value: f64, unit: &str, source: &str) {
+        println!("{}", json!({"name": name, "value": value, "unit": unit}));
+        self.0.push(Figure { name: name.into(), value, unit: unit.into(), source: source.into() });
+    }
+
+    fn get(&self, name: &str) -> Option<f64> {
+        self.0.iter().find(|f| f.name == name).map(|f| f.value)
+    }
+
+    /// Takes the `{"name","value","unit"}` lines a tool printed.
+    fn take_lines(&mut self, stdout: &str, source: &str) {
+        for line in stdout.lines().filter(|l| l.starts_with('{')) {
+            if let Ok(v) = serde_json::from_str::<Value>(line) {
+                if let (Some(n), Some(x), Some(u)) = (v["name"].as_str(), v["value"].as_f64(), v["unit"].as_str()) {
+                    self.add(n, x, u, source);
+                }
+            }
+        }
+    }
+
+    /// Takes fields of the one JSON object a tool printed last, as `prefix_field` figures.
+    fn take_fields(&mut self, stdout: &str, source: &str, prefix: &str, fields: &[(&str, &str)]) -> Result<(), String> {
+        let last = stdout.lines().rev().find(|l| l.starts_with('{')).ok_or(format!("{source}: no JSON line"))?;
+        let v: Value = serde_json::from_str(last).map_err(|e| format!("{source}: {e}"))?;
+        for (field, unit) in fields {
+            if let Some(x) = v[*field].as_f64() {
+                self.add(&format!("{prefix}_{field}"), x, unit, source);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs `cmd`, streaming its stderr; returns its stdout.
+fn run(what: &str, cmd: &mut Command) -> Result<String, String> {
+    eprintln!("==> {what}");
+    let out = cmd.stderr(std::process::Stdio::inherit()).output().map_err(|e| format!("{what}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("{what}: failed ({})", out.status));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn release(bin: &str) -> Command {
+    Command::new(root().join("target/release").join(bin))
+}
+
+/// The core workload in wasm32 under Node.js: messages per second.
+fn core_wasm(messages: u32) -> Result<f64, String> {
+    crate::ensure_wasm_target()?;
+    step(
+        "dht-bench for wasm32 (release)",
+        cargo().args(["build", "--release", "--locked", "-p", "dht-bench", "--lib", "--target", WASM_TARGET]),
+    )?;
+    let wasm = root().join("target").join(WASM_TARGET).join("release/dht_bench.wasm");
+    let out = root().join("target/bench-wasm");
+    std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
+    let mut bindgen = wasm_bindgen_cli_support::Bindgen::new();
+    bindgen.input_path(&wasm).nodejs(true).map_err(|e| format!("wasm-bindgen: {e:#}"))?.typescript(false);
+    bindgen.generate(&out).map_err(|e| format!("wasm-bindgen: {e:#}"))?;
+    let script = format!(
+        "const {{ CoreBench }} = require({module:?});
+         const b = new CoreBench({messages}, 1);
+         b.run();
+         let best = Infinity, n = 0;
+         for (let i = 0; i < 3; i++) {{
+           const t0 = process.hrtime.bigint();
+           n = b.run();
+           best = Math.min(best, Number(process.hrtime.bigint() - t0) / 1e9);
+         }}
+         console.log(JSON.stringify({{ rate: n / best }}));",
+        module = out.join("dht_bench.js").display().to_string(),
+    );
+    let stdout = run("core workload in wasm32 under Node.js", Command::new("node").args(["-e", &script]))
+        .map_err(|e| format!("{e} (is Node.js installed? apt-get install nodejs)"))?;
+    let v: Value = serde_json::from_str(stdout.trim()).map_err(|e| format!("node output {stdout:?}: {e}"))?;
+    v["rate"].as_f64().ok_or("node printed no rate".into())
+}
+
+fn machine() -> String {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let mem_gib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| m.lines().next().and_then(|l| l.split_whitespace().nth(1)).and_then(|kb| kb.parse::<f64>().ok()))
+        .map(|kb| kb / 1024.0 / 1024.0)
+        .unwrap_or(0.0);
+    format!("{cores} cores ({model}), {mem_gib:.0} GiB")
+}
+
+pub fn bench() -> Result<(), String> {
+    step(
+        "release builds",
+        cargo().args([
+            "build",
+            "--release",
+            "--locked",
+            "-p",
+            "dht-bench",
+            "-p",
+            "dht-sim",
+            "-p",
+            "signaling-server",
+            "--bins",
+        ]),
+    )?;
+    step(
+        "link_bench (release)",
+        cargo().args(["build", "--release", "--locked", "-p", "transport-webrtc", "--example", "link_bench"]),
+    )?;
+    let mut f = Figures::default();
+    let started = std::time::Instant::now();
+
+    // Codec and core.
+    let out = run("codec", release("dht-bench").arg("codec"))?;
+    f.take_lines(&out, "dht-bench codec");
+    let messages = 200_000u32;
+    let out = run("core, native", release("dht-bench").args(["core", "--messages", &messages.to_string()]))?;
+    f.take_lines(&out, "dht-bench core");
+    let wasm = core_wasm(messages)?;
+    f.add("core_msgs_per_s_wasm_node", wasm, "msgs/s", "dht-bench (wasm32, Node.js)");
+    if let Some(native) = f.get("core_msgs_per_s_native") {
+        f.add("wasm_native_ratio", native / wasm, "x", "native / wasm");
+    }
+
+    // Simulator.
+    let sim_fields: &[(&str, &str)] = &[
+        ("success_rate", "ratio"),
+        ("hops_p50", "hops"),
+        ("hops_p99", "hops"),
+        ("latency_ms_p50", "ms"),
+        ("latency_ms_p95", "ms"),
+        ("put_latency_ms_p50", "ms"),
+        ("put_latency_ms_p90", "ms"),
+        ("get_success_rate", "ratio"),
+        ("wall_s", "s"),
+        ("rss_bytes_per_node", "bytes"),
+    ];
+    let s10k = ["--nodes", "10000", "--lookups", "2000", "--puts", "500", "--seed", "1"];
+    let out = run("dht-sim 10k", release("dht-sim").args(s10k))?;
+    f.take_fields(&out, &format!("dht-sim {}", s10k.join(" ")), "sim10k", sim_fields)?;
+    let churn = [
+        "--nodes",
+        "10000",
+        "--lookups",
+        "2000",
+        "--puts",
+        "500",
+        "--seed",
+        "1",
+        "--churn",
+        "0.5",
+        "--lookup-interval-ms",
+        "1000",
+    ];
+    let out = run("dht-sim 10k, churn 0.5", release("dht-sim").args(churn))?;
+    let churn_fields: &[(&str, &str)] =
+        &[("success_rate", "ratio"), ("success_rate_present", "ratio"), ("get_success_rate", "ratio")];
+    f.take_fields(&out, &format!("dht-sim {}", churn.join(" ")), "sim_churn", churn_fields)?;
+    let s100k = [
+        "--nodes",
+        "100000",
+        "--lookups",
+        "10000",
+        "--seed",
+        "1",
+        "--join-interval-ms",
+        "1",
+        "--lookup-interval-ms",
+        "10",
+    ];
+    let out = run("dht-sim 100k", release("dht-sim").args(s100k))?;
+    let big: &[(&str, &str)] =
+        &[("success_rate", "ratio"), ("hops_p50", "hops"), ("wall_s", "s"), ("rss_bytes_per_node", "bytes")];
+    f.take_fields(&out, &format!("dht-sim {}", s100k.join(" ")), "sim100k", big)?;
+
+    // One WebRTC link through the whole stack.
+    let out = run("WebRTC link", &mut release("examples/link_bench"))?;
+    let link: &[(&str, &str)] = &[("link_setup_ms_p50", "ms"), ("link_setup_ms_max", "ms"), ("stack_mb_s", "MB/s")];
+    f.take_fields(&out, "transport-webrtc example link_bench", "rtc", link)?;
+
+    // Signaling server: 10,000 peers, then abuse.
+    let load = ["--peers", "10000", "--secs", "10"];
+    let out = run("signaling load", release("signaling-load").args(load))?;
+    let sig: &[(&str, &str)] = &[("peers_held", "peers"), ("relays_per_s", "relays/s"), ("relay_ms_p99", "ms")];
+    f.take_fields(&out, &format!("signaling-load {}", load.join(" ")), "signaling", sig)?;
+    let abuse = ["--peers", "2000", "--secs", "10", "--abusers", "200"];
+    let out = run("signaling under abuse", release("signaling-load").args(abuse))?;
+    let ab: &[(&str, &str)] = &[
+        ("relay_ms_p99", "ms"),
+        ("abuse_relay_ms_p99", "ms"),
+        ("abuse_p99_ratio", "x"),
+        ("closed_for_cause", "connections"),
+    ];
+    f.take_fields(&out, &format!("signaling-load {}", abuse.join(" ")), "signaling_abuse", ab)?;
+
+    write_table(&f, started.elapsed().as_secs())
+}
+
+/// Rewrites the generated section of BENCHMARKS.md.
+fn write_table(f: &Figures, secs: u64) -> Result<(), String> {
+    let path = root().join("BENCHMARKS.md");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let date = Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let mut table = format!(
+        "{BEGIN}\n_Generated by `cargo xtask bench` on {date}, {} ({secs} s). Each figure is one run; see the sections below for what they mean._\n\n| figure | value | unit | command |\n|---|---|---|---|\n",
+        machine()
+    );
+    for fig in &f.0 {
+        let value = if fig.value.fract() == 0.0 || fig.value.abs() >= 1000.0 {
+            format!("{:.0}", fig.value)
+        } else {
+            format!("{:.3}", fig.value)
+        };
+        table.push_str(&format!("| {} | {value} | {} | `{}` |\n", fig.name, fig.unit, fig.source));
+    }
+    table.push_str(END);
+    let new = match (text.find(BEGIN), text.find(END)) {
+        (Some(a), Some(b)) if a < b => format!("{}{table}{}", &text[..a], &text[b + END.len()..]),
+        _ => {
+            // First run: the table goes after the title.
+            let cut = text.find("\n\n").map(|i| i + 2).unwrap_or(0);
+            format!("{}## Latest `cargo xtask bench`\n\n{table}\n\n{}", &text[..cut], &text[cut..])
+        }
+    };
+    std::fs::write(&path, new).map_err(|e| format!("{}: {e}", path.display()))?;
+    eprintln!("==> BENCHMARKS.md table rewritten ({} figures)", f.0.len());
+    Ok(())
+}
