@@ -1,6 +1,51 @@
 //! Tunables and limits of a node.
 
+use crate::id::Key;
 use core::time::Duration;
+
+/// An application's check of a record: `true` when `value` may live under `key`.
+#[derive(Clone, Copy)]
+pub struct Validator(pub fn(&Key, &[u8]) -> bool);
+
+impl core::fmt::Debug for Validator {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("Validator(fn)")
+    }
+}
+
+impl PartialEq for Validator {
+    fn eq(&self, other: &Self) -> bool {
+        core::ptr::fn_addr_eq(self.0, other.0)
+    }
+}
+
+impl Eq for Validator {}
+
+/// Which records a node stores for others and accepts from a get. A record that fails is refused
+/// ([`crate::StoreRefusal::Invalid`]) or, as a get's answer, counted against the peer that sent it while the
+/// lookup goes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RecordPolicy {
+    /// Any value under any key: the application checks what it reads.
+    #[default]
+    Any,
+    /// Keys are the SHA-256 of their value ([`Key::from_name`] of the value): a forged value cannot match
+    /// its key.
+    ContentAddressed,
+    /// The application's own check.
+    Custom(Validator),
+}
+
+impl RecordPolicy {
+    /// Whether `value` may live under `key`.
+    pub fn accepts(&self, key: &Key, value: &[u8]) -> bool {
+        match self {
+            RecordPolicy::Any => true,
+            RecordPolicy::ContentAddressed => Key::from_name(value) == *key,
+            RecordPolicy::Custom(v) => (v.0)(key, value),
+        }
+    }
+}
 
 /// Everything a node can be tuned by. Limits bound what a peer can make us hold or do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,6 +117,12 @@ pub struct Config {
     pub refresh_request_budget: usize,
     /// A bucket with no lookup through it for this long is refreshed with a lookup of a random id in it.
     pub refresh_interval: Duration,
+    /// Which records are stored for others and accepted from gets.
+    pub record_policy: RecordPolicy,
+    /// In a lookup, a peer whose introduced contacts failed this many times (and more than twice as often
+    /// as they answered) is distrusted: its other introductions are dropped and it leaves the result.
+    /// 0 turns this off.
+    pub distrust_after: u16,
 }
 
 impl Default for Config {
@@ -104,6 +155,8 @@ impl Default for Config {
             join_refresh_buckets: 256,
             self_lookup_interval: Duration::from_secs(300),
             refresh_request_budget: 2,
+            record_policy: RecordPolicy::Any,
+            distrust_after: 3,
         }
     }
 }

@@ -65,6 +65,8 @@ pub enum StoreRefusal {
     BadTtl,
     /// The node's storage failed.
     StorageFailed,
+    /// The record fails the node's [`crate::RecordPolicy`] (e.g. a key that is not its value's hash).
+    Invalid,
 }
 
 /// A message on a link.

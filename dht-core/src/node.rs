@@ -36,7 +36,9 @@ pub struct NodeStats {
     pub refused_full: u64,
     /// Records refused because of their TTL.
     pub refused_bad_ttl: u64,
-    /// Values returned for a key other than the one asked, or too large.
+    /// Records refused because they fail the record policy.
+    pub refused_invalid: u64,
+    /// Values returned for a key other than the one asked, too large, or failing the record policy.
     pub bad_values: u64,
     /// Storage operations that failed.
     pub store_failures: u64,
@@ -640,6 +642,9 @@ impl Node {
                 } else if ttl.is_zero() || ttl > self.config.max_record_ttl {
                     self.stats.refused_bad_ttl += 1;
                     Some(StoreRefusal::BadTtl)
+                } else if !self.config.record_policy.accepts(&key, &record.value) {
+                    self.stats.refused_invalid += 1;
+                    Some(StoreRefusal::Invalid)
                 } else if (!self.records.contains_key(&key) && self.records.len() >= self.config.max_records)
                     || self.inbound_store_ops >= self.config.max_pending_store_ops
                 {

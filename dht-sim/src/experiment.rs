@@ -29,6 +29,9 @@ pub struct Params {
     pub lookup_interval_ms: u64,
     /// Size of the values put, bytes.
     pub value_size: usize,
+    /// Fraction of the nodes (the seed node excepted) that lie: see [`Sim::set_malicious`]. Lookups, puts
+    /// and gets are started from honest nodes only.
+    pub malicious: f64,
     /// Show a progress bar on stderr.
     pub progress: bool,
 }
@@ -44,6 +47,7 @@ impl Default for Params {
             join_interval_ms: 10,
             lookup_interval_ms: 100,
             value_size: 128,
+            malicious: 0.0,
             progress: false,
         }
     }
@@ -62,7 +66,8 @@ pub struct Report {
     pub churn: f64,
     /// Loss probability.
     pub loss: f64,
-    /// Lookups whose k closest equal the true k closest live nodes at their end.
+    /// Lookups whose k closest equal the true k closest live nodes at their end (with `--malicious`: that
+    /// miss none of the honest nodes among those).
     pub success_rate: f64,
     /// Lookups whose k closest equal the true k closest among the nodes that had finished joining (their
     /// bootstrap lookup had ended) when the lookup began and were still live at its end (differs from
@@ -88,6 +93,10 @@ pub struct Report {
     pub put_latency_ms_p90: u64,
     /// Gets that returned the value put.
     pub get_success_rate: f64,
+    /// Fraction of malicious nodes.
+    pub malicious: f64,
+    /// Gets that returned a value other than the one put (a forgery accepted).
+    pub forged_accepted: usize,
     /// Nodes that left (and were replaced).
     pub departed: usize,
     /// Messages handed to the virtual network.
@@ -199,11 +208,18 @@ struct Swarm {
     live: Vec<usize>,
     slot: BTreeMap<usize, usize>,
     seed_node: usize,
+    malicious: f64,
 }
 
 impl Swarm {
     fn join(&mut self) -> usize {
         let i = self.sim.add_node();
+        if i != self.seed_node && self.malicious > 0.0 {
+            let draw = self.sim.rng().next_u64() as f64 / u64::MAX as f64;
+            if draw < self.malicious {
+                self.sim.set_malicious(i);
+            }
+        }
         let seed = Contact::bare(self.sim.id(self.seed_node));
         if i == self.seed_node {
             self.ready.push(Some(self.sim.now()));
@@ -217,6 +233,11 @@ impl Swarm {
         self.slot.insert(i, self.live.len());
         self.live.push(i);
         i
+    }
+
+    /// Whether node `id` is malicious.
+    fn is_liar(&self, id: &NodeId) -> bool {
+        self.sim.index_of(id).is_some_and(|i| self.sim.is_malicious(i))
     }
 
     /// Whether node `id` had finished joining at `t`.
@@ -257,6 +278,17 @@ impl Swarm {
             }
         }
     }
+
+    /// A random live honest node (not in `except` unless nothing else is left).
+    fn random_honest(&mut self, except: &[usize]) -> usize {
+        for _ in 0..10_000 {
+            let i = self.random_live(except);
+            if !self.sim.is_malicious(i) {
+                return i;
+            }
+        }
+        self.seed_node
+    }
 }
 
 /// Runs the experiment.
@@ -271,6 +303,7 @@ pub fn run(params: &Params) -> Report {
         live: Vec::new(),
         slot: BTreeMap::new(),
         seed_node: 0,
+        malicious: params.malicious,
     };
     swarm.seed_node = swarm.join();
 
@@ -330,6 +363,7 @@ pub fn run(params: &Params) -> Report {
     let (mut hops, mut latencies, mut msgs) = (Vec::new(), Vec::new(), 0u64);
     let (mut acks, mut put_latencies) = (Vec::new(), Vec::new());
     let (mut gets_ok, mut gets_done) = (0usize, 0usize);
+    let mut forged_accepted = 0usize;
     let mut departed = 0usize;
     let mut lookups_ok_present = 0usize;
     let mut why = FailureCauses::default();
@@ -366,8 +400,17 @@ pub fn run(params: &Params) -> Report {
                     present.retain(|id| swarm.ready_by(id, started_at) || got.contains(id));
                     present.truncate(k);
                     truth.truncate(k);
-                    let ok = got == truth;
-                    lookups_ok_present += usize::from(got == present);
+                    // With liars about, a lookup succeeds when no honest node of the truth is missing (liars
+                    // in or out of the answer do not matter: a careful lookup leaves them out).
+                    let judge = |truth: &[NodeId]| {
+                        if params.malicious > 0.0 {
+                            truth.iter().all(|id| got.contains(id) || swarm.is_liar(id))
+                        } else {
+                            got == truth
+                        }
+                    };
+                    let ok = judge(&truth);
+                    lookups_ok_present += usize::from(judge(&present));
                     if !ok {
                         if got.iter().any(|id| !swarm.alive.contains(id)) {
                             why.departed_in_result += 1;
@@ -394,6 +437,7 @@ pub fn run(params: &Params) -> Report {
                     ops.push(when, Op::Get(i));
                 }
                 (Pending::Get(i), Event::GetFinished { record, .. }) => {
+                    forged_accepted += usize::from(record.as_ref().is_some_and(|r| r.value != cases[i].value));
                     let ok = record.is_some_and(|r| r.value == cases[i].value);
                     trace.mix(u64::from(ok));
                     gets_done += 1;
@@ -421,17 +465,20 @@ pub fn run(params: &Params) -> Report {
         let Some((_, op)) = ops.pop() else { continue };
         match op {
             Op::Lookup => {
-                let from = swarm.random_live(&[]);
+                let from = swarm.random_honest(&[]);
                 let target = swarm.sim.random_id();
                 if let Some(q) = swarm.sim.with_node(from, |n, now| n.find_node(now, target)) {
                     pending.insert((from, q), Pending::Lookup { target });
                 }
             }
             Op::Put(i) => {
-                let from = swarm.random_live(&[]);
-                let key = Key::from_bytes(*swarm.sim.random_id().as_bytes());
+                let from = swarm.random_honest(&[]);
+                let mut key = Key::from_bytes(*swarm.sim.random_id().as_bytes());
                 let mut value = vec![0u8; params.value_size];
                 swarm.sim.rng().fill_bytes(&mut value);
+                if params.sim.node.record_policy == dht_core::RecordPolicy::ContentAddressed {
+                    key = Key::from_name(&value);
+                }
                 let record = Record { key, value: value.clone() };
                 cases.push(PutCase { key, value, from });
                 if let Some(q) = swarm.sim.with_node(from, |n, now| n.put(now, record)) {
@@ -439,7 +486,7 @@ pub fn run(params: &Params) -> Report {
                 }
             }
             Op::Get(i) => {
-                let from = swarm.random_live(&[cases[i].from]);
+                let from = swarm.random_honest(&[cases[i].from]);
                 let key = cases[i].key;
                 if let Some(q) = swarm.sim.with_node(from, |n, now| n.get(now, key)) {
                     pending.insert((from, q), Pending::Get(i));
@@ -495,6 +542,8 @@ pub fn run(params: &Params) -> Report {
         put_latency_ms_p50: percentile(&mut put_latencies, 0.50),
         put_latency_ms_p90: percentile(&mut put_latencies, 0.90),
         get_success_rate: ratio(gets_ok, gets_done),
+        malicious: params.malicious,
+        forged_accepted,
         departed,
         messages_total: swarm.sim.stats().sent,
         virtual_s: swarm.sim.elapsed_ms() as f64 / 1000.0,

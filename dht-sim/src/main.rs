@@ -78,14 +78,30 @@ struct Args {
     /// Bytes per value put.
     #[arg(long, default_value_t = 128)]
     value_size: usize,
+    /// Fraction of nodes that lie: made-up and colluding contacts for every lookup, forged values for every
+    /// get, stores acknowledged and dropped. Operations start from honest nodes.
+    #[arg(long, default_value_t = 0.0)]
+    malicious: f64,
+    /// Records accepted: `any`, or `content` (keys are the SHA-256 of their values, so forgeries are
+    /// refused; puts then use content-addressed keys).
+    #[arg(long, default_value = "any")]
+    record_policy: String,
 }
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    if !(0.0..=1.0).contains(&args.churn) || !(0.0..1.0).contains(&args.loss) {
-        eprintln!("error: --churn must be in [0, 1] and --loss in [0, 1)");
+    if !(0.0..=1.0).contains(&args.churn) || !(0.0..1.0).contains(&args.loss) || !(0.0..1.0).contains(&args.malicious) {
+        eprintln!("error: --churn must be in [0, 1], --loss and --malicious in [0, 1)");
         return std::process::ExitCode::from(2);
     }
+    let record_policy = match args.record_policy.as_str() {
+        "any" => dht_core::RecordPolicy::Any,
+        "content" => dht_core::RecordPolicy::ContentAddressed,
+        other => {
+            eprintln!("error: --record-policy must be `any` or `content`, not {other:?}");
+            return std::process::ExitCode::from(2);
+        }
+    };
     if args.nodes < 2 || args.k == 0 || args.alpha == 0 || args.rtt_min_ms > args.rtt_max_ms {
         eprintln!("error: need --nodes >= 2, --k >= 1, --alpha >= 1 and --rtt-min-ms <= --rtt-max-ms");
         return std::process::ExitCode::from(2);
@@ -108,6 +124,7 @@ fn main() -> std::process::ExitCode {
     sim.node.self_lookup_interval = std::time::Duration::from_secs(args.self_lookup_secs);
 
     sim.node.join_refresh_buckets = args.join_refresh;
+    sim.node.record_policy = record_policy;
     sim.node.max_contacts_per_reply = sim.node.max_contacts_per_reply.max(args.k);
     let params = Params {
         sim,
@@ -118,6 +135,7 @@ fn main() -> std::process::ExitCode {
         join_interval_ms: args.join_interval_ms,
         lookup_interval_ms: args.lookup_interval_ms,
         value_size: args.value_size,
+        malicious: args.malicious,
         progress: std::io::stderr().is_terminal() && args.nodes + args.lookups >= 5000,
     };
     let r = experiment::run(&params);
@@ -128,8 +146,8 @@ fn main() -> std::process::ExitCode {
     );
     if r.puts > 0 {
         println!(
-            "  puts     {:>6}  acks mean {:.2}  latency p50 {} ms p90 {} ms  gets ok {:.4}",
-            r.puts, r.put_acks_mean, r.put_latency_ms_p50, r.put_latency_ms_p90, r.get_success_rate
+            "  puts     {:>6}  acks mean {:.2}  latency p50 {} ms p90 {} ms  gets ok {:.4}  forged accepted {}",
+            r.puts, r.put_acks_mean, r.put_latency_ms_p50, r.put_latency_ms_p90, r.get_success_rate, r.forged_accepted
         );
     }
     let f = r.lookup_failures;

@@ -1,7 +1,10 @@
 //! The virtual network and clock.
 
 use crate::wheel::Wheel;
-use dht_core::{Config, Contact, Event, Instant, Key, Message, Node, NodeId, Output, QueryId, StoreOp, StoreResult};
+use dht_core::{
+    Config, Contact, Event, Instant, Key, Message, Node, NodeId, Output, QueryId, Record, Request, Response, StoreOp,
+    StoreResult,
+};
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 use std::collections::{BTreeMap, HashMap};
@@ -81,6 +84,8 @@ struct SimNode {
     id: NodeId,
     store: BTreeMap<Key, Vec<u8>>,
     timer: Option<Instant>,
+    /// Lies to everyone (see [`Sim::set_malicious`]).
+    malicious: bool,
 }
 
 /// A swarm of nodes on a virtual network. Nodes are numbered in the order they were added.
@@ -97,6 +102,8 @@ pub struct Sim {
     seq: u64,
     events: Vec<SimEvent>,
     stats: NetStats,
+    /// Ids of the malicious nodes, which they hand out to each other.
+    colluders: Vec<NodeId>,
 }
 
 /// Virtual time starts here (not at zero, so "now minus a duration" stays meaningful).
@@ -118,6 +125,7 @@ impl Sim {
             seq: 0,
             events: Vec::new(),
             stats: NetStats::default(),
+            colluders: Vec::new(),
         }
     }
 
@@ -156,7 +164,7 @@ impl Sim {
         let seed = self.rng.next_u64();
         let node = Node::new(self.cfg.node.clone(), Contact::bare(id), seed, self.now);
         let i = self.nodes.len();
-        self.nodes.push(SimNode { node: Some(node), id, store: BTreeMap::new(), timer: None });
+        self.nodes.push(SimNode { node: Some(node), id, store: BTreeMap::new(), timer: None, malicious: false });
         self.index.insert(id, i);
         i
     }
@@ -200,6 +208,60 @@ impl Sim {
     /// Records held by node `i`'s store.
     pub fn store_of(&self, i: usize) -> &BTreeMap<Key, Vec<u8>> {
         &self.nodes[i].store
+    }
+
+    /// Makes node `i` malicious: it still joins, pings and looks up like anyone, but every `FindNode` and
+    /// `FindValue` it is asked gets lies (made-up ids just around the target, and other malicious nodes), every
+    /// `FindValue` a forged value, and every store an acknowledgement while the record is dropped.
+    pub fn set_malicious(&mut self, i: usize) {
+        if !self.nodes[i].malicious {
+            self.nodes[i].malicious = true;
+            self.colluders.push(self.nodes[i].id);
+        }
+    }
+
+    /// Whether node `i` is malicious.
+    pub fn is_malicious(&self, i: usize) -> bool {
+        self.nodes[i].malicious
+    }
+
+    /// Contacts a liar hands out for `target`: ids closer to it than any real node is likely to be (they
+    /// do not exist, so asking them times out), and fellow liars.
+    fn lies(&mut self, target: &NodeId) -> Vec<Contact> {
+        let k = self.cfg.node.k;
+        // Real nodes share about log2(n) leading bits with a target; these share 16 more.
+        let shared = (usize::BITS - self.nodes.len().leading_zeros()) as usize + 16;
+        let mut out = Vec::with_capacity(k);
+        for n in 0..k {
+            if n % 2 == 1 && !self.colluders.is_empty() {
+                let c = self.colluders[(self.rng.next_u64() % self.colluders.len() as u64) as usize];
+                out.push(Contact::bare(c));
+                continue;
+            }
+            let mut b = *target.as_bytes();
+            for (i, byte) in b.iter_mut().enumerate() {
+                let keep = shared.saturating_sub(i * 8).min(8);
+                let mask = if keep >= 8 { 0xff } else { !(0xffu8 >> keep) };
+                *byte = (*byte & mask) | ((self.rng.next_u32() as u8) & !mask);
+            }
+            out.push(Contact::bare(NodeId::from_bytes(b)));
+        }
+        out
+    }
+
+    /// The answer a malicious node gives instead of its own, if it lies about this request.
+    fn lie(&mut self, msg: &Message) -> Option<Message> {
+        let Message::Request { id, body } = msg else { return None };
+        let body = match body {
+            Request::FindNode { target } => Response::Nodes { closer: self.lies(target) },
+            Request::FindValue { key } => {
+                let record = Record { key: *key, value: b"forged".to_vec() };
+                Response::Value { record, ttl_secs: 3600 }
+            }
+            Request::Store { .. } => Response::StoreAck { refused: None },
+            Request::Ping => return None,
+        };
+        Some(Message::Response { id: *id, body })
     }
 
     /// Node `i` leaves without notice: its state is dropped and messages to it vanish.
@@ -316,10 +378,18 @@ impl Sim {
         let now = self.now;
         match action {
             Action::Deliver { to, from, msg } => {
-                let Some(node) = self.nodes[to].node.as_mut() else {
+                if self.nodes[to].node.is_none() {
                     self.stats.to_dead += 1;
                     return true;
-                };
+                }
+                if self.nodes[to].malicious {
+                    if let Some(lie) = self.lie(&msg) {
+                        self.stats.delivered += 1;
+                        self.send(to, from, lie);
+                        return true;
+                    }
+                }
+                let Some(node) = self.nodes[to].node.as_mut() else { return true };
                 self.stats.delivered += 1;
                 node.handle_message(now, Contact::bare(from), msg);
                 self.drain(to);

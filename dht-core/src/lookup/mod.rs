@@ -27,6 +27,19 @@ struct Candidate {
     state: PeerState,
     /// 1 for candidates from our own table, else the hops of the peer that told us about it plus one.
     hops: u8,
+    /// Index in `introducers` of the peer that told us about it ([`NO_INTRODUCER`] for seeds).
+    via: u16,
+}
+
+/// `Candidate::via` of seeds (and of contacts past the introducers a lookup tracks).
+const NO_INTRODUCER: u16 = u16::MAX;
+
+/// What the peers a candidate came from have introduced so far.
+#[derive(Debug, Clone)]
+struct Introducer {
+    id: NodeId,
+    failed: u16,
+    answered: u16,
 }
 
 /// What the lookup wants next.
@@ -51,6 +64,11 @@ pub struct LookupParams {
     pub max_candidates: usize,
     /// Answers in a row that bring nobody closer before the lookup stalls and widens to k in flight.
     pub stall_after: usize,
+    /// A peer whose introduced contacts failed this many times, more than twice as often as they answered,
+    /// is distrusted: its introductions not asked yet are dropped, and contacts it hands out later are
+    /// ignored (0 = never). Made-up contacts handed out by a liar then cost a few timeouts, not the lookup.
+    /// (It stays in the result if it answered: under churn honest peers hand out dead contacts too.)
+    pub distrust_after: u16,
 }
 
 /// An iterative closest-peers lookup.
@@ -70,6 +88,8 @@ pub struct Lookup {
     region: Option<Distance>,
     responses: u32,
     failures: u32,
+    introducers: Vec<Introducer>,
+    distrusted: Vec<NodeId>,
 }
 
 impl Lookup {
@@ -80,6 +100,7 @@ impl Lookup {
             alpha: params.alpha.max(1),
             max_candidates: params.max_candidates.max(params.k),
             stall_after: params.stall_after.max(1),
+            distrust_after: params.distrust_after,
         };
         let mut lookup = Lookup {
             target,
@@ -94,9 +115,11 @@ impl Lookup {
             region: None,
             responses: 0,
             failures: 0,
+            introducers: Vec::new(),
+            distrusted: Vec::new(),
         };
         for c in seeds {
-            lookup.add(c, 1);
+            lookup.add(c, 1, NO_INTRODUCER);
         }
         lookup
     }
@@ -106,7 +129,10 @@ impl Lookup {
         &self.target
     }
 
-    fn add(&mut self, contact: Contact, hops: u8) -> bool {
+    fn add(&mut self, contact: Contact, hops: u8, via: u16) -> bool {
+        if self.distrusted.contains(&contact.id) {
+            return false;
+        }
         let distance = contact.id.distance(&self.target);
         let pos = match self.candidates.binary_search_by_key(&distance, |c| c.distance) {
             Ok(_) => return false,
@@ -115,7 +141,7 @@ impl Lookup {
         if pos >= self.params.max_candidates {
             return false;
         }
-        self.candidates.insert(pos, Candidate { contact, distance, state: PeerState::NotContacted, hops });
+        self.candidates.insert(pos, Candidate { contact, distance, state: PeerState::NotContacted, hops, via });
         if self.candidates.len() > self.params.max_candidates {
             // Drop the farthest candidate we have not asked; asked ones stay so their answers can be matched.
             if let Some(i) = self.candidates.iter().rposition(|c| c.state == PeerState::NotContacted) {
@@ -185,11 +211,16 @@ impl Lookup {
         }
         c.state = PeerState::Succeeded;
         let hops = c.hops.saturating_add(1);
+        let via = c.via;
         self.in_flight -= 1;
         self.responses += 1;
+        if let Some(i) = self.introducers.get_mut(usize::from(via)) {
+            i.answered += 1;
+        }
+        let me = self.introducer_index(*peer);
         let closest_before = self.candidates.first().map(|c| c.distance);
         for contact in closer {
-            self.add(contact, hops);
+            self.add(contact, hops, me);
         }
         let progressed = self.candidates.first().map(|c| c.distance) < closest_before;
         if self.region.is_some_and(|r| peer.distance(&self.target) <= r) {
@@ -216,8 +247,42 @@ impl Lookup {
             return;
         }
         c.state = PeerState::Failed;
+        let via = c.via;
         self.in_flight -= 1;
         self.failures += 1;
+        let limit = self.params.distrust_after;
+        let Some(i) = self.introducers.get_mut(usize::from(via)) else { return };
+        i.failed += 1;
+        if limit > 0 && i.failed >= limit && i.failed > 2 * i.answered {
+            let liar = i.id;
+            self.distrust(liar, via);
+        }
+    }
+
+    /// The index of `id` among the peers that introduced contacts (added on first use).
+    fn introducer_index(&mut self, id: NodeId) -> u16 {
+        if let Some(p) = self.introducers.iter().position(|i| i.id == id) {
+            return p as u16;
+        }
+        if self.introducers.len() >= usize::from(NO_INTRODUCER) {
+            return NO_INTRODUCER;
+        }
+        self.introducers.push(Introducer { id, failed: 0, answered: 0 });
+        (self.introducers.len() - 1) as u16
+    }
+
+    /// `liar` handed out contacts that do not answer: forget the ones not asked yet.
+    fn distrust(&mut self, liar: NodeId, index: u16) {
+        if self.distrusted.contains(&liar) {
+            return;
+        }
+        self.distrusted.push(liar);
+        self.candidates.retain(|c| !(c.state == PeerState::NotContacted && c.via == index));
+    }
+
+    /// Peers distrusted so far (their introductions failed).
+    pub fn distrusted(&self) -> &[NodeId] {
+        &self.distrusted
     }
 
     /// Caps the requests this lookup sends; once spent, it ends when the last answer is in. The budget is
@@ -293,7 +358,7 @@ mod tests {
     }
 
     fn params(k: usize, alpha: usize) -> LookupParams {
-        LookupParams { k, alpha, max_candidates: 100, stall_after: alpha }
+        LookupParams { k, alpha, max_candidates: 100, stall_after: alpha, distrust_after: 3 }
     }
 
     fn drain(l: &mut Lookup) -> Vec<NodeId> {
@@ -397,12 +462,38 @@ mod tests {
         let mut l = Lookup::new(
             id(0),
             [id(200)].map(Contact::bare),
-            LookupParams { k: 2, alpha: 1, max_candidates: 3, stall_after: 1 },
+            LookupParams { k: 2, alpha: 1, max_candidates: 3, stall_after: 1, distrust_after: 3 },
         );
         assert_eq!(drain(&mut l), vec![id(200)]);
         l.on_success(&id(200), (1..=10).map(|n| Contact::bare(id(n))));
         assert_eq!(drain(&mut l), vec![id(1)]);
         assert_eq!(l.state_of(&id(4)), None, "far candidates dropped");
         assert_eq!(l.state_of(&id(2)), Some(PeerState::NotContacted));
+    }
+
+    #[test]
+    fn a_peer_whose_introductions_never_answer_is_distrusted() {
+        let target = id(0);
+        let mut l = Lookup::new(target, [id(100), id(101)].map(Contact::bare), params(2, 1));
+        assert_eq!(drain(&mut l), vec![id(100)]);
+        // 100 lies: four made-up ids nearer the target than anyone real.
+        l.on_success(&id(100), [id(1), id(2), id(3), id(4)].map(Contact::bare));
+        for n in 1..=3 {
+            assert_eq!(drain(&mut l), vec![id(n)]);
+            l.on_failure(&id(n));
+        }
+        assert_eq!(l.distrusted(), &[id(100)], "three failures, no answer: distrusted");
+        assert_eq!(l.state_of(&id(4)), None, "its last made-up id is dropped unasked");
+        assert_eq!(drain(&mut l), vec![id(101)]);
+        l.on_success(&id(101), [id(50)].map(Contact::bare));
+        assert_eq!(drain(&mut l), vec![id(50)]);
+        l.on_success(&id(50), [id(100), id(7)].map(Contact::bare));
+        assert_eq!(drain(&mut l), vec![id(7)], "the liar is not asked again");
+        l.on_success(&id(7), []);
+        while let Next::Query(c) = l.poll_next() {
+            l.on_success(&c.id, []);
+        }
+        let got: Vec<_> = l.closest().into_iter().map(|c| c.id).collect();
+        assert_eq!(got, vec![id(7), id(50)]);
     }
 }

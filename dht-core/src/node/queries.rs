@@ -22,6 +22,7 @@ impl Node {
             alpha: self.config.alpha,
             max_candidates: self.config.max_lookup_candidates,
             stall_after: self.config.stall_after,
+            distrust_after: self.config.distrust_after,
         };
         self.table.touch(&target, now);
         let mut lookup = Lookup::new(target, seeds, params);
@@ -45,7 +46,9 @@ impl Node {
 
     pub(super) fn start_put(&mut self, now: Instant, record: Record, report: bool) -> QueryId {
         let target = NodeId::from_key(&record.key);
-        if record.value.len() > self.config.max_record_size {
+        if record.value.len() > self.config.max_record_size
+            || !self.config.record_policy.accepts(&record.key, &record.value)
+        {
             let query = QueryId(self.next_query);
             self.next_query += 1;
             if report {
@@ -193,6 +196,7 @@ impl Node {
             other => other,
         };
         let max_record_size = self.config.max_record_size;
+        let policy = self.config.record_policy;
         let Some(q) = self.queries.get_mut(&id) else { return };
         match (&mut q.kind, body) {
             (QueryKind::Put { storing: Some(_), .. }, _) => {
@@ -212,14 +216,17 @@ impl Node {
                 q.lookup.on_success(&from.id, closer);
             }
             (QueryKind::Get { key, found, .. }, Response::Value { record, .. }) => {
-                if record.key == *key && record.value.len() <= max_record_size {
+                if record.key == *key
+                    && record.value.len() <= max_record_size
+                    && policy.accepts(&record.key, &record.value)
+                {
                     *found = Some(record);
                     q.lookup.on_success(&from.id, []);
                     q.lookup.finish();
                 } else {
                     q.lookup.on_failure(&from.id);
                     self.stats.bad_values += 1;
-                    self.misbehaved(from.id, "value for another key or too large");
+                    self.misbehaved(from.id, "value for another key, too large, or failing the record policy");
                 }
             }
             (_, _) => {

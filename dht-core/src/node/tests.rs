@@ -4,6 +4,7 @@
 #![allow(clippy::field_reassign_with_default)]
 
 use super::*;
+use crate::RecordPolicy;
 
 fn id(n: u8) -> NodeId {
     NodeId::from_public_key(&[n; 32])
@@ -365,4 +366,59 @@ fn a_timed_out_lookup_request_is_sent_once_more() {
     assert!(events(&outs).iter().any(|e| matches!(e, Event::LookupFinished { stats, .. } if stats.failures == 0)));
     assert!(node.routing_table().contains(&id(1)));
     assert_eq!(node.stats().timeouts, 1);
+}
+
+#[test]
+fn content_addressed_records_refuse_forgeries() {
+    let mut cfg = Config::default();
+    cfg.record_policy = RecordPolicy::ContentAddressed;
+    cfg.alpha = 1;
+    let mut node = node_with(cfg);
+    let value = b"the real value".to_vec();
+    let key = Key::from_name(&value);
+    // A store whose key is not its value's hash is refused.
+    let forged = Record { key, value: b"forged".to_vec() };
+    node.handle_message(
+        t(0),
+        Contact::bare(id(1)),
+        Message::Request { id: RequestId(1), body: Request::Store { record: forged.clone(), ttl_secs: 60 } },
+    );
+    let acks: Vec<_> = sends(&drain(&mut node));
+    assert!(matches!(
+        &acks[..],
+        [(_, Message::Response { body: Response::StoreAck { refused: Some(StoreRefusal::Invalid) }, .. })]
+    ));
+    assert_eq!(node.stats().refused_invalid, 1);
+    // So is a local put of such a record.
+    node.put(t(0), forged.clone());
+    assert!(events(&drain(&mut node)).iter().any(|e| matches!(e, Event::PutFinished { acks: 0, .. })));
+    // A get ignores a forged answer and goes on to the peer with the real record. The liar is the peer
+    // nearer the key, so it is asked first (α = 1).
+    let target = NodeId::from_key(&key);
+    let (liar, honest) =
+        if id(1).distance(&target) < id(2).distance(&target) { (id(1), id(2)) } else { (id(2), id(1)) };
+    node.add_contact(t(0), Contact::bare(liar));
+    node.add_contact(t(0), Contact::bare(honest));
+    drain(&mut node);
+    let q = node.get(t(0), key);
+    let mut outs = drain(&mut node);
+    let mut found = None;
+    for round in 0..6 {
+        for (to, msg) in sends(&outs) {
+            let (rid, _) = request(&msg);
+            let record = if to == liar { forged.clone() } else { Record { key, value: value.clone() } };
+            let reply = Message::Response { id: rid, body: Response::Value { record, ttl_secs: 60 } };
+            node.handle_message(t(10 + round), Contact::bare(to), reply);
+        }
+        outs = drain(&mut node);
+        if let Some(r) = events(&outs).into_iter().find_map(|e| match e {
+            Event::GetFinished { query, record, .. } if query == q => Some(record),
+            _ => None,
+        }) {
+            found = Some(r);
+            break;
+        }
+    }
+    assert_eq!(found.expect("the get finished").map(|r| r.value), Some(value));
+    assert_eq!(node.stats().bad_values, 1, "the forged answer was seen and refused");
 }
