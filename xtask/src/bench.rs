@@ -221,7 +221,7 @@ pub fn bench() -> Result<(), String> {
         ("abuse_p99_ratio", "x"),
         ("closed_for_cause", "connections"),
     ];
-    f.take_fields(&out, &format!("signaling-load {}", abuse.join(" ")), "signaling_abuse", ab)?;
+    f.take_fields(&out, &format!("signaling-load {}", abuse.join(" ")), "signaling_2k", ab)?;
 
     write_table(&f, started.elapsed().as_secs())
 }
