@@ -24,6 +24,12 @@ struct Args {
     /// Open connections at once from one IP address.
     #[arg(long, default_value_t = 256)]
     max_per_ip: usize,
+    /// New connections per second one IP address may open on average (closed at accept beyond).
+    #[arg(long, default_value_t = 20)]
+    conn_rate: u32,
+    /// New connections one IP address may open in a burst.
+    #[arg(long, default_value_t = 100)]
+    conn_burst: u32,
     /// Seconds from connect to completed registration.
     #[arg(long, default_value_t = 10)]
     handshake_secs: u64,
@@ -54,6 +60,8 @@ fn main() -> std::process::ExitCode {
         max_registrations: args.max_registrations,
         max_connections: args.max_registrations + 1024,
         max_per_ip: args.max_per_ip,
+        conn_rate_per_ip: args.conn_rate.max(1),
+        conn_burst_per_ip: args.conn_burst.max(1),
         handshake_timeout: Duration::from_secs(args.handshake_secs.max(1)),
         idle_timeout: Duration::from_secs(args.idle_secs.max(1)),
         ping_interval: Duration::from_secs((args.idle_secs / 3).max(1)),

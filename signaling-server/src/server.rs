@@ -36,6 +36,11 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Open connections at once from one IP address.
     pub max_per_ip: usize,
+    /// New connections per second one IP address may open on average; beyond, they are closed at accept.
+    /// A connection closed for cause costs its address [`CAUSE_COST`] more.
+    pub conn_rate_per_ip: u32,
+    /// New connections one IP address may open in a burst.
+    pub conn_burst_per_ip: u32,
     /// Time from TCP accept to a completed registration (or a served HTTP request).
     pub handshake_timeout: Duration,
     /// A registered connection that sends nothing (not even a pong) for this long is closed.
@@ -58,6 +63,8 @@ impl Default for ServerConfig {
             max_registrations: 20_000,
             max_connections: 21_000,
             max_per_ip: 256,
+            conn_rate_per_ip: 20,
+            conn_burst_per_ip: 100,
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             ping_interval: Duration::from_secs(20),
@@ -186,7 +193,7 @@ impl Registry {
 struct State {
     config: ServerConfig,
     registry: Mutex<Registry>,
-    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    per_ip: Mutex<HashMap<IpAddr, IpState>>,
     stats: Arc<Stats>,
     next_conn: AtomicU64,
 }
@@ -254,6 +261,29 @@ impl Server {
     }
 }
 
+/// Connection tokens a connection closed for cause costs its address (on top of the one it took).
+pub const CAUSE_COST: f64 = 10.0;
+
+/// What the server remembers of one IP address: its open connections and its admission bucket (kept after
+/// its last connection closes, so reconnecting does not refill it).
+struct IpState {
+    open: usize,
+    admit: RateLimit,
+}
+
+/// Addresses remembered before idle ones are forgotten.
+const MAX_REMEMBERED_IPS: usize = 50_000;
+
+impl State {
+    /// Counts a connection closed for cause, and charges its address.
+    fn for_cause(&self, ip: IpAddr) {
+        self.stats.closed_for_cause.fetch_add(1, Ordering::Relaxed);
+        if let Some(s) = self.per_ip.lock().expect("no panics while locked").get_mut(&ip) {
+            s.admit.charge(CAUSE_COST);
+        }
+    }
+}
+
 /// Counts a connection against the global and per-IP caps while it lives.
 struct ConnGuard {
     state: Arc<State>,
@@ -263,15 +293,22 @@ struct ConnGuard {
 impl ConnGuard {
     fn admit(state: &Arc<State>, ip: IpAddr) -> Option<ConnGuard> {
         let c = &state.config;
+        let now = Instant::now();
         let mut per_ip = state.per_ip.lock().expect("no panics while locked");
-        let mine = per_ip.entry(ip).or_insert(0);
-        if *mine >= c.max_per_ip || state.stats.connections.load(Ordering::Relaxed) >= c.max_connections {
-            if *mine == 0 {
-                per_ip.remove(&ip);
-            }
+        if per_ip.len() >= MAX_REMEMBERED_IPS && !per_ip.contains_key(&ip) {
+            // Forget addresses with nothing open whose bucket has refilled.
+            per_ip.retain(|_, s| s.open > 0 || !s.admit.is_full(now));
+        }
+        let mine = per_ip
+            .entry(ip)
+            .or_insert_with(|| IpState { open: 0, admit: RateLimit::new(c.conn_rate_per_ip, c.conn_burst_per_ip) });
+        if mine.open >= c.max_per_ip
+            || state.stats.connections.load(Ordering::Relaxed) >= c.max_connections
+            || !mine.admit.allow(now)
+        {
             return None;
         }
-        *mine += 1;
+        mine.open += 1;
         state.stats.connections.fetch_add(1, Ordering::Relaxed);
         Some(ConnGuard { state: state.clone(), ip })
     }
@@ -281,11 +318,8 @@ impl Drop for ConnGuard {
     fn drop(&mut self) {
         self.state.stats.connections.fetch_sub(1, Ordering::Relaxed);
         let mut per_ip = self.state.per_ip.lock().expect("no panics while locked");
-        if let Some(n) = per_ip.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                per_ip.remove(&self.ip);
-            }
+        if let Some(s) = per_ip.get_mut(&self.ip) {
+            s.open = s.open.saturating_sub(1);
         }
     }
 }
@@ -314,7 +348,7 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, state: Arc<State>) {
         }
         Err(_) => {
             tracing::debug!(%peer, "no request head before the deadline");
-            state.stats.closed_for_cause.fetch_add(1, Ordering::Relaxed);
+            state.for_cause(peer.ip());
             return;
         }
     };
@@ -395,12 +429,15 @@ async fn session(mut ws: Ws, peer: SocketAddr, state: Arc<State>, deadline: Inst
             if v.code != CloseCode::Normal {
                 tracing::debug!(%peer, reason = %v.reason, "registration refused");
                 state.stats.refused_registrations.fetch_add(1, Ordering::Relaxed);
+                if v.code == CloseCode::Policy {
+                    state.for_cause(peer.ip());
+                }
                 close(&mut ws, &v).await;
             }
             return;
         }
         Err(_) => {
-            state.stats.closed_for_cause.fetch_add(1, Ordering::Relaxed);
+            state.for_cause(peer.ip());
             close(&mut ws, &Violation::policy("no registration before the deadline")).await;
             return;
         }
@@ -417,7 +454,7 @@ async fn session(mut ws: Ws, peer: SocketAddr, state: Arc<State>, deadline: Inst
     if let Err(v) = outcome {
         tracing::debug!(%peer, %id, reason = %v.reason, "closing");
         if v.code != CloseCode::Normal {
-            state.stats.closed_for_cause.fetch_add(1, Ordering::Relaxed);
+            state.for_cause(peer.ip());
         }
         close(&mut ws, &v).await;
     }
@@ -511,6 +548,11 @@ impl RateLimit {
     /// Takes `n` more tokens for a costly request (the next `allow` refuses while the balance is short).
     fn charge(&mut self, n: f64) {
         self.tokens -= n;
+    }
+
+    /// Whether the bucket would be full at `now` (nothing to remember).
+    fn is_full(&self, now: Instant) -> bool {
+        self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate >= self.burst
     }
 }
 

@@ -328,3 +328,40 @@ async fn probing_unknown_ids_is_cut_off_quickly() {
     assert!(reason.contains("rate limit"), "{reason}");
     assert!((4..=6).contains(&answered), "answered {answered}");
 }
+
+/// Connects from `source` (any 127.0.0.0/8 address is loopback) and asks for `/stats`; `None` when the
+/// server closed the connection without an answer.
+async fn stats_from(addr: SocketAddr, source: [u8; 4]) -> Option<String> {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::from((source, 0))).unwrap();
+    let mut s = socket.connect(addr).await.ok()?;
+    let _ = s.write_all(b"GET /stats HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    (!out.is_empty()).then(|| String::from_utf8_lossy(&out).into_owned())
+}
+
+#[tokio::test]
+async fn addresses_that_connect_too_fast_or_misbehave_are_throttled() {
+    let config = ServerConfig { conn_rate_per_ip: 1, conn_burst_per_ip: 5, ..ServerConfig::default() };
+    let (addr, stats) = start(config).await;
+    // A burst of ten from one address: five served, the rest closed at accept.
+    let mut served = 0;
+    for _ in 0..10 {
+        served += usize::from(stats_from(addr, [127, 0, 0, 2]).await.is_some());
+    }
+    assert_eq!(served, 5);
+    assert_eq!(stats.refused_connections.load(Ordering::Relaxed), 5);
+    // Another address is not affected.
+    assert!(stats_from(addr, [127, 0, 0, 3]).await.is_some());
+    // One connection closed for cause (malformed registration) empties that address's bucket.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::from(([127, 0, 0, 4], 0))).unwrap();
+    let stream = socket.connect(addr).await.unwrap();
+    let (mut ws, _) = async_tungstenite::tokio::client_async(format!("ws://{addr}/ws"), stream).await.unwrap();
+    let _challenge = recv(&mut ws).await;
+    ws.send(Message::text("{not json")).await.unwrap();
+    let (code, _) = closed(&mut ws).await;
+    assert_eq!(code, CloseCode::Policy);
+    assert!(stats_from(addr, [127, 0, 0, 4]).await.is_none(), "a misbehaving address waits its turn");
+}

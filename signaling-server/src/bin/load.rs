@@ -5,7 +5,6 @@
 //! random other peers for `--secs` seconds. Reports peers held, relays per second and relay latency
 //! (client send → addressee receive, both in this process). The last line is one JSON object.
 
-use async_tungstenite::tokio::connect_async;
 use async_tungstenite::tungstenite::Message;
 use clap::Parser;
 use futures::StreamExt;
@@ -109,7 +108,7 @@ fn start_server(peers: usize, generous: bool) -> Result<(String, std::process::C
     }
     let limit = (peers + 100).to_string();
     let mut cmd = std::process::Command::new(&bin);
-    cmd.args(["--listen", "127.0.0.1:0", "--max-registrations", &limit, "--max-per-ip", &limit]);
+    cmd.args(["--listen", "127.0.0.1:0", "--max-registrations", &limit]);
     if generous {
         cmd.args(["--rate", "1000", "--burst", "1000"]);
     }
@@ -146,8 +145,33 @@ async fn recv(ws: &mut Ws) -> Result<ServerMsg, String> {
     }
 }
 
-async fn connect_one(addr: &str, key: [u8; 32]) -> Result<Ws, String> {
-    let (mut ws, _) = connect_async(format!("ws://{addr}/ws")).await.map_err(|e| e.to_string())?;
+/// Honest peers per loopback source address (the server limits new connections per address).
+const PEERS_PER_ADDRESS: usize = 50;
+
+/// The loopback source address of honest peer `i`: 127.1.x.y, 50 peers each.
+fn honest_source(i: usize) -> [u8; 4] {
+    let n = i / PEERS_PER_ADDRESS;
+    [127, 1, (n / 250) as u8, (n % 250 + 1) as u8]
+}
+
+/// The loopback source address of abuser `i`: four addresses, 127.0.0.2–5.
+fn abuser_source(i: usize) -> [u8; 4] {
+    [127, 0, 0, 2 + (i % 4) as u8]
+}
+
+/// Opens a WebSocket to the server from the loopback address `source`.
+async fn open_ws(addr: &str, source: [u8; 4]) -> Result<Ws, String> {
+    let server: std::net::SocketAddr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
+    let socket = tokio::net::TcpSocket::new_v4().map_err(|e| e.to_string())?;
+    socket.bind(std::net::SocketAddr::from((source, 0))).map_err(|e| e.to_string())?;
+    let stream = socket.connect(server).await.map_err(|e| e.to_string())?;
+    let (ws, _) =
+        async_tungstenite::tokio::client_async(format!("ws://{addr}/ws"), stream).await.map_err(|e| e.to_string())?;
+    Ok(ws)
+}
+
+async fn connect_one(addr: &str, key: [u8; 32], source: [u8; 4]) -> Result<Ws, String> {
+    let mut ws = open_ws(addr, source).await?;
     let ServerMsg::Challenge { nonce, key: server_key } = recv(&mut ws).await? else {
         return Err("no challenge".into());
     };
@@ -168,8 +192,9 @@ async fn run(args: &Args, addr: &str) -> Result<(), String> {
     let t0 = Instant::now();
     let mut sockets: Vec<Option<Ws>> = Vec::with_capacity(args.peers);
     let mut failed = 0usize;
-    for chunk in keys.chunks(args.connect_concurrency.max(1)) {
-        let attempts = chunk.iter().map(|k| connect_one(addr, *k));
+    let concurrency = args.connect_concurrency.max(1);
+    for (c, chunk) in keys.chunks(concurrency).enumerate() {
+        let attempts = chunk.iter().enumerate().map(|(j, k)| connect_one(addr, *k, honest_source(c * concurrency + j)));
         for r in futures::future::join_all(attempts).await {
             match r {
                 Ok(ws) => sockets.push(Some(ws)),
@@ -345,7 +370,7 @@ async fn abuser(i: usize, addr: String, shared: Arc<Shared>) {
             match i % 4 {
                 // A registration with a forged proof.
                 0 => {
-                    let (mut ws, _) = connect_async(format!("ws://{addr}/ws")).await.map_err(|e| e.to_string())?;
+                    let mut ws = open_ws(&addr, abuser_source(i)).await?;
                     let _ = recv(&mut ws).await?;
                     let mut public_key = [0u8; 32];
                     rng.fill_bytes(&mut public_key);
@@ -361,19 +386,19 @@ async fn abuser(i: usize, addr: String, shared: Arc<Shared>) {
                 }
                 // Oversized messages.
                 1 => {
-                    let mut ws = connect_one(&addr, random_key()).await?;
+                    let mut ws = connect_one(&addr, random_key(), abuser_source(i)).await?;
                     ws.send(Message::text("x".repeat(64 * 1024))).await.map_err(|e| e.to_string())?;
                     drain(&mut ws).await;
                 }
                 // Malformed messages.
                 2 => {
-                    let mut ws = connect_one(&addr, random_key()).await?;
+                    let mut ws = connect_one(&addr, random_key(), abuser_source(i)).await?;
                     ws.send(Message::text("{\"type\":\"signal\",\"to\":")).await.map_err(|e| e.to_string())?;
                     drain(&mut ws).await;
                 }
                 // Signals to ids nobody registered, as fast as the rate limit allows (then it closes us).
                 _ => {
-                    let mut ws = connect_one(&addr, random_key()).await?;
+                    let mut ws = connect_one(&addr, random_key(), abuser_source(i)).await?;
                     for _ in 0..10_000 {
                         let msg = ClientMsg::Signal { to: Hex32(random_key()), data: "offer".into() };
                         if ws.send(Message::text(serde_json::to_string(&msg).expect("serializes"))).await.is_err() {
