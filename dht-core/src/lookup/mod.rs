@@ -90,6 +90,8 @@ pub struct Lookup {
     failures: u32,
     introducers: Vec<Introducer>,
     distrusted: Vec<NodeId>,
+    /// Failed candidates forgotten to make room; not taken again.
+    dropped: Vec<NodeId>,
 }
 
 impl Lookup {
@@ -117,6 +119,7 @@ impl Lookup {
             failures: 0,
             introducers: Vec::new(),
             distrusted: Vec::new(),
+            dropped: Vec::new(),
         };
         for c in seeds {
             lookup.add(c, 1, NO_INTRODUCER);
@@ -130,25 +133,44 @@ impl Lookup {
     }
 
     fn add(&mut self, contact: Contact, hops: u8, via: u16) -> bool {
-        if self.distrusted.contains(&contact.id) {
+        if self.distrusted.contains(&contact.id) || self.dropped.contains(&contact.id) {
             return false;
         }
         let distance = contact.id.distance(&self.target);
-        let pos = match self.candidates.binary_search_by_key(&distance, |c| c.distance) {
+        let search = |cs: &[Candidate]| cs.binary_search_by_key(&distance, |c| c.distance);
+        let mut pos = match search(&self.candidates) {
             Ok(_) => return false,
             Err(pos) => pos,
         };
+        if pos >= self.params.max_candidates && self.drop_failed() {
+            pos = search(&self.candidates).unwrap_or_else(|p| p);
+        }
         if pos >= self.params.max_candidates {
             return false;
         }
         self.candidates.insert(pos, Candidate { contact, distance, state: PeerState::NotContacted, hops, via });
-        if self.candidates.len() > self.params.max_candidates {
+        if self.candidates.len() > self.params.max_candidates && !self.drop_failed() {
             // Drop the farthest candidate we have not asked; asked ones stay so their answers can be matched.
             if let Some(i) = self.candidates.iter().rposition(|c| c.state == PeerState::NotContacted) {
                 self.candidates.remove(i);
             }
         }
         true
+    }
+
+    /// Makes room by forgetting the candidates that failed (they never count again; made-up contacts from
+    /// liars would otherwise crowd honest ones out of the list). Returns whether any were dropped.
+    fn drop_failed(&mut self) -> bool {
+        let before = self.candidates.len();
+        let dropped = &mut self.dropped;
+        self.candidates.retain(|c| {
+            let keep = c.state != PeerState::Failed;
+            if !keep {
+                dropped.push(c.contact.id);
+            }
+            keep
+        });
+        self.candidates.len() < before
     }
 
     fn find(&mut self, id: &NodeId) -> Option<&mut Candidate> {
@@ -495,5 +517,20 @@ mod tests {
         }
         let got: Vec<_> = l.closest().into_iter().map(|c| c.id).collect();
         assert_eq!(got, vec![id(7), id(50)]);
+    }
+
+    #[test]
+    fn failed_candidates_make_room_and_are_not_taken_again() {
+        let p = LookupParams { k: 2, alpha: 3, max_candidates: 3, stall_after: 3, distrust_after: 0 };
+        let mut l = Lookup::new(id(0), [id(10), id(11), id(12)].map(Contact::bare), p);
+        assert_eq!(drain(&mut l), vec![id(10), id(11), id(12)]);
+        l.on_failure(&id(10));
+        l.on_failure(&id(11));
+        // The list is full of asked peers, two of them failed: they give way to newcomers.
+        l.on_success(&id(12), [id(20), id(21), id(10)].map(Contact::bare));
+        assert_eq!(l.state_of(&id(20)), Some(PeerState::NotContacted));
+        assert_eq!(l.state_of(&id(21)), Some(PeerState::NotContacted));
+        assert_eq!(l.state_of(&id(10)), None, "a failed peer is not taken again");
+        assert_eq!(drain(&mut l), vec![id(20), id(21)]);
     }
 }
