@@ -119,6 +119,11 @@ pub struct Config {
     pub refresh_interval: Duration,
     /// Which records are stored for others and accepted from gets.
     pub record_policy: RecordPolicy,
+    /// How often a node holding a record stores it again at the k closest nodes to its key (with the
+    /// time left to live), so records outlive the nodes that hold them under churn. A store received for the
+    /// record pushes this node's turn back by the same interval, so about one holder per interval does the
+    /// work. Zero turns this off.
+    pub replicate_interval: Duration,
     /// In a lookup, a peer whose introduced contacts failed this many times (and more than twice as often
     /// as they answered) is distrusted: its other introductions are dropped and it leaves the result.
     /// 0 turns this off.
@@ -157,6 +162,7 @@ impl Default for Config {
             refresh_request_budget: 2,
             record_policy: RecordPolicy::Any,
             distrust_after: 3,
+            replicate_interval: Duration::from_secs(3600),
         }
     }
 }

@@ -95,11 +95,34 @@ impl RttEstimate {
 
 #[derive(Debug)]
 enum StorePurpose {
-    InboundStore { from: Contact, request: RequestId, key: Key, expires: Instant, size: u32 },
-    InboundFindValue { from: Contact, request: RequestId, key: Key },
-    LocalPublish { key: Key, expires: Instant, size: u32 },
-    LocalGet { query: QueryId },
-    Republish { key: Key },
+    InboundStore {
+        from: Contact,
+        request: RequestId,
+        key: Key,
+        expires: Instant,
+        size: u32,
+    },
+    InboundFindValue {
+        from: Contact,
+        request: RequestId,
+        key: Key,
+    },
+    LocalPublish {
+        key: Key,
+        expires: Instant,
+        size: u32,
+    },
+    LocalGet {
+        query: QueryId,
+    },
+    Republish {
+        key: Key,
+    },
+    /// A held record read back to store it again at the k closest (replication by holders).
+    Replicate {
+        key: Key,
+        expires: Instant,
+    },
 }
 
 #[derive(Debug)]
@@ -145,6 +168,8 @@ struct Query {
 struct RecordMeta {
     expires: Instant,
     size: u32,
+    /// When this node stores it again at the k closest, unless someone stores it here first.
+    replicate_at: Option<Instant>,
 }
 
 /// A Kademlia node as a state machine. See the crate docs for the calling convention.
@@ -162,6 +187,9 @@ pub struct Node {
     records: BTreeMap<Key, RecordMeta>,
     expiries: BTreeSet<(Instant, Key)>,
     published: BTreeMap<Key, Instant>,
+    /// When each held record is next stored again at the k closest (entries are checked against
+    /// `records`' own time, so stale ones are skipped).
+    replications: BTreeSet<(Instant, Key)>,
     store_ops: BTreeMap<StoreOpId, StorePurpose>,
     inbound_store_ops: usize,
     outputs: VecDeque<Output>,
@@ -191,6 +219,7 @@ impl Node {
             records: BTreeMap::new(),
             expiries: BTreeSet::new(),
             published: BTreeMap::new(),
+            replications: BTreeSet::new(),
             store_ops: BTreeMap::new(),
             inbound_store_ops: 0,
             outputs: VecDeque::new(),
@@ -257,7 +286,11 @@ impl Node {
             self.push_store(StoreOp::Remove { key }, None);
             return;
         }
-        self.index_record(key, RecordMeta { expires, size: u32::try_from(size).unwrap_or(u32::MAX) });
+        self.index_record(
+            now,
+            key,
+            RecordMeta { expires, size: u32::try_from(size).unwrap_or(u32::MAX), replicate_at: None },
+        );
     }
 
     /// A message arrived from `from`, a peer whose id the transport authenticated. Emits answers,
@@ -316,7 +349,7 @@ impl Node {
             StorePurpose::InboundStore { from, request, key, expires, size } => {
                 self.inbound_store_ops -= 1;
                 let refused = if result == StoreResult::Done {
-                    self.index_record(key, RecordMeta { expires, size });
+                    self.index_record(now, key, RecordMeta { expires, size, replicate_at: None });
                     self.event(Event::RecordStored { key, from: from.id });
                     None
                 } else {
@@ -337,7 +370,7 @@ impl Node {
             }
             StorePurpose::LocalPublish { key, expires, size } => {
                 if result == StoreResult::Done {
-                    self.index_record(key, RecordMeta { expires, size });
+                    self.index_record(now, key, RecordMeta { expires, size, replicate_at: None });
                 }
             }
             StorePurpose::LocalGet { query } => {
@@ -355,6 +388,21 @@ impl Node {
                     self.drive_query(now, query);
                 } else {
                     self.published.remove(&key);
+                }
+            }
+            StorePurpose::Replicate { key, expires } => {
+                if let StoreResult::Value(Some(value)) = result {
+                    if expires > now {
+                        let query =
+                            self.start_put_for(now, Record { key, value }, expires.saturating_since(now), false);
+                        self.drive_query(now, query);
+                    }
+                }
+                // Next round: the put's store here (if we are among the k closest) or the next interval.
+                if let Some(meta) = self.records.get(&key).copied() {
+                    if meta.replicate_at.is_none() {
+                        self.index_record(now, key, meta);
+                    }
                 }
             }
         }
@@ -384,6 +432,19 @@ impl Node {
                 self.stats.expired += 1;
                 self.push_store(StoreOp::Remove { key }, None);
             }
+        }
+        while let Some(&(at, key)) = self.replications.first() {
+            if at > now {
+                break;
+            }
+            self.replications.pop_first();
+            let Some(meta) = self.records.get_mut(&key) else { continue };
+            if meta.replicate_at != Some(at) {
+                continue;
+            }
+            meta.replicate_at = None;
+            let expires = meta.expires;
+            self.push_store(StoreOp::Get { key }, Some(StorePurpose::Replicate { key, expires }));
         }
         let due: Vec<Key> = self.published.iter().filter(|(_, at)| **at <= now).map(|(k, _)| *k).collect();
         for key in due {
@@ -492,6 +553,7 @@ impl Node {
         };
         consider(self.expiries.first().map(|(t, _)| *t));
         consider(self.published.values().min().copied());
+        consider(self.replications.first().map(|(t, _)| *t));
         consider(self.refresh_at);
         consider(self.next_self_lookup);
         next
@@ -594,11 +656,32 @@ impl Node {
         self.outputs.push_back(Output::Store { id, op });
     }
 
-    fn index_record(&mut self, key: Key, meta: RecordMeta) {
+    fn index_record(&mut self, now: Instant, key: Key, mut meta: RecordMeta) {
+        meta.replicate_at = self.next_replication(now, meta.expires);
         if let Some(old) = self.records.insert(key, meta) {
             self.expiries.remove(&(old.expires, key));
+            if let Some(t) = old.replicate_at {
+                self.replications.remove(&(t, key));
+            }
         }
         self.expiries.insert((meta.expires, key));
+        if let Some(t) = meta.replicate_at {
+            self.replications.insert((t, key));
+        }
+    }
+
+    /// When a record stored (or stored again) now is next replicated by this node: one interval from now,
+    /// minus up to a quarter of it at random so the holders of a record do not all fire together (the
+    /// first one's stores push the others' times back). `None` when replication is off or the record
+    /// expires first.
+    fn next_replication(&mut self, now: Instant, expires: Instant) -> Option<Instant> {
+        let interval = self.config.replicate_interval;
+        if interval.is_zero() {
+            return None;
+        }
+        let jitter_ms = u64::try_from(interval.as_millis() / 4).unwrap_or(u64::MAX).max(1);
+        let at = now + interval - Duration::from_millis(self.rng.next_u64() % jitter_ms);
+        (at < expires).then_some(at)
     }
 
     fn nodes_for(&self, target: &NodeId, requester: &NodeId) -> Response {

@@ -29,6 +29,8 @@ pub struct Params {
     pub lookup_interval_ms: u64,
     /// Size of the values put, bytes.
     pub value_size: usize,
+    /// Session times drawn from a Weibull distribution instead of `churn`: see [`WeibullChurn`].
+    pub weibull: Option<WeibullChurn>,
     /// Fraction of the nodes (the seed node excepted) that lie: see [`Sim::set_malicious`]. Lookups, puts
     /// and gets are started from honest nodes only.
     pub malicious: f64,
@@ -48,8 +50,32 @@ impl Default for Params {
             lookup_interval_ms: 100,
             value_size: 128,
             malicious: 0.0,
+            weibull: None,
             progress: false,
         }
+    }
+}
+
+/// Churn by session times: every node (the seed node excepted) leaves without notice when its session,
+/// drawn from a Weibull distribution, ends, and a newcomer takes its place. The run lasts `hours` of
+/// virtual time: puts at its start, lookups spread over it, and a get of every record at its end.
+#[derive(Debug, Clone, Copy)]
+pub struct WeibullChurn {
+    /// Virtual hours the operation phase lasts.
+    pub hours: f64,
+    /// Median session, minutes (half the nodes are gone this long after they joined).
+    pub median_session_min: f64,
+    /// Shape of the distribution (below 1: many short sessions and a long tail, as measured in deployed
+    /// peer-to-peer networks).
+    pub shape: f64,
+}
+
+impl WeibullChurn {
+    /// A session length drawn with `u` uniform in (0, 1].
+    fn session(&self, u: f64) -> Duration {
+        let scale = self.median_session_min / std::f64::consts::LN_2.powf(1.0 / self.shape);
+        let minutes = scale * (-u.ln()).powf(1.0 / self.shape);
+        Duration::from_secs_f64((minutes * 60.0).min(1e9))
     }
 }
 
@@ -97,6 +123,8 @@ pub struct Report {
     pub malicious: f64,
     /// Gets that returned a value other than the one put (a forgery accepted).
     pub forged_accepted: usize,
+    /// With Weibull churn: records whose get at the end of the run returned their value.
+    pub records_retrievable_rate: Option<f64>,
     /// Nodes that left (and were replaced).
     pub departed: usize,
     /// Messages handed to the virtual network.
@@ -131,6 +159,8 @@ enum Op {
     Put(usize),
     Get(usize),
     Churn,
+    /// Node `i`'s session ends.
+    Leave(usize),
 }
 
 /// Operations ordered by time, then by the order they were scheduled in.
@@ -339,15 +369,42 @@ pub fn run(params: &Params) -> Report {
 
     // Operation phase timetable.
     bar.set_message("operating");
-    let phase_ms = (params.lookups.max(params.puts).max(1) as u64) * params.lookup_interval_ms;
+    let phase_ms = match params.weibull {
+        Some(w) => (w.hours * 3_600_000.0) as u64,
+        None => (params.lookups.max(params.puts).max(1) as u64) * params.lookup_interval_ms,
+    };
+    let lookup_every = match params.weibull {
+        Some(_) => phase_ms / params.lookups.max(1) as u64,
+        None => params.lookup_interval_ms,
+    };
     let start = swarm.sim.now();
     let at = |ms: u64| start + Duration::from_millis(ms);
     let mut ops = Timetable::default();
     for i in 0..params.lookups {
-        ops.push(at(i as u64 * params.lookup_interval_ms), Op::Lookup);
+        ops.push(at(i as u64 * lookup_every), Op::Lookup);
     }
     for i in 0..params.puts {
-        ops.push(at(i as u64 * phase_ms / 4 / params.puts as u64), Op::Put(i));
+        let put_ms = match params.weibull {
+            // All records go in during the first minute; every one is read back at the end.
+            Some(_) => i as u64 * 60_000 / params.puts as u64,
+            None => i as u64 * phase_ms / 4 / params.puts as u64,
+        };
+        ops.push(at(put_ms), Op::Put(i));
+        if params.weibull.is_some() {
+            ops.push(at(phase_ms), Op::Get(i));
+        }
+    }
+    let end = at(phase_ms);
+    if let Some(w) = params.weibull {
+        for i in swarm.live.clone() {
+            if i != swarm.seed_node {
+                let u = 1.0 - swarm.sim.rng().next_u64() as f64 / u64::MAX as f64;
+                let leaves = swarm.sim.now() + w.session(u);
+                if leaves < end {
+                    ops.push(leaves, Op::Leave(i));
+                }
+            }
+        }
     }
     // Departures at random instants (uniform over the phase), so they do not fall in step with lookups.
     for _ in 0..churn_count {
@@ -367,7 +424,7 @@ pub fn run(params: &Params) -> Report {
     let mut departed = 0usize;
     let mut lookups_ok_present = 0usize;
     let mut why = FailureCauses::default();
-    let op_count = ops.ops.len() + params.puts;
+    let mut op_count = ops.ops.len() + if params.weibull.is_some() { 0 } else { params.puts };
     let mut ops_done = 0usize;
     let mut drain_until: Option<Instant> = None;
 
@@ -432,9 +489,11 @@ pub fn run(params: &Params) -> Report {
                     trace.mix(a as u64);
                     acks.push(a);
                     put_latencies.push(stats.duration.as_millis() as u64);
-                    let when = at(get_start + i as u64 * (phase_ms / 4) / params.puts as u64)
-                        .max(ev.at + Duration::from_secs(1));
-                    ops.push(when, Op::Get(i));
+                    if params.weibull.is_none() {
+                        let when = at(get_start + i as u64 * (phase_ms / 4) / params.puts as u64)
+                            .max(ev.at + Duration::from_secs(1));
+                        ops.push(when, Op::Get(i));
+                    }
                 }
                 (Pending::Get(i), Event::GetFinished { record, .. }) => {
                     forged_accepted += usize::from(record.as_ref().is_some_and(|r| r.value != cases[i].value));
@@ -492,6 +551,31 @@ pub fn run(params: &Params) -> Report {
                     pending.insert((from, q), Pending::Get(i));
                 }
             }
+            Op::Leave(victim) => {
+                ops_done += 1;
+                if !swarm.sim.is_alive(victim) {
+                    continue;
+                }
+                swarm.leave(victim);
+                let orphaned: Vec<_> =
+                    pending.range((victim, QueryId(0))..=(victim, QueryId(u64::MAX))).map(|(k, _)| *k).collect();
+                for key in orphaned {
+                    // Its queries never report: a lookup or get it ran is not counted, its put stays
+                    // judged by the get at the end.
+                    pending.remove(&key);
+                    ops_done += 1;
+                }
+                let newcomer = swarm.join();
+                departed += 1;
+                if let Some(w) = params.weibull {
+                    let u = 1.0 - swarm.sim.rng().next_u64() as f64 / u64::MAX as f64;
+                    let leaves = swarm.sim.now() + w.session(u);
+                    if leaves < end {
+                        ops.push(leaves, Op::Leave(newcomer));
+                        op_count += 1;
+                    }
+                }
+            }
             Op::Churn => {
                 let victim = swarm.random_live(&[swarm.seed_node]);
                 swarm.leave(victim);
@@ -544,6 +628,7 @@ pub fn run(params: &Params) -> Report {
         get_success_rate: ratio(gets_ok, gets_done),
         malicious: params.malicious,
         forged_accepted,
+        records_retrievable_rate: params.weibull.map(|_| ratio(gets_ok, gets_done)),
         departed,
         messages_total: swarm.sim.stats().sent,
         virtual_s: swarm.sim.elapsed_ms() as f64 / 1000.0,

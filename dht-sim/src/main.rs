@@ -82,6 +82,24 @@ struct Args {
     /// get, stores acknowledged and dropped. Operations start from honest nodes.
     #[arg(long, default_value_t = 0.0)]
     malicious: f64,
+    /// `uniform` (the default: `--churn` of the nodes leave at random instants), or `weibull`: every node's
+    /// session is drawn from a Weibull distribution (`--median-session-min`, `--weibull-shape`) over a run of
+    /// `--hours`; records are put at the start and read back at the end (`records_retrievable_rate`).
+    #[arg(long, default_value = "uniform")]
+    churn_model: String,
+    /// Virtual hours of a `--churn-model weibull` run.
+    #[arg(long, default_value_t = 24.0)]
+    hours: f64,
+    /// Median session of `--churn-model weibull`, minutes.
+    #[arg(long, default_value_t = 30.0)]
+    median_session_min: f64,
+    /// Shape of `--churn-model weibull` (below 1: many short sessions, a long tail).
+    #[arg(long, default_value_t = 0.5)]
+    weibull_shape: f64,
+    /// Minutes between two replications of a held record by its holders (0 = none, only the publisher's
+    /// republishing).
+    #[arg(long, default_value_t = 60)]
+    replicate_min: u64,
     /// Records accepted: `any`, or `content` (keys are the SHA-256 of their values, so forgeries are
     /// refused; puts then use content-addressed keys).
     #[arg(long, default_value = "any")]
@@ -94,6 +112,28 @@ fn main() -> std::process::ExitCode {
         eprintln!("error: --churn must be in [0, 1], --loss and --malicious in [0, 1)");
         return std::process::ExitCode::from(2);
     }
+    let weibull = match args.churn_model.as_str() {
+        "uniform" => None,
+        "weibull"
+            if args.hours > 0.0 && args.hours <= 168.0 && args.median_session_min > 0.0 && args.weibull_shape > 0.0 =>
+        {
+            Some(experiment::WeibullChurn {
+                hours: args.hours,
+                median_session_min: args.median_session_min,
+                shape: args.weibull_shape,
+            })
+        }
+        "weibull" => {
+            eprintln!(
+                "error: --churn-model weibull needs 0 < --hours <= 168, --median-session-min > 0, --weibull-shape > 0"
+            );
+            return std::process::ExitCode::from(2);
+        }
+        other => {
+            eprintln!("error: --churn-model must be `uniform` or `weibull`, not {other:?}");
+            return std::process::ExitCode::from(2);
+        }
+    };
     let record_policy = match args.record_policy.as_str() {
         "any" => dht_core::RecordPolicy::Any,
         "content" => dht_core::RecordPolicy::ContentAddressed,
@@ -125,6 +165,7 @@ fn main() -> std::process::ExitCode {
 
     sim.node.join_refresh_buckets = args.join_refresh;
     sim.node.record_policy = record_policy;
+    sim.node.replicate_interval = std::time::Duration::from_secs(args.replicate_min * 60);
     sim.node.max_contacts_per_reply = sim.node.max_contacts_per_reply.max(args.k);
     let params = Params {
         sim,
@@ -136,6 +177,7 @@ fn main() -> std::process::ExitCode {
         lookup_interval_ms: args.lookup_interval_ms,
         value_size: args.value_size,
         malicious: args.malicious,
+        weibull,
         progress: std::io::stderr().is_terminal() && args.nodes + args.lookups >= 5000,
     };
     let r = experiment::run(&params);
@@ -149,6 +191,9 @@ fn main() -> std::process::ExitCode {
             "  puts     {:>6}  acks mean {:.2}  latency p50 {} ms p90 {} ms  gets ok {:.4}  forged accepted {}",
             r.puts, r.put_acks_mean, r.put_latency_ms_p50, r.put_latency_ms_p90, r.get_success_rate, r.forged_accepted
         );
+    }
+    if let Some(rate) = r.records_retrievable_rate {
+        println!("  records  retrievable at the end {rate:.4} ({} departures over the run)", r.departed);
     }
     let f = r.lookup_failures;
     if f.departed_in_result + f.joined_during_lookup + f.other > 0 {

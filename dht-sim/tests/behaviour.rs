@@ -69,3 +69,24 @@ fn liars_cost_time_but_forge_nothing_under_content_addressing() {
     let r = run(&p);
     assert!(r.forged_accepted > 0, "liars forged nothing: the adversary model is broken");
 }
+
+#[test]
+fn records_outlive_their_holders_under_weibull_churn() {
+    let weibull = |replicate_min: u64| {
+        let mut p = Params {
+            lookups: 300,
+            puts: 50,
+            weibull: Some(dht_sim::experiment::WeibullChurn { hours: 3.0, median_session_min: 30.0, shape: 0.5 }),
+            ..params(3, 200)
+        };
+        p.sim.node.replicate_interval = std::time::Duration::from_secs(replicate_min * 60);
+        run(&p)
+    };
+    let r = weibull(60);
+    assert!(r.departed > 400, "departures {}", r.departed);
+    assert_eq!(r.records_retrievable_rate, Some(1.0), "records lost despite replication");
+    assert!(r.success_rate >= 0.98, "lookups under Weibull churn {}", r.success_rate);
+    // Without replication by holders some records are lost: the figure above is not vacuous.
+    let r = weibull(0);
+    assert!(r.records_retrievable_rate.unwrap() < 1.0, "no record lost even without replication");
+}

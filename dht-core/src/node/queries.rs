@@ -45,6 +45,18 @@ impl Node {
     }
 
     pub(super) fn start_put(&mut self, now: Instant, record: Record, report: bool) -> QueryId {
+        let ttl = self.config.record_ttl;
+        self.start_put_for(now, record, ttl, report)
+    }
+
+    /// A put whose stores ask the peers to keep the record for `ttl`.
+    pub(super) fn start_put_for(
+        &mut self,
+        now: Instant,
+        record: Record,
+        ttl: core::time::Duration,
+        report: bool,
+    ) -> QueryId {
         let target = NodeId::from_key(&record.key);
         if record.value.len() > self.config.max_record_size
             || !self.config.record_policy.accepts(&record.key, &record.value)
@@ -58,7 +70,7 @@ impl Node {
             return query;
         }
         let seeds = self.table.closest(&target, self.config.k);
-        let ttl_secs = ttl_secs(self.config.record_ttl);
+        let ttl_secs = ttl_secs(ttl);
         self.start_query(now, target, seeds, QueryKind::Put { record, ttl_secs, storing: None, report })
     }
 

@@ -422,3 +422,46 @@ fn content_addressed_records_refuse_forgeries() {
     assert_eq!(found.expect("the get finished").map(|r| r.value), Some(value));
     assert_eq!(node.stats().bad_values, 1, "the forged answer was seen and refused");
 }
+
+#[test]
+fn holders_replicate_their_records_with_the_time_left() {
+    let mut cfg = Config::default();
+    cfg.replicate_interval = Duration::from_secs(3600);
+    cfg.self_lookup_interval = Duration::ZERO;
+    cfg.refresh_interval = Duration::from_secs(100 * 3600);
+    let mut node = node_with(cfg);
+    node.add_contact(t(0), Contact::bare(id(1)));
+    drain(&mut node);
+    // Peer 1 stores a record here for two hours.
+    node.handle_message(t(0), Contact::bare(id(1)), store_req(5, 10, 7200));
+    let (op, _) = store_ops(&drain(&mut node))[0].clone();
+    node.handle_store_result(t(0), op, StoreResult::Done);
+    drain(&mut node);
+    // Nothing before three quarters of the interval; by the interval, the record is read back.
+    node.handle_timeout(t(2_600_000));
+    assert!(store_ops(&drain(&mut node)).is_empty());
+    node.handle_timeout(t(3_600_000));
+    let ops = store_ops(&drain(&mut node));
+    let [(op, StoreOp::Get { key })] = &ops[..] else { panic!("expected one read, got {ops:?}") };
+    assert_eq!(*key, Key::from_name(&[5]));
+    // It is stored again at the closest peers, for the time it has left (about an hour).
+    node.handle_store_result(t(3_600_000), *op, StoreResult::Value(Some(vec![5; 10])));
+    let mut outs = drain(&mut node);
+    let mut stored_ttl = None;
+    for round in 0..10 {
+        for (to, msg) in sends(&outs) {
+            let (rid, body) = request(&msg);
+            match body {
+                Request::FindNode { .. } => {
+                    let reply = Message::Response { id: rid, body: Response::Nodes { closer: vec![] } };
+                    node.handle_message(t(3_600_100 + round), Contact::bare(to), reply);
+                }
+                Request::Store { ttl_secs, .. } => stored_ttl = Some(*ttl_secs),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        outs = drain(&mut node);
+    }
+    let ttl = stored_ttl.expect("the record was stored again");
+    assert!((3500..=3600).contains(&ttl), "ttl {ttl}");
+}
