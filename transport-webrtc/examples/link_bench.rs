@@ -1,5 +1,6 @@
 //! One WebRTC link through the whole stack (signaling, data channel, Noise, codec, driver-facing queues)
-//! on loopback: link setup time and one-way throughput.
+//! on loopback: link setup time and one-way throughput, next to one bare data channel (webrtc-rs with the
+//! transport's chunking, nothing above it) in the same run.
 //!
 //! `cargo run --release -p transport-webrtc --example link_bench [-- MEGABYTES]`; the last line is one JSON
 //! object. Bounded: a few tens of megabytes, ten link setups.
@@ -18,6 +19,11 @@ fn main() {
     let mb: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(32).clamp(1, 256);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let local = tokio::task::LocalSet::new();
+    // The same machine, the same run: one bare channel (no signaling, Noise, codec or driver queues), first,
+    // so nothing left over from the stack's links shares the thread with it.
+    let raw = local
+        .block_on(&rt, transport_webrtc::channel_throughput(&RtcConfig::loopback("ws://unused"), mb))
+        .expect("a bare channel");
     let (setup_ms, stack) = local.block_on(&rt, stack(mb));
     let mut sorted = setup_ms.clone();
     sorted.sort_by(f64::total_cmp);
@@ -25,10 +31,12 @@ fn main() {
     let max = sorted[sorted.len() - 1];
     println!("link setup (offer sent → handshake done), {} links: p50 {p50:.0} ms, max {max:.0} ms", sorted.len());
     println!("one link, whole stack: {stack:.1} MB/s one way ({mb} MiB in 32 KiB records)");
+    println!("one bare data channel: {raw:.1} MB/s one way; whole stack / bare = {:.2}", stack / raw);
     println!(
         "{}",
         serde_json::json!({
-            "link_setup_ms_p50": p50, "link_setup_ms_max": max, "stack_mb_s": stack, "megabytes": mb,
+            "link_setup_ms_p50": p50, "link_setup_ms_max": max, "stack_mb_s": stack, "raw_mb_s": raw,
+            "stack_raw_ratio": stack / raw, "megabytes": mb,
         })
     );
 }

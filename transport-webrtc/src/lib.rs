@@ -39,6 +39,9 @@ mod backend;
 mod signaling;
 mod transport;
 
+#[cfg(not(target_arch = "wasm32"))]
+#[doc(hidden)]
+pub use backend::channel_throughput;
 pub use signaling::SignalingClient;
 pub use transport::WebRtcTransport;
 
@@ -195,8 +198,25 @@ async fn flush(pipe: &mut Pipe, link: &mut Link) -> Result<(), PipeError> {
         let n = link.pending().len().min(MAX_CHUNK);
         pipe.out.send(link.pending()[..n].to_vec()).await.map_err(|_| PipeError::Closed)?;
         link.advance(n);
+        // Let the task that writes to the channel (and the WebRTC stack under it) run: a queue with room
+        // never makes `send` wait, and on a single-threaded executor this loop would starve them.
+        yield_now().await;
     }
     Ok(())
+}
+
+/// Returns `Pending` once (after asking to be polled again), so other tasks on the executor get a turn.
+fn yield_now() -> impl std::future::Future<Output = ()> {
+    let mut yielded = false;
+    futures::future::poll_fn(move |cx| {
+        if yielded {
+            std::task::Poll::Ready(())
+        } else {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        }
+    })
 }
 
 /// Runs the handshake, hands the open link to `ready`, then carries messages both ways until either side

@@ -228,3 +228,48 @@ fn pipe_for(dc: Arc<dyn DataChannel>, queue: usize) -> Pipe {
     });
     Pipe { out: out_tx, inc: inc_rx }
 }
+
+/// One data channel between two peer connections in this process, set up directly (no signaling, no
+/// Noise, no codec): `megabytes` sent one way in chunks of [`crate::MAX_CHUNK`] through the same channel
+/// plumbing the transport uses. Returns MB/s. The baseline `link_bench` compares the whole stack with.
+/// Call inside a tokio `LocalSet`.
+#[doc(hidden)]
+pub async fn channel_throughput(config: &RtcConfig, megabytes: usize) -> Result<f64, String> {
+    let offer = Peer::offer(config).await?;
+    let answer = Peer::answer(config, &offer.sdp).await?;
+    offer.pc.accept(&answer.sdp).await?;
+    let mut a = offer.pipe.await.map_err(|_| "no channel (dialer)".to_string())?;
+    let mut b = answer.pipe.await.map_err(|_| "no channel (answerer)".to_string())?;
+    let chunks = megabytes * 1024 * 1024 / crate::MAX_CHUNK;
+    let t0 = std::time::Instant::now();
+    let sender = tokio::task::spawn_local(async move {
+        for i in 0..chunks {
+            if a.out.send(vec![i as u8; crate::MAX_CHUNK]).await.is_err() {
+                return Err("channel closed while sending".to_string());
+            }
+            // As the link does (see `flush`): yield after each chunk, or this loop starves the channel.
+            tokio::task::yield_now().await;
+        }
+        Ok(a)
+    });
+    let want = chunks * crate::MAX_CHUNK;
+    let receive = async {
+        let mut got = 0usize;
+        while got < want {
+            match b.inc.next().await {
+                Some(chunk) => got += chunk.len(),
+                None => break,
+            }
+        }
+        got
+    };
+    let got = tokio::time::timeout(Duration::from_secs(60), receive).await.map_err(|_| "bare channel: timed out")?;
+    if got < want {
+        return Err(format!("bare channel: {got} of {want} bytes arrived"));
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let _a = sender.await.map_err(|e| e.to_string())??;
+    offer.pc.close().await;
+    answer.pc.close().await;
+    Ok(got as f64 / secs / 1e6)
+}

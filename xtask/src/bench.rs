@@ -205,7 +205,13 @@ pub fn bench() -> Result<(), String> {
 
     // One WebRTC link through the whole stack.
     let out = run("WebRTC link", &mut release("examples/link_bench"))?;
-    let link: &[(&str, &str)] = &[("link_setup_ms_p50", "ms"), ("link_setup_ms_max", "ms"), ("stack_mb_s", "MB/s")];
+    let link: &[(&str, &str)] = &[
+        ("link_setup_ms_p50", "ms"),
+        ("link_setup_ms_max", "ms"),
+        ("stack_mb_s", "MB/s"),
+        ("raw_mb_s", "MB/s"),
+        ("stack_raw_ratio", "x"),
+    ];
     f.take_fields(&out, "transport-webrtc example link_bench", "rtc", link)?;
 
     // Signaling server: 10,000 peers, then abuse.
