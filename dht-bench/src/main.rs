@@ -2,26 +2,28 @@
 //! `dht-bench codec`: one-shot versus chunked and byte-at-a-time decoding of the same stream.
 //! Each prints one JSON line per figure: `{"name","value","unit"}`.
 
-/// Frames per second decoding `bytes` in `chunk`-byte pieces: the best of five runs of at least 200 ms.
-fn decode_rate(bytes: &[u8], count: usize, chunk: usize) -> f64 {
-    let mut best = 0f64;
-    for _ in 0..5 {
-        let t0 = std::time::Instant::now();
-        let mut frames = 0;
-        while t0.elapsed().as_millis() < 200 {
-            frames += dht_bench::decode_in_chunks(bytes, chunk);
+/// Frames per second decoding `bytes` in pieces of each of `chunks` bytes: rounds of at least 100 ms per
+/// size, the sizes interleaved (so a slower moment of the machine hits them all alike), best of seven.
+fn decode_rates(bytes: &[u8], count: usize, chunks: &[usize]) -> Vec<f64> {
+    let mut best = vec![0f64; chunks.len()];
+    for _ in 0..7 {
+        for (b, &chunk) in best.iter_mut().zip(chunks) {
+            let t0 = std::time::Instant::now();
+            let mut frames = 0;
+            while t0.elapsed().as_millis() < 100 {
+                frames += dht_bench::decode_in_chunks(bytes, chunk);
+            }
+            assert_eq!(frames % count, 0, "every frame decodes");
+            *b = b.max(frames as f64 / t0.elapsed().as_secs_f64());
         }
-        assert_eq!(frames % count, 0, "every frame decodes");
-        best = best.max(frames as f64 / t0.elapsed().as_secs_f64());
     }
     best
 }
 
 fn codec() {
     let (bytes, count) = dht_bench::codec_stream();
-    let one_shot = decode_rate(&bytes, count, bytes.len());
-    let mtu = decode_rate(&bytes, count, 1200);
-    let byte = decode_rate(&bytes, count, 1);
+    let rates = decode_rates(&bytes, count, &[bytes.len(), 1200, 1]);
+    let (one_shot, mtu, byte) = (rates[0], rates[1], rates[2]);
     eprintln!("codec: {count} frames, {} bytes; one shot {one_shot:.0}/s, 1200-byte pieces {mtu:.0}/s, byte at a time {byte:.0}/s", bytes.len());
     for (name, value, unit) in [
         ("codec_decode_one_shot", one_shot, "msgs/s"),
