@@ -19,6 +19,8 @@ const STORAGE_BUDGET: u64 = 64 << 20;
 const MAX_LINKS: usize = 32;
 /// How often the routing table is saved to IndexedDB: a tab is closed or reloaded without notice.
 const SAVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+/// The IndexedDB database of a node started without a name.
+const DEFAULT_DB: &str = "webdht";
 /// Peers asked of the signaling server to join through.
 const SEEDS: usize = 8;
 
@@ -93,11 +95,12 @@ async fn load_identity(store: &IdbStore) -> Result<Identity, JsError> {
 #[wasm_bindgen]
 impl WebNode {
     /// Opens (or creates) the node stored in the IndexedDB database `db_name` (its key, records and
-    /// routing table), registers with the signaling server at `signaling_url` and joins the swarm through
-    /// the peers it names and the saved routing table. Tabs of one origin share IndexedDB: give each tab
-    /// its own `db_name`.
-    pub async fn start(signaling_url: String, db_name: String) -> Result<WebNode, JsError> {
+    /// routing table; `"webdht"` when omitted), registers with the signaling server at `signaling_url` and
+    /// joins the swarm through the peers it names and the saved routing table. Tabs of one origin share
+    /// IndexedDB: give each tab its own `db_name`.
+    pub async fn start(signaling_url: String, db_name: Option<String>) -> Result<WebNode, JsError> {
         console_error_panic_hook::set_once();
+        let db_name = db_name.unwrap_or_else(|| DEFAULT_DB.to_string());
         if db_name.is_empty() || db_name.len() > 128 {
             return Err(JsError::new("db_name must be 1 to 128 characters"));
         }

@@ -6,7 +6,7 @@
 //! ```js
 //! import init, { WebNode } from "./web_node.js";
 //! await init();
-//! const node = await WebNode.start("ws://127.0.0.1:8080/ws", "webdht-tab-1");
+//! const node = await WebNode.start("ws://127.0.0.1:8080/ws", "webdht-tab-1"); // database name optional
 //! await node.put("greeting", "hello");       // → { acks, attempted, ms }
 //! await node.get("greeting");                // → { value, ms } (value null when absent)
 //! await node.peers();                        // → [{ id, short, kind: "native" | "browser", bucket, addrs }]
