@@ -164,6 +164,12 @@ pub fn decode_in_chunks(bytes: &[u8], chunk: usize) -> usize {
     n
 }
 
+/// Creates `count` identities whose ids carry `difficulty` bits of proof of work; returns the key pairs it
+/// took in all.
+pub fn make_ids(difficulty: u32, count: u32) -> u64 {
+    (0..count).map(|_| dht_link::Identity::generate_with_work(difficulty).map(|(_, tries)| tries).unwrap_or(0)).sum()
+}
+
 /// The wasm32 entry points, for Node.js (`cargo xtask bench`).
 #[cfg(target_arch = "wasm32")]
 mod wasm {
@@ -172,6 +178,13 @@ mod wasm {
     /// A prepared core workload.
     #[wasm_bindgen]
     pub struct CoreBench(super::Workload);
+
+    /// Creates `count` identities with `difficulty` bits of work (timed by the caller); returns the key
+    /// pairs it took.
+    #[wasm_bindgen(js_name = makeIds)]
+    pub fn make_ids(difficulty: u32, count: u32) -> f64 {
+        super::make_ids(difficulty, count) as f64
+    }
 
     #[wasm_bindgen]
     impl CoreBench {

@@ -1,5 +1,6 @@
 //! `dht-bench core [--messages N] [--seed S]`: the core benchmark natively.
 //! `dht-bench codec`: one-shot versus chunked and byte-at-a-time decoding of the same stream.
+//! `dht-bench pow`: the cost of an id with 12 bits of proof of work.
 //! Each prints one JSON line per figure: `{"name","value","unit"}`.
 
 /// Frames per second decoding `bytes` in pieces of each of `chunks` bytes: rounds of at least 100 ms per
@@ -47,8 +48,25 @@ fn main() -> std::process::ExitCode {
             codec();
             return std::process::ExitCode::SUCCESS;
         }
+        Some("pow") => {
+            // Ids with 12 bits of work: the key pairs tried and the time per id.
+            let (difficulty, count) = (12, 8);
+            let t0 = std::time::Instant::now();
+            let tries = dht_bench::make_ids(difficulty, count);
+            let ms = t0.elapsed().as_secs_f64() * 1000.0;
+            eprintln!("pow: {count} ids of {difficulty} bits in {ms:.0} ms, {tries} key pairs");
+            println!(
+                "{{\"name\":\"id_work_{difficulty}_ms_per_id_native\",\"value\":{:.1},\"unit\":\"ms\"}}",
+                ms / f64::from(count)
+            );
+            println!(
+                "{{\"name\":\"id_work_us_per_try_native\",\"value\":{:.2},\"unit\":\"us\"}}",
+                ms * 1000.0 / tries as f64
+            );
+            return std::process::ExitCode::SUCCESS;
+        }
         _ => {
-            eprintln!("usage: dht-bench core [--messages N] [--seed S] | dht-bench codec");
+            eprintln!("usage: dht-bench core [--messages N] [--seed S] | dht-bench codec | dht-bench pow");
             return std::process::ExitCode::from(2);
         }
     }

@@ -119,6 +119,10 @@ pub struct Config {
     pub refresh_interval: Duration,
     /// Which records are stored for others and accepted from gets.
     pub record_policy: RecordPolicy,
+    /// Proof of work every peer id must carry ([`crate::NodeId::work`], leading zero bits): peers below it
+    /// never enter the routing table or a lookup, so mass-producing ids costs about 2^d key generations
+    /// each. 0 (the default) asks for none.
+    pub id_difficulty: u32,
     /// How often a node holding a record stores it again at the k closest nodes to its key (with the
     /// time left to live), so records outlive the nodes that hold them under churn. A store received for the
     /// record pushes this node's turn back by the same interval, so about one holder per interval does the
@@ -163,6 +167,7 @@ impl Default for Config {
             record_policy: RecordPolicy::Any,
             distrust_after: 3,
             replicate_interval: Duration::from_secs(3600),
+            id_difficulty: 0,
         }
     }
 }

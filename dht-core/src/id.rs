@@ -38,6 +38,22 @@ impl NodeId {
         &self.0
     }
 
+    /// The proof of work this id carries (S/Kademlia's static puzzle): the leading zero bits of the
+    /// SHA-256 of the id. Ids stay uniform (the id itself is not constrained); finding a key whose id has
+    /// `d` bits of work takes about 2^d key generations, checking it one hash.
+    pub fn work(&self) -> u32 {
+        let h: [u8; 32] = Sha256::digest(self.0).into();
+        let mut bits = 0;
+        for b in h {
+            if b == 0 {
+                bits += 8;
+            } else {
+                return bits + b.leading_zeros();
+            }
+        }
+        bits
+    }
+
     /// XOR distance to `other`.
     pub fn distance(&self, other: &NodeId) -> Distance {
         xor(&self.0, &other.0)

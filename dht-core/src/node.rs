@@ -44,6 +44,8 @@ pub struct NodeStats {
     pub store_failures: u64,
     /// Records expired.
     pub expired: u64,
+    /// Peers and contacts refused for lacking the ids' proof of work.
+    pub weak_ids: u64,
 }
 
 #[derive(Debug)]
@@ -582,8 +584,17 @@ impl Node {
     }
 
     /// A peer proved alive: refresh it in the table, pinging a stale entry when its bucket is full.
+    /// Whether `id` carries the proof of work the configuration asks for.
+    fn has_work(&self, id: &NodeId) -> bool {
+        self.config.id_difficulty == 0 || id.work() >= self.config.id_difficulty
+    }
+
     fn observe(&mut self, now: Instant, contact: Contact) {
         let id = contact.id;
+        if !self.has_work(&id) {
+            self.stats.weak_ids += 1;
+            return;
+        }
         match self.table.insert(contact, now) {
             InsertResult::Inserted => {
                 if self.refresh_at.is_none() {

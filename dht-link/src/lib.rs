@@ -91,6 +91,19 @@ impl Identity {
         Self::from_private(&kp.private)
     }
 
+    /// A fresh key pair whose node id carries `difficulty` bits of proof of work ([`NodeId::work`]), and
+    /// the key pairs it took (about 2^difficulty).
+    pub fn generate_with_work(difficulty: u32) -> Result<(Self, u64), LinkError> {
+        let mut tries = 0u64;
+        loop {
+            tries += 1;
+            let id = Self::generate()?;
+            if id.node_id().work() >= difficulty {
+                return Ok((id, tries));
+            }
+        }
+    }
+
     /// The key pair of a stored private key (32 bytes).
     pub fn from_private(private: &[u8]) -> Result<Self, LinkError> {
         let private: [u8; 32] =

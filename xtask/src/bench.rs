@@ -67,8 +67,9 @@ fn release(bin: &str) -> Command {
     Command::new(root().join("target/release").join(bin))
 }
 
-/// The core workload in wasm32 under Node.js: messages per second.
-fn core_wasm(messages: u32) -> Result<f64, String> {
+/// The core workload in wasm32 under Node.js: messages per second, and the cost of ids with 12 bits of work
+/// (ms per id, µs per key pair tried).
+fn core_wasm(messages: u32) -> Result<(f64, f64, f64), String> {
     crate::ensure_wasm_target()?;
     step(
         "dht-bench for wasm32 (release)",
@@ -90,13 +91,17 @@ fn core_wasm(messages: u32) -> Result<f64, String> {
            n = b.run();
            best = Math.min(best, Number(process.hrtime.bigint() - t0) / 1e9);
          }}
-         console.log(JSON.stringify({{ rate: n / best }}));",
+         const t1 = process.hrtime.bigint();
+         const tries = require({module:?}).makeIds(12, 8);
+         const ms = Number(process.hrtime.bigint() - t1) / 1e6;
+         console.log(JSON.stringify({{ rate: n / best, pow_ms_per_id: ms / 8, pow_us_per_try: ms * 1000 / tries }}));",
         module = out.join("dht_bench.js").display().to_string(),
     );
     let stdout = run("core workload in wasm32 under Node.js", Command::new("node").args(["-e", &script]))
         .map_err(|e| format!("{e} (is Node.js installed? apt-get install nodejs)"))?;
     let v: Value = serde_json::from_str(stdout.trim()).map_err(|e| format!("node output {stdout:?}: {e}"))?;
-    v["rate"].as_f64().ok_or("node printed no rate".into())
+    let num = |k: &str| v[k].as_f64().ok_or(format!("node printed no {k}"));
+    Ok((num("rate")?, num("pow_ms_per_id")?, num("pow_us_per_try")?))
 }
 
 fn machine() -> String {
@@ -146,11 +151,15 @@ pub fn bench() -> Result<(), String> {
     let messages = 200_000u32;
     let out = run("core, native", release("dht-bench").args(["core", "--messages", &messages.to_string()]))?;
     f.take_lines(&out, "dht-bench core");
-    let wasm = core_wasm(messages)?;
+    let (wasm, pow_ms, pow_us) = core_wasm(messages)?;
     f.add("core_msgs_per_s_wasm_node", wasm, "msgs/s", "dht-bench (wasm32, Node.js)");
     if let Some(native) = f.get("core_msgs_per_s_native") {
         f.add("wasm_native_ratio", native / wasm, "x", "native / wasm");
     }
+    let out = run("ids with proof of work, native", release("dht-bench").arg("pow"))?;
+    f.take_lines(&out, "dht-bench pow");
+    f.add("id_work_12_ms_per_id_wasm_node", pow_ms, "ms", "dht-bench (wasm32, Node.js)");
+    f.add("id_work_us_per_try_wasm_node", pow_us, "us", "dht-bench (wasm32, Node.js)");
 
     // Simulator.
     let sim_fields: &[(&str, &str)] = &[

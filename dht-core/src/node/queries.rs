@@ -267,7 +267,8 @@ impl Node {
         }
     }
 
-    /// Checks a `Nodes` answer against the limits: too many contacts refuses it whole; our own id is skipped.
+    /// Checks a `Nodes` answer against the limits: too many contacts refuses it whole; our own id and ids
+    /// without the required proof of work are skipped.
     fn accept_contacts(&mut self, from: &NodeId, closer: Vec<Contact>) -> Option<Vec<Contact>> {
         if closer.len() > self.config.max_contacts_per_reply {
             self.stats.oversized_replies += 1;
@@ -275,7 +276,12 @@ impl Node {
             return None;
         }
         let local = self.local.id;
-        Some(closer.into_iter().filter(|c| c.id != local).map(|c| self.sanitize(c)).collect())
+        let before = closer.len();
+        let difficulty = self.config.id_difficulty;
+        let worthy = |c: &Contact| c.id != local && (difficulty == 0 || c.id.work() >= difficulty);
+        let closer: Vec<Contact> = closer.into_iter().filter(worthy).map(|c| self.sanitize(c)).collect();
+        self.stats.weak_ids += (before - closer.len()) as u64;
+        Some(closer)
     }
 
     /// Twice the distance to our k-th closest neighbour: around any point, the k closest nodes are

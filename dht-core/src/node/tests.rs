@@ -465,3 +465,31 @@ fn holders_replicate_their_records_with_the_time_left() {
     let ttl = stored_ttl.expect("the record was stored again");
     assert!((3500..=3600).contains(&ttl), "ttl {ttl}");
 }
+
+#[test]
+fn ids_without_the_proof_of_work_are_kept_out() {
+    let mut cfg = Config::default();
+    cfg.id_difficulty = 4;
+    let mut node = node_with(cfg);
+    // About one id in sixteen carries four bits of work.
+    let ids: Vec<NodeId> = (1..=64).map(id).collect();
+    let (worthy, weak): (Vec<NodeId>, Vec<NodeId>) = ids.iter().partition(|i| i.work() >= 4);
+    assert!(!worthy.is_empty() && !weak.is_empty());
+    for i in &ids {
+        node.add_contact(t(0), Contact::bare(*i));
+    }
+    drain(&mut node);
+    assert!(worthy.iter().all(|i| node.routing_table().contains(i)));
+    assert!(weak.iter().all(|i| !node.routing_table().contains(i)));
+    assert_eq!(node.stats().weak_ids, weak.len() as u64);
+    // Nor do they enter a lookup through an answer.
+    let target = id(200);
+    node.find_node(t(0), target);
+    let out = sends(&drain(&mut node));
+    let (to, msg) = out[0].clone();
+    let (rid, _) = request(&msg);
+    let closer = vec![Contact::bare(weak[0]), Contact::bare(worthy[0])];
+    node.handle_message(t(10), Contact::bare(to), Message::Response { id: rid, body: Response::Nodes { closer } });
+    let asked: Vec<NodeId> = sends(&drain(&mut node)).into_iter().map(|(to, _)| to).collect();
+    assert!(!asked.contains(&weak[0]), "a weak id was asked");
+}
