@@ -3,27 +3,14 @@
 
 mod common;
 
-use common::{ctl_dir, Proc};
+use common::{ctl_dir, spawn, Proc};
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
-use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const ROUNDS: u64 = 50;
-
-fn spawn(dir: &Path, bootstrap: Option<&str>) -> Proc {
-    let _ = std::fs::remove_file(dir.join("control.addr"));
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dht-node"));
-    cmd.args(["--listen", "127.0.0.1:0", "--data-dir"]).arg(dir).env("RUST_LOG", "warn");
-    if let Some(b) = bootstrap {
-        cmd.args(["--bootstrap", b]);
-    }
-    let child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("dht-node starts");
-    Proc { child, dir: dir.to_owned() }
-}
 
 /// One control request that may fail (the node may die under it).
 fn try_ctl(addr: &str, request: &str) -> Option<String> {

@@ -3,23 +3,12 @@
 
 mod common;
 
-use common::{ctl_dir, Proc};
+use common::{ctl_dir, spawn, Proc};
 use std::io::Write;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn spawn(dir: &Path, bootstrap: Option<&str>) -> Proc {
-    let _ = std::fs::remove_file(dir.join("control.addr"));
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dht-node"));
-    cmd.args(["--listen", "127.0.0.1:0", "--data-dir"]).arg(dir).env("RUST_LOG", "warn");
-    if let Some(b) = bootstrap {
-        cmd.args(["--bootstrap", b]);
-    }
-    let child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("dht-node starts");
-    Proc { child, dir: dir.to_owned() }
-}
 
 /// One control request; waits for the control socket to appear (bounded).
 fn ctl(p: &Proc, request: &str) -> String {

@@ -5,7 +5,7 @@
 //! browser refuses it with `QuotaExceededError` — it evicts the records that expire first (never the
 //! one being written) and tries again. [`IdbStore::evicted`] counts them, so the page can say so.
 
-use crate::{check_name, decode_key, decode_record, encode_record, RecordInfo, Store, StoreError, StoredRecord};
+use crate::{check_name, decode_record, encode_record, record_info, RecordInfo, Store, StoreError, StoredRecord};
 use dht_core::{decode_contacts, encode_contacts, Contact, Instant, Key};
 use rexie::{ObjectStore, Rexie, TransactionMode};
 use std::cell::Cell;
@@ -152,11 +152,11 @@ impl Store for IdbStore {
         let old_cost = self.get_record(&key).await?.map(|r| cost(r.value.len())).unwrap_or(0);
         let encoded = bytes(&encode_record(&value, expires));
         for _ in 0..MAX_EVICTION_ROUNDS {
-            let over_budget = self.used.get() - old_cost + new_cost > self.budget;
+            let over_budget = self.used.get().saturating_sub(old_cost) + new_cost > self.budget;
             if !over_budget {
                 match self.write(RECORDS, bytes(key.as_bytes()), Some(encoded.clone())).await {
                     Ok(()) => {
-                        self.used.set(self.used.get() - old_cost + new_cost);
+                        self.used.set(self.used.get().saturating_sub(old_cost) + new_cost);
                         return Ok(());
                     }
                     Err(e) if is_quota(&e) => tracing::warn!("the browser's storage quota is reached: evicting"),
@@ -191,9 +191,7 @@ impl Store for IdbStore {
         let all = tx.store(RECORDS).map_err(idb)?.scan(None, None, None, None).await.map_err(idb)?;
         let mut out = Vec::with_capacity(all.len());
         for (k, v) in all {
-            let k = to_vec(&k, "record key")?;
-            let record = decode_record(&k, &to_vec(&v, "record")?)?;
-            out.push(RecordInfo { key: decode_key(&k)?, expires: record.expires, size: record.value.len() });
+            out.push(record_info(&to_vec(&k, "record key")?, &to_vec(&v, "record")?)?);
         }
         Ok(out)
     }

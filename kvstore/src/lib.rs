@@ -83,6 +83,12 @@ pub(crate) fn decode_record(key: &[u8], bytes: &[u8]) -> Result<StoredRecord, St
     Ok(StoredRecord { value: value.to_vec(), expires: Instant::from_millis(millis) })
 }
 
+/// What the persistent backends list for an entry: its key, expiry and value size.
+pub(crate) fn record_info(key: &[u8], bytes: &[u8]) -> Result<RecordInfo, StoreError> {
+    let record = decode_record(key, bytes)?;
+    Ok(RecordInfo { key: decode_key(key)?, expires: record.expires, size: record.value.len() })
+}
+
 pub(crate) fn decode_key(bytes: &[u8]) -> Result<Key, StoreError> {
     let arr: [u8; ID_LEN] = bytes
         .try_into()

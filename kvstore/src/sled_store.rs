@@ -1,7 +1,7 @@
 //! Native storage in sled. sled flushes on its own only every 500 ms, so every write that is acknowledged
 //! (a record put, the identity key) is flushed first.
 
-use crate::{check_name, decode_key, decode_record, encode_record, RecordInfo, Store, StoreError, StoredRecord};
+use crate::{check_name, decode_record, encode_record, record_info, RecordInfo, Store, StoreError, StoredRecord};
 use dht_core::{decode_contacts, encode_contacts, Contact, Instant, Key};
 use std::path::Path;
 
@@ -58,8 +58,7 @@ impl Store for SledStore {
         let mut out = Vec::new();
         for item in self.records.iter() {
             let (k, v) = item.map_err(backend)?;
-            let record = decode_record(&k, &v)?;
-            out.push(RecordInfo { key: decode_key(&k)?, expires: record.expires, size: record.value.len() });
+            out.push(record_info(&k, &v)?);
         }
         Ok(out)
     }

@@ -144,6 +144,17 @@ async fn local_sdp(pc: &dyn PeerConnection, gathered: &mut mpsc::Receiver<()>) -
     pc.local_description().await.map(|d| d.sdp).ok_or_else(|| "no local description".into())
 }
 
+/// The setup once the local SDP is known, or the error after closing the connection.
+async fn with_sdp_or_close(fresh: Fresh<Peer>, sdp: Result<String, String>) -> Result<Setup<Peer>, String> {
+    match sdp {
+        Ok(sdp) => Ok(fresh.with_sdp(sdp)),
+        Err(e) => {
+            fresh.pc.close().await;
+            Err(e)
+        }
+    }
+}
+
 impl RtcPeer for Peer {
     async fn offer(config: &RtcConfig) -> Result<Setup<Self>, String> {
         let mut fresh = new_connection(config, true).await?;
@@ -153,13 +164,8 @@ impl RtcPeer for Peer {
             pc.set_local_description(offer).await.map_err(|e| format!("local description: {e}"))?;
             local_sdp(&**pc, &mut fresh.gathered).await
         };
-        match steps.await {
-            Ok(sdp) => Ok(fresh.with_sdp(sdp)),
-            Err(e) => {
-                fresh.pc.close().await;
-                Err(e)
-            }
-        }
+        let sdp = steps.await;
+        with_sdp_or_close(fresh, sdp).await
     }
 
     async fn answer(config: &RtcConfig, offer: &str) -> Result<Setup<Self>, String> {
@@ -172,13 +178,8 @@ impl RtcPeer for Peer {
             pc.set_local_description(answer).await.map_err(|e| format!("local description: {e}"))?;
             local_sdp(&**pc, &mut fresh.gathered).await
         };
-        match steps.await {
-            Ok(sdp) => Ok(fresh.with_sdp(sdp)),
-            Err(e) => {
-                fresh.pc.close().await;
-                Err(e)
-            }
-        }
+        let sdp = steps.await;
+        with_sdp_or_close(fresh, sdp).await
     }
 
     async fn accept(&self, answer: &str) -> Result<(), String> {

@@ -259,23 +259,19 @@ async fn dial(inner: Rc<Inner>, peer: Contact) -> Result<PeerLink, TransportErro
             return Err(fail(e));
         }
     };
-    if let Err(e) = setup.pc.accept(&answer).await {
-        setup.pc.close().await;
-        return Err(fail(e));
+    let link = async {
+        setup.pc.accept(&answer).await?;
+        let prologue = prologue(&offer_sdp, &answer);
+        let local = inner.local_addrs.clone();
+        Link::initiator(&inner.identity, Some(peer.id), &prologue, local, &inner.config.link, rt::now_ms())
+            .map_err(|e| e.to_string())
     }
-    let prologue = prologue(&offer_sdp, &answer);
-    let link = match Link::initiator(
-        &inner.identity,
-        Some(peer.id),
-        &prologue,
-        inner.local_addrs.clone(),
-        &inner.config.link,
-        rt::now_ms(),
-    ) {
+    .await;
+    let link = match link {
         Ok(l) => l,
         Err(e) => {
             setup.pc.close().await;
-            return Err(fail(e.to_string()));
+            return Err(fail(e));
         }
     };
     match rt::timeout(timeout, finish(&inner, setup, link)).await {
@@ -288,22 +284,22 @@ async fn dial(inner: Rc<Inner>, peer: Contact) -> Result<PeerLink, TransportErro
 async fn answer(inner: &Rc<Inner>, from: NodeId, session: u64, offer_sdp: String) -> Result<(), String> {
     let setup = Peer::answer(&inner.config, &offer_sdp).await?;
     let answer_sdp = setup.sdp.clone();
-    if !inner.signaling.send(from, &Signal::Answer { session, sdp: answer_sdp.clone() }) {
-        setup.pc.close().await;
-        return Err("signaling queue full".into());
-    }
     let prologue = prologue(&offer_sdp, &answer_sdp);
-    let link = match Link::responder(
-        &inner.identity,
-        &prologue,
-        inner.local_addrs.clone(),
-        &inner.config.link,
-        rt::now_ms(),
-    ) {
+    let link = Link::responder(&inner.identity, &prologue, inner.local_addrs.clone(), &inner.config.link, rt::now_ms())
+        .map_err(|e| e.to_string())
+        .and_then(|l| {
+            let sent = inner.signaling.send(from, &Signal::Answer { session, sdp: answer_sdp });
+            if sent {
+                Ok(l)
+            } else {
+                Err("signaling queue full".to_string())
+            }
+        });
+    let link = match link {
         Ok(l) => l,
         Err(e) => {
             setup.pc.close().await;
-            return Err(e.to_string());
+            return Err(e);
         }
     };
     let link = rt::timeout(inner.config.connect_timeout, finish(inner, setup, link))

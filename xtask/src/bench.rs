@@ -40,6 +40,14 @@ impl Figures {
         }
     }
 
+    /// Runs the release binary `bin` with `args` (space-separated) and takes `fields` of the JSON object it
+    /// prints last.
+    fn measure(&mut self, bin: &str, args: &str, prefix: &str, fields: &[(&str, &str)]) -> Result<(), String> {
+        let command = format!("{} {args}", bin.trim_start_matches("examples/")).trim_end().to_string();
+        let out = run(&command, release(bin).args(args.split_whitespace()))?;
+        self.take_fields(&out, &command, prefix, fields)
+    }
+
     /// Takes fields of the one JSON object a tool printed last, as `prefix_field` figures.
     fn take_fields(&mut self, stdout: &str, source: &str, prefix: &str, fields: &[(&str, &str)]) -> Result<(), String> {
         let last = stdout.lines().rev().find(|l| l.starts_with('{')).ok_or(format!("{source}: no JSON line"))?;
@@ -174,69 +182,52 @@ pub fn bench() -> Result<(), String> {
         ("wall_s", "s"),
         ("rss_bytes_per_node", "bytes"),
     ];
-    let s10k = ["--nodes", "10000", "--lookups", "2000", "--puts", "500", "--seed", "1"];
-    let out = run("dht-sim 10k", release("dht-sim").args(s10k))?;
-    f.take_fields(&out, &format!("dht-sim {}", s10k.join(" ")), "sim10k", sim_fields)?;
-    let churn = [
-        "--nodes",
-        "10000",
-        "--lookups",
-        "2000",
-        "--puts",
-        "500",
-        "--seed",
-        "1",
-        "--churn",
-        "0.5",
-        "--lookup-interval-ms",
-        "1000",
-    ];
-    let out = run("dht-sim 10k, churn 0.5", release("dht-sim").args(churn))?;
-    let churn_fields: &[(&str, &str)] =
-        &[("success_rate", "ratio"), ("success_rate_present", "ratio"), ("get_success_rate", "ratio")];
-    f.take_fields(&out, &format!("dht-sim {}", churn.join(" ")), "sim_churn", churn_fields)?;
-    let s100k = [
-        "--nodes",
-        "100000",
-        "--lookups",
-        "10000",
-        "--seed",
-        "1",
-        "--join-interval-ms",
-        "1",
-        "--lookup-interval-ms",
-        "10",
-    ];
-    let out = run("dht-sim 100k", release("dht-sim").args(s100k))?;
-    let big: &[(&str, &str)] =
-        &[("success_rate", "ratio"), ("hops_p50", "hops"), ("wall_s", "s"), ("rss_bytes_per_node", "bytes")];
-    f.take_fields(&out, &format!("dht-sim {}", s100k.join(" ")), "sim100k", big)?;
+    f.measure("dht-sim", "--nodes 10000 --lookups 2000 --puts 500 --seed 1", "sim10k", sim_fields)?;
+    f.measure(
+        "dht-sim",
+        "--nodes 10000 --lookups 2000 --puts 500 --seed 1 --churn 0.5 --lookup-interval-ms 1000",
+        "sim_churn",
+        &[("success_rate", "ratio"), ("success_rate_present", "ratio"), ("get_success_rate", "ratio")],
+    )?;
+    f.measure(
+        "dht-sim",
+        "--nodes 100000 --lookups 10000 --seed 1 --join-interval-ms 1 --lookup-interval-ms 10",
+        "sim100k",
+        &[("success_rate", "ratio"), ("hops_p50", "hops"), ("wall_s", "s"), ("rss_bytes_per_node", "bytes")],
+    )?;
 
-    // One WebRTC link through the whole stack.
-    let out = run("WebRTC link", &mut release("examples/link_bench"))?;
-    let link: &[(&str, &str)] = &[
-        ("link_setup_ms_p50", "ms"),
-        ("link_setup_ms_max", "ms"),
-        ("stack_mb_s", "MB/s"),
-        ("raw_mb_s", "MB/s"),
-        ("stack_raw_ratio", "x"),
-    ];
-    f.take_fields(&out, "transport-webrtc example link_bench", "rtc", link)?;
+    // One WebRTC link through the whole stack, and one bare channel.
+    f.measure(
+        "examples/link_bench",
+        "",
+        "rtc",
+        &[
+            ("link_setup_ms_p50", "ms"),
+            ("link_setup_ms_max", "ms"),
+            ("stack_mb_s", "MB/s"),
+            ("raw_mb_s", "MB/s"),
+            ("stack_raw_ratio", "x"),
+        ],
+    )?;
 
     // Signaling server: 10,000 peers, then abuse.
-    let load = ["--peers", "10000", "--secs", "10"];
-    let out = run("signaling load", release("signaling-load").args(load))?;
-    let sig: &[(&str, &str)] = &[("peers_held", "peers"), ("relays_per_s", "relays/s"), ("relay_ms_p99", "ms")];
-    f.take_fields(&out, &format!("signaling-load {}", load.join(" ")), "signaling", sig)?;
-    let abuse = ["--peers", "2000", "--secs", "10", "--abusers", "200"];
-    let out = run("signaling under abuse", release("signaling-load").args(abuse))?;
-    let ab: &[(&str, &str)] = &[
-        ("relay_ms_p99", "ms"),
-        ("abuse_relay_ms_p99", "ms"),
-        ("abuse_p99_ratio", "x"),
-        ("closed_for_cause", "connections"),
-    ];
-    f.take_fields(&out, &format!("signaling-load {}", abuse.join(" ")), "signaling_2k", ab)?;
+    f.measure(
+        "signaling-load",
+        "--peers 10000 --secs 10",
+        "signaling",
+        &[("peers_held", "peers"), ("relays_per_s", "relays/s"), ("relay_ms_p99", "ms")],
+    )?;
+    f.measure(
+        "signaling-load",
+        "--peers 2000 --secs 10 --abusers 200",
+        "signaling_2k",
+        &[
+            ("relay_ms_p99", "ms"),
+            ("abuse_relay_ms_p99", "ms"),
+            ("abuse_p99_ratio", "x"),
+            ("closed_for_cause", "connections"),
+        ],
+    )?;
 
     write_table(&f, started.elapsed().as_secs())
 }

@@ -3,7 +3,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::Child;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// A running process and its data directory; killed and reaped when dropped.
@@ -17,6 +17,20 @@ impl Drop for Proc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Starts `dht-node` on a free 127.0.0.1 port with data in `dir`, joining through `bootstrap` if given.
+// Each test binary compiles this module; webrtc_swarm starts its nodes with its own flags.
+#[allow(dead_code)]
+pub fn spawn(dir: &Path, bootstrap: Option<&str>) -> Proc {
+    let _ = std::fs::remove_file(dir.join("control.addr"));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dht-node"));
+    cmd.args(["--listen", "127.0.0.1:0", "--data-dir"]).arg(dir).env("RUST_LOG", "warn");
+    if let Some(b) = bootstrap {
+        cmd.args(["--bootstrap", b]);
+    }
+    let child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("dht-node starts");
+    Proc { child, dir: dir.to_owned() }
 }
 
 /// One control request to the node whose data directory is `dir`; waits (bounded) for its control socket.

@@ -59,6 +59,21 @@ struct Shared {
     latencies_us: Mutex<Vec<u32>>,
 }
 
+impl Shared {
+    fn new(ids: Vec<Hex32>) -> Arc<Self> {
+        Arc::new(Shared {
+            start: Instant::now(),
+            ids,
+            measuring: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+            sent: AtomicU64::new(0),
+            received: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            latencies_us: Mutex::new(Vec::new()),
+        })
+    }
+}
+
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
     if args.peers < 2
@@ -212,16 +227,7 @@ async fn run(args: &Args, addr: &str) -> Result<(), String> {
     let held = sockets.iter().filter(|s| s.is_some()).count();
     eprintln!("registered {held} of {} peers in {register_s:.1} s ({failed} failed)", args.peers);
 
-    let shared = Arc::new(Shared {
-        start: Instant::now(),
-        ids,
-        measuring: AtomicBool::new(false),
-        stop: AtomicBool::new(false),
-        sent: AtomicU64::new(0),
-        received: AtomicU64::new(0),
-        errors: AtomicU64::new(0),
-        latencies_us: Mutex::new(Vec::new()),
-    });
+    let shared = Shared::new(ids);
     let period = Duration::from_secs_f64(1.0 / args.rate);
     let mut tasks = Vec::new();
     for (i, ws) in sockets.into_iter().enumerate() {
@@ -343,16 +349,7 @@ async fn measure(shared: &Shared, secs: u64) -> Window {
 /// The abusers alone, for `--secs` seconds (they do not know the honest peers' keys: forged registrations
 /// use random keys).
 async fn abuse_only(args: &Args, addr: &str) -> Result<(), String> {
-    let shared = Arc::new(Shared {
-        start: Instant::now(),
-        ids: Vec::new(),
-        measuring: AtomicBool::new(false),
-        stop: AtomicBool::new(false),
-        sent: AtomicU64::new(0),
-        received: AtomicU64::new(0),
-        errors: AtomicU64::new(0),
-        latencies_us: Mutex::new(Vec::new()),
-    });
+    let shared = Shared::new(Vec::new());
     let tasks: Vec<_> = (0..args.abusers).map(|i| tokio::spawn(abuser(i, addr.to_string(), shared.clone()))).collect();
     tokio::time::sleep(Duration::from_secs(args.secs)).await;
     shared.stop.store(true, Ordering::Relaxed);
