@@ -132,6 +132,11 @@ pub struct Config {
     /// as they answered) is distrusted: its other introductions are dropped and it leaves the result.
     /// 0 turns this off.
     pub distrust_after: u16,
+    /// Disjoint paths per lookup (S/Kademlia): the seeds are dealt out to this many paths that never ask
+    /// the same peer, so one liar misleads at most one path; the result is the k closest that answered on
+    /// any path. 1 is plain Kademlia; more costs about that many times the requests. At most
+    /// [`crate::lookup::MAX_PATHS`].
+    pub lookup_paths: usize,
 }
 
 impl Default for Config {
@@ -168,6 +173,7 @@ impl Default for Config {
             distrust_after: 3,
             replicate_interval: Duration::from_secs(3600),
             id_difficulty: 0,
+            lookup_paths: 1,
         }
     }
 }

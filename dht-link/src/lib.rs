@@ -26,6 +26,17 @@ pub const MAX_NOISE_MESSAGE: usize = 65_535;
 const TAG_LEN: usize = 16;
 /// Plaintext carried by one transport frame.
 const MAX_PLAINTEXT: usize = MAX_NOISE_MESSAGE - TAG_LEN;
+/// Bytes a handshake message adds to its payload at most (ephemeral key, encrypted static key, two tags).
+const HANDSHAKE_OVERHEAD: usize = 32 + 32 + 2 * TAG_LEN;
+
+/// The first `need` bytes of `buf` (at most a Noise message), growing it when it is shorter.
+fn scratch(buf: &mut Vec<u8>, need: usize) -> &mut [u8] {
+    let need = need.min(MAX_NOISE_MESSAGE);
+    if buf.len() < need {
+        buf.resize(need, 0);
+    }
+    &mut buf[..need]
+}
 /// Largest handshake payload (the advertised addresses).
 const MAX_HANDSHAKE_PAYLOAD: usize = 4096;
 
@@ -239,7 +250,8 @@ impl Link {
             plain_out: FrameEncoder::new(config.max_message_len, config.max_buffered),
             local_addrs,
             remote: None,
-            scratch: vec![0u8; MAX_NOISE_MESSAGE],
+            // Grown to the largest piece seen (most links never need more than a few KiB).
+            scratch: Vec::new(),
             max_buffered: config.max_buffered,
         };
         if initiator {
@@ -289,7 +301,8 @@ impl Link {
         } else {
             Vec::new()
         };
-        let len = match hs.write_message(&payload, &mut self.scratch) {
+        let out = scratch(&mut self.scratch, payload.len() + HANDSHAKE_OVERHEAD);
+        let len = match hs.write_message(&payload, out) {
             Ok(len) => len,
             Err(e) => return self.fail(LinkError::Handshake(e.to_string())),
         };
@@ -343,7 +356,7 @@ impl Link {
             };
             match &mut self.state {
                 State::Handshaking(hs) => {
-                    let len = match hs.read_message(&frame, &mut self.scratch) {
+                    let len = match hs.read_message(&frame, scratch(&mut self.scratch, frame.len())) {
                         Ok(len) => len,
                         Err(e) => return self.fail(LinkError::Handshake(e.to_string())),
                     };
@@ -358,7 +371,7 @@ impl Link {
                     self.write_handshake()?;
                 }
                 State::Open(ts) => {
-                    let len = match ts.read_message(&frame, &mut self.scratch) {
+                    let len = match ts.read_message(&frame, scratch(&mut self.scratch, frame.len())) {
                         Ok(len) => len,
                         Err(_) => return self.fail(LinkError::Decrypt),
                     };
@@ -413,7 +426,8 @@ impl Link {
         self.plain_out.push(msg)?;
         while !self.plain_out.is_empty() {
             let take = self.plain_out.pending().len().min(MAX_PLAINTEXT);
-            let len = match ts.write_message(&self.plain_out.pending()[..take], &mut self.scratch) {
+            let out = scratch(&mut self.scratch, take + TAG_LEN);
+            let len = match ts.write_message(&self.plain_out.pending()[..take], out) {
                 Ok(len) => len,
                 Err(e) => return self.fail(LinkError::Local(e.to_string())),
             };

@@ -104,6 +104,9 @@ struct Args {
     /// refused; puts then use content-addressed keys).
     #[arg(long, default_value = "any")]
     record_policy: String,
+    /// Disjoint paths per lookup (S/Kademlia; 1 = plain Kademlia, at most 16).
+    #[arg(long, default_value_t = 1)]
+    lookup_paths: usize,
 }
 
 fn main() -> std::process::ExitCode {
@@ -142,8 +145,15 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    if args.nodes < 2 || args.k == 0 || args.alpha == 0 || args.rtt_min_ms > args.rtt_max_ms {
-        eprintln!("error: need --nodes >= 2, --k >= 1, --alpha >= 1 and --rtt-min-ms <= --rtt-max-ms");
+    if args.nodes < 2
+        || args.k == 0
+        || args.alpha == 0
+        || args.rtt_min_ms > args.rtt_max_ms
+        || !(1..=dht_core::lookup::MAX_PATHS).contains(&args.lookup_paths)
+    {
+        eprintln!(
+            "error: need --nodes >= 2, --k >= 1, --alpha >= 1, --rtt-min-ms <= --rtt-max-ms and 1 <= --lookup-paths <= 16"
+        );
         return std::process::ExitCode::from(2);
     }
     let mut sim = SimConfig {
@@ -165,6 +175,7 @@ fn main() -> std::process::ExitCode {
 
     sim.node.join_refresh_buckets = args.join_refresh;
     sim.node.record_policy = record_policy;
+    sim.node.lookup_paths = args.lookup_paths;
     sim.node.replicate_interval = std::time::Duration::from_secs(args.replicate_min * 60);
     sim.node.max_contacts_per_reply = sim.node.max_contacts_per_reply.max(args.k);
     let params = Params {

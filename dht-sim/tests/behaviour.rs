@@ -90,3 +90,18 @@ fn records_outlive_their_holders_under_weibull_churn() {
     let r = weibull(0);
     assert!(r.records_retrievable_rate.unwrap() < 1.0, "no record lost even without replication");
 }
+
+#[test]
+fn disjoint_paths_get_past_more_liars() {
+    let mut p = params(7, 600);
+    p.malicious = 0.3;
+    p.sim.node.record_policy = dht_core::RecordPolicy::ContentAddressed;
+    let one = run(&p);
+    p.sim.node.lookup_paths = 3;
+    let three = run(&p);
+    eprintln!("one path: {one:?}\nthree paths: {three:?}");
+    assert_eq!(three.forged_accepted, 0);
+    assert!(three.success_rate > one.success_rate, "3 paths {} vs 1 path {}", three.success_rate, one.success_rate);
+    assert!(three.success_rate >= 0.99, "lookups over 3 disjoint paths among 30 % liars {}", three.success_rate);
+    assert!(three.msgs_per_lookup > one.msgs_per_lookup, "disjoint paths cost requests");
+}

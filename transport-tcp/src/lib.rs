@@ -20,7 +20,7 @@ use std::cell::Cell;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
 /// The prefix of TCP addresses: `tcp:127.0.0.1:4000`.
@@ -203,6 +203,19 @@ async fn write_pending(stream: &mut TcpStream, link: &mut Link) -> Result<(), Co
     Ok(())
 }
 
+/// Feeds what the socket has to the link: `None` at the end of the stream, else the messages completed
+/// (none when the readiness was spurious). The buffer is on the stack of this synchronous call, so an idle
+/// connection holds no read buffer.
+fn read_into(stream: &TcpStream, link: &mut Link) -> Result<Option<Vec<Message>>, ConnError> {
+    let mut buf = [0u8; 16 * 1024];
+    match stream.try_read(&mut buf) {
+        Ok(0) => Ok(None),
+        Ok(n) => link.feed(&buf[..n], now_ms()).map(Some).map_err(ConnError::Link),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(Some(Vec::new())),
+        Err(e) => Err(ConnError::Io(e)),
+    }
+}
+
 /// Handshake, then shuttle messages both ways until either side closes or fails.
 async fn run_connection(
     mut stream: TcpStream,
@@ -211,7 +224,6 @@ async fn run_connection(
     ready: oneshot::Sender<PeerLink>,
 ) -> Result<(), ConnError> {
     let _ = stream.set_nodelay(true);
-    let mut buf = vec![0u8; 16 * 1024];
     // Handshake, bounded by the link's deadline.
     let deadline = link.poll_timeout().map(|t| t.saturating_since(now_ms())).unwrap_or_default();
     // Messages that arrived in the same read as the last handshake message.
@@ -222,11 +234,11 @@ async fn run_connection(
             if link.is_open() {
                 return Ok::<(), ConnError>(());
             }
-            let n = stream.read(&mut buf).await.map_err(ConnError::Io)?;
-            if n == 0 {
-                return Err(ConnError::Link(link.finish().err().unwrap_or(LinkError::NotReady)));
+            stream.readable().await.map_err(ConnError::Io)?;
+            match read_into(&stream, &mut link)? {
+                Some(msgs) => early.extend(msgs),
+                None => return Err(ConnError::Link(link.finish().err().unwrap_or(LinkError::NotReady))),
             }
-            early.extend(link.feed(&buf[..n], now_ms()).map_err(ConnError::Link)?);
         }
     };
     match tokio::time::timeout(deadline, handshake).await {
@@ -245,13 +257,13 @@ async fn run_connection(
     }
     loop {
         tokio::select! {
-            read = stream.read(&mut buf) => {
-                let n = read.map_err(ConnError::Io)?;
-                if n == 0 {
+            ready = stream.readable() => {
+                ready.map_err(ConnError::Io)?;
+                let Some(msgs) = read_into(&stream, &mut link)? else {
                     link.finish().map_err(ConnError::Link)?;
                     return Err(ConnError::Closed);
-                }
-                for msg in link.feed(&buf[..n], now_ms()).map_err(ConnError::Link)? {
+                };
+                for msg in msgs {
                     // Waiting here is the backpressure: we stop reading while the driver is behind.
                     to_driver_tx.send(msg).await.map_err(|_| ConnError::Closed)?;
                 }

@@ -229,6 +229,16 @@ pub fn bench() -> Result<(), String> {
         ],
     )?;
 
+    // The same lookup workload on rust-libp2p's Kademlia (a crate outside the workspace, built here only).
+    step(
+        "libp2p-compare (release; outside the workspace)",
+        cargo()
+            .args(["build", "--release", "--locked", "--manifest-path", "libp2p-compare/Cargo.toml"])
+            .env("CARGO_TARGET_DIR", root().join("target")),
+    )?;
+    let out = run("webdht and rust-libp2p side by side", &mut release("libp2p-compare"))?;
+    f.take_lines(&out, "libp2p-compare --nodes 200 --lookups 1000");
+
     write_table(&f, started.elapsed().as_secs())
 }
 

@@ -3,6 +3,11 @@
 //! Candidates are kept sorted by distance to the target. Up to α requests are in flight; when
 //! `stall_after` answers in a row bring nobody closer, the lookup is *stalled* and may have up to k in
 //! flight, as the Kademlia paper's final round does. It finishes when the k closest candidates that did not fail have all answered.
+//!
+//! With d > 1 paths (S/Kademlia's disjoint lookups) the seeds are dealt out to d paths, each contact belongs
+//! to the path whose answer brought it first, and every path runs the rules above on its own candidates:
+//! no peer is asked by two paths, so a liar on one path cannot steer the others. The lookup ends when every
+//! path has; the result is the k closest peers that answered on any path.
 
 use crate::id::{Distance, NodeId};
 use crate::message::Contact;
@@ -29,7 +34,21 @@ struct Candidate {
     hops: u8,
     /// Index in `introducers` of the peer that told us about it ([`NO_INTRODUCER`] for seeds).
     via: u16,
+    /// The disjoint path it belongs to.
+    path: u8,
 }
+
+/// The state of one disjoint path.
+#[derive(Debug, Clone, Default)]
+struct Path {
+    in_flight: usize,
+    no_progress: usize,
+    stalled: bool,
+    finished: bool,
+}
+
+/// Most disjoint paths a lookup runs.
+pub const MAX_PATHS: usize = 16;
 
 /// `Candidate::via` of seeds (and of contacts past the introducers a lookup tracks).
 const NO_INTRODUCER: u16 = u16::MAX;
@@ -60,7 +79,7 @@ pub struct LookupParams {
     pub k: usize,
     /// Requests in flight before the lookup stalls (α).
     pub alpha: usize,
-    /// Cap on candidates kept; the farthest not-yet-contacted ones are dropped beyond it.
+    /// Cap on candidates kept per path; the farthest not-yet-contacted ones are dropped beyond it.
     pub max_candidates: usize,
     /// Answers in a row that bring nobody closer before the lookup stalls and widens to k in flight.
     pub stall_after: usize,
@@ -69,6 +88,8 @@ pub struct LookupParams {
     /// ignored (0 = never). Made-up contacts handed out by a liar then cost a few timeouts, not the lookup.
     /// (It stays in the result if it answered: under churn honest peers hand out dead contacts too.)
     pub distrust_after: u16,
+    /// Disjoint paths (1 = a plain Kademlia lookup; at most [`MAX_PATHS`]).
+    pub paths: usize,
 }
 
 /// An iterative closest-peers lookup.
@@ -77,9 +98,10 @@ pub struct Lookup {
     target: NodeId,
     params: LookupParams,
     candidates: Vec<Candidate>,
+    paths: Vec<Path>,
+    /// The path asked first at the next poll (paths take turns).
+    turn: usize,
     in_flight: usize,
-    no_progress: usize,
-    stalled: bool,
     finished: bool,
     requests: u32,
     /// Requests this lookup may send at most (a bucket refresh needs contacts in range, not convergence).
@@ -100,17 +122,19 @@ impl Lookup {
         let params = LookupParams {
             k: params.k.max(1),
             alpha: params.alpha.max(1),
-            max_candidates: params.max_candidates.max(params.k),
+            // Each path keeps as many candidates as a single lookup would.
+            max_candidates: params.max_candidates.max(params.k) * params.paths.clamp(1, MAX_PATHS),
             stall_after: params.stall_after.max(1),
             distrust_after: params.distrust_after,
+            paths: params.paths.clamp(1, MAX_PATHS),
         };
         let mut lookup = Lookup {
             target,
             params,
             candidates: Vec::new(),
+            paths: vec![Path::default(); params.paths],
+            turn: 0,
             in_flight: 0,
-            no_progress: 0,
-            stalled: false,
             finished: false,
             requests: 0,
             budget: None,
@@ -122,7 +146,11 @@ impl Lookup {
             dropped: Vec::new(),
         };
         for c in seeds {
-            lookup.add(c, 1, NO_INTRODUCER);
+            lookup.add(c, 1, NO_INTRODUCER, 0);
+        }
+        // Seeds are dealt out nearest first, so every path starts with some of the closest.
+        for (i, c) in lookup.candidates.iter_mut().enumerate() {
+            c.path = (i % params.paths) as u8;
         }
         lookup
     }
@@ -132,7 +160,7 @@ impl Lookup {
         &self.target
     }
 
-    fn add(&mut self, contact: Contact, hops: u8, via: u16) -> bool {
+    fn add(&mut self, contact: Contact, hops: u8, via: u16, path: u8) -> bool {
         if self.distrusted.contains(&contact.id) || self.dropped.contains(&contact.id) {
             return false;
         }
@@ -148,7 +176,7 @@ impl Lookup {
         if pos >= self.params.max_candidates {
             return false;
         }
-        self.candidates.insert(pos, Candidate { contact, distance, state: PeerState::NotContacted, hops, via });
+        self.candidates.insert(pos, Candidate { contact, distance, state: PeerState::NotContacted, hops, via, path });
         if self.candidates.len() > self.params.max_candidates && !self.drop_failed() {
             // Drop the farthest candidate we have not asked; asked ones stay so their answers can be matched.
             if let Some(i) = self.candidates.iter().rposition(|c| c.state == PeerState::NotContacted) {
@@ -185,44 +213,60 @@ impl Lookup {
         if self.finished {
             return Next::Finished;
         }
-        let parallelism = if self.stalled { self.params.k } else { self.params.alpha };
+        let d = self.paths.len();
+        for i in 0..d {
+            let p = (self.turn + i) % d;
+            if let Some(contact) = self.poll_path(p) {
+                self.turn = (p + 1) % d;
+                return Next::Query(contact);
+            }
+        }
+        if self.paths.iter().all(|p| p.finished) || self.in_flight == 0 {
+            self.finished = true;
+            Next::Finished
+        } else {
+            Next::Wait
+        }
+    }
+
+    /// The next peer path `p` asks, if it may ask one now; marks the path finished when it is done.
+    fn poll_path(&mut self, p: usize) -> Option<Contact> {
+        let path = &mut self.paths[p];
+        if path.finished {
+            return None;
+        }
+        let parallelism = if path.stalled { self.params.k } else { self.params.alpha };
         let mut succeeded = 0;
         let mut waiting_closer = false;
-        for c in self.candidates.iter_mut() {
+        for c in self.candidates.iter_mut().filter(|c| usize::from(c.path) == p) {
             match c.state {
                 PeerState::Succeeded => {
                     succeeded += 1;
                     if succeeded >= self.params.k {
                         // Done once no closer peer may still answer.
-                        if waiting_closer {
-                            return Next::Wait;
-                        }
-                        self.finished = true;
-                        return Next::Finished;
+                        path.finished = !waiting_closer;
+                        return None;
                     }
                 }
                 PeerState::NotContacted => {
                     if self.budget.is_some_and(|b| self.requests >= b) {
                         break;
                     }
-                    if self.in_flight >= parallelism {
-                        return Next::Wait;
+                    if path.in_flight >= parallelism {
+                        return None;
                     }
                     c.state = PeerState::Waiting;
+                    path.in_flight += 1;
                     self.in_flight += 1;
                     self.requests += 1;
-                    return Next::Query(c.contact.clone());
+                    return Some(c.contact.clone());
                 }
                 PeerState::Waiting => waiting_closer = true,
                 PeerState::Failed => {}
             }
         }
-        if self.in_flight == 0 {
-            self.finished = true;
-            Next::Finished
-        } else {
-            Next::Wait
-        }
+        path.finished = path.in_flight == 0;
+        None
     }
 
     /// `peer` answered with `closer` contacts. Answers from peers not waited on are ignored.
@@ -234,32 +278,41 @@ impl Lookup {
         c.state = PeerState::Succeeded;
         let hops = c.hops.saturating_add(1);
         let via = c.via;
+        let p = c.path;
         self.in_flight -= 1;
+        self.paths[usize::from(p)].in_flight -= 1;
         self.responses += 1;
         if let Some(i) = self.introducers.get_mut(usize::from(via)) {
             i.answered += 1;
         }
         let me = self.introducer_index(*peer);
-        let closest_before = self.candidates.first().map(|c| c.distance);
+        let closest_before = self.closest_on(p);
         for contact in closer {
-            self.add(contact, hops, me);
+            self.add(contact, hops, me, p);
         }
-        let progressed = self.candidates.first().map(|c| c.distance) < closest_before;
-        if self.region.is_some_and(|r| peer.distance(&self.target) <= r) {
+        let progressed = self.closest_on(p) < closest_before;
+        let in_region = self.region.is_some_and(|r| peer.distance(&self.target) <= r);
+        let path = &mut self.paths[usize::from(p)];
+        if in_region {
             // A peer within the expected radius of the k closest answered: the neighbourhood is reached,
             // and the rest of the k closest are asked at once.
-            self.stalled = true;
+            path.stalled = true;
             return;
         }
         if progressed {
-            self.no_progress = 0;
-            self.stalled = false;
+            path.no_progress = 0;
+            path.stalled = false;
         } else {
-            self.no_progress += 1;
-            if self.no_progress >= self.params.stall_after {
-                self.stalled = true;
+            path.no_progress += 1;
+            if path.no_progress >= self.params.stall_after {
+                path.stalled = true;
             }
         }
+    }
+
+    /// Distance of path `p`'s closest candidate.
+    fn closest_on(&self, p: u8) -> Option<Distance> {
+        self.candidates.iter().find(|c| c.path == p).map(|c| c.distance)
     }
 
     /// `peer` failed to answer usefully (timeout, refusal, invalid answer).
@@ -270,7 +323,9 @@ impl Lookup {
         }
         c.state = PeerState::Failed;
         let via = c.via;
+        let p = c.path;
         self.in_flight -= 1;
+        self.paths[usize::from(p)].in_flight -= 1;
         self.failures += 1;
         let limit = self.params.distrust_after;
         let Some(i) = self.introducers.get_mut(usize::from(via)) else { return };
@@ -380,7 +435,7 @@ mod tests {
     }
 
     fn params(k: usize, alpha: usize) -> LookupParams {
-        LookupParams { k, alpha, max_candidates: 100, stall_after: alpha, distrust_after: 3 }
+        LookupParams { k, alpha, max_candidates: 100, stall_after: alpha, distrust_after: 3, paths: 1 }
     }
 
     fn drain(l: &mut Lookup) -> Vec<NodeId> {
@@ -484,7 +539,7 @@ mod tests {
         let mut l = Lookup::new(
             id(0),
             [id(200)].map(Contact::bare),
-            LookupParams { k: 2, alpha: 1, max_candidates: 3, stall_after: 1, distrust_after: 3 },
+            LookupParams { k: 2, alpha: 1, max_candidates: 3, stall_after: 1, distrust_after: 3, paths: 1 },
         );
         assert_eq!(drain(&mut l), vec![id(200)]);
         l.on_success(&id(200), (1..=10).map(|n| Contact::bare(id(n))));
@@ -520,8 +575,55 @@ mod tests {
     }
 
     #[test]
+    fn disjoint_paths_never_share_a_peer() {
+        let target = id(0);
+        let seeds: Vec<_> = (10..16).map(|n| Contact::bare(id(n))).collect();
+        let p = LookupParams { k: 2, alpha: 1, max_candidates: 100, stall_after: 5, distrust_after: 0, paths: 2 };
+        let mut l = Lookup::new(target, seeds, p);
+        // Seeds dealt nearest first: path 0 has 10, 12, 14 and path 1 has 11, 13, 15; α = 1 per path.
+        assert_eq!(drain(&mut l), vec![id(10), id(11)]);
+        // 10 (path 0) introduces 1, and 11, which path 1 already has: 11 stays on path 1.
+        l.on_success(&id(10), [id(1), id(11)].map(Contact::bare));
+        assert_eq!(drain(&mut l), vec![id(1)]);
+        // 11 (path 1) introduces 1 (path 0's) and 2: path 1 asks only 2.
+        l.on_success(&id(11), [id(1), id(2)].map(Contact::bare));
+        assert_eq!(drain(&mut l), vec![id(2)]);
+        // 1 (path 0) introduces 2 (path 1's) and 3: path 0 asks 3, path 1 still waits on 2.
+        l.on_success(&id(1), [id(2), id(3)].map(Contact::bare));
+        assert_eq!(drain(&mut l), vec![id(3)]);
+        l.on_success(&id(3), []);
+        assert_eq!(l.poll_next(), Next::Wait, "path 0 is done (1 and 3); path 1 waits on 2");
+        l.on_success(&id(2), []);
+        assert_eq!(l.poll_next(), Next::Finished);
+        let got: Vec<_> = l.closest().into_iter().map(|c| c.id).collect();
+        assert_eq!(got, vec![id(1), id(2)], "the k closest over both paths");
+        assert_eq!(l.requests(), 5, "no peer asked twice");
+    }
+
+    #[test]
+    fn a_liar_on_one_path_does_not_steer_the_other() {
+        let target = id(0);
+        let seeds = [id(20), id(21)].map(Contact::bare);
+        let p = LookupParams { k: 1, alpha: 1, max_candidates: 100, stall_after: 5, distrust_after: 0, paths: 2 };
+        let mut l = Lookup::new(target, seeds, p);
+        assert_eq!(drain(&mut l), vec![id(20), id(21)]);
+        // 20 lies: made-up ids nearer than anyone. Only path 0 chases them.
+        l.on_success(&id(20), [id(1), id(2), id(3)].map(Contact::bare));
+        l.on_success(&id(21), [id(5)].map(Contact::bare));
+        assert_eq!(drain(&mut l), vec![id(1), id(5)]);
+        l.on_success(&id(5), []);
+        for n in 1..=3 {
+            l.on_failure(&id(n));
+            let _ = drain(&mut l);
+        }
+        assert_eq!(l.poll_next(), Next::Finished);
+        let got: Vec<_> = l.closest().into_iter().map(|c| c.id).collect();
+        assert_eq!(got, vec![id(5)], "path 1 found the real closest peer on its own");
+    }
+
+    #[test]
     fn failed_candidates_make_room_and_are_not_taken_again() {
-        let p = LookupParams { k: 2, alpha: 3, max_candidates: 3, stall_after: 3, distrust_after: 0 };
+        let p = LookupParams { k: 2, alpha: 3, max_candidates: 3, stall_after: 3, distrust_after: 0, paths: 1 };
         let mut l = Lookup::new(id(0), [id(10), id(11), id(12)].map(Contact::bare), p);
         assert_eq!(drain(&mut l), vec![id(10), id(11), id(12)]);
         l.on_failure(&id(10));

@@ -23,6 +23,7 @@ impl Node {
             max_candidates: self.config.max_lookup_candidates,
             stall_after: self.config.stall_after,
             distrust_after: self.config.distrust_after,
+            paths: self.config.lookup_paths,
         };
         self.table.touch(&target, now);
         let mut lookup = Lookup::new(target, seeds, params);
