@@ -92,6 +92,40 @@ async fn load_identity(store: &IdbStore) -> Result<Identity, JsError> {
     }
 }
 
+/// What ids with proof of work cost in this browser: `{ids, difficulty, msPerId, usPerTry}`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WorkCost {
+    ids: u32,
+    difficulty: u32,
+    ms_per_id: f64,
+    us_per_try: f64,
+}
+
+/// Makes `count` identities whose ids carry `difficulty` bits of proof of work (see `Config::id_difficulty`)
+/// and reports the time taken: the price of an id in this tab. At most 24 bits and 64 ids (the call blocks
+/// the tab while it runs).
+#[wasm_bindgen(js_name = idWorkCost)]
+pub fn id_work_cost(difficulty: u32, count: u32) -> Result<JsValue, JsError> {
+    if difficulty > 24 || !(1..=64).contains(&count) {
+        return Err(JsError::new("idWorkCost: difficulty must be at most 24 and count 1 to 64"));
+    }
+    let t0 = js_sys::Date::now();
+    let mut tries = 0u64;
+    for _ in 0..count {
+        let (_, n) = Identity::generate_with_work(difficulty).map_err(|e| js_error("key generation", e))?;
+        tries += n;
+    }
+    let ms = js_sys::Date::now() - t0;
+    let cost = WorkCost {
+        ids: count,
+        difficulty,
+        ms_per_id: ms / f64::from(count),
+        us_per_try: ms * 1000.0 / tries.max(1) as f64,
+    };
+    serde_wasm_bindgen::to_value(&cost).map_err(|e| js_error("result", e))
+}
+
 #[wasm_bindgen]
 impl WebNode {
     /// Opens (or creates) the node stored in the IndexedDB database `db_name` (its key, records and

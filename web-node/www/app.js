@@ -1,6 +1,6 @@
 // The page of a webdht tab: starts a WebNode and shows what it does.
 // `window.webdht` exposes the node and its join time to scripts (the e2e run drives tabs through it).
-import init, { WebNode } from "./web_node.js";
+import init, { WebNode, idWorkCost } from "./web_node.js";
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -20,7 +20,7 @@ function dbName() {
   return name;
 }
 
-const page = (window.webdht = { state: "loading", error: null, joinMs: null, node: null, stats: null });
+const page = (window.webdht = { state: "loading", error: null, joinMs: null, node: null, stats: null, idWorkCost });
 
 function setState(text, cls = "") {
   page.state = text;

@@ -377,6 +377,10 @@ async fn swarm(opts: &Opts, host: &str, netns: bool) -> Result<(), String> {
         }
     }
 
+    // What an id with 12 bits of proof of work costs in Chromium (Config::id_difficulty).
+    let work = tabs[0].js("return window.webdht.idWorkCost(12, 8)", vec![]).await?;
+    eprintln!("    ids with 12 bits of work in Chromium: {work}");
+
     // Every tab serves: it holds records others put.
     let mut held_for_others = Vec::new();
     for (t, tab) in tabs.iter().enumerate() {
@@ -453,6 +457,8 @@ async fn swarm(opts: &Opts, host: &str, netns: bool) -> Result<(), String> {
         "native_browser_rate": nb.rate(),
         "held_for_others_min": held_for_others.iter().min().copied().unwrap_or(0),
         "reload_restored": reload_restored,
+        "id_work_12_ms_per_id_chromium": work["msPerId"],
+        "id_work_us_per_try_chromium": work["usPerTry"],
         "screenshot": shot.display().to_string(),
     });
     println!("{summary}");
