@@ -22,6 +22,11 @@ pub struct NodeStats {
     pub responses_in: u64,
     /// Requests we sent that timed out.
     pub timeouts: u64,
+    /// Lookup requests that outlived their adaptive timeout: the lookup went on without them, and their
+    /// answer still counted if it came before `request_timeout`.
+    pub slow_requests: u64,
+    /// Of those, the ones answered late (and used).
+    pub late_answers: u64,
     /// Responses for no outstanding request, or from the wrong peer.
     pub unexpected_responses: u64,
     /// Responses of the wrong kind for their request.
@@ -68,6 +73,11 @@ struct Outgoing {
     resend: Option<(Contact, Request, u8)>,
     /// When this attempt was sent (for round-trip samples).
     sent: Instant,
+    /// For a lookup request timed by the adaptive timeout: the full `request_timeout`. At `deadline` the
+    /// lookup stops waiting (the peer is slow, not yet failed); an answer before `grace` still counts.
+    grace: Option<Instant>,
+    /// The lookup stopped waiting for it (its adaptive timeout passed).
+    slow: bool,
 }
 
 /// Smoothed round-trip time of answered requests, kept as RFC 6298 does for TCP: in ms, `srtt` and
@@ -322,6 +332,9 @@ impl Node {
                     let ms = now.saturating_since(out.sent).as_millis() as f64;
                     self.rtt = Some(RttEstimate::sample(self.rtt, ms));
                 }
+                if out.slow {
+                    self.stats.late_answers += 1;
+                }
                 self.deadlines.remove(&(out.deadline, id));
                 self.stats.responses_in += 1;
                 self.observe(now, from.clone());
@@ -418,6 +431,22 @@ impl Node {
                 break;
             }
             self.deadlines.pop_first();
+            let Some(out) = self.requests.get_mut(&id) else { continue };
+            if let Some(grace) = out.grace.take() {
+                // Slow, not failed: the lookup goes on without this peer, whose answer still counts until
+                // the full timeout (a loaded peer or path is not a dead one).
+                out.deadline = grace;
+                out.slow = true;
+                let (peer, purpose) = (out.peer, &out.purpose);
+                if let Purpose::Query(q) = purpose {
+                    if let Some(query) = self.queries.get_mut(q) {
+                        query.lookup.on_slow(&peer);
+                    }
+                }
+                self.deadlines.insert((grace, id));
+                self.stats.slow_requests += 1;
+                continue;
+            }
             let Some(out) = self.requests.remove(&id) else { continue };
             self.stats.timeouts += 1;
             if let Some(out) = self.retry(now, out) {
@@ -629,7 +658,9 @@ impl Node {
         }
         let deadline = now + self.timeout_for(&purpose);
         let resend = (retries_left > 0).then(|| (to.clone(), body.clone(), retries_left));
-        self.requests.insert(id, Outgoing { peer: to.id, deadline, purpose, resend, sent: now });
+        let full = now + self.config.request_timeout;
+        let grace = (matches!(purpose, Purpose::Query(_)) && resend.is_none() && full > deadline).then_some(full);
+        self.requests.insert(id, Outgoing { peer: to.id, deadline, purpose, resend, sent: now, grace, slow: false });
         self.deadlines.insert((deadline, id));
         self.outputs.push_back(Output::Send { to, msg: Message::Request { id, body } });
     }

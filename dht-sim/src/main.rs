@@ -104,7 +104,7 @@ struct Args {
     /// refused; puts then use content-addressed keys).
     #[arg(long, default_value = "any")]
     record_policy: String,
-    /// Disjoint paths per lookup (S/Kademlia; 1 = plain Kademlia, at most 16).
+    /// Disjoint paths per lookup (S/Kademlia; 1 = plain Kademlia, at most 8).
     #[arg(long, default_value_t = 1)]
     lookup_paths: usize,
 }
@@ -152,7 +152,7 @@ fn main() -> std::process::ExitCode {
         || !(1..=dht_core::lookup::MAX_PATHS).contains(&args.lookup_paths)
     {
         eprintln!(
-            "error: need --nodes >= 2, --k >= 1, --alpha >= 1, --rtt-min-ms <= --rtt-max-ms and 1 <= --lookup-paths <= 16"
+            "error: need --nodes >= 2, --k >= 1, --alpha >= 1, --rtt-min-ms <= --rtt-max-ms and 1 <= --lookup-paths <= 8"
         );
         return std::process::ExitCode::from(2);
     }

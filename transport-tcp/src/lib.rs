@@ -40,11 +40,21 @@ pub struct TcpConfig {
     pub max_inbound: usize,
     /// Messages buffered between a connection and the driver, each way.
     pub channel_capacity: usize,
+    /// How long a connection the driver let go of (its link replaced by one the peer dialed at the same
+    /// moment, or closed to make room) goes on reading before it closes: answers to requests sent on it are
+    /// still on their way, and closing at once would lose them. The core's `request_timeout` (1 s by
+    /// default) is as long as it waits for them.
+    pub linger: Duration,
 }
 
 impl Default for TcpConfig {
     fn default() -> Self {
-        TcpConfig { link: LinkConfig::default(), max_inbound: 256, channel_capacity: 64 }
+        TcpConfig {
+            link: LinkConfig::default(),
+            max_inbound: 256,
+            channel_capacity: 64,
+            linger: Duration::from_secs(1),
+        }
     }
 }
 
@@ -105,7 +115,7 @@ impl TcpTransport {
         .map_err(|e| TransportError::Connect(e.to_string()))?;
         let (ready_tx, ready_rx) = oneshot::channel();
         tokio::task::spawn_local(async move {
-            let _ = run_connection(stream, link, 1, ready_tx).await;
+            let _ = run_connection(stream, link, 1, Duration::ZERO, ready_tx).await;
         });
         let peer = ready_rx.await.map_err(|_| TransportError::Connect(format!("{addr}: handshake failed")))?;
         let mut contact = peer.remote;
@@ -154,9 +164,9 @@ async fn accept_loop(
         };
         let (ready_tx, ready_rx) = oneshot::channel();
         let open2 = Rc::clone(&open);
-        let capacity = config_capacity(&config);
+        let (capacity, linger) = (config_capacity(&config), config.linger);
         tokio::task::spawn_local(async move {
-            if let Err(e) = run_connection(stream, link, capacity, ready_tx).await {
+            if let Err(e) = run_connection(stream, link, capacity, linger, ready_tx).await {
                 tracing::info!(%peer, "inbound connection closed: {e}");
             }
             open2.set(open2.get() - 1);
@@ -216,11 +226,35 @@ fn read_into(stream: &TcpStream, link: &mut Link) -> Result<Option<Vec<Message>>
     }
 }
 
+/// Delivers what still arrives on a connection the driver let go of, for `linger`, then returns (closing it).
+async fn drain_then_close(
+    stream: &TcpStream,
+    link: &mut Link,
+    to_driver: &mut mpsc::Sender<Message>,
+    linger: Duration,
+) -> Result<(), ConnError> {
+    let deadline = tokio::time::sleep(linger);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            _ = &mut deadline => return Ok(()),
+            ready = stream.readable() => {
+                ready.map_err(ConnError::Io)?;
+                let Some(msgs) = read_into(stream, link)? else { return Ok(()) };
+                for msg in msgs {
+                    to_driver.send(msg).await.map_err(|_| ConnError::Closed)?;
+                }
+            }
+        }
+    }
+}
+
 /// Handshake, then shuttle messages both ways until either side closes or fails.
 async fn run_connection(
     mut stream: TcpStream,
     mut link: Link,
     capacity: usize,
+    linger: Duration,
     ready: oneshot::Sender<PeerLink>,
 ) -> Result<(), ConnError> {
     let _ = stream.set_nodelay(true);
@@ -269,7 +303,11 @@ async fn run_connection(
                 }
             }
             out = to_conn_rx.next() => {
-                let Some(msg) = out else { return Ok(()) };
+                let Some(msg) = out else {
+                    // The driver let go of this link: keep reading (answers in flight) for a while, send
+                    // nothing more, then close.
+                    return drain_then_close(&stream, &mut link, &mut to_driver_tx, linger).await;
+                };
                 match link.send(&msg) {
                     Ok(()) => {}
                     Err(LinkError::Codec(e)) => tracing::warn!(peer = %remote.id, "message not sent: {e}"),
@@ -297,7 +335,7 @@ impl Transport for TcpTransport {
             let (ready_tx, ready_rx) = oneshot::channel();
             let (err_tx, err_rx) = oneshot::channel();
             tokio::task::spawn_local(async move {
-                if let Err(e) = run_connection(stream, link, config_capacity(&config), ready_tx).await {
+                if let Err(e) = run_connection(stream, link, config_capacity(&config), config.linger, ready_tx).await {
                     tracing::info!(%target, "outbound connection closed: {e}");
                     let _ = err_tx.send(e.to_string());
                 }

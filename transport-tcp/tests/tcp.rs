@@ -131,3 +131,42 @@ async fn inbound_connections_beyond_the_cap_are_closed() {
         })
         .await;
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn answers_still_arrive_on_a_link_the_driver_let_go_of() {
+    use dht_core::{Message, Request, RequestId, Response};
+    use futures::StreamExt;
+    let local = tokio::task::LocalSet::new();
+    local
+        .run_until(async {
+            let bind = |config: TcpConfig| async move {
+                TcpTransport::bind("127.0.0.1:0".parse().unwrap(), Identity::generate().unwrap(), vec![], config)
+                    .await
+                    .unwrap()
+            };
+            let exchange = |linger: Duration| async move {
+                let a = bind(TcpConfig { linger, ..TcpConfig::default() }).await;
+                let mut b = bind(TcpConfig::default()).await;
+                let mut b_incoming = b.incoming();
+                let mut link = a.dial(b.local_contact()).await.expect("dial");
+                let request = Message::Request { id: RequestId(7), body: Request::Ping };
+                link.tx.try_send(request).unwrap();
+                // A lets go of the link right after sending (replaced or closed to make room) ...
+                drop(link.tx);
+                let mut at_b = b_incoming.next().await.expect("B accepted");
+                assert!(matches!(at_b.rx.next().await, Some(Message::Request { id: RequestId(7), .. })));
+                // ... and B answers on the same connection a moment later.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let answer = Message::Response { id: RequestId(7), body: Response::Pong };
+                let _ = at_b.tx.try_send(answer);
+                let got = tokio::time::timeout(Duration::from_secs(2), link.rx.next()).await.ok().flatten();
+                got
+            };
+            let kept = exchange(Duration::from_secs(1)).await;
+            assert!(matches!(kept, Some(Message::Response { id: RequestId(7), .. })), "the answer arrived: {kept:?}");
+            // Without lingering the same answer is lost: the test above is not vacuous.
+            let lost = exchange(Duration::ZERO).await;
+            assert!(lost.is_none(), "closed at once, yet got {lost:?}");
+        })
+        .await;
+}

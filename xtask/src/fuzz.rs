@@ -1,4 +1,4 @@
-//! `cargo xtask fuzz [--secs S]`: every `cargo fuzz` target for S seconds (nightly; installs cargo-fuzz
+//! `cargo xtask fuzz [--secs S] [--target NAME]`: every `cargo fuzz` target (or the one named) for S seconds (nightly; installs cargo-fuzz
 //! when missing). Prints one JSON line per figure (`{"name","value","unit"}`): execs and crashes per target.
 //! A crash leaves its input in `fuzz/artifacts/<target>/`: keep it as a regression test.
 
@@ -33,14 +33,22 @@ fn stat(output: &str, name: &str) -> Option<u64> {
 }
 
 pub fn fuzz(args: &[String]) -> Result<(), String> {
-    let secs: u64 = match args {
-        [] => 60,
-        [flag, s] if flag == "--secs" => s.parse().map_err(|_| "--secs needs a number of seconds")?,
-        _ => return Err("usage: cargo xtask fuzz [--secs S]".into()),
-    };
+    const USAGE: &str = "usage: cargo xtask fuzz [--secs S] [--target NAME]";
+    let mut secs: u64 = 60;
+    let mut only: Option<&str> = None;
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let value = it.next().ok_or(USAGE)?;
+        match flag.as_str() {
+            "--secs" => secs = value.parse().map_err(|_| "--secs needs a number of seconds")?,
+            "--target" if TARGETS.contains(&value.as_str()) => only = Some(value),
+            "--target" => return Err(format!("--target must be one of {TARGETS:?}")),
+            _ => return Err(USAGE.into()),
+        }
+    }
     ensure_cargo_fuzz()?;
     let mut failed = Vec::new();
-    for target in TARGETS {
+    for target in TARGETS.into_iter().filter(|t| only.is_none_or(|o| o == *t)) {
         eprintln!("==> fuzz {target} for {secs} s");
         let out = Command::new("cargo")
             .current_dir(root())

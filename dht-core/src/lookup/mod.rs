@@ -36,19 +36,21 @@ struct Candidate {
     via: u16,
     /// The disjoint path it belongs to.
     path: u8,
+    /// Failed by being slow ([`Lookup::on_slow`]): a late answer still counts.
+    late: bool,
 }
 
 /// The state of one disjoint path.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Copy, Default)]
 struct Path {
-    in_flight: usize,
-    no_progress: usize,
+    in_flight: u32,
+    no_progress: u32,
     stalled: bool,
     finished: bool,
 }
 
 /// Most disjoint paths a lookup runs.
-pub const MAX_PATHS: usize = 16;
+pub const MAX_PATHS: usize = 8;
 
 /// `Candidate::via` of seeds (and of contacts past the introducers a lookup tracks).
 const NO_INTRODUCER: u16 = u16::MAX;
@@ -98,7 +100,9 @@ pub struct Lookup {
     target: NodeId,
     params: LookupParams,
     candidates: Vec<Candidate>,
-    paths: Vec<Path>,
+    /// The first `npaths` are in use (inline: a lookup is made for every query and must stay cheap).
+    paths: [Path; MAX_PATHS],
+    npaths: usize,
     /// The path asked first at the next poll (paths take turns).
     turn: usize,
     in_flight: usize,
@@ -132,7 +136,8 @@ impl Lookup {
             target,
             params,
             candidates: Vec::new(),
-            paths: vec![Path::default(); params.paths],
+            paths: [Path::default(); MAX_PATHS],
+            npaths: params.paths,
             turn: 0,
             in_flight: 0,
             finished: false,
@@ -176,7 +181,8 @@ impl Lookup {
         if pos >= self.params.max_candidates {
             return false;
         }
-        self.candidates.insert(pos, Candidate { contact, distance, state: PeerState::NotContacted, hops, via, path });
+        self.candidates
+            .insert(pos, Candidate { contact, distance, state: PeerState::NotContacted, hops, via, path, late: false });
         if self.candidates.len() > self.params.max_candidates && !self.drop_failed() {
             // Drop the farthest candidate we have not asked; asked ones stay so their answers can be matched.
             if let Some(i) = self.candidates.iter().rposition(|c| c.state == PeerState::NotContacted) {
@@ -213,7 +219,7 @@ impl Lookup {
         if self.finished {
             return Next::Finished;
         }
-        let d = self.paths.len();
+        let d = self.npaths;
         for i in 0..d {
             let p = (self.turn + i) % d;
             if let Some(contact) = self.poll_path(p) {
@@ -221,7 +227,7 @@ impl Lookup {
                 return Next::Query(contact);
             }
         }
-        if self.paths.iter().all(|p| p.finished) || self.in_flight == 0 {
+        if self.paths[..d].iter().all(|p| p.finished) || self.in_flight == 0 {
             self.finished = true;
             Next::Finished
         } else {
@@ -252,7 +258,7 @@ impl Lookup {
                     if self.budget.is_some_and(|b| self.requests >= b) {
                         break;
                     }
-                    if path.in_flight >= parallelism {
+                    if path.in_flight as usize >= parallelism {
                         return None;
                     }
                     c.state = PeerState::Waiting;
@@ -269,18 +275,29 @@ impl Lookup {
         None
     }
 
-    /// `peer` answered with `closer` contacts. Answers from peers not waited on are ignored.
+    /// `peer` answered with `closer` contacts. Answers from peers not waited on are ignored, except late
+    /// answers from peers given up on as slow ([`Lookup::on_slow`]), which count as if on time.
     pub fn on_success(&mut self, peer: &NodeId, closer: impl IntoIterator<Item = Contact>) {
         let Some(c) = self.find(peer) else { return };
-        if c.state != PeerState::Waiting {
-            return;
-        }
+        let late = match c.state {
+            PeerState::Waiting => false,
+            PeerState::Failed if c.late => true,
+            _ => return,
+        };
         c.state = PeerState::Succeeded;
+        c.late = false;
         let hops = c.hops.saturating_add(1);
         let via = c.via;
         let p = c.path;
-        self.in_flight -= 1;
-        self.paths[usize::from(p)].in_flight -= 1;
+        if late {
+            self.failures -= 1;
+            if let Some(i) = self.introducers.get_mut(usize::from(via)) {
+                i.failed = i.failed.saturating_sub(1);
+            }
+        } else {
+            self.in_flight -= 1;
+            self.paths[usize::from(p)].in_flight -= 1;
+        }
         self.responses += 1;
         if let Some(i) = self.introducers.get_mut(usize::from(via)) {
             i.answered += 1;
@@ -304,7 +321,7 @@ impl Lookup {
             path.stalled = false;
         } else {
             path.no_progress += 1;
-            if path.no_progress >= self.params.stall_after {
+            if path.no_progress as usize >= self.params.stall_after {
                 path.stalled = true;
             }
         }
@@ -313,6 +330,18 @@ impl Lookup {
     /// Distance of path `p`'s closest candidate.
     fn closest_on(&self, p: u8) -> Option<Distance> {
         self.candidates.iter().find(|c| c.path == p).map(|c| c.distance)
+    }
+
+    /// `peer` has not answered within the expected round trip: the lookup goes on as if it failed, but an
+    /// answer that still comes counts ([`Lookup::on_success`]).
+    pub fn on_slow(&mut self, peer: &NodeId) {
+        if self.state_of(peer) != Some(PeerState::Waiting) {
+            return;
+        }
+        self.on_failure(peer);
+        if let Some(c) = self.find(peer) {
+            c.late = true;
+        }
     }
 
     /// `peer` failed to answer usefully (timeout, refusal, invalid answer).
@@ -619,6 +648,31 @@ mod tests {
         assert_eq!(l.poll_next(), Next::Finished);
         let got: Vec<_> = l.closest().into_iter().map(|c| c.id).collect();
         assert_eq!(got, vec![id(5)], "path 1 found the real closest peer on its own");
+    }
+
+    #[test]
+    fn a_late_answer_from_a_slow_peer_still_counts() {
+        let mut l = Lookup::new(id(0), [id(10), id(11)].map(Contact::bare), params(2, 1));
+        assert_eq!(drain(&mut l), vec![id(10)]);
+        l.on_slow(&id(10));
+        assert_eq!(drain(&mut l), vec![id(11)], "the lookup goes on without the slow peer");
+        l.on_success(&id(10), [id(1)].map(Contact::bare));
+        assert_eq!(l.state_of(&id(10)), Some(PeerState::Succeeded));
+        assert_eq!(l.failures(), 0);
+        assert_eq!(l.poll_next(), Next::Wait, "α = 1: 11 is in flight");
+        l.on_success(&id(11), []);
+        assert_eq!(drain(&mut l), vec![id(1)], "the late answer's contact is asked");
+        l.on_success(&id(1), []);
+        l.on_failure(&id(10));
+        assert_eq!(l.poll_next(), Next::Finished);
+        let got: Vec<_> = l.closest().into_iter().map(|c| c.id).collect();
+        assert_eq!(got, vec![id(1), id(10)]);
+        // A peer that simply failed is not revived by a stray answer.
+        let mut l = Lookup::new(id(0), [id(10)].map(Contact::bare), params(1, 1));
+        assert_eq!(drain(&mut l), vec![id(10)]);
+        l.on_failure(&id(10));
+        l.on_success(&id(10), []);
+        assert_eq!(l.state_of(&id(10)), Some(PeerState::Failed));
     }
 
     #[test]

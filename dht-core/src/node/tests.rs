@@ -369,6 +369,89 @@ fn a_timed_out_lookup_request_is_sent_once_more() {
 }
 
 #[test]
+fn a_slow_peer_is_passed_over_but_its_late_answer_counts() {
+    let mut cfg = Config::default();
+    cfg.k = 2;
+    cfg.alpha = 1;
+    let mut node = node_with(cfg.clone());
+    for n in [1, 2] {
+        node.add_contact(t(0), Contact::bare(id(n)));
+    }
+    drain(&mut node);
+    let answer = |node: &mut Node, at: u64, to: NodeId, msg: &Message| {
+        let (rid, _) = request(msg);
+        let reply = Message::Response { id: rid, body: Response::Nodes { closer: vec![] } };
+        node.handle_message(t(at), Contact::bare(to), reply);
+        drain(node)
+    };
+    // A first lookup answered in 10 ms teaches the node the round trip: the adaptive timeout is its floor.
+    node.find_node(t(0), id(9));
+    let mut outs = drain(&mut node);
+    while let Some((to, msg)) = sends(&outs).pop() {
+        outs = answer(&mut node, 10, to, &msg);
+    }
+    let start = 1_000;
+    node.find_node(t(start), id(7));
+    let (slow, first) = sends(&drain(&mut node)).remove(0);
+    let soft = node.poll_timeout().expect("a deadline");
+    assert_eq!(soft, t(start) + cfg.min_request_timeout);
+    node.handle_timeout(soft);
+    let (other, second) = sends(&drain(&mut node)).remove(0);
+    assert_ne!(other, slow, "the lookup went on without the slow peer");
+    assert_eq!(node.stats().slow_requests, 1);
+    // The slow peer answers after its adaptive timeout but before the full one: it counts.
+    let outs = answer(&mut node, start + 300, slow, &first);
+    assert!(events(&outs).is_empty(), "still waiting on the second peer");
+    let outs = answer(&mut node, start + 310, other, &second);
+    let (closest, stats) = events(&outs)
+        .into_iter()
+        .find_map(|e| match e {
+            Event::LookupFinished { closest, stats, .. } => Some((closest, stats)),
+            _ => None,
+        })
+        .expect("lookup finished");
+    assert_eq!(closest.len(), 2, "both peers in the result");
+    assert_eq!(stats.failures, 0);
+    assert_eq!((node.stats().late_answers, node.stats().timeouts), (1, 0));
+    node.handle_timeout(t(start + 5_000));
+    assert!(node.routing_table().get(&slow).is_some_and(|e| e.failures == 0), "no failure recorded");
+}
+
+#[test]
+fn a_slow_peer_that_never_answers_fails_at_the_full_timeout() {
+    let mut cfg = Config::default();
+    cfg.max_failures = 1;
+    let mut node = node_with(cfg.clone());
+    node.add_contact(t(0), Contact::bare(id(1)));
+    node.add_contact(t(0), Contact::bare(id(2)));
+    drain(&mut node);
+    node.find_node(t(0), id(9));
+    let reqs = sends(&drain(&mut node));
+    // Only one peer answers, at once: the node now has a round trip, and the silent peer a soft deadline.
+    let (to, msg) = &reqs[0];
+    let (rid, _) = request(msg);
+    let reply = Message::Response { id: rid, body: Response::Nodes { closer: vec![] } };
+    node.handle_message(t(5), Contact::bare(*to), reply);
+    drain(&mut node);
+    let silent = reqs[1].0;
+    node.find_node(t(100), id(8));
+    let mut outs = drain(&mut node);
+    for (to, msg) in sends(&outs) {
+        if to != silent {
+            let (rid, _) = request(&msg);
+            let reply = Message::Response { id: rid, body: Response::Nodes { closer: vec![] } };
+            node.handle_message(t(105), Contact::bare(to), reply);
+            outs.extend(drain(&mut node));
+        }
+    }
+    node.handle_timeout(t(100) + cfg.min_request_timeout);
+    assert!(node.routing_table().contains(&silent), "slow is not failed");
+    node.handle_timeout(t(100) + cfg.request_timeout);
+    assert!(!node.routing_table().contains(&silent), "failed at the full timeout");
+    assert!(node.stats().timeouts >= 1);
+}
+
+#[test]
 fn content_addressed_records_refuse_forgeries() {
     let mut cfg = Config::default();
     cfg.record_policy = RecordPolicy::ContentAddressed;
