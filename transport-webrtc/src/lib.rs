@@ -107,6 +107,9 @@ pub struct RtcConfig {
     pub queue: usize,
     /// WebRTC links being set up at once (offers we answer beyond it are refused).
     pub max_pending: usize,
+    /// How long a link the driver let go of (replaced, or closed to make room) goes on delivering what
+    /// arrives before its connection closes: answers to requests sent on it are still on their way.
+    pub linger: Duration,
 }
 
 impl RtcConfig {
@@ -121,6 +124,7 @@ impl RtcConfig {
             send_buffer_limit: 1 << 20,
             queue: 64,
             max_pending: 64,
+            linger: Duration::from_secs(1),
         }
     }
 }
@@ -225,7 +229,7 @@ pub(crate) async fn run_link(
     mut pipe: Pipe,
     mut link: Link,
     queue: usize,
-    handshake_timeout: Duration,
+    (handshake_timeout, linger): (Duration, Duration),
     now: fn() -> Instant,
     ready: oneshot::Sender<PeerLink>,
 ) -> Result<(), PipeError> {
@@ -268,7 +272,22 @@ pub(crate) async fn run_link(
                 }
             }
             out = to_link_rx.next() => {
-                let Some(msg) = out else { return Ok(()) };
+                let Some(msg) = out else {
+                    // The driver let go of this link: deliver what still arrives (answers in flight) for
+                    // a while, send nothing more, then close.
+                    let mut deadline = futures_timer::Delay::new(linger).fuse();
+                    loop {
+                        futures::select! {
+                            _ = deadline => return Ok(()),
+                            chunk = pipe.inc.next() => {
+                                let Some(chunk) = chunk else { return Ok(()) };
+                                for msg in link.feed(&chunk, now())? {
+                                    to_driver_tx.send(msg).await.map_err(|_| PipeError::Closed)?;
+                                }
+                            }
+                        }
+                    }
+                };
                 match link.send(&msg) {
                     Ok(()) => {}
                     Err(LinkError::Codec(e)) => tracing::warn!(peer = %remote.id, "message not sent: {e}"),
@@ -311,14 +330,13 @@ mod tests {
         }
     }
 
-    /// Two links over a pair of in-memory pipes with tiny chunks: the handshake and a message larger than
-    /// many chunks go through.
-    #[test]
-    fn links_run_over_chunked_pipes() {
+    fn now() -> Instant {
+        Instant::from_millis(1)
+    }
+
+    /// Two links over a pair of in-memory pipes with tiny chunks, open, on a local pool.
+    fn linked_pair(linger: Duration) -> (futures::executor::LocalPool, PeerLink, PeerLink, [dht_core::NodeId; 2]) {
         use dht_link::{Identity, LinkConfig};
-        fn now() -> Instant {
-            Instant::from_millis(1)
-        }
         let (a, b) = (Identity::generate().unwrap(), Identity::generate().unwrap());
         let cfg = LinkConfig::default();
         let la = Link::initiator(&a, Some(b.node_id()), b"p", vec![], &cfg, now()).unwrap();
@@ -331,11 +349,18 @@ mod tests {
         let mut pool = futures::executor::LocalPool::new();
         use futures::task::LocalSpawnExt;
         let sp = pool.spawner();
-        sp.spawn_local(run_link(Pipe { out: a_out, inc: a_inc }, la, 4, t, now, ra).map(|_| ())).unwrap();
-        sp.spawn_local(run_link(Pipe { out: b_out, inc: b_inc }, lb, 4, t, now, rb).map(|_| ())).unwrap();
-        let (mut pa, mut pb) = pool.run_until(async { (wa.await.unwrap(), wb.await.unwrap()) });
-        assert_eq!(pa.remote.id, b.node_id());
-        assert_eq!(pb.remote.id, a.node_id());
+        sp.spawn_local(run_link(Pipe { out: a_out, inc: a_inc }, la, 4, (t, linger), now, ra).map(|_| ())).unwrap();
+        sp.spawn_local(run_link(Pipe { out: b_out, inc: b_inc }, lb, 4, (t, linger), now, rb).map(|_| ())).unwrap();
+        let (pa, pb) = pool.run_until(async { (wa.await.unwrap(), wb.await.unwrap()) });
+        (pool, pa, pb, [a.node_id(), b.node_id()])
+    }
+
+    /// The handshake and a message larger than many chunks go through.
+    #[test]
+    fn links_run_over_chunked_pipes() {
+        let (mut pool, mut pa, mut pb, [a, b]) = linked_pair(Duration::from_secs(1));
+        assert_eq!(pa.remote.id, b);
+        assert_eq!(pb.remote.id, a);
         let record = dht_core::Record { key: dht_core::Key::from_bytes([1; 32]), value: vec![7; 100_000] };
         let msg =
             Message::Request { id: dht_core::RequestId(9), body: dht_core::Request::Store { record, ttl_secs: 60 } };
@@ -344,5 +369,25 @@ mod tests {
             pb.rx.next().await.unwrap()
         });
         assert_eq!(got, msg);
+    }
+
+    /// A link the driver let go of right after a request still delivers the answer (and, without lingering,
+    /// loses it: the check is not vacuous).
+    #[test]
+    fn answers_still_arrive_on_a_link_let_go_of() {
+        for (linger, kept) in [(Duration::from_secs(5), true), (Duration::ZERO, false)] {
+            let (mut pool, mut pa, mut pb, _) = linked_pair(linger);
+            let got = pool.run_until(async {
+                let request = Message::Request { id: dht_core::RequestId(1), body: dht_core::Request::Ping };
+                pa.tx.send(request).await.unwrap();
+                drop(pa.tx);
+                assert!(pb.rx.next().await.is_some());
+                futures_timer::Delay::new(Duration::from_millis(50)).await;
+                let answer = Message::Response { id: dht_core::RequestId(1), body: dht_core::Response::Pong };
+                let _ = pb.tx.send(answer).await;
+                pa.rx.next().await
+            });
+            assert_eq!(got.is_some(), kept, "linger {linger:?}: {got:?}");
+        }
     }
 }
