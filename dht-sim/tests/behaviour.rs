@@ -7,6 +7,14 @@ fn params(seed: u64, nodes: usize) -> Params {
     Params { sim: SimConfig { seed, ..SimConfig::default() }, nodes, lookups: 200, puts: 40, ..Params::default() }
 }
 
+/// A swarm where `fraction` of the nodes lie, and records are content-addressed.
+fn among_liars(seed: u64, nodes: usize, fraction: f64) -> Params {
+    let mut p = params(seed, nodes);
+    p.malicious = fraction;
+    p.sim.node.record_policy = dht_core::RecordPolicy::ContentAddressed;
+    p
+}
+
 #[test]
 fn lookups_find_the_true_closest_and_values_come_back() {
     let r = run(&params(11, 500));
@@ -57,9 +65,7 @@ fn survives_churn_and_loss() {
 
 #[test]
 fn liars_cost_time_but_forge_nothing_under_content_addressing() {
-    let mut p = params(5, 600);
-    p.malicious = 0.2;
-    p.sim.node.record_policy = dht_core::RecordPolicy::ContentAddressed;
+    let mut p = among_liars(5, 600, 0.2);
     let r = run(&p);
     assert_eq!(r.forged_accepted, 0, "a forged value was accepted");
     assert!(r.get_success_rate >= 0.95, "gets among liars {}", r.get_success_rate);
@@ -93,9 +99,7 @@ fn records_outlive_their_holders_under_weibull_churn() {
 
 #[test]
 fn disjoint_paths_get_past_more_liars() {
-    let mut p = params(7, 600);
-    p.malicious = 0.3;
-    p.sim.node.record_policy = dht_core::RecordPolicy::ContentAddressed;
+    let mut p = among_liars(7, 600, 0.3);
     let one = run(&p);
     p.sim.node.lookup_paths = 3;
     let three = run(&p);

@@ -18,6 +18,16 @@ fn node_with(config: Config) -> Node {
     Node::new(config, Contact::bare(id(0)), 7, t(0))
 }
 
+/// A node with `cfg` that knows the peers `ids`, its outputs so far drained.
+fn node_knowing(cfg: Config, ids: &[u8]) -> Node {
+    let mut node = node_with(cfg);
+    for &n in ids {
+        node.add_contact(t(0), Contact::bare(id(n)));
+    }
+    drain(&mut node);
+    node
+}
+
 fn drain(node: &mut Node) -> Vec<Output> {
     std::iter::from_fn(|| node.poll_output()).collect()
 }
@@ -202,9 +212,7 @@ fn silent_peers_time_out_and_leave_the_table() {
     let mut cfg = Config::default();
     cfg.max_failures = 2;
     cfg.request_retries = 0;
-    let mut node = node_with(cfg.clone());
-    node.add_contact(t(0), Contact::bare(id(1)));
-    drain(&mut node);
+    let mut node = node_knowing(cfg.clone(), &[1]);
     for round in 0..2u64 {
         let now = t(round * 10_000);
         node.find_node(now, id(9));
@@ -341,9 +349,7 @@ fn random_bucket_ids_land_in_their_bucket() {
 fn a_timed_out_lookup_request_is_sent_once_more() {
     let mut cfg = Config::default();
     cfg.request_retries = 1;
-    let mut node = node_with(cfg.clone());
-    node.add_contact(t(0), Contact::bare(id(1)));
-    drain(&mut node);
+    let mut node = node_knowing(cfg.clone(), &[1]);
     node.find_node(t(0), id(9));
     let (_, first) = sends(&drain(&mut node)).remove(0);
     let deadline = node.poll_timeout().unwrap();
@@ -373,11 +379,7 @@ fn a_slow_peer_is_passed_over_but_its_late_answer_counts() {
     let mut cfg = Config::default();
     cfg.k = 2;
     cfg.alpha = 1;
-    let mut node = node_with(cfg.clone());
-    for n in [1, 2] {
-        node.add_contact(t(0), Contact::bare(id(n)));
-    }
-    drain(&mut node);
+    let mut node = node_knowing(cfg.clone(), &[1, 2]);
     let answer = |node: &mut Node, at: u64, to: NodeId, msg: &Message| {
         let (rid, _) = request(msg);
         let reply = Message::Response { id: rid, body: Response::Nodes { closer: vec![] } };
@@ -421,10 +423,7 @@ fn a_slow_peer_is_passed_over_but_its_late_answer_counts() {
 fn a_slow_peer_that_never_answers_fails_at_the_full_timeout() {
     let mut cfg = Config::default();
     cfg.max_failures = 1;
-    let mut node = node_with(cfg.clone());
-    node.add_contact(t(0), Contact::bare(id(1)));
-    node.add_contact(t(0), Contact::bare(id(2)));
-    drain(&mut node);
+    let mut node = node_knowing(cfg.clone(), &[1, 2]);
     node.find_node(t(0), id(9));
     let reqs = sends(&drain(&mut node));
     // Only one peer answers, at once: the node now has a round trip, and the silent peer a soft deadline.
