@@ -49,6 +49,10 @@ struct Args {
     /// Seed of the choice of sources and targets (and of webdht's cores).
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Live links a webdht node keeps (the driver's default: 64). With 200 nodes in one process, 200 × this
+    /// must stay under the open-file limit.
+    #[arg(long, default_value_t = 64)]
+    webdht_max_links: usize,
     /// How long libp2p keeps an idle connection, in ms (libp2p's default, 0, leaves its tables empty here:
     /// see libp2p_side.rs).
     #[arg(long, default_value_t = 10_000)]
@@ -92,8 +96,8 @@ fn main() -> ExitCode {
 }
 
 fn run_one(which: Impl, args: &Args) -> Result<(), String> {
-    if args.nodes < 2 || args.lookups == 0 || args.concurrency == 0 {
-        return Err("need --nodes ≥ 2, --lookups ≥ 1, --concurrency ≥ 1".into());
+    if args.nodes < 2 || args.lookups == 0 || args.concurrency == 0 || args.webdht_max_links == 0 {
+        return Err("need --nodes ≥ 2, --lookups ≥ 1, --concurrency ≥ 1, --webdht-max-links ≥ 1".into());
     }
     let files = raise_open_files(FILES_WANTED);
     eprintln!("    open files allowed: {files}");
@@ -103,7 +107,10 @@ fn run_one(which: Impl, args: &Args) -> Result<(), String> {
     let m = local.block_on(&rt, async {
         let work = async {
             match which {
-                Impl::Webdht => webdht_side::run(args.nodes, args.lookups, args.concurrency, args.seed).await,
+                Impl::Webdht => {
+                    let max_links = args.webdht_max_links;
+                    webdht_side::run(args.nodes, args.lookups, args.concurrency, args.seed, max_links).await
+                }
                 Impl::Libp2p => {
                     let idle = Duration::from_millis(args.libp2p_idle_ms);
                     libp2p_side::run(args.nodes, args.lookups, args.concurrency, args.seed, idle).await
@@ -145,6 +152,7 @@ fn run_both(args: &Args) -> Result<(), String> {
             .args(["--concurrency", &args.concurrency.to_string(), "--seed", &args.seed.to_string()])
             .args(["--deadline-s", &args.deadline_s.to_string()])
             .args(["--libp2p-idle-ms", &args.libp2p_idle_ms.to_string()])
+            .args(["--webdht-max-links", &args.webdht_max_links.to_string()])
             .stderr(std::process::Stdio::inherit())
             .output()
             .map_err(|e| format!("{which}: {e}"))?;

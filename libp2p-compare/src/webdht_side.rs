@@ -22,7 +22,7 @@ impl Swarm for Webdht {
     }
 }
 
-async fn build(n: usize, seed: u64) -> Result<Webdht, String> {
+async fn build(n: usize, seed: u64, max_links: usize) -> Result<Webdht, String> {
     let mut handles = Vec::with_capacity(n);
     let mut ids = Vec::with_capacity(n);
     let mut first: Option<Contact> = None;
@@ -33,8 +33,8 @@ async fn build(n: usize, seed: u64) -> Result<Webdht, String> {
             .await
             .map_err(|e| format!("bind: {e}"))?;
         let contact = t.local_contact().clone();
-        let (handle, task) =
-            start(DriverConfig::new(contact.clone(), seed.wrapping_add(i as u64)), t, MemoryStore::new(), SystemClock);
+        let config = DriverConfig { max_links, ..DriverConfig::new(contact.clone(), seed.wrapping_add(i as u64)) };
+        let (handle, task) = start(config, t, MemoryStore::new(), SystemClock);
         tokio::task::spawn_local(task);
         match &first {
             None => first = Some(contact.clone()),
@@ -48,6 +48,12 @@ async fn build(n: usize, seed: u64) -> Result<Webdht, String> {
     Ok(Webdht { handles, ids })
 }
 
-pub async fn run(n: usize, lookups: usize, concurrency: usize, seed: u64) -> Result<Measured, String> {
-    measure(n, lookups, concurrency, seed, build(n, seed)).await
+pub async fn run(
+    n: usize,
+    lookups: usize,
+    concurrency: usize,
+    seed: u64,
+    max_links: usize,
+) -> Result<Measured, String> {
+    measure(n, lookups, concurrency, seed, build(n, seed, max_links)).await
 }
