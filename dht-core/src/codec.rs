@@ -204,7 +204,13 @@ impl FrameDecoder {
     /// The next complete frame's raw payload, for layers that carry something other than a [`Message`]
     /// (ciphertext, handshake messages).
     pub fn next_payload(&mut self) -> Result<Option<Vec<u8>>, CodecError> {
-        Ok(self.next_range()?.map(|r| self.buf[r].to_vec()))
+        Ok(self.next_payload_ref()?.map(<[u8]>::to_vec))
+    }
+
+    /// Like [`FrameDecoder::next_payload`], borrowing the payload from the decoder's buffer instead of
+    /// copying it (valid until the next call on the decoder).
+    pub fn next_payload_ref(&mut self) -> Result<Option<&[u8]>, CodecError> {
+        Ok(self.next_range()?.map(|r| &self.buf[r]))
     }
 }
 

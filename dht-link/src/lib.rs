@@ -349,45 +349,60 @@ impl Link {
         self.wire_in.feed(bytes);
         let mut out = Vec::new();
         loop {
+            if matches!(self.state, State::Open(_)) {
+                if !self.next_transport_frame()? {
+                    break;
+                }
+                loop {
+                    match self.plain_in.next_frame() {
+                        Ok(Some(m)) => out.push(m),
+                        Ok(None) => break,
+                        Err(e) => return self.fail(e.into()),
+                    }
+                }
+                continue;
+            }
             let frame = match self.wire_in.next_payload() {
                 Ok(Some(f)) => f,
                 Ok(None) => break,
                 Err(e) => return self.fail(e.into()),
             };
-            match &mut self.state {
-                State::Handshaking(hs) => {
-                    let len = match hs.read_message(&frame, scratch(&mut self.scratch, frame.len())) {
-                        Ok(len) => len,
-                        Err(e) => return self.fail(LinkError::Handshake(e.to_string())),
-                    };
-                    let addrs = match decode_addrs(&self.scratch[..len]) {
-                        Ok(a) => a,
-                        Err(e) => return self.fail(e),
-                    };
-                    if !addrs.is_empty() {
-                        self.remote = Some(Contact { id: NodeId::from_bytes([0; 32]), addrs });
-                    }
-                    self.maybe_finish()?;
-                    self.write_handshake()?;
-                }
-                State::Open(ts) => {
-                    let len = match ts.read_message(&frame, scratch(&mut self.scratch, frame.len())) {
-                        Ok(len) => len,
-                        Err(_) => return self.fail(LinkError::Decrypt),
-                    };
-                    self.plain_in.feed(&self.scratch[..len]);
-                    loop {
-                        match self.plain_in.next_frame() {
-                            Ok(Some(m)) => out.push(m),
-                            Ok(None) => break,
-                            Err(e) => return self.fail(e.into()),
-                        }
-                    }
-                }
-                State::Failed => return Err(LinkError::NotReady),
+            let State::Handshaking(hs) = &mut self.state else { return Err(LinkError::NotReady) };
+            let len = match hs.read_message(&frame, scratch(&mut self.scratch, frame.len())) {
+                Ok(len) => len,
+                Err(e) => return self.fail(LinkError::Handshake(e.to_string())),
+            };
+            let addrs = match decode_addrs(&self.scratch[..len]) {
+                Ok(a) => a,
+                Err(e) => return self.fail(e),
+            };
+            if !addrs.is_empty() {
+                self.remote = Some(Contact { id: NodeId::from_bytes([0; 32]), addrs });
             }
+            self.maybe_finish()?;
+            self.write_handshake()?;
         }
         Ok(out)
+    }
+
+    /// Decrypts the next transport frame straight from the wire decoder's buffer into `plain_in`.
+    /// `Ok(false)`: no complete frame yet.
+    fn next_transport_frame(&mut self) -> Result<bool, LinkError> {
+        let State::Open(ts) = &mut self.state else { return Ok(false) };
+        let decrypted = match self.wire_in.next_payload_ref() {
+            Ok(Some(frame)) => {
+                ts.read_message(frame, scratch(&mut self.scratch, frame.len())).map_err(|_| LinkError::Decrypt)
+            }
+            Ok(None) => return Ok(false),
+            Err(e) => Err(e.into()),
+        };
+        match decrypted {
+            Ok(len) => {
+                self.plain_in.feed(&self.scratch[..len]);
+                Ok(true)
+            }
+            Err(e) => self.fail(e),
+        }
     }
 
     /// The stream ended: an error if it ended inside a frame or before the handshake finished.
