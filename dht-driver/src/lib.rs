@@ -18,4 +18,4 @@ pub use clock::Clock;
 pub use clock::SystemClock;
 pub use driver::{key_for, start, DriverConfig};
 pub use handle::{DriverError, NodeEvent, NodeHandle, PutOutcome};
-pub use transport::{PeerLink, Transport, TransportError, Transports};
+pub use transport::{MessageBudget, PeerLink, Transport, TransportError, Transports};

@@ -17,6 +17,41 @@ pub struct PeerLink {
     pub rx: mpsc::Receiver<Message>,
 }
 
+/// A link's budget of inbound messages (a token bucket): a peer may send `burst` messages at once and `rate`
+/// a second after that. Transports stop reading from a link whose budget is spent until it refills, so one
+/// peer cannot take all of a node's time; on TCP the peer's sends then slow down under flow control.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MessageBudget {
+    rate: u32,
+    burst: u32,
+    tokens: f64,
+    last_ms: u64,
+}
+
+impl MessageBudget {
+    /// A full budget at `now_ms` (milliseconds on any monotonic clock). `rate` 0 means unlimited.
+    pub fn new(rate: u32, burst: u32, now_ms: u64) -> Self {
+        let burst = burst.max(1);
+        MessageBudget { rate, burst, tokens: f64::from(burst), last_ms: now_ms }
+    }
+
+    /// Spends `n` messages received at `now_ms`; returns how long to stop reading before the budget is
+    /// positive again (zero while within it).
+    pub fn take(&mut self, n: usize, now_ms: u64) -> core::time::Duration {
+        if self.rate == 0 {
+            return core::time::Duration::ZERO;
+        }
+        let elapsed = now_ms.saturating_sub(self.last_ms) as f64 / 1000.0;
+        self.last_ms = self.last_ms.max(now_ms);
+        self.tokens = (self.tokens + elapsed * f64::from(self.rate)).min(f64::from(self.burst)) - n as f64;
+        if self.tokens >= 0.0 {
+            core::time::Duration::ZERO
+        } else {
+            core::time::Duration::from_secs_f64(-self.tokens / f64::from(self.rate))
+        }
+    }
+}
+
 /// Why a dial failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -68,5 +103,24 @@ impl Transport for Transports {
 
     fn incoming(&mut self) -> LocalBoxStream<'static, PeerLink> {
         Box::pin(futures::stream::select_all(self.0.iter_mut().map(|t| t.incoming())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MessageBudget;
+    use core::time::Duration;
+
+    #[test]
+    fn a_budget_allows_a_burst_then_the_rate() {
+        let mut b = MessageBudget::new(100, 10, 1_000);
+        assert_eq!(b.take(10, 1_000), Duration::ZERO, "the burst");
+        assert_eq!(b.take(5, 1_000), Duration::from_millis(50), "5 over: 50 ms at 100 a second");
+        assert_eq!(b.take(0, 1_050), Duration::ZERO, "refilled to zero");
+        assert_eq!(b.take(1, 1_060), Duration::ZERO, "one more token after 10 ms");
+        assert_eq!(b.take(0, 60_000), Duration::ZERO);
+        assert_eq!(b.take(11, 60_000), Duration::from_millis(10), "never more than the burst saved up");
+        let mut unlimited = MessageBudget::new(0, 1, 0);
+        assert_eq!(unlimited.take(1_000_000, 0), Duration::ZERO);
     }
 }

@@ -10,7 +10,7 @@
 #![forbid(unsafe_code)]
 
 use dht_core::{Address, Contact, Instant, Message};
-use dht_driver::{PeerLink, Transport, TransportError};
+use dht_driver::{MessageBudget, PeerLink, Transport, TransportError};
 use dht_link::{Identity, Link, LinkConfig, LinkError};
 use futures::channel::{mpsc, oneshot};
 use futures::future::LocalBoxFuture;
@@ -45,6 +45,13 @@ pub struct TcpConfig {
     /// still on their way, and closing at once would lose them. The core's `request_timeout` (1 s by
     /// default) is as long as it waits for them.
     pub linger: Duration,
+    /// Messages a peer may send a second on one connection, after a burst of `peer_burst` (0 = no limit).
+    /// Past it the connection stops reading until the budget refills (the messages of the read that went
+    /// over are delivered first), so TCP's flow control slows that peer down and one peer cannot take all
+    /// of the node's time.
+    pub peer_rate: u32,
+    /// Messages a peer may send at once before `peer_rate` applies.
+    pub peer_burst: u32,
 }
 
 impl Default for TcpConfig {
@@ -54,6 +61,8 @@ impl Default for TcpConfig {
             max_inbound: 256,
             channel_capacity: 64,
             linger: Duration::from_secs(1),
+            peer_rate: 1000,
+            peer_burst: 2000,
         }
     }
 }
@@ -115,7 +124,8 @@ impl TcpTransport {
         .map_err(|e| TransportError::Connect(e.to_string()))?;
         let (ready_tx, ready_rx) = oneshot::channel();
         tokio::task::spawn_local(async move {
-            let _ = run_connection(stream, link, 1, Duration::ZERO, ready_tx).await;
+            let probe = ConnParams { capacity: 1, linger: Duration::ZERO, peer_rate: 0, peer_burst: 1 };
+            let _ = run_connection(stream, link, probe, ready_tx).await;
         });
         let peer = ready_rx.await.map_err(|_| TransportError::Connect(format!("{addr}: handshake failed")))?;
         let mut contact = peer.remote;
@@ -164,9 +174,9 @@ async fn accept_loop(
         };
         let (ready_tx, ready_rx) = oneshot::channel();
         let open2 = Rc::clone(&open);
-        let (capacity, linger) = (config_capacity(&config), config.linger);
+        let params = ConnParams::of(&config);
         tokio::task::spawn_local(async move {
-            if let Err(e) = run_connection(stream, link, capacity, linger, ready_tx).await {
+            if let Err(e) = run_connection(stream, link, params, ready_tx).await {
                 tracing::info!(%peer, "inbound connection closed: {e}");
             }
             open2.set(open2.get() - 1);
@@ -180,8 +190,24 @@ async fn accept_loop(
     }
 }
 
-fn config_capacity(c: &TcpConfig) -> usize {
-    c.channel_capacity.max(1)
+/// What a connection's task needs of the transport's settings.
+#[derive(Debug, Clone, Copy)]
+struct ConnParams {
+    capacity: usize,
+    linger: Duration,
+    peer_rate: u32,
+    peer_burst: u32,
+}
+
+impl ConnParams {
+    fn of(c: &TcpConfig) -> Self {
+        ConnParams {
+            capacity: c.channel_capacity.max(1),
+            linger: c.linger,
+            peer_rate: c.peer_rate,
+            peer_burst: c.peer_burst,
+        }
+    }
 }
 
 /// Why a connection ended.
@@ -253,10 +279,10 @@ async fn drain_then_close(
 async fn run_connection(
     mut stream: TcpStream,
     mut link: Link,
-    capacity: usize,
-    linger: Duration,
+    params: ConnParams,
     ready: oneshot::Sender<PeerLink>,
 ) -> Result<(), ConnError> {
+    let ConnParams { capacity, linger, peer_rate, peer_burst } = params;
     let _ = stream.set_nodelay(true);
     // Handshake, bounded by the link's deadline.
     let deadline = link.poll_timeout().map(|t| t.saturating_since(now_ms())).unwrap_or_default();
@@ -286,6 +312,8 @@ async fn run_connection(
         return Err(ConnError::Closed);
     }
     tracing::debug!(peer = %remote.id, "link open");
+    let mut budget = MessageBudget::new(peer_rate, peer_burst, now_ms().as_millis());
+    let _ = budget.take(early.len(), now_ms().as_millis());
     for msg in early {
         to_driver_tx.send(msg).await.map_err(|_| ConnError::Closed)?;
     }
@@ -297,9 +325,14 @@ async fn run_connection(
                     link.finish().map_err(ConnError::Link)?;
                     return Err(ConnError::Closed);
                 };
+                let wait = budget.take(msgs.len(), now_ms().as_millis());
                 for msg in msgs {
                     // Waiting here is the backpressure: we stop reading while the driver is behind.
                     to_driver_tx.send(msg).await.map_err(|_| ConnError::Closed)?;
+                }
+                if !wait.is_zero() {
+                    // Over the peer's budget: read nothing from it until the budget refills.
+                    tokio::time::sleep(wait).await;
                 }
             }
             out = to_conn_rx.next() => {
@@ -335,7 +368,7 @@ impl Transport for TcpTransport {
             let (ready_tx, ready_rx) = oneshot::channel();
             let (err_tx, err_rx) = oneshot::channel();
             tokio::task::spawn_local(async move {
-                if let Err(e) = run_connection(stream, link, config_capacity(&config), config.linger, ready_tx).await {
+                if let Err(e) = run_connection(stream, link, ConnParams::of(&config), ready_tx).await {
                     tracing::info!(%target, "outbound connection closed: {e}");
                     let _ = err_tx.send(e.to_string());
                 }

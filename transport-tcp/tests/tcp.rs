@@ -170,3 +170,55 @@ async fn answers_still_arrive_on_a_link_the_driver_let_go_of() {
         })
         .await;
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_peer_over_its_message_budget_is_read_at_the_budgets_rate() {
+    use dht_core::{Message, Request, RequestId};
+    use futures::{SinkExt, StreamExt};
+    let local = tokio::task::LocalSet::new();
+    local
+        .run_until(async {
+            let a = TcpTransport::bind(
+                "127.0.0.1:0".parse().unwrap(),
+                Identity::generate().unwrap(),
+                vec![],
+                TcpConfig::default(),
+            )
+            .await
+            .unwrap();
+            // B reads 100 messages at once, then 1,000 a second, from any one peer.
+            let config = TcpConfig { peer_rate: 1000, peer_burst: 100, ..TcpConfig::default() };
+            let mut b =
+                TcpTransport::bind("127.0.0.1:0".parse().unwrap(), Identity::generate().unwrap(), vec![], config)
+                    .await
+                    .unwrap();
+            let mut incoming = b.incoming();
+            let mut link = a.dial(b.local_contact()).await.expect("dial");
+            let mut at_b = incoming.next().await.expect("accepted");
+            let t0 = std::time::Instant::now();
+            tokio::task::spawn_local(async move {
+                for i in 0..3000 {
+                    let ping = Message::Request { id: RequestId(i), body: Request::Ping };
+                    if link.tx.send(ping).await.is_err() {
+                        return;
+                    }
+                }
+                // Keep the link open until B has read everything.
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                drop(link);
+            });
+            let mut got = 0;
+            while got < 3000 {
+                match tokio::time::timeout(Duration::from_secs(5), at_b.rx.next()).await {
+                    Ok(Some(_)) => got += 1,
+                    _ => break,
+                }
+            }
+            let took = t0.elapsed();
+            assert_eq!(got, 3000, "nothing is dropped, only slowed down");
+            // 2,900 over the burst at 1,000 a second: 2.9 s, less the last read's worth that is delivered
+            // before the connection pauses (a 16 KiB read holds a few hundred pings).
+            assert!(took >= Duration::from_millis(1500), "2,900 messages over the burst at 1,000/s took {took:?}");
+        })
+        .await;
+}

@@ -110,6 +110,11 @@ pub struct RtcConfig {
     /// How long a link the driver let go of (replaced, or closed to make room) goes on delivering what
     /// arrives before its connection closes: answers to requests sent on it are still on their way.
     pub linger: Duration,
+    /// Messages a peer may send a second on one link, after a burst of `peer_burst` (0 = no limit). Past it
+    /// the link stops reading until the budget refills, so one peer cannot take all of the node's time.
+    pub peer_rate: u32,
+    /// Messages a peer may send at once before `peer_rate` applies.
+    pub peer_burst: u32,
 }
 
 impl RtcConfig {
@@ -125,6 +130,8 @@ impl RtcConfig {
             queue: 64,
             max_pending: 64,
             linger: Duration::from_secs(1),
+            peer_rate: 1000,
+            peer_burst: 2000,
         }
     }
 }
@@ -225,14 +232,36 @@ fn yield_now() -> impl std::future::Future<Output = ()> {
 
 /// Runs the handshake, hands the open link to `ready`, then carries messages both ways until either side
 /// ends. `now` reads the clock (milliseconds, as the link's deadlines use).
+/// What [`run_link`] needs of the transport's settings.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LinkParams {
+    pub queue: usize,
+    pub handshake_timeout: Duration,
+    pub linger: Duration,
+    pub peer_rate: u32,
+    pub peer_burst: u32,
+}
+
+impl LinkParams {
+    pub(crate) fn of(c: &RtcConfig) -> Self {
+        LinkParams {
+            queue: c.queue,
+            handshake_timeout: c.link.handshake_timeout,
+            linger: c.linger,
+            peer_rate: c.peer_rate,
+            peer_burst: c.peer_burst,
+        }
+    }
+}
+
 pub(crate) async fn run_link(
     mut pipe: Pipe,
     mut link: Link,
-    queue: usize,
-    (handshake_timeout, linger): (Duration, Duration),
+    params: LinkParams,
     now: fn() -> Instant,
     ready: oneshot::Sender<PeerLink>,
 ) -> Result<(), PipeError> {
+    let LinkParams { queue, handshake_timeout, linger, peer_rate, peer_burst } = params;
     let mut early = Vec::new();
     let handshake = async {
         loop {
@@ -256,6 +285,8 @@ pub(crate) async fn run_link(
     if ready.send(PeerLink { remote: remote.clone(), tx: to_link_tx, rx: to_driver_rx }).is_err() {
         return Err(PipeError::Closed);
     }
+    let mut budget = dht_driver::MessageBudget::new(peer_rate, peer_burst, now().as_millis());
+    let _ = budget.take(early.len(), now().as_millis());
     for msg in early {
         to_driver_tx.send(msg).await.map_err(|_| PipeError::Closed)?;
     }
@@ -266,9 +297,15 @@ pub(crate) async fn run_link(
                     link.finish()?;
                     return Err(PipeError::Closed);
                 };
-                for msg in link.feed(&chunk, now())? {
+                let msgs = link.feed(&chunk, now())?;
+                let wait = budget.take(msgs.len(), now().as_millis());
+                for msg in msgs {
                     // Waiting here is the backpressure: we stop reading while the driver is behind.
                     to_driver_tx.send(msg).await.map_err(|_| PipeError::Closed)?;
+                }
+                if !wait.is_zero() {
+                    // Over the peer's budget: read nothing from it until the budget refills.
+                    futures_timer::Delay::new(wait).await;
                 }
             }
             out = to_link_rx.next() => {
@@ -330,12 +367,22 @@ mod tests {
         }
     }
 
+    /// Milliseconds since the first call (plus one): the links' clock in these tests.
     fn now() -> Instant {
-        Instant::from_millis(1)
+        static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        Instant::from_millis(1 + START.get_or_init(std::time::Instant::now).elapsed().as_millis() as u64)
     }
 
     /// Two links over a pair of in-memory pipes with tiny chunks, open, on a local pool.
     fn linked_pair(linger: Duration) -> (futures::executor::LocalPool, PeerLink, PeerLink, [dht_core::NodeId; 2]) {
+        linked_pair_with(linger, 0, 1)
+    }
+
+    fn linked_pair_with(
+        linger: Duration,
+        peer_rate: u32,
+        peer_burst: u32,
+    ) -> (futures::executor::LocalPool, PeerLink, PeerLink, [dht_core::NodeId; 2]) {
         use dht_link::{Identity, LinkConfig};
         let (a, b) = (Identity::generate().unwrap(), Identity::generate().unwrap());
         let cfg = LinkConfig::default();
@@ -346,11 +393,12 @@ mod tests {
         let (ra, wa) = oneshot::channel();
         let (rb, wb) = oneshot::channel();
         let t = Duration::from_secs(5);
+        let params = LinkParams { queue: 4, handshake_timeout: t, linger, peer_rate, peer_burst };
         let mut pool = futures::executor::LocalPool::new();
         use futures::task::LocalSpawnExt;
         let sp = pool.spawner();
-        sp.spawn_local(run_link(Pipe { out: a_out, inc: a_inc }, la, 4, (t, linger), now, ra).map(|_| ())).unwrap();
-        sp.spawn_local(run_link(Pipe { out: b_out, inc: b_inc }, lb, 4, (t, linger), now, rb).map(|_| ())).unwrap();
+        sp.spawn_local(run_link(Pipe { out: a_out, inc: a_inc }, la, params, now, ra).map(|_| ())).unwrap();
+        sp.spawn_local(run_link(Pipe { out: b_out, inc: b_inc }, lb, params, now, rb).map(|_| ())).unwrap();
         let (pa, pb) = pool.run_until(async { (wa.await.unwrap(), wb.await.unwrap()) });
         (pool, pa, pb, [a.node_id(), b.node_id()])
     }
@@ -389,5 +437,31 @@ mod tests {
             });
             assert_eq!(got.is_some(), kept, "linger {linger:?}: {got:?}");
         }
+    }
+
+    /// Past its burst, a peer's messages are read at the budget's rate, none dropped.
+    #[test]
+    fn a_peer_over_its_budget_is_read_at_the_budgets_rate() {
+        let (mut pool, mut pa, mut pb, _) = linked_pair_with(Duration::from_secs(1), 1000, 100);
+        let t0 = std::time::Instant::now();
+        let got = pool.run_until(async {
+            let send = async {
+                for i in 0..1000 {
+                    let ping = Message::Request { id: dht_core::RequestId(i), body: dht_core::Request::Ping };
+                    pa.tx.send(ping).await.unwrap();
+                }
+            };
+            let receive = async {
+                let mut got = 0;
+                while got < 1000 && pb.rx.next().await.is_some() {
+                    got += 1;
+                }
+                got
+            };
+            futures::join!(send, receive).1
+        });
+        let took = t0.elapsed();
+        assert_eq!(got, 1000);
+        assert!(took >= Duration::from_millis(600), "900 messages over the burst at 1,000/s took {took:?}");
     }
 }

@@ -209,9 +209,9 @@ async fn finish(inner: &Inner, setup: Setup<Peer>, link: Link) -> Result<PeerLin
     };
     let (ready_tx, ready_rx) = oneshot::channel();
     let (err_tx, err_rx) = oneshot::channel::<String>();
-    let (queue, hs, linger) = (inner.config.queue, inner.config.link.handshake_timeout, inner.config.linger);
+    let params = crate::LinkParams::of(&inner.config);
     rt::spawn(async move {
-        let r = run_link(pipe, link, queue, (hs, linger), rt::now_ms, ready_tx).await;
+        let r = run_link(pipe, link, params, rt::now_ms, ready_tx).await;
         if let Err(e) = &r {
             let _ = err_tx.send(e.to_string());
         }
