@@ -9,9 +9,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use transport_tcp::{TcpConfig, TcpTransport};
 
+/// A transport on a free loopback port with a fresh identity.
+async fn transport(config: TcpConfig) -> TcpTransport {
+    TcpTransport::bind("127.0.0.1:0".parse().unwrap(), Identity::generate().unwrap(), vec![], config).await.unwrap()
+}
+
 async fn node(seed: u64, config: TcpConfig) -> (NodeHandle, dht_core::Contact) {
-    let identity = Identity::generate().unwrap();
-    let transport = TcpTransport::bind("127.0.0.1:0".parse().unwrap(), identity, vec![], config).await.unwrap();
+    let transport = transport(config).await;
     let contact = transport.local_contact().clone();
     let (handle, task) = start(DriverConfig::new(contact.clone(), seed), transport, MemoryStore::new(), SystemClock);
     tokio::task::spawn_local(task);
@@ -105,11 +109,7 @@ async fn inbound_connections_beyond_the_cap_are_closed() {
     let local = tokio::task::LocalSet::new();
     local
         .run_until(async {
-            let config = TcpConfig { max_inbound: 2, ..TcpConfig::default() };
-            let server =
-                TcpTransport::bind("127.0.0.1:0".parse().unwrap(), Identity::generate().unwrap(), vec![], config)
-                    .await
-                    .unwrap();
+            let server = transport(TcpConfig { max_inbound: 2, ..TcpConfig::default() }).await;
             let addr = server.local_addr();
             let mut held = Vec::new();
             for _ in 0..2 {
@@ -139,14 +139,9 @@ async fn answers_still_arrive_on_a_link_the_driver_let_go_of() {
     let local = tokio::task::LocalSet::new();
     local
         .run_until(async {
-            let bind = |config: TcpConfig| async move {
-                TcpTransport::bind("127.0.0.1:0".parse().unwrap(), Identity::generate().unwrap(), vec![], config)
-                    .await
-                    .unwrap()
-            };
             let exchange = |linger: Duration| async move {
-                let a = bind(TcpConfig { linger, ..TcpConfig::default() }).await;
-                let mut b = bind(TcpConfig::default()).await;
+                let a = transport(TcpConfig { linger, ..TcpConfig::default() }).await;
+                let mut b = transport(TcpConfig::default()).await;
                 let mut b_incoming = b.incoming();
                 let mut link = a.dial(b.local_contact()).await.expect("dial");
                 let request = Message::Request { id: RequestId(7), body: Request::Ping };
@@ -178,20 +173,9 @@ async fn a_peer_over_its_message_budget_is_read_at_the_budgets_rate() {
     let local = tokio::task::LocalSet::new();
     local
         .run_until(async {
-            let a = TcpTransport::bind(
-                "127.0.0.1:0".parse().unwrap(),
-                Identity::generate().unwrap(),
-                vec![],
-                TcpConfig::default(),
-            )
-            .await
-            .unwrap();
+            let a = transport(TcpConfig::default()).await;
             // B reads 100 messages at once, then 1,000 a second, from any one peer.
-            let config = TcpConfig { peer_rate: 1000, peer_burst: 100, ..TcpConfig::default() };
-            let mut b =
-                TcpTransport::bind("127.0.0.1:0".parse().unwrap(), Identity::generate().unwrap(), vec![], config)
-                    .await
-                    .unwrap();
+            let mut b = transport(TcpConfig { peer_rate: 1000, peer_burst: 100, ..TcpConfig::default() }).await;
             let mut incoming = b.incoming();
             let mut link = a.dial(b.local_contact()).await.expect("dial");
             let mut at_b = incoming.next().await.expect("accepted");
