@@ -105,7 +105,6 @@ pub struct Lookup {
     npaths: usize,
     /// The path asked first at the next poll (paths take turns).
     turn: usize,
-    in_flight: usize,
     finished: bool,
     requests: u32,
     /// Requests this lookup may send at most (a bucket refresh needs contacts in range, not convergence).
@@ -139,7 +138,6 @@ impl Lookup {
             paths: [Path::default(); MAX_PATHS],
             npaths: params.paths,
             turn: 0,
-            in_flight: 0,
             finished: false,
             requests: 0,
             budget: None,
@@ -227,7 +225,8 @@ impl Lookup {
                 return Next::Query(contact);
             }
         }
-        if self.paths[..d].iter().all(|p| p.finished) || self.in_flight == 0 {
+        // A path that is not finished after its poll has requests in flight.
+        if self.paths[..d].iter().all(|p| p.finished) {
             self.finished = true;
             Next::Finished
         } else {
@@ -263,7 +262,6 @@ impl Lookup {
                     }
                     c.state = PeerState::Waiting;
                     path.in_flight += 1;
-                    self.in_flight += 1;
                     self.requests += 1;
                     return Some(c.contact.clone());
                 }
@@ -295,7 +293,6 @@ impl Lookup {
                 i.failed = i.failed.saturating_sub(1);
             }
         } else {
-            self.in_flight -= 1;
             self.paths[usize::from(p)].in_flight -= 1;
         }
         self.responses += 1;
@@ -353,7 +350,6 @@ impl Lookup {
         c.state = PeerState::Failed;
         let via = c.via;
         let p = c.path;
-        self.in_flight -= 1;
         self.paths[usize::from(p)].in_flight -= 1;
         self.failures += 1;
         let limit = self.params.distrust_after;
