@@ -230,8 +230,28 @@ fn yield_now() -> impl std::future::Future<Output = ()> {
     })
 }
 
-/// Runs the handshake, hands the open link to `ready`, then carries messages both ways until either side
-/// ends. `now` reads the clock (milliseconds, as the link's deadlines use).
+/// Delivers what still arrives on a link the driver let go of, for `linger`, then returns (closing it).
+async fn drain_then_close(
+    pipe: &mut Pipe,
+    link: &mut Link,
+    to_driver: &mut mpsc::Sender<Message>,
+    linger: Duration,
+    now: fn() -> Instant,
+) -> Result<(), PipeError> {
+    let mut deadline = futures_timer::Delay::new(linger).fuse();
+    loop {
+        futures::select! {
+            _ = deadline => return Ok(()),
+            chunk = pipe.inc.next() => {
+                let Some(chunk) = chunk else { return Ok(()) };
+                for msg in link.feed(&chunk, now())? {
+                    to_driver.send(msg).await.map_err(|_| PipeError::Closed)?;
+                }
+            }
+        }
+    }
+}
+
 /// What [`run_link`] needs of the transport's settings.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct LinkParams {
@@ -254,6 +274,8 @@ impl LinkParams {
     }
 }
 
+/// Runs the handshake, hands the open link to `ready`, then carries messages both ways until either side
+/// ends. `now` reads the clock (milliseconds, as the link's deadlines use).
 pub(crate) async fn run_link(
     mut pipe: Pipe,
     mut link: Link,
@@ -310,20 +332,9 @@ pub(crate) async fn run_link(
             }
             out = to_link_rx.next() => {
                 let Some(msg) = out else {
-                    // The driver let go of this link: deliver what still arrives (answers in flight) for
-                    // a while, send nothing more, then close.
-                    let mut deadline = futures_timer::Delay::new(linger).fuse();
-                    loop {
-                        futures::select! {
-                            _ = deadline => return Ok(()),
-                            chunk = pipe.inc.next() => {
-                                let Some(chunk) = chunk else { return Ok(()) };
-                                for msg in link.feed(&chunk, now())? {
-                                    to_driver_tx.send(msg).await.map_err(|_| PipeError::Closed)?;
-                                }
-                            }
-                        }
-                    }
+                    // The driver let go of this link: keep delivering (answers in flight) for a while, send
+                    // nothing more, then close.
+                    return drain_then_close(&mut pipe, &mut link, &mut to_driver_tx, linger, now).await;
                 };
                 match link.send(&msg) {
                     Ok(()) => {}
