@@ -54,6 +54,11 @@ impl NodeId {
         bits
     }
 
+    /// Whether this id carries at least `difficulty` bits of work (always, for 0, without hashing).
+    pub fn has_work(&self, difficulty: u32) -> bool {
+        difficulty == 0 || self.work() >= difficulty
+    }
+
     /// XOR distance to `other`.
     pub fn distance(&self, other: &NodeId) -> Distance {
         xor(&self.0, &other.0)

@@ -614,13 +614,9 @@ impl Node {
 
     /// A peer proved alive: refresh it in the table, pinging a stale entry when its bucket is full.
     /// Whether `id` carries the proof of work the configuration asks for.
-    fn has_work(&self, id: &NodeId) -> bool {
-        self.config.id_difficulty == 0 || id.work() >= self.config.id_difficulty
-    }
-
     fn observe(&mut self, now: Instant, contact: Contact) {
         let id = contact.id;
-        if !self.has_work(&id) {
+        if !id.has_work(self.config.id_difficulty) {
             self.stats.weak_ids += 1;
             return;
         }

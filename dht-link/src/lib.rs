@@ -109,7 +109,7 @@ impl Identity {
         loop {
             tries += 1;
             let id = Self::generate()?;
-            if id.node_id().work() >= difficulty {
+            if id.node_id().has_work(difficulty) {
                 return Ok((id, tries));
             }
         }

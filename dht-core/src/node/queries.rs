@@ -279,7 +279,7 @@ impl Node {
         let local = self.local.id;
         let before = closer.len();
         let difficulty = self.config.id_difficulty;
-        let worthy = |c: &Contact| c.id != local && (difficulty == 0 || c.id.work() >= difficulty);
+        let worthy = |c: &Contact| c.id != local && c.id.has_work(difficulty);
         let closer: Vec<Contact> = closer.into_iter().filter(worthy).map(|c| self.sanitize(c)).collect();
         self.stats.weak_ids += (before - closer.len()) as u64;
         Some(closer)
