@@ -182,8 +182,10 @@ impl Lookup {
         self.candidates
             .insert(pos, Candidate { contact, distance, state: PeerState::NotContacted, hops, via, path, late: false });
         if self.candidates.len() > self.params.max_candidates && !self.drop_failed() {
-            // Drop the farthest candidate we have not asked; asked ones stay so their answers can be matched.
-            if let Some(i) = self.candidates.iter().rposition(|c| c.state == PeerState::NotContacted) {
+            // Drop the farthest candidate not waited on (waiting ones stay so their answers can be matched):
+            // with the list full of peers that answered, a closer newcomer must push the farthest of them
+            // out, not itself.
+            if let Some(i) = self.candidates.iter().rposition(|c| c.state != PeerState::Waiting) {
                 self.candidates.remove(i);
             }
         }
@@ -499,6 +501,24 @@ mod tests {
         assert_eq!(got, vec![id(2), id(3)]);
         assert_eq!(l.hops(), 2);
         assert_eq!((l.requests(), l.responses(), l.failures()), (5, 4, 1));
+    }
+
+    #[test]
+    fn a_full_candidate_list_still_takes_closer_contacts() {
+        let p = LookupParams { k: 2, alpha: 3, max_candidates: 3, stall_after: 3, distrust_after: 0, paths: 1 };
+        let mut l = Lookup::new(id(0), [id(10), id(11), id(12)].map(Contact::bare), p);
+        assert_eq!(drain(&mut l), vec![id(10), id(11), id(12)]);
+        l.on_success(&id(11), []);
+        l.on_success(&id(12), []);
+        // The list is full of peers that answered: the closer newcomers push the farthest of them out
+        // (they used to push themselves out, and the lookup ended without them).
+        l.on_success(&id(10), [id(1), id(2)].map(Contact::bare));
+        assert_eq!(drain(&mut l), vec![id(1), id(2)]);
+        l.on_success(&id(1), []);
+        l.on_success(&id(2), []);
+        assert_eq!(l.poll_next(), Next::Finished);
+        let got: Vec<_> = l.closest().into_iter().map(|c| c.id).collect();
+        assert_eq!(got, vec![id(1), id(2)]);
     }
 
     #[test]
