@@ -41,6 +41,14 @@ pub struct ServerConfig {
     pub conn_rate_per_ip: u32,
     /// New connections one IP address may open in a burst.
     pub conn_burst_per_ip: u32,
+    /// A connection refused by its address's admission rate is held open, unread, this long before it is
+    /// closed (a tarpit): a client that reconnects as soon as it is closed then waits instead of making the
+    /// machine accept and close thousands of connections a second. Zero closes refused connections at once.
+    pub refused_hold: Duration,
+    /// Refused connections held at once per address; beyond, they are closed at once.
+    pub max_held_per_ip: usize,
+    /// Refused connections held at once in all.
+    pub max_held: usize,
     /// Time from TCP accept to a completed registration (or a served HTTP request).
     pub handshake_timeout: Duration,
     /// A registered connection that sends nothing (not even a pong) for this long is closed.
@@ -65,6 +73,9 @@ impl Default for ServerConfig {
             max_per_ip: 256,
             conn_rate_per_ip: 20,
             conn_burst_per_ip: 100,
+            refused_hold: Duration::from_secs(5),
+            max_held_per_ip: 256,
+            max_held: 4096,
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             ping_interval: Duration::from_secs(20),
@@ -95,6 +106,10 @@ pub struct Stats {
     pub closed_for_cause: AtomicU64,
     /// Connections refused at accept (connection or per-IP cap).
     pub refused_connections: AtomicU64,
+    /// Refused connections held open before closing ([`ServerConfig::refused_hold`]), in all.
+    pub held_connections: AtomicU64,
+    /// Refused connections held open right now.
+    pub holding: AtomicU64,
     /// HTTP requests answered.
     pub http_requests: AtomicU64,
 }
@@ -112,6 +127,7 @@ impl Stats {
             "undeliverable": l(&self.undeliverable),
             "closed_for_cause": l(&self.closed_for_cause),
             "refused_connections": l(&self.refused_connections),
+            "held_connections": l(&self.held_connections),
             "http_requests": l(&self.http_requests),
         })
         .to_string()
@@ -248,7 +264,14 @@ impl Server {
             };
             let Some(guard) = ConnGuard::admit(&self.state, peer.ip()) else {
                 self.state.stats.refused_connections.fetch_add(1, Ordering::Relaxed);
-                drop(stream);
+                if let Some(hold) = HoldGuard::take(&self.state, peer.ip()) {
+                    let wait = self.state.config.refused_hold;
+                    tokio::spawn(async move {
+                        tokio::time::sleep(wait).await;
+                        drop(stream);
+                        drop(hold);
+                    });
+                }
                 continue;
             };
             let state = self.state.clone();
@@ -268,6 +291,7 @@ pub const CAUSE_COST: f64 = 10.0;
 /// its last connection closes, so reconnecting does not refill it).
 struct IpState {
     open: usize,
+    held: usize,
     admit: RateLimit,
 }
 
@@ -297,11 +321,13 @@ impl ConnGuard {
         let mut per_ip = state.per_ip.lock().expect("no panics while locked");
         if per_ip.len() >= MAX_REMEMBERED_IPS && !per_ip.contains_key(&ip) {
             // Forget addresses with nothing open whose bucket has refilled.
-            per_ip.retain(|_, s| s.open > 0 || !s.admit.is_full(now));
+            per_ip.retain(|_, s| s.open > 0 || s.held > 0 || !s.admit.is_full(now));
         }
-        let mine = per_ip
-            .entry(ip)
-            .or_insert_with(|| IpState { open: 0, admit: RateLimit::new(c.conn_rate_per_ip, c.conn_burst_per_ip) });
+        let mine = per_ip.entry(ip).or_insert_with(|| IpState {
+            open: 0,
+            held: 0,
+            admit: RateLimit::new(c.conn_rate_per_ip, c.conn_burst_per_ip),
+        });
         if mine.open >= c.max_per_ip
             || state.stats.connections.load(Ordering::Relaxed) >= c.max_connections
             || !mine.admit.allow(now)
@@ -320,6 +346,41 @@ impl Drop for ConnGuard {
         let mut per_ip = self.state.per_ip.lock().expect("no panics while locked");
         if let Some(s) = per_ip.get_mut(&self.ip) {
             s.open = s.open.saturating_sub(1);
+        }
+    }
+}
+
+/// Counts a refused connection held open ([`ServerConfig::refused_hold`]) against the caps while it lives.
+struct HoldGuard {
+    state: Arc<State>,
+    ip: IpAddr,
+}
+
+impl HoldGuard {
+    /// A hold for a connection refused to `ip`, if the caps allow one.
+    fn take(state: &Arc<State>, ip: IpAddr) -> Option<HoldGuard> {
+        let c = &state.config;
+        if c.refused_hold.is_zero() || state.stats.holding.load(Ordering::Relaxed) >= c.max_held as u64 {
+            return None;
+        }
+        let mut per_ip = state.per_ip.lock().expect("no panics while locked");
+        let mine = per_ip.get_mut(&ip)?;
+        if mine.held >= c.max_held_per_ip {
+            return None;
+        }
+        mine.held += 1;
+        state.stats.holding.fetch_add(1, Ordering::Relaxed);
+        state.stats.held_connections.fetch_add(1, Ordering::Relaxed);
+        Some(HoldGuard { state: state.clone(), ip })
+    }
+}
+
+impl Drop for HoldGuard {
+    fn drop(&mut self) {
+        self.state.stats.holding.fetch_sub(1, Ordering::Relaxed);
+        let mut per_ip = self.state.per_ip.lock().expect("no panics while locked");
+        if let Some(s) = per_ip.get_mut(&self.ip) {
+            s.held = s.held.saturating_sub(1);
         }
     }
 }

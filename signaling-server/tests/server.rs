@@ -343,7 +343,12 @@ async fn stats_from(addr: SocketAddr, source: [u8; 4]) -> Option<String> {
 
 #[tokio::test]
 async fn addresses_that_connect_too_fast_or_misbehave_are_throttled() {
-    let config = ServerConfig { conn_rate_per_ip: 1, conn_burst_per_ip: 5, ..ServerConfig::default() };
+    let config = ServerConfig {
+        conn_rate_per_ip: 1,
+        conn_burst_per_ip: 5,
+        refused_hold: Duration::ZERO,
+        ..ServerConfig::default()
+    };
     let (addr, stats) = start(config).await;
     // A burst of ten from one address: five served, the rest closed at accept.
     let mut served = 0;
@@ -364,4 +369,42 @@ async fn addresses_that_connect_too_fast_or_misbehave_are_throttled() {
     let (code, _) = closed(&mut ws).await;
     assert_eq!(code, CloseCode::Policy);
     assert!(stats_from(addr, [127, 0, 0, 4]).await.is_none(), "a misbehaving address waits its turn");
+}
+
+#[tokio::test]
+async fn refused_connections_are_held_open_up_to_a_cap() {
+    let hold = Duration::from_millis(400);
+    let config = ServerConfig {
+        conn_rate_per_ip: 1,
+        conn_burst_per_ip: 1,
+        refused_hold: hold,
+        max_held_per_ip: 2,
+        ..ServerConfig::default()
+    };
+    let (addr, stats) = start(config).await;
+    let connect = || async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::from(([127, 0, 0, 6], 0))).unwrap();
+        socket.connect(addr).await.unwrap()
+    };
+    let _admitted = connect().await;
+    // Refused: the first two are held open, unread, for `hold`; the third finds the cap taken and is
+    // closed at once.
+    let mut held = vec![connect().await, connect().await];
+    let mut third = connect().await;
+    let started = std::time::Instant::now();
+    let mut buf = Vec::new();
+    let n = tokio::time::timeout(Duration::from_secs(5), third.read_to_end(&mut buf)).await.unwrap();
+    assert!(n.is_err() || buf.is_empty(), "closed without a byte");
+    assert!(started.elapsed() < hold, "beyond the cap: closed at once ({:?})", started.elapsed());
+    for s in &mut held {
+        buf.clear();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await.unwrap();
+        assert!(buf.is_empty());
+    }
+    assert!(started.elapsed() >= hold - Duration::from_millis(100), "held about {hold:?}: {:?}", started.elapsed());
+    assert_eq!(stats.refused_connections.load(Ordering::Relaxed), 3);
+    assert_eq!(stats.held_connections.load(Ordering::Relaxed), 2);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(stats.holding.load(Ordering::Relaxed), 0, "every hold released");
 }
