@@ -24,9 +24,13 @@ struct Args {
     /// Open connections at once from one IP address.
     #[arg(long, default_value_t = 256)]
     max_per_ip: usize,
-    /// New connections per second one IP address may open on average (closed at accept beyond).
+    /// New connections per second one IP address may open on average (refused at accept beyond).
     #[arg(long, default_value_t = 20)]
     conn_rate: u32,
+    /// Milliseconds a refused connection is held open, unread, before it is closed (up to --max-per-ip
+    /// of them per address), so clients that reconnect at once wait; 0 closes at once.
+    #[arg(long, default_value_t = 5000)]
+    refused_hold_ms: u64,
     /// New connections one IP address may open in a burst.
     #[arg(long, default_value_t = 100)]
     conn_burst: u32,
@@ -62,6 +66,8 @@ fn main() -> std::process::ExitCode {
         max_per_ip: args.max_per_ip,
         conn_rate_per_ip: args.conn_rate.max(1),
         conn_burst_per_ip: args.conn_burst.max(1),
+        refused_hold: Duration::from_millis(args.refused_hold_ms),
+        max_held_per_ip: args.max_per_ip,
         handshake_timeout: Duration::from_secs(args.handshake_secs.max(1)),
         idle_timeout: Duration::from_secs(args.idle_secs.max(1)),
         ping_interval: Duration::from_secs((args.idle_secs / 3).max(1)),

@@ -33,7 +33,7 @@ fn main() -> ExitCode {
             );
             eprintln!("  sim    the in-process simulator on a 2,000-node swarm");
             eprintln!("  build-web  web-node for wasm32 + JS glue + page, into target/web");
-            eprintln!("  fuzz [--secs S]  every cargo-fuzz target for S seconds (nightly)");
+            eprintln!("  fuzz [--secs S] [--target NAME] [--sanitizer address|none]  cargo-fuzz targets for S seconds each (nightly)");
             eprintln!("  e2e [--tabs T] [--native N]  signaling server, native nodes and headless Chromium tabs");
             eprintln!("  bench  every benchmark, one JSON line per figure; rewrites BENCHMARKS.md's table (~6 min)");
             return ExitCode::from(2);
