@@ -571,7 +571,12 @@ impl Node {
 
     /// The next output, `None` when drained. Call until `None` after every input or command.
     pub fn poll_output(&mut self) -> Option<Output> {
-        self.outputs.pop_front()
+        let out = self.outputs.pop_front();
+        if out.is_none() && self.outputs.capacity() > 8 {
+            // A burst (a lookup widening to k requests) grew the queue; an idle node should not keep it.
+            self.outputs.shrink_to(8);
+        }
+        out
     }
 
     /// When [`Node::handle_timeout`] must be called next, `None` if nothing is scheduled.

@@ -575,3 +575,17 @@ fn ids_without_the_proof_of_work_are_kept_out() {
     let asked: Vec<NodeId> = sends(&drain(&mut node)).into_iter().map(|(to, _)| to).collect();
     assert!(!asked.contains(&weak[0]), "a weak id was asked");
 }
+
+#[test]
+fn a_drained_node_gives_back_its_output_queue() {
+    // Sixty contacts added at once queue an event each (and pings of full buckets' stalest entries);
+    // once they are taken, the queue shrinks back.
+    let mut node = node_with(Config::default());
+    for n in 1..=60 {
+        node.add_contact(t(0), Contact::bare(id(n)));
+    }
+    let queued = node.outputs.len();
+    assert!(queued > 20 && node.outputs.capacity() >= queued, "{queued} queued");
+    assert_eq!(drain(&mut node).len(), queued);
+    assert!(node.outputs.capacity() <= 8, "capacity {}", node.outputs.capacity());
+}
