@@ -23,11 +23,14 @@ pub struct SimConfig {
     pub loss: f64,
     /// Configuration of every node.
     pub node: Config,
+    /// Nodes with inputs in one time window (see [`Sim::run_until`]) from which they are handled on
+    /// several threads (rayon's pool); below, on the calling thread. It changes speed only, never results.
+    pub parallel_min: usize,
 }
 
 impl Default for SimConfig {
     fn default() -> Self {
-        SimConfig { seed: 1, rtt_min_ms: 50, rtt_max_ms: 150, loss: 0.0, node: Config::default() }
+        SimConfig { seed: 1, rtt_min_ms: 50, rtt_max_ms: 150, loss: 0.0, node: Config::default(), parallel_min: 32 }
     }
 }
 
@@ -86,6 +89,41 @@ struct SimNode {
     timer: Option<Instant>,
     /// Lies to everyone (see [`Sim::set_malicious`]).
     malicious: bool,
+    /// The node's own random source for the network's choices about what it sends (loss, lies), so
+    /// that nodes handled in parallel draw the same numbers as one after another.
+    rng: u64,
+}
+
+impl SimNode {
+    fn next_u64(&mut self) -> u64 {
+        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        splitmix64(self.rng)
+    }
+}
+
+/// What handling one node's inputs produced, applied to the shared state afterwards.
+#[derive(Default)]
+struct Outbox {
+    /// Actions to schedule, in the order they were made.
+    actions: Vec<(Instant, Action)>,
+    events: Vec<SimEvent>,
+    stats: NetStats,
+}
+
+/// One node's inputs of a time window, and what handling them produced.
+#[derive(Default)]
+struct Group {
+    node: usize,
+    actions: Vec<(Instant, Action)>,
+    out: Outbox,
+}
+
+/// The shared, read-only part of the network that handling a node's inputs needs.
+struct Ctx<'a> {
+    cfg: &'a SimConfig,
+    index: &'a HashMap<NodeId, usize, BuildHasherDefault<IdHasher>>,
+    colluders: &'a [NodeId],
+    nodes_len: usize,
 }
 
 /// A swarm of nodes on a virtual network. Nodes are numbered in the order they were added.
@@ -104,6 +142,16 @@ pub struct Sim {
     stats: NetStats,
     /// Ids of the malicious nodes, which they hand out to each other.
     colluders: Vec<NodeId>,
+    /// Buffers of [`Sim::run_window`], kept from window to window.
+    scratch: Scratch,
+}
+
+/// Reused buffers: a window allocates nothing once they have grown.
+#[derive(Default)]
+struct Scratch {
+    due: Vec<(usize, Instant, usize)>,
+    groups: Vec<Group>,
+    outbox: Outbox,
 }
 
 /// Virtual time starts here (not at zero, so "now minus a duration" stays meaningful).
@@ -126,6 +174,7 @@ impl Sim {
             events: Vec::new(),
             stats: NetStats::default(),
             colluders: Vec::new(),
+            scratch: Scratch::default(),
         }
     }
 
@@ -164,7 +213,8 @@ impl Sim {
         let seed = self.rng.next_u64();
         let node = Node::new(self.cfg.node.clone(), Contact::bare(id), seed, self.now);
         let i = self.nodes.len();
-        self.nodes.push(SimNode { node: Some(node), id, store: BTreeMap::new(), timer: None, malicious: false });
+        let rng = splitmix64(seed ^ 0x5EED);
+        self.nodes.push(SimNode { node: Some(node), id, store: BTreeMap::new(), timer: None, malicious: false, rng });
         self.index.insert(id, i);
         i
     }
@@ -225,45 +275,6 @@ impl Sim {
         self.nodes[i].malicious
     }
 
-    /// Contacts a liar hands out for `target`: ids closer to it than any real node is likely to be (they
-    /// do not exist, so asking them times out), and fellow liars.
-    fn lies(&mut self, target: &NodeId) -> Vec<Contact> {
-        let k = self.cfg.node.k;
-        // Real nodes share about log2(n) leading bits with a target; these share 16 more.
-        let shared = (usize::BITS - self.nodes.len().leading_zeros()) as usize + 16;
-        let mut out = Vec::with_capacity(k);
-        for n in 0..k {
-            if n % 2 == 1 && !self.colluders.is_empty() {
-                let c = self.colluders[(self.rng.next_u64() % self.colluders.len() as u64) as usize];
-                out.push(Contact::bare(c));
-                continue;
-            }
-            let mut b = *target.as_bytes();
-            for (i, byte) in b.iter_mut().enumerate() {
-                let keep = shared.saturating_sub(i * 8).min(8);
-                let mask = if keep >= 8 { 0xff } else { !(0xffu8 >> keep) };
-                *byte = (*byte & mask) | ((self.rng.next_u32() as u8) & !mask);
-            }
-            out.push(Contact::bare(NodeId::from_bytes(b)));
-        }
-        out
-    }
-
-    /// The answer a malicious node gives instead of its own, if it lies about this request.
-    fn lie(&mut self, msg: &Message) -> Option<Message> {
-        let Message::Request { id, body } = msg else { return None };
-        let body = match body {
-            Request::FindNode { target } => Response::Nodes { closer: self.lies(target) },
-            Request::FindValue { key } => {
-                let record = Record { key: *key, value: b"forged".to_vec() };
-                Response::Value { record, ttl_secs: 3600 }
-            }
-            Request::Store { .. } => Response::StoreAck { refused: None },
-            Request::Ping => return None,
-        };
-        Some(Message::Response { id: *id, body })
-    }
-
     /// Node `i` leaves without notice: its state is dropped and messages to it vanish.
     pub fn kill(&mut self, i: usize) {
         self.nodes[i].node = None;
@@ -276,7 +287,11 @@ impl Sim {
     pub fn with_node<R>(&mut self, i: usize, f: impl FnOnce(&mut Node, Instant) -> R) -> Option<R> {
         let now = self.now;
         let r = f(self.nodes[i].node.as_mut()?, now);
-        self.drain(i);
+        let mut out = std::mem::take(&mut self.scratch.outbox);
+        let ctx = Ctx { cfg: &self.cfg, index: &self.index, colluders: &self.colluders, nodes_len: self.nodes.len() };
+        drain(&ctx, &mut self.nodes[i], i, now, None, &mut out);
+        self.apply(&mut out);
+        self.scratch.outbox = out;
         Some(r)
     }
 
@@ -287,10 +302,7 @@ impl Sim {
 
     /// Round-trip time of the link between nodes `a` and `b`: fixed per link, drawn from the seed.
     pub fn rtt_ms(&self, a: usize, b: usize) -> u64 {
-        let (lo, hi) = if a < b { (a, b) } else { (b, a) };
-        let h = splitmix64(self.cfg.seed ^ splitmix64(lo as u64) ^ splitmix64((hi as u64).wrapping_mul(0x9E37_79B9)));
-        let span = self.cfg.rtt_max_ms.saturating_sub(self.cfg.rtt_min_ms) + 1;
-        self.cfg.rtt_min_ms + h % span
+        rtt_ms(&self.cfg, a, b)
     }
 
     fn schedule(&mut self, at: Instant, action: Action) {
@@ -308,64 +320,24 @@ impl Sim {
         self.queue.push(at, self.seq, slot);
     }
 
-    fn drain(&mut self, i: usize) {
-        let now = self.now;
-        loop {
-            let Some(node) = self.nodes[i].node.as_mut() else { return };
-            let Some(out) = node.poll_output() else { break };
-            match out {
-                Output::Send { to, msg } => self.send(i, to.id, msg),
-                Output::Store { id, op } => {
-                    let sim_node = &mut self.nodes[i];
-                    let result = match op {
-                        StoreOp::Put { record, .. } => {
-                            sim_node.store.insert(record.key, record.value);
-                            StoreResult::Done
-                        }
-                        StoreOp::Get { key } => StoreResult::Value(sim_node.store.get(&key).cloned()),
-                        StoreOp::Remove { key } => {
-                            sim_node.store.remove(&key);
-                            StoreResult::Done
-                        }
-                    };
-                    if let Some(node) = sim_node.node.as_mut() {
-                        node.handle_store_result(now, id, result);
-                    }
-                }
-                Output::Event(event) => {
-                    if matches!(
-                        event,
-                        Event::LookupFinished { .. } | Event::PutFinished { .. } | Event::GetFinished { .. }
-                    ) {
-                        self.events.push(SimEvent { node: i, at: now, event });
-                    }
+    /// Schedules what a node's handling produced, and keeps its events and counters.
+    fn apply(&mut self, out: &mut Outbox) {
+        for (at, action) in out.actions.drain(..) {
+            if let Action::Timer { node } = action {
+                // A timer replaced before it was scheduled is not scheduled.
+                if self.nodes[node].timer != Some(at) {
+                    continue;
                 }
             }
+            self.schedule(at, action);
         }
-        let Some(node) = self.nodes[i].node.as_ref() else { return };
-        if let Some(t) = node.poll_timeout() {
-            let t = t.max(now);
-            if self.nodes[i].timer.is_none_or(|cur| t < cur) {
-                self.nodes[i].timer = Some(t);
-                self.schedule(t, Action::Timer { node: i });
-            }
-        }
-    }
-
-    fn send(&mut self, from: usize, to: NodeId, msg: Message) {
-        self.stats.sent += 1;
-        let Some(&j) = self.index.get(&to) else {
-            self.stats.to_dead += 1;
-            return;
-        };
-        if self.cfg.loss > 0.0 && (self.rng.next_u64() as f64 / u64::MAX as f64) < self.cfg.loss {
-            self.stats.lost += 1;
-            return;
-        }
-        let one_way = self.rtt_ms(from, j) / 2;
-        let at = self.now + core::time::Duration::from_millis(one_way);
-        let from_id = self.nodes[from].id;
-        self.schedule(at, Action::Deliver { to: j, from: from_id, msg });
+        self.events.append(&mut out.events);
+        let (s, o) = (&mut self.stats, std::mem::take(&mut out.stats));
+        s.sent += o.sent;
+        s.delivered += o.delivered;
+        s.lost += o.lost;
+        s.to_dead += o.to_dead;
+        s.steps += o.steps;
     }
 
     /// Handles the next scheduled action. Returns `false` when nothing is scheduled.
@@ -374,49 +346,115 @@ impl Sim {
         let action = self.actions[slot].take().expect("a scheduled slot holds its action");
         self.free.push(slot);
         self.now = self.now.max(at);
-        self.stats.steps += 1;
-        let now = self.now;
-        match action {
-            Action::Deliver { to, from, msg } => {
-                if self.nodes[to].node.is_none() {
-                    self.stats.to_dead += 1;
-                    return true;
-                }
-                if self.nodes[to].malicious {
-                    if let Some(lie) = self.lie(&msg) {
-                        self.stats.delivered += 1;
-                        self.send(to, from, lie);
-                        return true;
-                    }
-                }
-                let Some(node) = self.nodes[to].node.as_mut() else { return true };
-                self.stats.delivered += 1;
-                node.handle_message(now, Contact::bare(from), msg);
-                self.drain(to);
-            }
-            Action::Timer { node: i } => {
-                if self.nodes[i].timer != Some(at) {
-                    return true;
-                }
-                self.nodes[i].timer = None;
-                let Some(node) = self.nodes[i].node.as_mut() else { return true };
-                // The deadline may have moved later (a request was answered): then only re-arm.
-                if node.poll_timeout().is_some_and(|t| t <= now) {
-                    node.handle_timeout(now);
-                }
-                self.drain(i);
-            }
-        }
+        let i = action.node();
+        let mut out = std::mem::take(&mut self.scratch.outbox);
+        let ctx = Ctx { cfg: &self.cfg, index: &self.index, colluders: &self.colluders, nodes_len: self.nodes.len() };
+        handle(&ctx, &mut self.nodes[i], i, self.now, action, None, &mut out);
+        self.apply(&mut out);
+        self.scratch.outbox = out;
         true
     }
 
     /// Handles everything scheduled up to and including `t`, then sets the clock to `t`.
+    ///
+    /// Time advances in windows no longer than the shortest one-way link delay: nothing a node sends
+    /// within a window can arrive before it ends, so the nodes with inputs in a window are handled in
+    /// parallel, each in its own time order, and what they send is scheduled afterwards in node order.
+    /// The result does not depend on the number of threads.
     pub fn run_until(&mut self, t: Instant) {
-        while self.queue.peek().is_some_and(|at| at <= t) {
-            self.step();
+        let window = self.cfg.rtt_min_ms / 2;
+        while let Some(start) = self.queue.peek().filter(|at| *at <= t) {
+            if window == 0 {
+                self.step();
+                continue;
+            }
+            let end = (start + core::time::Duration::from_millis(window)).min(t + core::time::Duration::from_millis(1));
+            self.run_window(end);
         }
         self.now = self.now.max(t);
         self.queue.advance(self.now.as_millis());
+    }
+
+    /// The shortest one-way delay of a link: nothing a node sends arrives sooner.
+    pub fn lookahead(&self) -> core::time::Duration {
+        core::time::Duration::from_millis(self.cfg.rtt_min_ms / 2)
+    }
+
+    /// Handles everything due before `end` (not at it), in windows as [`Sim::run_until`] does; the clock
+    /// stays at the last action handled.
+    pub fn run_before(&mut self, end: Instant) {
+        let window = self.lookahead();
+        while let Some(start) = self.queue.peek().filter(|at| *at < end) {
+            if window.is_zero() {
+                self.step();
+            } else {
+                self.run_window((start + window).min(end));
+            }
+        }
+    }
+
+    /// Moves the clock forward to `t` *without* handling what is due before it, so that the harness can
+    /// act at `t` (add a node, start a query) ahead of those actions. Sound only when what it does cannot
+    /// reach a node before the actions due before `t + lookahead()` are handled: every message takes at
+    /// least [`Sim::lookahead`], so anything a new node or a new query sends arrives after them.
+    pub fn skip_to(&mut self, t: Instant) {
+        self.now = self.now.max(t);
+    }
+
+    /// Handles every action due before `end` (see [`Sim::run_until`]).
+    fn run_window(&mut self, end: Instant) {
+        let Scratch { mut due, mut groups, outbox } = std::mem::take(&mut self.scratch);
+        // The window's actions in time order, then by node (a stable sort keeps each node's in time order).
+        due.clear();
+        while self.queue.peek().is_some_and(|at| at < end) {
+            let (at, slot) = self.queue.pop().expect("peeked");
+            self.now = self.now.max(at);
+            let node = self.actions[slot].as_ref().expect("a scheduled slot holds its action").node();
+            due.push((node, at, slot));
+        }
+        due.sort_by_key(|(i, _, _)| *i);
+        let mut used = 0;
+        for &(i, at, slot) in &due {
+            let action = self.actions[slot].take().expect("a scheduled slot holds its action");
+            self.free.push(slot);
+            if used == 0 || groups[used - 1].node != i {
+                if used == groups.len() {
+                    groups.push(Group::default());
+                }
+                groups[used].node = i;
+                used += 1;
+            }
+            groups[used - 1].actions.push((at, action));
+        }
+        // Disjoint mutable borrows of the nodes with inputs, in index order.
+        let nodes_len = self.nodes.len();
+        let mut work: Vec<(&mut SimNode, &mut Group)> = Vec::with_capacity(used);
+        let mut rest: &mut [SimNode] = &mut self.nodes;
+        let mut base = 0;
+        for g in groups[..used].iter_mut() {
+            let i = g.node;
+            let (node, tail) =
+                std::mem::take(&mut rest)[i - base..].split_first_mut().expect("a node with inputs exists");
+            work.push((node, g));
+            rest = tail;
+            base = i + 1;
+        }
+        let ctx = Ctx { cfg: &self.cfg, index: &self.index, colluders: &self.colluders, nodes_len };
+        let run = |(node, g): &mut (&mut SimNode, &mut Group)| {
+            let Group { node: i, actions, out } = &mut **g;
+            handle_all(&ctx, node, *i, actions, end, out);
+        };
+        if work.len() >= self.cfg.parallel_min.max(1) && rayon::current_num_threads() > 1 {
+            use rayon::prelude::*;
+            work.par_iter_mut().for_each(run);
+        } else {
+            work.iter_mut().for_each(run);
+        }
+        drop(work);
+        for g in groups[..used].iter_mut() {
+            self.apply(&mut g.out);
+        }
+        self.scratch = Scratch { due, groups, outbox };
     }
 
     /// Runs until the query `q` of node `i` reports its outcome or `limit` passes; returns the outcome.
@@ -434,6 +472,192 @@ impl Sim {
             }
         }
     }
+}
+
+impl Action {
+    /// The node the action is for.
+    fn node(&self) -> usize {
+        match self {
+            Action::Deliver { to, .. } => *to,
+            Action::Timer { node } => *node,
+        }
+    }
+}
+
+fn rtt_ms(cfg: &SimConfig, a: usize, b: usize) -> u64 {
+    let (lo, hi) = if a < b { (a, b) } else { (b, a) };
+    let h = splitmix64(cfg.seed ^ splitmix64(lo as u64) ^ splitmix64((hi as u64).wrapping_mul(0x9E37_79B9)));
+    let span = cfg.rtt_max_ms.saturating_sub(cfg.rtt_min_ms) + 1;
+    cfg.rtt_min_ms + h % span
+}
+
+/// Handles node `i`'s actions of one window (in time order; the vector is left empty) and the timers they
+/// set that fall before `end`.
+fn handle_all(
+    ctx: &Ctx,
+    sn: &mut SimNode,
+    i: usize,
+    actions: &mut Vec<(Instant, Action)>,
+    end: Instant,
+    out: &mut Outbox,
+) {
+    let mut pending = actions.drain(..).peekable();
+    loop {
+        // The node's own timer, when it falls within the window before the next input, goes first.
+        let next_at = pending.peek().map(|(at, _)| *at);
+        let timer = sn.timer.filter(|t| *t < end && next_at.is_none_or(|n| *t < n));
+        let (at, action) = match timer {
+            Some(t) => (t, Action::Timer { node: i }),
+            None => match pending.next() {
+                Some(a) => a,
+                None => return,
+            },
+        };
+        handle(ctx, sn, i, at, action, Some(end), out);
+    }
+}
+
+/// Handles one action of node `i` at `now`. With `window_end`, a timer the node sets before it stays with
+/// the node (handled by [`handle_all`]) instead of being scheduled.
+fn handle(
+    ctx: &Ctx,
+    sn: &mut SimNode,
+    i: usize,
+    now: Instant,
+    action: Action,
+    window_end: Option<Instant>,
+    out: &mut Outbox,
+) {
+    out.stats.steps += 1;
+    match action {
+        Action::Deliver { from, msg, .. } => {
+            if sn.node.is_none() {
+                out.stats.to_dead += 1;
+                return;
+            }
+            if sn.malicious {
+                if let Some(lie) = lie(ctx, sn, &msg) {
+                    out.stats.delivered += 1;
+                    send(ctx, sn, i, now, from, lie, out);
+                    return;
+                }
+            }
+            let Some(node) = sn.node.as_mut() else { return };
+            out.stats.delivered += 1;
+            node.handle_message(now, Contact::bare(from), msg);
+            drain(ctx, sn, i, now, window_end, out);
+        }
+        Action::Timer { .. } => {
+            if sn.timer != Some(now) {
+                return;
+            }
+            sn.timer = None;
+            let Some(node) = sn.node.as_mut() else { return };
+            // The deadline may have moved later (a request was answered): then only re-arm.
+            if node.poll_timeout().is_some_and(|t| t <= now) {
+                node.handle_timeout(now);
+            }
+            drain(ctx, sn, i, now, window_end, out);
+        }
+    }
+}
+
+/// Delivers node `i`'s outputs: sends, store operations (answered at once), events; then re-arms its timer.
+fn drain(ctx: &Ctx, sn: &mut SimNode, i: usize, now: Instant, window_end: Option<Instant>, out: &mut Outbox) {
+    loop {
+        let Some(node) = sn.node.as_mut() else { return };
+        let Some(output) = node.poll_output() else { break };
+        match output {
+            Output::Send { to, msg } => send(ctx, sn, i, now, to.id, msg, out),
+            Output::Store { id, op } => {
+                let result = match op {
+                    StoreOp::Put { record, .. } => {
+                        sn.store.insert(record.key, record.value);
+                        StoreResult::Done
+                    }
+                    StoreOp::Get { key } => StoreResult::Value(sn.store.get(&key).cloned()),
+                    StoreOp::Remove { key } => {
+                        sn.store.remove(&key);
+                        StoreResult::Done
+                    }
+                };
+                if let Some(node) = sn.node.as_mut() {
+                    node.handle_store_result(now, id, result);
+                }
+            }
+            Output::Event(event) => {
+                if matches!(event, Event::LookupFinished { .. } | Event::PutFinished { .. } | Event::GetFinished { .. })
+                {
+                    out.events.push(SimEvent { node: i, at: now, event });
+                }
+            }
+        }
+    }
+    let Some(node) = sn.node.as_ref() else { return };
+    if let Some(t) = node.poll_timeout() {
+        let t = t.max(now);
+        if sn.timer.is_none_or(|cur| t < cur) {
+            sn.timer = Some(t);
+            // Within the window the node keeps its timer; beyond, it is scheduled (unless replaced first).
+            if window_end.is_none_or(|end| t >= end) {
+                out.actions.push((t, Action::Timer { node: i }));
+            }
+        }
+    }
+}
+
+fn send(ctx: &Ctx, sn: &mut SimNode, from: usize, now: Instant, to: NodeId, msg: Message, out: &mut Outbox) {
+    out.stats.sent += 1;
+    let Some(&j) = ctx.index.get(&to) else {
+        out.stats.to_dead += 1;
+        return;
+    };
+    if ctx.cfg.loss > 0.0 && (sn.next_u64() as f64 / u64::MAX as f64) < ctx.cfg.loss {
+        out.stats.lost += 1;
+        return;
+    }
+    let one_way = rtt_ms(ctx.cfg, from, j) / 2;
+    let at = now + core::time::Duration::from_millis(one_way);
+    out.actions.push((at, Action::Deliver { to: j, from: sn.id, msg }));
+}
+
+/// Contacts a liar hands out for `target`: ids closer to it than any real node is likely to be (they
+/// do not exist, so asking them times out), and fellow liars.
+fn lies(ctx: &Ctx, sn: &mut SimNode, target: &NodeId) -> Vec<Contact> {
+    let k = ctx.cfg.node.k;
+    // Real nodes share about log2(n) leading bits with a target; these share 16 more.
+    let shared = (usize::BITS - ctx.nodes_len.leading_zeros()) as usize + 16;
+    let mut out = Vec::with_capacity(k);
+    for n in 0..k {
+        if n % 2 == 1 && !ctx.colluders.is_empty() {
+            let c = ctx.colluders[(sn.next_u64() % ctx.colluders.len() as u64) as usize];
+            out.push(Contact::bare(c));
+            continue;
+        }
+        let mut b = *target.as_bytes();
+        for (i, byte) in b.iter_mut().enumerate() {
+            let keep = shared.saturating_sub(i * 8).min(8);
+            let mask = if keep >= 8 { 0xff } else { !(0xffu8 >> keep) };
+            *byte = (*byte & mask) | ((sn.next_u64() as u8) & !mask);
+        }
+        out.push(Contact::bare(NodeId::from_bytes(b)));
+    }
+    out
+}
+
+/// The answer a malicious node gives instead of its own, if it lies about this request.
+fn lie(ctx: &Ctx, sn: &mut SimNode, msg: &Message) -> Option<Message> {
+    let Message::Request { id, body } = msg else { return None };
+    let body = match body {
+        Request::FindNode { target } => Response::Nodes { closer: lies(ctx, sn, target) },
+        Request::FindValue { key } => {
+            let record = Record { key: *key, value: b"forged".to_vec() };
+            Response::Value { record, ttl_secs: 3600 }
+        }
+        Request::Store { .. } => Response::StoreAck { refused: None },
+        Request::Ping => return None,
+    };
+    Some(Message::Response { id: *id, body })
 }
 
 /// The query an outcome event belongs to.

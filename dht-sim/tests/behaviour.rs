@@ -40,6 +40,26 @@ fn same_seed_same_trace_other_seed_other_trace() {
 }
 
 #[test]
+fn the_trace_does_not_depend_on_threads() {
+    // Liars, loss and churn: every random choice of the network is exercised.
+    let mut p = among_liars(8, 300, 0.1);
+    p.sim.loss = 0.01;
+    p.churn = 0.2;
+    let on = |threads: usize, parallel_min: usize| {
+        let mut p = p.clone();
+        p.sim.parallel_min = parallel_min;
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("a thread pool");
+        pool.install(|| run(&p))
+    };
+    let one = on(1, usize::MAX);
+    for (threads, parallel_min) in [(1, 1), (3, 1), (2, 8)] {
+        let r = on(threads, parallel_min);
+        assert_eq!(r.trace_hash, one.trace_hash, "{threads} threads, parallel from {parallel_min} nodes");
+        assert_eq!((r.messages_total, r.success_rate), (one.messages_total, one.success_rate));
+    }
+}
+
+#[test]
 fn survives_churn_and_loss() {
     let mut p = params(21, 400);
     p.churn = 0.5;
