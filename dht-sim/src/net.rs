@@ -362,15 +362,7 @@ impl Sim {
     /// parallel, each in its own time order, and what they send is scheduled afterwards in node order.
     /// The result does not depend on the number of threads.
     pub fn run_until(&mut self, t: Instant) {
-        let window = self.cfg.rtt_min_ms / 2;
-        while let Some(start) = self.queue.peek().filter(|at| *at <= t) {
-            if window == 0 {
-                self.step();
-                continue;
-            }
-            let end = (start + core::time::Duration::from_millis(window)).min(t + core::time::Duration::from_millis(1));
-            self.run_window(end);
-        }
+        self.run_before(t + core::time::Duration::from_millis(1));
         self.now = self.now.max(t);
         self.queue.advance(self.now.as_millis());
     }
