@@ -27,8 +27,9 @@ struct Args {
     /// New connections per second one IP address may open on average (refused at accept beyond).
     #[arg(long, default_value_t = 20)]
     conn_rate: u32,
-    /// Milliseconds a refused connection is held open, unread, before it is closed (up to --max-per-ip
-    /// of them per address), so clients that reconnect at once wait; 0 closes at once.
+    /// Milliseconds a connection refused at accept is held open, unread, before it is closed (up to
+    /// --max-per-ip of them per address, 4,096 in all), so clients that reconnect at once wait; 0 closes
+    /// at once.
     #[arg(long, default_value_t = 5000)]
     refused_hold_ms: u64,
     /// New connections one IP address may open in a burst.

@@ -41,9 +41,10 @@ pub struct ServerConfig {
     pub conn_rate_per_ip: u32,
     /// New connections one IP address may open in a burst.
     pub conn_burst_per_ip: u32,
-    /// A connection refused by its address's admission rate is held open, unread, this long before it is
-    /// closed (a tarpit): a client that reconnects as soon as it is closed then waits instead of making the
-    /// machine accept and close thousands of connections a second. Zero closes refused connections at once.
+    /// A connection refused at accept (its address's admission rate or connection cap, or the server's) is
+    /// held open, unread, this long before it is closed (a tarpit): a client that reconnects as soon as it
+    /// is closed then waits instead of making the machine accept and close thousands of connections a
+    /// second. Zero closes refused connections at once.
     pub refused_hold: Duration,
     /// Refused connections held at once per address; beyond, they are closed at once.
     pub max_held_per_ip: usize,
