@@ -110,7 +110,7 @@ pub struct Stats {
     /// Refused connections held open before closing ([`ServerConfig::refused_hold`]), in all.
     pub held_connections: AtomicU64,
     /// Refused connections held open right now.
-    pub holding: AtomicU64,
+    pub holding: AtomicUsize,
     /// HTTP requests answered.
     pub http_requests: AtomicU64,
 }
@@ -263,9 +263,9 @@ impl Server {
                     continue;
                 }
             };
-            let Some(guard) = ConnGuard::admit(&self.state, peer.ip()) else {
+            let Some(guard) = SlotGuard::admit(&self.state, peer.ip()) else {
                 self.state.stats.refused_connections.fetch_add(1, Ordering::Relaxed);
-                if let Some(hold) = HoldGuard::take(&self.state, peer.ip()) {
+                if let Some(hold) = SlotGuard::hold(&self.state, peer.ip()) {
                     let wait = self.state.config.refused_hold;
                     tokio::spawn(async move {
                         tokio::time::sleep(wait).await;
@@ -309,19 +309,30 @@ impl State {
     }
 }
 
-/// Counts a connection against the global and per-IP caps while it lives.
-struct ConnGuard {
-    state: Arc<State>,
-    ip: IpAddr,
+/// What a [`SlotGuard`] counts.
+#[derive(Debug, Clone, Copy)]
+enum Slot {
+    /// An admitted connection (`Stats::connections`, `IpState::open`).
+    Open,
+    /// A refused connection held open ([`ServerConfig::refused_hold`]; `Stats::holding`, `IpState::held`).
+    Held,
 }
 
-impl ConnGuard {
-    fn admit(state: &Arc<State>, ip: IpAddr) -> Option<ConnGuard> {
+/// Counts a connection against the server-wide and per-IP caps of its [`Slot`] while it lives.
+struct SlotGuard {
+    state: Arc<State>,
+    ip: IpAddr,
+    slot: Slot,
+}
+
+impl SlotGuard {
+    /// An admitted connection from `ip`, if its address's rate and caps and the server's cap allow one.
+    fn admit(state: &Arc<State>, ip: IpAddr) -> Option<SlotGuard> {
         let c = &state.config;
         let now = Instant::now();
         let mut per_ip = state.per_ip.lock().expect("no panics while locked");
         if per_ip.len() >= MAX_REMEMBERED_IPS && !per_ip.contains_key(&ip) {
-            // Forget addresses with nothing open whose bucket has refilled.
+            // Forget addresses with nothing open or held whose bucket has refilled.
             per_ip.retain(|_, s| s.open > 0 || s.held > 0 || !s.admit.is_full(now));
         }
         let mine = per_ip.entry(ip).or_insert_with(|| IpState {
@@ -337,31 +348,13 @@ impl ConnGuard {
         }
         mine.open += 1;
         state.stats.connections.fetch_add(1, Ordering::Relaxed);
-        Some(ConnGuard { state: state.clone(), ip })
+        Some(SlotGuard { state: state.clone(), ip, slot: Slot::Open })
     }
-}
 
-impl Drop for ConnGuard {
-    fn drop(&mut self) {
-        self.state.stats.connections.fetch_sub(1, Ordering::Relaxed);
-        let mut per_ip = self.state.per_ip.lock().expect("no panics while locked");
-        if let Some(s) = per_ip.get_mut(&self.ip) {
-            s.open = s.open.saturating_sub(1);
-        }
-    }
-}
-
-/// Counts a refused connection held open ([`ServerConfig::refused_hold`]) against the caps while it lives.
-struct HoldGuard {
-    state: Arc<State>,
-    ip: IpAddr,
-}
-
-impl HoldGuard {
     /// A hold for a connection refused to `ip`, if the caps allow one.
-    fn take(state: &Arc<State>, ip: IpAddr) -> Option<HoldGuard> {
+    fn hold(state: &Arc<State>, ip: IpAddr) -> Option<SlotGuard> {
         let c = &state.config;
-        if c.refused_hold.is_zero() || state.stats.holding.load(Ordering::Relaxed) >= c.max_held as u64 {
+        if c.refused_hold.is_zero() || state.stats.holding.load(Ordering::Relaxed) >= c.max_held {
             return None;
         }
         let mut per_ip = state.per_ip.lock().expect("no panics while locked");
@@ -372,16 +365,25 @@ impl HoldGuard {
         mine.held += 1;
         state.stats.holding.fetch_add(1, Ordering::Relaxed);
         state.stats.held_connections.fetch_add(1, Ordering::Relaxed);
-        Some(HoldGuard { state: state.clone(), ip })
+        Some(SlotGuard { state: state.clone(), ip, slot: Slot::Held })
     }
 }
 
-impl Drop for HoldGuard {
+impl Drop for SlotGuard {
     fn drop(&mut self) {
-        self.state.stats.holding.fetch_sub(1, Ordering::Relaxed);
+        let stats = &self.state.stats;
+        let total = match self.slot {
+            Slot::Open => &stats.connections,
+            Slot::Held => &stats.holding,
+        };
+        total.fetch_sub(1, Ordering::Relaxed);
         let mut per_ip = self.state.per_ip.lock().expect("no panics while locked");
         if let Some(s) = per_ip.get_mut(&self.ip) {
-            s.held = s.held.saturating_sub(1);
+            let count = match self.slot {
+                Slot::Open => &mut s.open,
+                Slot::Held => &mut s.held,
+            };
+            *count = count.saturating_sub(1);
         }
     }
 }
