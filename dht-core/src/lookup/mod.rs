@@ -182,14 +182,27 @@ impl Lookup {
         self.candidates
             .insert(pos, Candidate { contact, distance, state: PeerState::NotContacted, hops, via, path, late: false });
         if self.candidates.len() > self.params.max_candidates && !self.drop_failed() {
-            // Drop the farthest candidate not waited on (waiting ones stay so their answers can be matched):
-            // with the list full of peers that answered, a closer newcomer must push the farthest of them
-            // out, not itself.
-            if let Some(i) = self.candidates.iter().rposition(|c| c.state != PeerState::Waiting) {
-                self.candidates.remove(i);
-            }
+            let victim = self.eviction_victim().unwrap_or(pos);
+            self.candidates.remove(victim);
+            return victim != pos;
         }
         true
+    }
+
+    /// The candidate a full list forgets: the farthest one that is neither waited on (its answer must still
+    /// be matched) nor one of the k closest that answered (the result so far). A closer newcomer thus
+    /// pushes out peers that answered beyond the k closest, not itself; but made-up contacts closer than
+    /// anyone, handed out by liars faster than they time out, cannot push real answers out of the result.
+    fn eviction_victim(&self) -> Option<usize> {
+        let mut answered = self.succeeded().count();
+        for (i, c) in self.candidates.iter().enumerate().rev() {
+            match c.state {
+                PeerState::Waiting => {}
+                PeerState::Succeeded if answered <= self.params.k => answered -= 1,
+                _ => return Some(i),
+            }
+        }
+        None
     }
 
     /// Makes room by forgetting the candidates that failed (they never count again; made-up contacts from
@@ -505,13 +518,14 @@ mod tests {
 
     #[test]
     fn a_full_candidate_list_still_takes_closer_contacts() {
-        let p = LookupParams { k: 2, alpha: 3, max_candidates: 3, stall_after: 3, distrust_after: 0, paths: 1 };
+        let p = LookupParams { k: 2, alpha: 3, max_candidates: 4, stall_after: 3, distrust_after: 0, paths: 1 };
         let mut l = Lookup::new(id(0), [id(10), id(11), id(12)].map(Contact::bare), p);
         assert_eq!(drain(&mut l), vec![id(10), id(11), id(12)]);
         l.on_success(&id(11), []);
         l.on_success(&id(12), []);
-        // The list is full of peers that answered: the closer newcomers push the farthest of them out
-        // (they used to push themselves out, and the lookup ended without them).
+        // The list fills up with peers that answered: the closer newcomers push the farthest of them (12,
+        // beyond the k = 2 closest that answered) out; they used to push themselves out, and the lookup
+        // ended without them.
         l.on_success(&id(10), [id(1), id(2)].map(Contact::bare));
         assert_eq!(drain(&mut l), vec![id(1), id(2)]);
         l.on_success(&id(1), []);
@@ -519,6 +533,25 @@ mod tests {
         assert_eq!(l.poll_next(), Next::Finished);
         let got: Vec<_> = l.closest().into_iter().map(|c| c.id).collect();
         assert_eq!(got, vec![id(1), id(2)]);
+    }
+
+    #[test]
+    fn made_up_contacts_cannot_push_answers_out_of_the_result() {
+        let p = LookupParams { k: 2, alpha: 3, max_candidates: 3, stall_after: 3, distrust_after: 0, paths: 1 };
+        let mut l = Lookup::new(id(0), [id(10), id(11), id(12)].map(Contact::bare), p);
+        assert_eq!(drain(&mut l), vec![id(10), id(11), id(12)]);
+        l.on_success(&id(11), []);
+        l.on_success(&id(12), []);
+        // 10 hands out two ids closer than anyone. The first pushes out 12 (three answered, k = 2); the
+        // second finds only the k closest answers behind it and gives way itself.
+        l.on_success(&id(10), [id(1), id(2)].map(Contact::bare));
+        assert_eq!(l.state_of(&id(12)), None);
+        assert_eq!(l.state_of(&id(2)), None);
+        assert_eq!(drain(&mut l), vec![id(1)]);
+        l.on_failure(&id(1));
+        assert_eq!(l.poll_next(), Next::Finished);
+        let got: Vec<_> = l.closest().into_iter().map(|c| c.id).collect();
+        assert_eq!(got, vec![id(10), id(11)], "the answers survived the made-up contacts");
     }
 
     #[test]
