@@ -60,7 +60,8 @@ pub struct Config {
     pub stall_after: usize,
     /// Widen a lookup to k requests in flight as soon as a peer answers from within the radius where the
     /// k closest are expected (twice the distance to our own k-th closest neighbour), instead of waiting
-    /// for a stall: saves about one round trip per lookup.
+    /// for a stall, and ask a contact inside that radius at once when it ranks among the k closest known:
+    /// saves about one round trip per lookup.
     pub widen_in_region: bool,
     /// How long to wait for an answer before counting the request as failed.
     pub request_timeout: Duration,

@@ -2,7 +2,10 @@
 //!
 //! Candidates are kept sorted by distance to the target. Up to α requests are in flight; when
 //! `stall_after` answers in a row bring nobody closer, the lookup is *stalled* and may have up to k in
-//! flight, as the Kademlia paper's final round does. It finishes when the k closest candidates that did not fail have all answered.
+//! flight, as the Kademlia paper's final round does. With a region radius set (where the k closest to any
+//! point are expected), an answer from inside it widens the lookup the same way, and a candidate inside it
+//! that ranks among the k closest so far is asked at once, past α. It finishes when the k closest candidates
+//! that did not fail have all answered.
 //!
 //! With d > 1 paths (S/Kademlia's disjoint lookups) the seeds are dealt out to d paths, each contact belongs
 //! to the path whose answer brought it first, and every path runs the rules above on its own candidates:
@@ -258,7 +261,13 @@ impl Lookup {
         let parallelism = if path.stalled { self.params.k } else { self.params.alpha };
         let mut succeeded = 0;
         let mut waiting_closer = false;
+        // Candidates so far that did not fail: those nearer than the one at hand.
+        let mut live = 0;
         for c in self.candidates.iter_mut().filter(|c| usize::from(c.path) == p) {
+            let nearer = live;
+            if c.state != PeerState::Failed {
+                live += 1;
+            }
             match c.state {
                 PeerState::Succeeded => {
                     succeeded += 1;
@@ -272,7 +281,11 @@ impl Lookup {
                     if self.budget.is_some_and(|b| self.requests >= b) {
                         break;
                     }
-                    if path.in_flight as usize >= parallelism {
+                    // One of the k closest so far that lies inside the radius where the k closest are
+                    // expected is asked at once, past α: it is likely part of the result, whose answers the
+                    // lookup waits for anyway, and its answer brings the rest of the neighbourhood.
+                    let expected = nearer < self.params.k && self.region.is_some_and(|r| c.distance <= r);
+                    if !expected && path.in_flight as usize >= parallelism {
                         return None;
                     }
                     c.state = PeerState::Waiting;
@@ -413,7 +426,8 @@ impl Lookup {
 
     /// Sets the radius within which the k closest nodes to any point are expected (estimated from the
     /// distance to our own k-th closest neighbour). An answer from a peer that close widens the lookup to
-    /// k in flight at once instead of after a stall.
+    /// k in flight at once instead of after a stall, and a candidate that close is asked as soon as it ranks
+    /// among the k closest known, whatever is in flight.
     pub fn set_region_radius(&mut self, radius: Distance) {
         self.region = Some(radius);
     }
@@ -593,6 +607,28 @@ mod tests {
         assert_eq!(drain(&mut l), vec![id(1)], "3 is outside the radius: still α");
         l.on_success(&id(2), [].map(Contact::bare));
         assert_eq!(drain(&mut l).len(), 7, "2 is inside: up to k = 8 in flight");
+    }
+
+    #[test]
+    fn a_candidate_inside_the_region_among_the_k_closest_is_asked_at_once() {
+        let target = id(0);
+        let seeds: Vec<_> = (20..30).map(|n| Contact::bare(id(n))).collect();
+        let mut l = Lookup::new(target, seeds, params(3, 2));
+        l.set_region_radius(id(4).distance(&target));
+        assert_eq!(drain(&mut l), vec![id(20), id(21)]);
+        // 20 names 2, 3, 5 and 6: 2 and 3 are inside the radius and among the k = 3 closest, so they go
+        // out although α = 2 are in flight; 5 is outside it, and 6 ranks fourth.
+        l.on_success(&id(20), [id(2), id(3), id(5), id(6)].map(Contact::bare));
+        assert_eq!(drain(&mut l), vec![id(2), id(3)]);
+        // 1 arrives (inside, first): asked at once too.
+        l.on_success(&id(21), [id(1)].map(Contact::bare));
+        assert_eq!(drain(&mut l), vec![id(1)]);
+        // Without a radius the same answers wait for α.
+        let seeds: Vec<_> = (20..30).map(|n| Contact::bare(id(n))).collect();
+        let mut l = Lookup::new(target, seeds, params(3, 2));
+        assert_eq!(drain(&mut l), vec![id(20), id(21)]);
+        l.on_success(&id(20), [id(2), id(3), id(5), id(6)].map(Contact::bare));
+        assert_eq!(drain(&mut l), vec![id(2)]);
     }
 
     #[test]
