@@ -2,11 +2,14 @@
 //! on loopback: link setup time and one-way throughput, next to one bare data channel (webrtc-rs with the
 //! transport's chunking, nothing above it) in the same run.
 //!
-//! `cargo run --release -p transport-webrtc --example link_bench [-- MEGABYTES]`; the last line is one JSON
-//! object. Bounded: a few tens of megabytes, ten link setups.
+//! `cargo run --release -p transport-webrtc --example link_bench [-- MEGABYTES [ROUNDS]]`; the last line is
+//! one JSON object. Throughput moves ±10 % or more from one transfer to the next on this machine, so the
+//! bare channel and the stack take turns for ROUNDS rounds (default 5) and the medians are reported, the
+//! ratio as the median of each round's ratio. Bounded: ten link setups and 2 × ROUNDS transfers of a few tens
+//! of megabytes.
 
 use dht_core::{Contact, Key, Message, Record, Request, RequestId};
-use dht_driver::Transport;
+use dht_driver::{PeerLink, Transport};
 use dht_link::Identity;
 use futures::{SinkExt, StreamExt};
 use signaling_server::server::{Server, ServerConfig};
@@ -15,33 +18,53 @@ use transport_webrtc::{RtcConfig, WebRtcTransport};
 
 const VALUE: usize = 32 * 1024;
 
-fn main() {
-    let mb: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(32).clamp(1, 256);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-    let local = tokio::task::LocalSet::new();
-    // The same machine, the same run: one bare channel (no signaling, Noise, codec or driver queues), first,
-    // so nothing left over from the stack's links shares the thread with it.
-    let raw = local
-        .block_on(&rt, transport_webrtc::channel_throughput(&RtcConfig::loopback("ws://unused"), mb))
-        .expect("a bare channel");
-    let (setup_ms, stack) = local.block_on(&rt, stack(mb));
-    let mut sorted = setup_ms.clone();
-    sorted.sort_by(f64::total_cmp);
-    let p50 = sorted[sorted.len() / 2];
-    let max = sorted[sorted.len() - 1];
-    println!("link setup (offer sent → handshake done), {} links: p50 {p50:.0} ms, max {max:.0} ms", sorted.len());
-    println!("one link, whole stack: {stack:.1} MB/s one way ({mb} MiB in 32 KiB records)");
-    println!("one bare data channel: {raw:.1} MB/s one way; whole stack / bare = {:.2}", stack / raw);
-    println!(
-        "{}",
-        serde_json::json!({
-            "link_setup_ms_p50": p50, "link_setup_ms_max": max, "stack_mb_s": stack, "raw_mb_s": raw,
-            "stack_raw_ratio": stack / raw, "megabytes": mb,
-        })
-    );
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
-async fn stack(mb: usize) -> (Vec<f64>, f64) {
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let mb: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(32).clamp(1, 256);
+    let rounds: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(5).clamp(1, 20);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, async move {
+        let (setup_ms, mut la, mut lb, _transports) = links().await;
+        let config = RtcConfig::loopback("ws://unused");
+        let bare = |burst| transport_webrtc::channel_throughput(&config, mb, burst);
+        // Chunks queued all at once, not one per turn: webrtc-rs's SCTP used to crawl at ~5 MB/s on this.
+        let burst = bare(true).await.expect("a bare channel");
+        let (mut raw, mut stack, mut ratio) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            let r = bare(false).await.expect("a bare channel");
+            let s = through_stack(&mut la, &mut lb, mb).await;
+            raw.push(r);
+            stack.push(s);
+            ratio.push(s / r);
+        }
+        let p50 = median(setup_ms.clone());
+        let max = setup_ms.iter().copied().fold(0.0, f64::max);
+        let (stack_m, raw_m, ratio_m) = (median(stack.clone()), median(raw.clone()), median(ratio.clone()));
+        let round = |v: &[f64]| v.iter().map(|x| (x * 100.0).round() / 100.0).collect::<Vec<_>>();
+        println!("link setup (offer sent → handshake done), {} links: p50 {p50:.0} ms, max {max:.0} ms", setup_ms.len());
+        println!("one link, whole stack: median {stack_m:.1} MB/s one way ({mb} MiB in 32 KiB records; {:?})", round(&stack));
+        println!("one bare data channel: median {raw_m:.1} MB/s one way ({:?})", round(&raw));
+        println!("whole stack / bare, median of {rounds} rounds: {ratio_m:.2} ({:?})", round(&ratio));
+        println!("one bare data channel, chunks queued in a burst: {burst:.1} MB/s");
+        println!(
+            "{}",
+            serde_json::json!({
+                "link_setup_ms_p50": p50, "link_setup_ms_max": max, "stack_mb_s": stack_m, "raw_mb_s": raw_m,
+                "stack_raw_ratio": ratio_m, "raw_burst_mb_s": burst, "megabytes": mb, "rounds": rounds,
+            })
+        );
+    });
+}
+
+/// Two transports through an in-process signaling server, ten links set up one after another; returns the
+/// setup times, the two ends of the last link, and the transports (kept while the link is used).
+async fn links() -> (Vec<f64>, PeerLink, PeerLink, (WebRtcTransport, WebRtcTransport)) {
     let server = Server::bind("127.0.0.1:0".parse().unwrap(), ServerConfig::default()).await.unwrap();
     let url = format!("ws://{}/ws", server.local_addr().unwrap());
     tokio::spawn(server.run(std::future::pending()));
@@ -59,10 +82,23 @@ async fn stack(mb: usize) -> (Vec<f64>, f64) {
         let lb = incoming.next().await.expect("accepted");
         links.push((la, lb));
     }
-    let (mut la, mut lb) = links.pop().unwrap();
+    let (la, lb) = links.pop().unwrap();
     drop(links);
+    (setups, la, lb, (ta, tb))
+}
+
+/// `mb` MiB of 32 KiB store requests from `la` to `lb`; MB/s one way.
+async fn through_stack(la: &mut PeerLink, lb: &mut PeerLink, mb: usize) -> f64 {
     let total = mb * 1024 * 1024 / VALUE;
-    let receiver = tokio::task::spawn_local(async move {
+    let t = Instant::now();
+    let send = async {
+        for i in 0..total {
+            let record = Record { key: Key::from_bytes([i as u8; 32]), value: vec![i as u8; VALUE] };
+            let msg = Message::Request { id: RequestId(i as u64), body: Request::Store { record, ttl_secs: 60 } };
+            la.tx.send(msg).await.expect("link open");
+        }
+    };
+    let receive = async {
         let mut got = 0usize;
         while got < total {
             match lb.rx.next().await {
@@ -71,14 +107,8 @@ async fn stack(mb: usize) -> (Vec<f64>, f64) {
             }
         }
         got
-    });
-    let t = Instant::now();
-    for i in 0..total {
-        let record = Record { key: Key::from_bytes([i as u8; 32]), value: vec![i as u8; VALUE] };
-        let msg = Message::Request { id: RequestId(i as u64), body: Request::Store { record, ttl_secs: 60 } };
-        la.tx.send(msg).await.expect("link open");
-    }
-    let got = receiver.await.unwrap();
+    };
+    let ((), got) = futures::join!(send, receive);
     assert_eq!(got, total, "every message arrived");
-    (setups, (total * VALUE) as f64 / t.elapsed().as_secs_f64() / 1e6)
+    (total * VALUE) as f64 / t.elapsed().as_secs_f64() / 1e6
 }

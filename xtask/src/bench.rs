@@ -207,6 +207,7 @@ pub fn bench() -> Result<(), String> {
             ("stack_mb_s", "MB/s"),
             ("raw_mb_s", "MB/s"),
             ("stack_raw_ratio", "x"),
+            ("raw_burst_mb_s", "MB/s"),
         ],
     )?;
 
