@@ -47,8 +47,14 @@ fn main() {
         let max = setup_ms.iter().copied().fold(0.0, f64::max);
         let (stack_m, raw_m, ratio_m) = (median(stack.clone()), median(raw.clone()), median(ratio.clone()));
         let round = |v: &[f64]| v.iter().map(|x| (x * 100.0).round() / 100.0).collect::<Vec<_>>();
-        println!("link setup (offer sent → handshake done), {} links: p50 {p50:.0} ms, max {max:.0} ms", setup_ms.len());
-        println!("one link, whole stack: median {stack_m:.1} MB/s one way ({mb} MiB in 32 KiB records; {:?})", round(&stack));
+        println!(
+            "link setup (offer sent → handshake done), {} links: p50 {p50:.0} ms, max {max:.0} ms",
+            setup_ms.len()
+        );
+        println!(
+            "one link, whole stack: median {stack_m:.1} MB/s one way ({mb} MiB in 32 KiB records; {:?})",
+            round(&stack)
+        );
         println!("one bare data channel: median {raw_m:.1} MB/s one way ({:?})", round(&raw));
         println!("whole stack / bare, median of {rounds} rounds: {ratio_m:.2} ({:?})", round(&ratio));
         println!("one bare data channel, chunks queued in a burst: {burst:.1} MB/s");
