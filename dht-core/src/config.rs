@@ -82,7 +82,8 @@ pub struct Config {
     pub ping_after: Duration,
     /// Failed requests in a row after which a peer leaves the routing table.
     pub max_failures: u8,
-    /// Candidates a lookup keeps (the farthest not-yet-asked are dropped beyond).
+    /// Candidates a lookup keeps; beyond it the farthest that is neither waited on nor among the k closest
+    /// answers is dropped (see [`crate::lookup::LookupParams::max_candidates`]; keep it well above 2k + α).
     pub max_lookup_candidates: usize,
     /// Largest value accepted, in bytes.
     pub max_record_size: usize,

@@ -84,7 +84,10 @@ pub struct LookupParams {
     pub k: usize,
     /// Requests in flight before the lookup stalls (α).
     pub alpha: usize,
-    /// Cap on candidates kept per path; the farthest not-yet-contacted ones are dropped beyond it.
+    /// Cap on candidates kept per path. Beyond it the farthest candidate goes that is neither waited on nor
+    /// among the k closest that answered (failed ones go first), else the newcomer. Keep it well above
+    /// 2k + α: a list barely larger than k fills with answers and requests in flight, and then a closer
+    /// newcomer has nobody left to push out.
     pub max_candidates: usize,
     /// Answers in a row that bring nobody closer before the lookup stalls and widens to k in flight.
     pub stall_after: usize,
@@ -254,11 +257,13 @@ impl Lookup {
 
     /// The next peer path `p` asks, if it may ask one now; marks the path finished when it is done.
     fn poll_path(&mut self, p: usize) -> Option<Contact> {
+        let region = self.region.filter(|_| self.budget.is_none());
         let path = &mut self.paths[p];
         if path.finished {
             return None;
         }
-        let parallelism = if path.stalled { self.params.k } else { self.params.alpha };
+        // A budgeted lookup keeps to α whatever happens: its budget is spread over waves.
+        let parallelism = if path.stalled && self.budget.is_none() { self.params.k } else { self.params.alpha };
         let mut succeeded = 0;
         let mut waiting_closer = false;
         // Candidates so far that did not fail: those nearer than the one at hand.
@@ -284,7 +289,7 @@ impl Lookup {
                     // One of the k closest so far that lies inside the radius where the k closest are
                     // expected is asked at once, past α: it is likely part of the result, whose answers the
                     // lookup waits for anyway, and its answer brings the rest of the neighbourhood.
-                    let expected = nearer < self.params.k && self.region.is_some_and(|r| c.distance <= r);
+                    let expected = nearer < self.params.k && region.is_some_and(|r| c.distance <= r);
                     if !expected && path.in_flight as usize >= parallelism {
                         return None;
                     }
@@ -333,7 +338,7 @@ impl Lookup {
             self.add(contact, hops, me, p);
         }
         let progressed = self.closest_on(p) < closest_before;
-        let in_region = self.region.is_some_and(|r| peer.distance(&self.target) <= r);
+        let in_region = self.in_region(&peer.distance(&self.target));
         let path = &mut self.paths[usize::from(p)];
         if in_region {
             // A peer within the expected radius of the k closest answered: the neighbourhood is reached,
@@ -416,8 +421,8 @@ impl Lookup {
     }
 
     /// Caps the requests this lookup sends; once spent, it ends when the last answer is in. The budget is
-    /// spread over at least two waves (at most half of it in flight), so the second wave can follow the
-    /// first one's answers toward the target.
+    /// spread over at least two waves (at most half of it in flight, stalled or not, region or not), so the
+    /// second wave can follow the first one's answers toward the target.
     pub fn set_request_budget(&mut self, budget: u32) {
         self.budget = Some(budget);
         self.params.alpha = self.params.alpha.min((budget as usize / 2).max(1));
@@ -430,6 +435,12 @@ impl Lookup {
     /// among the k closest known, whatever is in flight.
     pub fn set_region_radius(&mut self, radius: Distance) {
         self.region = Some(radius);
+    }
+
+    /// Whether a peer this far from the target lies where the k closest are expected. Never for a budgeted
+    /// lookup, whose requests are spread over waves (a bucket refresh wants contacts in range, not speed).
+    fn in_region(&self, distance: &Distance) -> bool {
+        self.region.filter(|_| self.budget.is_none()).is_some_and(|r| *distance <= r)
     }
 
     /// Ends the lookup now (a get that found its value).
@@ -542,6 +553,7 @@ mod tests {
         // ended without them.
         l.on_success(&id(10), [id(1), id(2)].map(Contact::bare));
         assert_eq!(drain(&mut l), vec![id(1), id(2)]);
+        assert_eq!(l.state_of(&id(12)), None, "12 made room");
         l.on_success(&id(1), []);
         l.on_success(&id(2), []);
         assert_eq!(l.poll_next(), Next::Finished);
@@ -617,18 +629,43 @@ mod tests {
         l.set_region_radius(id(4).distance(&target));
         assert_eq!(drain(&mut l), vec![id(20), id(21)]);
         // 20 names 2, 3, 5 and 6: 2 and 3 are inside the radius and among the k = 3 closest, so they go
-        // out although α = 2 are in flight; 5 is outside it, and 6 ranks fourth.
+        // out although α = 2 are in flight; 5 and 6 are outside it.
         l.on_success(&id(20), [id(2), id(3), id(5), id(6)].map(Contact::bare));
         assert_eq!(drain(&mut l), vec![id(2), id(3)]);
         // 1 arrives (inside, first): asked at once too.
         l.on_success(&id(21), [id(1)].map(Contact::bare));
         assert_eq!(drain(&mut l), vec![id(1)]);
+        // With a radius that takes in all four, only the k = 3 closest go past α: 6 ranks fourth and waits.
+        let seeds: Vec<_> = (20..30).map(|n| Contact::bare(id(n))).collect();
+        let mut l = Lookup::new(target, seeds, params(3, 2));
+        l.set_region_radius(id(8).distance(&target));
+        assert_eq!(drain(&mut l), vec![id(20), id(21)]);
+        l.on_success(&id(20), [id(2), id(3), id(5), id(6)].map(Contact::bare));
+        assert_eq!(drain(&mut l), vec![id(2), id(3), id(5)]);
+        assert_eq!(l.state_of(&id(6)), Some(PeerState::NotContacted));
         // Without a radius the same answers wait for α.
         let seeds: Vec<_> = (20..30).map(|n| Contact::bare(id(n))).collect();
         let mut l = Lookup::new(target, seeds, params(3, 2));
         assert_eq!(drain(&mut l), vec![id(20), id(21)]);
         l.on_success(&id(20), [id(2), id(3), id(5), id(6)].map(Contact::bare));
         assert_eq!(drain(&mut l), vec![id(2)]);
+    }
+
+    #[test]
+    fn a_budgeted_lookup_keeps_to_alpha_inside_the_region() {
+        let target = id(0);
+        let seeds: Vec<_> = (20..30).map(|n| Contact::bare(id(n))).collect();
+        let mut l = Lookup::new(target, seeds, params(5, 3));
+        l.set_region_radius(id(8).distance(&target));
+        l.set_request_budget(6);
+        assert_eq!(drain(&mut l), vec![id(20), id(21), id(22)], "half the budget in the first wave");
+        // Contacts inside the radius do not spend the rest of the budget at once.
+        l.on_success(&id(20), [id(1), id(2), id(3), id(4)].map(Contact::bare));
+        assert_eq!(drain(&mut l), vec![id(1)]);
+        // Nor does an answer from inside it widen the lookup past α.
+        l.on_success(&id(1), []);
+        assert_eq!(drain(&mut l), vec![id(2)]);
+        assert_eq!(l.poll_next(), Next::Wait, "budget spent");
     }
 
     #[test]
