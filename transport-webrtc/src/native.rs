@@ -209,7 +209,12 @@ fn pipe_for(dc: Arc<dyn DataChannel>, queue: usize) -> Pipe {
                         let _ = tx.send(());
                     }
                 }
-                DataChannelEvent::OnMessage(m) if inc_tx.send(m.data.to_vec()).await.is_err() => break,
+                DataChannelEvent::OnMessage(m) => {
+                    // BytesMut → Vec keeps the buffer when the message owns it whole (no copy).
+                    if inc_tx.send(Vec::from(m.data)).await.is_err() {
+                        break;
+                    }
+                }
                 DataChannelEvent::OnClose => break,
                 _ => {}
             }
@@ -220,7 +225,8 @@ fn pipe_for(dc: Arc<dyn DataChannel>, queue: usize) -> Pipe {
         let open = matches!(dc.ready_state().await, Ok(RTCDataChannelState::Open)) || open_rx.await.is_ok();
         if open {
             while let Some(chunk) = out_rx.next().await {
-                if dc.send(bytes::BytesMut::from(&chunk[..])).await.is_err() {
+                // Bytes → BytesMut takes the vector's buffer over (it is the only owner): no copy.
+                if dc.send(bytes::BytesMut::from(bytes::Bytes::from(chunk))).await.is_err() {
                     break;
                 }
                 // One message per turn: with two or more sent before webrtc-rs's driver runs, its SCTP
