@@ -76,6 +76,12 @@ pub struct Config {
     pub request_retries: u8,
     /// Contacts waiting per bucket for a stale entry to fail.
     pub replacement_cache: usize,
+    /// Bucket `i` (0 = the half of the id space farthest from us) holds up to `k · 2^min(i, bucket_growth)`
+    /// entries (0 = k everywhere, as in the paper; at most [`crate::routing::MAX_BUCKET_GROWTH`]). The far
+    /// buckets, where most peers and any made-up id fall, stay at k; the deeper ones keep more of the peers
+    /// that speak to us, so a node near a target knows more of its neighbourhood and a lookup learns the
+    /// k closest a round trip sooner (10,000 simulated nodes: p50 334 → 290 ms with 4).
+    pub bucket_growth: u32,
     /// A full bucket checks its stalest entry before letting a newcomer in only if that entry was last
     /// heard from at least this long ago; a peer seen more recently is kept without a ping (the paper's
     /// advice to defer probes). Zero pings every time.
@@ -150,6 +156,7 @@ impl Default for Config {
             widen_in_region: true,
             request_timeout: Duration::from_secs(1),
             replacement_cache: 4,
+            bucket_growth: 4,
             request_retries: 0,
             adaptive_timeout: true,
             min_request_timeout: Duration::from_millis(200),

@@ -217,7 +217,9 @@ impl Node {
     /// A node with identity `local` (its id and the addresses it advertises), randomness from `seed`.
     pub fn new(config: Config, local: Contact, seed: u64, now: Instant) -> Self {
         let _ = now;
-        let table = RoutingTable::new(local.id, config.k, config.replacement_cache).with_ping_after(config.ping_after);
+        let table = RoutingTable::new(local.id, config.k, config.replacement_cache)
+            .with_ping_after(config.ping_after)
+            .with_bucket_growth(config.bucket_growth);
         Node {
             config,
             local,

@@ -4,4 +4,4 @@ mod bucket;
 mod table;
 
 pub use bucket::Entry;
-pub use table::{InsertResult, RoutingTable};
+pub use table::{InsertResult, RoutingTable, MAX_BUCKET_GROWTH};

@@ -3,6 +3,9 @@ use crate::id::NodeId;
 use crate::message::Contact;
 use crate::time::Instant;
 
+/// Largest bucket growth ([`RoutingTable::with_bucket_growth`]): deep buckets of at most 256·k entries.
+pub const MAX_BUCKET_GROWTH: u32 = 8;
+
 /// What [`RoutingTable::insert`] did with a contact.
 #[must_use = "a full bucket asks the caller to ping its stalest entry"]
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,11 +29,14 @@ pub enum InsertResult {
 
 /// Kademlia routing table with least-recently-seen eviction guarded by a liveness check.
 ///
-/// Buckets are created lazily: a table only pays for the buckets its peers fall in.
+/// Buckets are created lazily: a table only pays for the buckets its peers fall in. Bucket `i` (0 holds the
+/// half of the id space farthest from us) keeps up to `k · 2^min(i, growth)` entries: see
+/// [`RoutingTable::with_bucket_growth`].
 #[derive(Debug)]
 pub struct RoutingTable {
     local: NodeId,
     k: usize,
+    growth: u32,
     replacement_cache: usize,
     ping_after: core::time::Duration,
     buckets: Vec<Bucket>,
@@ -43,6 +49,7 @@ impl RoutingTable {
         RoutingTable {
             local,
             k: k.max(1),
+            growth: 0,
             replacement_cache,
             ping_after: core::time::Duration::ZERO,
             buckets: Vec::new(),
@@ -54,6 +61,23 @@ impl RoutingTable {
     pub fn with_ping_after(mut self, ping_after: core::time::Duration) -> Self {
         self.ping_after = ping_after;
         self
+    }
+
+    /// Lets deeper buckets hold more: bucket `i` keeps up to `k · 2^min(i, growth)` entries (0, the default,
+    /// is the paper's k everywhere; at most [`MAX_BUCKET_GROWTH`]). Bucket `i` covers `2^-(i+1)` of the id
+    /// space, so the far buckets, where anyone's random id lands and most peers fall, stay at k, while the
+    /// deeper ones keep more of the peers that speak to us: their answers then cover a target's
+    /// neighbourhood in fewer round trips. Entries still only come from peers that sent or answered us
+    /// something; a bucket never holds more peers than its part of the id space has.
+    pub fn with_bucket_growth(mut self, growth: u32) -> Self {
+        self.growth = growth.min(MAX_BUCKET_GROWTH);
+        self
+    }
+
+    /// Entries bucket `index` may hold.
+    pub fn bucket_capacity(&self, index: usize) -> usize {
+        let doublings = u32::try_from(index).unwrap_or(u32::MAX).min(self.growth);
+        self.k.saturating_mul(1 << doublings)
     }
 
     /// The local node's id.
@@ -76,7 +100,7 @@ impl RoutingTable {
     /// room. Call only for peers authenticated by the transport.
     pub fn insert(&mut self, contact: Contact, now: Instant) -> InsertResult {
         let Some(index) = self.index(&contact.id) else { return InsertResult::SelfId };
-        let (k, cap, ping_after) = (self.k, self.replacement_cache, self.ping_after);
+        let (k, cap, ping_after) = (self.bucket_capacity(index), self.replacement_cache, self.ping_after);
         let bucket = self.bucket_mut(index, now);
         if let Some(pos) = bucket.position(&contact.id) {
             // Entries stay where they are; "least recently seen" is the smallest `last_seen`, found when a
@@ -130,7 +154,7 @@ impl RoutingTable {
     /// the replacement cache, if any. Returns the removed entry.
     pub fn remove(&mut self, id: &NodeId, now: Instant) -> Option<Entry> {
         let index = self.index(id)?;
-        let k = self.k;
+        let k = self.bucket_capacity(index);
         let bucket = self.buckets.get_mut(index)?;
         if bucket.pending_ping == Some(*id) {
             bucket.pending_ping = None;
@@ -350,6 +374,27 @@ mod tests {
         assert!(!rt.contains(&ids[2]));
         assert_eq!(rt.len(), 2);
         assert!(rt.remove(&ids[0], t(6)).is_none());
+    }
+
+    #[test]
+    fn deeper_buckets_hold_more_with_growth() {
+        let local = NodeId::from_bytes([0; 32]);
+        // Prefix 0x80: bucket 0 (the far half); 0x20: bucket 2; 0x01: bucket 7.
+        for (growth, caps) in [(0, [2, 2, 2]), (1, [2, 4, 4]), (3, [2, 8, 16])] {
+            let mut rt = RoutingTable::new(local, 2, 0).with_bucket_growth(growth);
+            for (first, cap) in [0x80u8, 0x20, 0x01].into_iter().zip(caps) {
+                let index = usize::from(first.leading_zeros() as u8);
+                assert_eq!(rt.bucket_capacity(index), cap, "growth {growth}, bucket {index}");
+                for n in 0..cap as u8 {
+                    assert_eq!(rt.insert(Contact::bare(id_with_prefix(first, n)), t(0)), InsertResult::Inserted);
+                }
+                let over = rt.insert(Contact::bare(id_with_prefix(first, 200)), t(1));
+                assert!(matches!(over, InsertResult::PingStale { .. }), "growth {growth}, bucket {index}: full");
+                assert_eq!(rt.bucket_len(index), cap);
+            }
+        }
+        let huge = RoutingTable::new(local, 20, 0).with_bucket_growth(100);
+        assert_eq!(huge.bucket_capacity(255), 20 << MAX_BUCKET_GROWTH, "growth is capped");
     }
 
     #[test]
