@@ -43,8 +43,8 @@ pub struct RoutingTable {
 }
 
 impl RoutingTable {
-    /// An empty table for node `local` with buckets of `k` entries and `replacement_cache` waiting
-    /// contacts per bucket.
+    /// An empty table for node `local` with buckets of `k` entries (deeper ones more with
+    /// [`RoutingTable::with_bucket_growth`]) and `replacement_cache` waiting contacts per bucket.
     pub fn new(local: NodeId, k: usize, replacement_cache: usize) -> Self {
         RoutingTable {
             local,
