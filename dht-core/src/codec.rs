@@ -64,14 +64,28 @@ pub fn encode_message(msg: &Message) -> Result<Vec<u8>, CodecError> {
     bincode::encode_to_vec(msg, wire_config()).map_err(|e| CodecError::Encode(e.to_string()))
 }
 
+/// Largest persisted contact list [`decode_contacts`] accepts, in bytes: a table snapshot of 20 contacts in
+/// each of 256 buckets, every one with the most addresses a contact may carry, stays below it.
+pub const MAX_CONTACTS_LEN: usize = 8 << 20;
+
+/// The wire settings with the persisted table's allocation cap.
+fn contacts_config() -> Configuration<BigEndian, Fixint, Limit<MAX_CONTACTS_LEN>> {
+    bincode::config::standard().with_big_endian().with_fixed_int_encoding().with_limit::<MAX_CONTACTS_LEN>()
+}
+
 /// Encodes a list of contacts (a persisted routing table) with the wire format's settings.
 pub fn encode_contacts(contacts: &[Contact]) -> Result<Vec<u8>, CodecError> {
-    bincode::encode_to_vec(contacts, wire_config()).map_err(|e| CodecError::Encode(e.to_string()))
+    let bytes = bincode::encode_to_vec(contacts, contacts_config()).map_err(|e| CodecError::Encode(e.to_string()))?;
+    if bytes.len() > MAX_CONTACTS_LEN {
+        // bincode does not apply its limit when encoding: refuse here what could not be loaded back.
+        return Err(CodecError::FrameTooLarge { len: bytes.len(), max: MAX_CONTACTS_LEN });
+    }
+    Ok(bytes)
 }
 
 /// Decodes what [`encode_contacts`] wrote; every byte must be used.
 pub fn decode_contacts(bytes: &[u8]) -> Result<Vec<Contact>, CodecError> {
-    let (contacts, used) = bincode::decode_from_slice::<Vec<Contact>, _>(bytes, wire_config())
+    let (contacts, used) = bincode::decode_from_slice::<Vec<Contact>, _>(bytes, contacts_config())
         .map_err(|e| CodecError::Malformed(e.to_string()))?;
     if used != bytes.len() {
         return Err(CodecError::TrailingBytes(bytes.len() - used));
@@ -427,6 +441,23 @@ mod tests {
         assert_eq!(decode_contacts(&bytes).unwrap(), contacts);
         assert!(decode_contacts(&bytes[..bytes.len() - 1]).is_err());
         assert!(matches!(decode_contacts(&[bytes.clone(), vec![0]].concat()), Err(CodecError::TrailingBytes(1))));
+    }
+
+    #[test]
+    fn the_largest_table_snapshot_loads_back_and_larger_lists_are_refused() {
+        // 20 contacts in each of 256 buckets, each with 4 addresses of 256 bytes (Config's maxima).
+        let addr = Address::new(format!("tcp:{}", "9".repeat(252)));
+        let contact = |i: u32| {
+            let mut key = [0u8; 32];
+            key[..4].copy_from_slice(&i.to_be_bytes());
+            Contact { id: NodeId::from_public_key(&key), addrs: vec![addr.clone(); 4] }
+        };
+        let snapshot: Vec<Contact> = (0..256 * 20).map(contact).collect();
+        let bytes = encode_contacts(&snapshot).unwrap();
+        assert!(bytes.len() > MAX_FRAME_LEN_LIMIT, "larger than a frame: {} bytes", bytes.len());
+        assert_eq!(decode_contacts(&bytes).unwrap(), snapshot);
+        let too_many: Vec<Contact> = (0..8 * 256 * 20).map(contact).collect();
+        assert!(matches!(encode_contacts(&too_many), Err(CodecError::FrameTooLarge { max: MAX_CONTACTS_LEN, .. })));
     }
 
     #[test]

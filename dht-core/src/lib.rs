@@ -25,7 +25,7 @@ mod time;
 
 pub use codec::{
     decode_contacts, decode_message, encode_contacts, encode_message, CodecError, FrameDecoder, FrameEncoder,
-    HEADER_LEN, MAX_FRAME_LEN_LIMIT,
+    HEADER_LEN, MAX_CONTACTS_LEN, MAX_FRAME_LEN_LIMIT,
 };
 pub use config::{Config, RecordPolicy, Validator};
 pub use event::{Event, Output, QueryId, QueryStats, StoreOp, StoreOpId, StoreResult};

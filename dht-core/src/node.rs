@@ -207,6 +207,8 @@ pub struct Node {
     outputs: VecDeque<Output>,
     stats: NodeStats,
     next_self_lookup: Option<Instant>,
+    /// When deep buckets next shed the entries beyond k not heard from lately (`Config::shed_after`).
+    next_shed: Option<Instant>,
     rtt: Option<RttEstimate>,
     /// A lower bound of when the next bucket refresh is due (buckets only get fresher between checks, so a
     /// stale value just means one early, harmless wake-up). Kept so `poll_timeout` does not walk the buckets.
@@ -216,7 +218,8 @@ pub struct Node {
 impl Node {
     /// A node with identity `local` (its id and the addresses it advertises), randomness from `seed`.
     pub fn new(config: Config, local: Contact, seed: u64, now: Instant) -> Self {
-        let _ = now;
+        let shed = config.bucket_growth > 0 && config.shed_after > Duration::ZERO;
+        let next_shed = shed.then(|| now + config.shed_after);
         let table = RoutingTable::new(local.id, config.k, config.replacement_cache)
             .with_ping_after(config.ping_after)
             .with_bucket_growth(config.bucket_growth);
@@ -239,6 +242,7 @@ impl Node {
             outputs: VecDeque::new(),
             stats: NodeStats::default(),
             next_self_lookup: None,
+            next_shed,
             rtt: None,
             refresh_at: None,
         }
@@ -484,6 +488,12 @@ impl Node {
             self.published.insert(key, now + self.config.republish_interval);
             self.push_store(StoreOp::Get { key }, Some(StorePurpose::Republish { key }));
         }
+        if self.next_shed.is_some_and(|t| t <= now) {
+            self.next_shed = Some(now + self.config.shed_after);
+            for id in self.table.shed_stale(now, self.config.shed_after) {
+                self.event(Event::PeerRemoved { id });
+            }
+        }
         if self.next_self_lookup.is_some_and(|t| t <= now) {
             self.schedule_self_lookup(now);
             let target = self.local.id;
@@ -594,6 +604,7 @@ impl Node {
         consider(self.replications.first().map(|(t, _)| *t));
         consider(self.refresh_at);
         consider(self.next_self_lookup);
+        consider(self.next_shed);
         next
     }
 

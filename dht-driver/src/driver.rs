@@ -124,15 +124,21 @@ struct Driver<T, S> {
 impl<T: Transport, S: Store + 'static> Driver<T, S> {
     async fn restore(&mut self, clock: &impl Clock) {
         let now = clock.now();
-        if let Ok(records) = self.store.records().await {
-            for r in records {
-                self.node.restore_record(now, r.key, r.expires, r.size);
+        match self.store.records().await {
+            Ok(records) => {
+                for r in records {
+                    self.node.restore_record(now, r.key, r.expires, r.size);
+                }
             }
+            Err(e) => tracing::warn!("stored records not restored: {e}"),
         }
-        if let Ok(contacts) = self.store.load_contacts().await {
-            for c in contacts {
-                self.node.add_contact(now, c);
+        match self.store.load_contacts().await {
+            Ok(contacts) => {
+                for c in contacts {
+                    self.node.add_contact(now, c);
+                }
             }
+            Err(e) => tracing::warn!("saved routing table not restored, starting without it: {e}"),
         }
     }
 
@@ -165,17 +171,27 @@ impl<T: Transport, S: Store + 'static> Driver<T, S> {
                 _ = wake.fuse() => self.node.handle_timeout(clock.now()),
             }
         }
-        let contacts: Vec<Contact> = self.node.routing_table().iter().map(|e| e.contact()).collect();
-        let _ = self.store.save_contacts(&contacts).await;
+        let contacts = self.table_snapshot();
+        if let Err(e) = self.store.save_contacts(&contacts).await {
+            tracing::warn!("routing table not saved: {e}");
+        }
+    }
+
+    /// What of the routing table is saved: the k most recently seen of each bucket (deep buckets may hold
+    /// many more; they refill after a restart from the peers that speak to us).
+    fn table_snapshot(&self) -> Vec<Contact> {
+        self.node.routing_table().snapshot(self.node.config().k)
     }
 
     /// Saves the routing table in the background.
     fn save_routing_table(&mut self) {
-        let contacts: Vec<Contact> = self.node.routing_table().iter().map(|e| e.contact()).collect();
+        let contacts = self.table_snapshot();
         let store = Rc::clone(&self.store);
         self.reads.push(
             async move {
-                let _ = store.save_contacts(&contacts).await;
+                if let Err(e) = store.save_contacts(&contacts).await {
+                    tracing::warn!("routing table not saved: {e}");
+                }
             }
             .boxed_local(),
         );

@@ -75,9 +75,12 @@ struct Args {
     /// Times a timed-out request is sent again before the peer counts as failed.
     #[arg(long, default_value_t = 0)]
     request_retries: u8,
-    /// Bucket i of a routing table holds up to k·2^min(i, this) entries (0 = k everywhere).
+    /// Bucket i of a routing table holds up to k·2^min(i, this) entries (0 = k everywhere; at most 8).
     #[arg(long, default_value_t = dht_core::Config::default().bucket_growth)]
     bucket_growth: u32,
+    /// Minutes after which entries beyond k of a bucket, not heard from since, are dropped (0 = never).
+    #[arg(long, default_value_t = dht_core::Config::default().shed_after.as_secs() / 60)]
+    shed_after_min: u64,
     /// Requests a bucket refresh may send (0 = unlimited).
     #[arg(long, default_value_t = 2)]
     refresh_budget: usize,
@@ -181,6 +184,7 @@ fn main() -> std::process::ExitCode {
     sim.node.request_timeout = std::time::Duration::from_millis(args.request_timeout_ms.max(1));
     sim.node.refresh_request_budget = args.refresh_budget;
     sim.node.bucket_growth = args.bucket_growth;
+    sim.node.shed_after = std::time::Duration::from_secs(args.shed_after_min * 60);
     sim.node.self_lookup_interval = std::time::Duration::from_secs(args.self_lookup_secs);
 
     sim.node.join_refresh_buckets = args.join_refresh;

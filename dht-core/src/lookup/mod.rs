@@ -4,7 +4,8 @@
 //! `stall_after` answers in a row bring nobody closer, the lookup is *stalled* and may have up to k in
 //! flight, as the Kademlia paper's final round does. With a region radius set (where the k closest to any
 //! point are expected), an answer from inside it widens the lookup the same way, and a candidate inside it
-//! that ranks among the k closest so far is asked at once, past α. It finishes when the k closest candidates
+//! that ranks among the k closest so far is asked at once, past α. A lookup with a request budget (a bucket
+//! refresh) does neither, nor widen when stalled: it keeps to α. It finishes when the k closest candidates
 //! that did not fail have all answered.
 //!
 //! With d > 1 paths (S/Kademlia's disjoint lookups) the seeds are dealt out to d paths, each contact belongs
@@ -89,7 +90,8 @@ pub struct LookupParams {
     /// 2k + α: a list barely larger than k fills with answers and requests in flight, and then a closer
     /// newcomer has nobody left to push out.
     pub max_candidates: usize,
-    /// Answers in a row that bring nobody closer before the lookup stalls and widens to k in flight.
+    /// Answers in a row that bring nobody closer before the lookup stalls and widens to k in flight (not
+    /// with a request budget, see [`Lookup::set_request_budget`]).
     pub stall_after: usize,
     /// A peer whose introduced contacts failed this many times, more than twice as often as they answered,
     /// is distrusted: its introductions not asked yet are dropped, and contacts it hands out later are
@@ -432,7 +434,7 @@ impl Lookup {
     /// Sets the radius within which the k closest nodes to any point are expected (estimated from the
     /// distance to our own k-th closest neighbour). An answer from a peer that close widens the lookup to
     /// k in flight at once instead of after a stall, and a candidate that close is asked as soon as it ranks
-    /// among the k closest known, whatever is in flight.
+    /// among the k closest known, whatever is in flight. Ignored while a request budget is set.
     pub fn set_region_radius(&mut self, radius: Distance) {
         self.region = Some(radius);
     }
@@ -665,7 +667,26 @@ mod tests {
         // Nor does an answer from inside it widen the lookup past α.
         l.on_success(&id(1), []);
         assert_eq!(drain(&mut l), vec![id(2)]);
-        assert_eq!(l.poll_next(), Next::Wait, "budget spent");
+        assert_eq!(l.poll_next(), Next::Wait, "α = 3 in flight (21, 22, 2)");
+    }
+
+    #[test]
+    fn a_budgeted_lookup_does_not_widen_when_stalled() {
+        let seeds: Vec<_> = (10..30).map(|n| Contact::bare(id(n))).collect();
+        let p = LookupParams { k: 10, alpha: 3, max_candidates: 100, stall_after: 2, distrust_after: 0, paths: 1 };
+        let mut l = Lookup::new(id(0), seeds.clone(), p);
+        l.set_request_budget(12);
+        assert_eq!(drain(&mut l).len(), 3);
+        // Two answers without progress: an unbudgeted lookup would now have up to k = 10 in flight.
+        l.on_success(&id(10), []);
+        l.on_success(&id(11), []);
+        assert_eq!(drain(&mut l).len(), 2, "back to α = 3 in flight, no more");
+        // The same answers without a budget widen.
+        let mut l = Lookup::new(id(0), seeds, p);
+        assert_eq!(drain(&mut l).len(), 3);
+        l.on_success(&id(10), []);
+        l.on_success(&id(11), []);
+        assert_eq!(drain(&mut l).len(), 9, "stalled: up to k = 10 in flight");
     }
 
     #[test]

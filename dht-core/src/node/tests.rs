@@ -589,3 +589,42 @@ fn a_drained_node_gives_back_its_output_queue() {
     assert_eq!(drain(&mut node).len(), queued);
     assert!(node.outputs.capacity() <= 8, "capacity {}", node.outputs.capacity());
 }
+
+#[test]
+fn the_node_sizes_its_buckets_by_config() {
+    let node = node_with(Config::default());
+    assert_eq!(node.routing_table().bucket_capacity(0), 20);
+    assert_eq!(node.routing_table().bucket_capacity(9), 20 << 4, "default growth 4");
+    let mut cfg = Config::default();
+    cfg.bucket_growth = 0;
+    assert_eq!(node_with(cfg).routing_table().bucket_capacity(9), 20, "the paper's k everywhere");
+}
+
+#[test]
+fn deep_buckets_shed_quiet_peers_on_the_nodes_timer() {
+    let mut cfg = Config::default();
+    cfg.k = 2;
+    cfg.shed_after = Duration::from_secs(600);
+    cfg.self_lookup_interval = Duration::ZERO;
+    let mut node = node_with(cfg);
+    // Six peers in bucket 7 (their ids differ from ours first in bit 7): room for 2·2^4 = 32, no pings.
+    let deep: Vec<NodeId> = (0..6u8)
+        .map(|n| {
+            let mut b = *id(0).as_bytes();
+            b[0] ^= 0x01;
+            b[31] = n;
+            NodeId::from_bytes(b)
+        })
+        .collect();
+    for (i, id) in deep.iter().enumerate() {
+        node.add_contact(t(i as u64), Contact::bare(*id));
+    }
+    let _ = drain(&mut node);
+    assert!(node.poll_timeout().is_some_and(|at| at <= t(600_000)), "the shed is on the node's timer");
+    node.handle_timeout(t(600_010));
+    let removed: Vec<Event> = events(&drain(&mut node));
+    for id in &deep[..4] {
+        assert!(removed.contains(&Event::PeerRemoved { id: *id }), "{id:?} shed");
+    }
+    assert_eq!(node.routing_table().len(), 2, "down to k");
+}

@@ -1,4 +1,4 @@
-//! One k-bucket: live entries with the time each was last seen, a replacement cache, and at most one
+//! One bucket: live entries with the time each was last seen, a replacement cache, and at most one
 //! outstanding liveness check of its stalest entry.
 
 use crate::id::NodeId;

@@ -65,10 +65,10 @@ impl RoutingTable {
 
     /// Lets deeper buckets hold more: bucket `i` keeps up to `k · 2^min(i, growth)` entries (0, the default,
     /// is the paper's k everywhere; at most [`MAX_BUCKET_GROWTH`]). Bucket `i` covers `2^-(i+1)` of the id
-    /// space, so the far buckets, where anyone's random id lands and most peers fall, stay at k, while the
-    /// deeper ones keep more of the peers that speak to us: their answers then cover a target's
-    /// neighbourhood in fewer round trips. Entries still only come from peers that sent or answered us
-    /// something; a bucket never holds more peers than its part of the id space has.
+    /// space: bucket 0, where any made-up id lands with even odds, stays at k, and the deeper ones keep more
+    /// of the peers that speak to us: their answers then cover a target's neighbourhood in fewer round
+    /// trips. Entries still only come from peers that sent or answered us something; a bucket that is not
+    /// full is not checked for departed entries (requests to them fail and remove them).
     pub fn with_bucket_growth(mut self, growth: u32) -> Self {
         self.growth = growth.min(MAX_BUCKET_GROWTH);
         self
@@ -100,11 +100,11 @@ impl RoutingTable {
     /// room. Call only for peers authenticated by the transport.
     pub fn insert(&mut self, contact: Contact, now: Instant) -> InsertResult {
         let Some(index) = self.index(&contact.id) else { return InsertResult::SelfId };
-        let (k, cap, ping_after) = (self.bucket_capacity(index), self.replacement_cache, self.ping_after);
+        let (capacity, cache, ping_after) = (self.bucket_capacity(index), self.replacement_cache, self.ping_after);
         let bucket = self.bucket_mut(index, now);
         if let Some(pos) = bucket.position(&contact.id) {
             // Entries stay where they are; "least recently seen" is the smallest `last_seen`, found when a
-            // full bucket needs it (cheaper than moving 20 entries on every message).
+            // full bucket needs it (cheaper than moving the entries on every message).
             let entry = bucket.entry_mut(pos);
             entry.last_seen = now;
             entry.failures = 0;
@@ -116,13 +116,13 @@ impl RoutingTable {
             }
             return InsertResult::Updated;
         }
-        if bucket.len() < k {
+        if bucket.len() < capacity {
             bucket.replacements.retain(|c| c.id != contact.id);
             let entry = Entry { id: contact.id, addrs: contact.addrs.into_boxed_slice(), last_seen: now, failures: 0 };
-            bucket.push(entry, k);
+            bucket.push(entry, capacity);
             return InsertResult::Inserted;
         }
-        bucket.add_replacement(contact, cap);
+        bucket.add_replacement(contact, cache);
         // Even the stalest entry was heard from recently: it is almost surely alive, so no ping.
         if bucket.pending_ping.is_some() || bucket.seen_floor + ping_after > now {
             return InsertResult::Queued;
@@ -154,7 +154,7 @@ impl RoutingTable {
     /// the replacement cache, if any. Returns the removed entry.
     pub fn remove(&mut self, id: &NodeId, now: Instant) -> Option<Entry> {
         let index = self.index(id)?;
-        let k = self.bucket_capacity(index);
+        let capacity = self.bucket_capacity(index);
         let bucket = self.buckets.get_mut(index)?;
         if bucket.pending_ping == Some(*id) {
             bucket.pending_ping = None;
@@ -163,8 +163,8 @@ impl RoutingTable {
         let removed = bucket.remove(pos);
         if let Some(c) = bucket.replacements.pop_back() {
             let entry = Entry { id: c.id, addrs: c.addrs.into_boxed_slice(), last_seen: now, failures: 0 };
-            if bucket.len() < k {
-                bucket.push(entry, k);
+            if bucket.len() < capacity {
+                bucket.push(entry, capacity);
             }
         }
         Some(removed)
@@ -229,7 +229,9 @@ impl RoutingTable {
             .chain(deeper.clone().filter(|&i| d.bit(i)))
             .chain(deeper.rev().filter(|&i| !d.bit(i)))
             .chain((0..b).rev());
-        let mut keyed: Vec<(u64, &Entry)> = Vec::with_capacity(count.min(self.k * 2) + self.k);
+        // A whole bucket is taken before trimming to `count`.
+        let first = self.bucket_capacity(b);
+        let mut keyed: Vec<(u64, &Entry)> = Vec::with_capacity(count.min(first) + first);
         for i in order {
             if take(&mut keyed, &self.buckets[i], target, count) {
                 break;
@@ -251,6 +253,50 @@ impl RoutingTable {
     /// All entries, bucket by bucket (farthest bucket first), in arrival order within a bucket.
     pub fn iter(&self) -> impl Iterator<Item = &Entry> {
         self.buckets.iter().flat_map(|b| b.entries().iter())
+    }
+
+    /// Drops, in every bucket holding more than k entries, those not heard from for `older_than`, stalest
+    /// first, until k remain; returns their ids. (The first k of a bucket are kept as the paper keeps them:
+    /// a full bucket pings its stalest entry before replacing it.)
+    pub fn shed_stale(&mut self, now: Instant, older_than: core::time::Duration) -> Vec<NodeId> {
+        let k = self.k;
+        let mut shed = Vec::new();
+        for b in &mut self.buckets {
+            let excess = b.len().saturating_sub(k);
+            if excess == 0 || b.seen_floor + older_than > now {
+                continue;
+            }
+            let mut stale: Vec<(Instant, NodeId)> =
+                b.entries().iter().filter(|e| e.last_seen + older_than <= now).map(|e| (e.last_seen, e.id)).collect();
+            stale.sort_unstable();
+            for (_, id) in stale.into_iter().take(excess) {
+                if let Some(pos) = b.position(&id) {
+                    b.remove(pos);
+                    if b.pending_ping == Some(id) {
+                        b.pending_ping = None;
+                    }
+                    shed.push(id);
+                }
+            }
+            let _ = b.stalest();
+        }
+        shed
+    }
+
+    /// What is worth saving across a restart: the `per_bucket` most recently seen entries of every bucket,
+    /// as contacts (farthest bucket first). Bounded by `256 · per_bucket` whatever the buckets hold, so a
+    /// saved table always loads back; deep buckets refill from the peers that speak to us.
+    pub fn snapshot(&self, per_bucket: usize) -> Vec<Contact> {
+        let mut out = Vec::new();
+        for b in &self.buckets {
+            let mut recent: Vec<&Entry> = b.entries().iter().collect();
+            if recent.len() > per_bucket {
+                recent.sort_unstable_by_key(|e| core::cmp::Reverse(e.last_seen));
+                recent.truncate(per_bucket);
+            }
+            out.extend(recent.into_iter().map(Entry::contact));
+        }
+        out
     }
 
     /// `(bucket index, entries)` for every non-empty bucket: a picture of the table.
@@ -393,8 +439,65 @@ mod tests {
                 assert_eq!(rt.bucket_len(index), cap);
             }
         }
+        // A deep bucket stays full when a departed entry gives way to a waiting contact.
+        let mut rt = RoutingTable::new(local, 2, 1).with_bucket_growth(3);
+        for n in 0..16 {
+            let _ = rt.insert(Contact::bare(id_with_prefix(0x01, n)), t(0));
+        }
+        let waiting = id_with_prefix(0x01, 100);
+        assert!(matches!(rt.insert(Contact::bare(waiting), t(1)), InsertResult::PingStale { .. }));
+        assert!(rt.remove(&id_with_prefix(0x01, 0), t(2)).is_some());
+        assert!(rt.contains(&waiting), "promoted");
+        assert_eq!(rt.bucket_len(7), 16);
         let huge = RoutingTable::new(local, 20, 0).with_bucket_growth(100);
         assert_eq!(huge.bucket_capacity(255), 20 << MAX_BUCKET_GROWTH, "growth is capped");
+    }
+
+    #[test]
+    fn deep_buckets_shed_what_was_not_heard_from_lately_down_to_k() {
+        let local = NodeId::from_bytes([0; 32]);
+        let mut rt = RoutingTable::new(local, 2, 0).with_bucket_growth(3);
+        let minute = core::time::Duration::from_secs(60);
+        // Bucket 7 (capacity 16): six entries, seen at minutes 0..6; bucket 0 (capacity 2): two, at 0.
+        for n in 0..6u8 {
+            let _ = rt.insert(Contact::bare(id_with_prefix(0x01, n)), t(u64::from(n) * 60_000));
+        }
+        for n in 0..2 {
+            let _ = rt.insert(Contact::bare(id_with_prefix(0x80, n)), t(0));
+        }
+        // At minute 10, entries older than 5 minutes go, stalest first: 0..=4 qualify but only four may go.
+        let shed = rt.shed_stale(t(10 * 60_000), 5 * minute);
+        assert_eq!(shed, (0..4).map(|n| id_with_prefix(0x01, n)).collect::<Vec<_>>());
+        assert_eq!(rt.bucket_len(7), 2, "down to k");
+        assert!(rt.contains(&id_with_prefix(0x01, 4)) && rt.contains(&id_with_prefix(0x01, 5)));
+        assert_eq!(rt.bucket_len(0), 2, "a bucket at k keeps its entries, however old");
+        assert!(rt.shed_stale(t(60 * 60_000), 5 * minute).is_empty());
+        // Fresh entries are kept even above k.
+        for n in 10..14u8 {
+            let _ = rt.insert(Contact::bare(id_with_prefix(0x01, n)), t(61 * 60_000));
+        }
+        assert_eq!(rt.shed_stale(t(62 * 60_000), 5 * minute), vec![id_with_prefix(0x01, 4), id_with_prefix(0x01, 5)]);
+        assert_eq!(rt.bucket_len(7), 4);
+    }
+
+    #[test]
+    fn a_snapshot_keeps_the_most_recently_seen_of_each_bucket() {
+        let local = NodeId::from_bytes([0; 32]);
+        let mut rt = RoutingTable::new(local, 2, 0).with_bucket_growth(3);
+        // Bucket 0 (capacity 2) gets two entries, bucket 7 (capacity 16) five, seen at times 0..5.
+        for n in 0..2 {
+            let _ = rt.insert(Contact::bare(id_with_prefix(0x80, n)), t(u64::from(n)));
+        }
+        for n in 0..5 {
+            let _ = rt.insert(Contact::bare(id_with_prefix(0x01, n)), t(u64::from(n)));
+        }
+        let _ = rt.insert(Contact::bare(id_with_prefix(0x01, 0)), t(10));
+        let ids: Vec<_> = rt.snapshot(2).into_iter().map(|c| c.id).collect();
+        assert_eq!(ids.len(), 4, "two per bucket");
+        assert!(ids.contains(&id_with_prefix(0x80, 0)) && ids.contains(&id_with_prefix(0x80, 1)));
+        assert!(ids.contains(&id_with_prefix(0x01, 0)), "seen last, at 10");
+        assert!(ids.contains(&id_with_prefix(0x01, 4)), "seen at 4");
+        assert_eq!(rt.snapshot(100).len(), 7);
     }
 
     #[test]
