@@ -211,7 +211,8 @@ fn pipe_for(dc: Arc<dyn DataChannel>, queue: usize) -> Pipe {
                 }
                 DataChannelEvent::OnMessage(m) => {
                     // BytesMut → Vec keeps the buffer when the message owns it whole (no copy).
-                    if inc_tx.send(Vec::from(m.data)).await.is_err() {
+                    let delivered = inc_tx.send(Vec::from(m.data)).await;
+                    if delivered.is_err() {
                         break;
                     }
                 }
