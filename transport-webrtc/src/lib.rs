@@ -79,6 +79,9 @@ mod rt {
 /// Largest data-channel message we send, in bytes (the size all browsers accept).
 pub const MAX_CHUNK: usize = 16 * 1024;
 
+/// Messages ready from the driver that a link packs into shared chunks before it reads from its peer again.
+const COALESCE: usize = 32;
+
 /// Address scheme of WebRTC contacts.
 pub const SCHEME: &str = "rtc:";
 
@@ -205,7 +208,13 @@ pub(crate) struct Pipe {
 }
 
 async fn flush(pipe: &mut Pipe, link: &mut Link) -> Result<(), PipeError> {
-    while !link.pending().is_empty() {
+    flush_above(pipe, link, 0).await
+}
+
+/// Writes out what the link holds in chunks while more than `keep` bytes are pending: `keep = MAX_CHUNK - 1`
+/// sends full chunks only and leaves a partial tail for the next message to fill.
+async fn flush_above(pipe: &mut Pipe, link: &mut Link, keep: usize) -> Result<(), PipeError> {
+    while link.pending().len() > keep {
         let n = link.pending().len().min(MAX_CHUNK);
         pipe.out.send(link.pending()[..n].to_vec()).await.map_err(|_| PipeError::Closed)?;
         link.advance(n);
@@ -228,6 +237,19 @@ fn yield_now() -> impl std::future::Future<Output = ()> {
             std::task::Poll::Pending
         }
     })
+}
+
+/// Queues `msg` on the link; a message the codec refuses (too large) is dropped with a warning, any other
+/// error ends the link.
+fn send_one(link: &mut Link, msg: &Message, remote: &Contact) -> Result<(), PipeError> {
+    match link.send(msg) {
+        Ok(()) => Ok(()),
+        Err(LinkError::Codec(e)) => {
+            tracing::warn!(peer = %remote.id, "message not sent: {e}");
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Delivers what still arrives on a link the driver let go of, for `linger`, then returns (closing it).
@@ -336,10 +358,23 @@ pub(crate) async fn run_link(
                     // nothing more, then close.
                     return drain_then_close(&mut pipe, &mut link, &mut to_driver_tx, linger, now).await;
                 };
-                match link.send(&msg) {
-                    Ok(()) => {}
-                    Err(LinkError::Codec(e)) => tracing::warn!(peer = %remote.id, "message not sent: {e}"),
-                    Err(e) => return Err(e.into()),
+                send_one(&mut link, &msg, &remote)?;
+                // Messages the driver has ready share chunks: a 32 KiB message would otherwise go out as two
+                // full chunks and a ~50-byte tail, each a data-channel message of its own. The tail waits
+                // only while another message is ready to fill it, and at most `COALESCE` messages are taken
+                // in a row so that what arrives from the peer is read in between.
+                for _ in 1..COALESCE {
+                    flush_above(&mut pipe, &mut link, MAX_CHUNK - 1).await?;
+                    match to_link_rx.try_next() {
+                        Ok(Some(msg)) => send_one(&mut link, &msg, &remote)?,
+                        Ok(None) => {
+                            // The driver let go (the queue now reads as ended, and `select!` skips ended
+                            // streams, so this is the only place to see it).
+                            flush(&mut pipe, &mut link).await?;
+                            return drain_then_close(&mut pipe, &mut link, &mut to_driver_tx, linger, now).await;
+                        }
+                        Err(_) => break,
+                    }
                 }
                 flush(&mut pipe, &mut link).await?;
             }
@@ -428,6 +463,65 @@ mod tests {
             pb.rx.next().await.unwrap()
         });
         assert_eq!(got, msg);
+    }
+
+    /// Messages queued together share chunks: 8 messages of 20 KB go out in 11 chunks (10 full), not 16.
+    #[test]
+    fn queued_messages_share_chunks() {
+        use dht_link::{Identity, LinkConfig};
+        use futures::task::LocalSpawnExt;
+        let (a, b) = (Identity::generate().unwrap(), Identity::generate().unwrap());
+        let cfg = LinkConfig::default();
+        let la = Link::initiator(&a, Some(b.node_id()), b"p", vec![], &cfg, now()).unwrap();
+        let lb = Link::responder(&b, b"p", vec![], &cfg, now()).unwrap();
+        let (a_out, mut tap) = mpsc::channel::<Vec<u8>>(64);
+        let (mut tap_out, b_inc) = mpsc::channel(64);
+        let (b_out, a_inc) = mpsc::channel(64);
+        let (ra, wa) = oneshot::channel();
+        let (rb, wb) = oneshot::channel();
+        let t = Duration::from_secs(5);
+        let params = LinkParams { queue: 16, handshake_timeout: t, linger: t, peer_rate: 0, peer_burst: 1 };
+        let mut pool = futures::executor::LocalPool::new();
+        let sp = pool.spawner();
+        sp.spawn_local(run_link(Pipe { out: a_out, inc: a_inc }, la, params, now, ra).map(|_| ())).unwrap();
+        sp.spawn_local(run_link(Pipe { out: b_out, inc: b_inc }, lb, params, now, rb).map(|_| ())).unwrap();
+        let sizes = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+        let seen = sizes.clone();
+        sp.spawn_local(async move {
+            while let Some(chunk) = tap.next().await {
+                seen.borrow_mut().push(chunk.len());
+                if tap_out.send(chunk).await.is_err() {
+                    break;
+                }
+            }
+        })
+        .unwrap();
+        let (mut pa, mut pb) = pool.run_until(async { (wa.await.unwrap(), wb.await.unwrap()) });
+        let handshake_chunks = sizes.borrow().len();
+        let msgs: Vec<Message> = (0..8u8)
+            .map(|i| {
+                let record = dht_core::Record { key: dht_core::Key::from_bytes([i; 32]), value: vec![i; 20_000] };
+                Message::Request {
+                    id: dht_core::RequestId(i.into()),
+                    body: dht_core::Request::Store { record, ttl_secs: 60 },
+                }
+            })
+            .collect();
+        let got = pool.run_until(async {
+            for m in &msgs {
+                pa.tx.send(m.clone()).await.unwrap();
+            }
+            let mut got = Vec::new();
+            while got.len() < msgs.len() {
+                got.push(pb.rx.next().await.unwrap());
+            }
+            got
+        });
+        assert_eq!(got, msgs);
+        let data: Vec<usize> = sizes.borrow()[handshake_chunks..].to_vec();
+        let total: usize = data.iter().sum();
+        assert_eq!(data.len(), total.div_ceil(MAX_CHUNK), "chunks {data:?}");
+        assert!(data[..data.len() - 1].iter().all(|&n| n == MAX_CHUNK), "all full but the last: {data:?}");
     }
 
     /// A link the driver let go of right after a request still delivers the answer (and, without lingering,
