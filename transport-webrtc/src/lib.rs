@@ -365,15 +365,15 @@ pub(crate) async fn run_link(
                 // in a row so that what arrives from the peer is read in between.
                 for _ in 1..COALESCE {
                     flush_above(&mut pipe, &mut link, MAX_CHUNK - 1).await?;
-                    match to_link_rx.try_next() {
-                        Ok(Some(msg)) => send_one(&mut link, &msg, &remote)?,
-                        Ok(None) => {
+                    match to_link_rx.try_recv() {
+                        Ok(msg) => send_one(&mut link, &msg, &remote)?,
+                        Err(mpsc::TryRecvError::Closed) => {
                             // The driver let go (the queue now reads as ended, and `select!` skips ended
                             // streams, so this is the only place to see it).
                             flush(&mut pipe, &mut link).await?;
                             return drain_then_close(&mut pipe, &mut link, &mut to_driver_tx, linger, now).await;
                         }
-                        Err(_) => break,
+                        Err(mpsc::TryRecvError::Empty) => break,
                     }
                 }
                 flush(&mut pipe, &mut link).await?;
