@@ -465,7 +465,8 @@ mod tests {
         assert_eq!(got, msg);
     }
 
-    /// Messages queued together share chunks: 8 messages of 20 KB go out in 11 chunks (10 full), not 16.
+    /// Messages queued together share chunks: 8 messages of 20 KB go out in 10 chunks, all full but the
+    /// last, instead of a full chunk and a ~4 KB one each.
     #[test]
     fn queued_messages_share_chunks() {
         use dht_link::{Identity, LinkConfig};
