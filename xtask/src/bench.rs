@@ -25,11 +25,6 @@ impl Figures {
         self.0.push(Figure { name: name.into(), value, unit: unit.into(), source: source.into() });
     }
 
-    fn get(&self, name: &str) -> Option<f64> {
-        self.0.iter().find(|f| f.name == name).map(|f| f.value)
-    }
-
-    /// Takes the `{"name","value","unit"}` lines a tool printed.
     fn take_lines(&mut self, stdout: &str, source: &str) {
         for line in stdout.lines().filter(|l| l.starts_with('{')) {
             if let Ok(v) = serde_json::from_str::<Value>(line) {
@@ -77,7 +72,8 @@ fn release(bin: &str) -> Command {
 
 /// The core workload in wasm32 under Node.js: messages per second, and the cost of ids with 12 bits of work
 /// (ms per id, µs per key pair tried).
-fn core_wasm(messages: u32) -> Result<(f64, f64, f64), String> {
+/// Builds the core benchmark for wasm32 and its Node.js glue; returns the module to `require`.
+fn wasm_module() -> Result<String, String> {
     crate::ensure_wasm_target()?;
     step(
         "dht-bench for wasm32 (release)",
@@ -89,6 +85,19 @@ fn core_wasm(messages: u32) -> Result<(f64, f64, f64), String> {
     let mut bindgen = wasm_bindgen_cli_support::Bindgen::new();
     bindgen.input_path(&wasm).nodejs(true).map_err(|e| format!("wasm-bindgen: {e:#}"))?.typescript(false);
     bindgen.generate(&out).map_err(|e| format!("wasm-bindgen: {e:#}"))?;
+    Ok(out.join("dht_bench.js").display().to_string())
+}
+
+/// Runs a Node.js script that prints one JSON object; returns it.
+fn node(what: &str, script: &str) -> Result<Value, String> {
+    let stdout = run(what, Command::new("node").args(["-e", script]))
+        .map_err(|e| format!("{e} (is Node.js installed? apt-get install nodejs)"))?;
+    serde_json::from_str(stdout.trim()).map_err(|e| format!("node output {stdout:?}: {e}"))
+}
+
+/// Messages per second of the core workload in wasm32 under Node.js: a warm-up run, then the best of three
+/// (as `dht-bench core` does natively).
+fn core_wasm_rate(module: &str, messages: u32) -> Result<f64, String> {
     let script = format!(
         "const {{ CoreBench }} = require({module:?});
          const b = new CoreBench({messages}, 1);
@@ -99,17 +108,27 @@ fn core_wasm(messages: u32) -> Result<(f64, f64, f64), String> {
            n = b.run();
            best = Math.min(best, Number(process.hrtime.bigint() - t0) / 1e9);
          }}
-         const t1 = process.hrtime.bigint();
+         console.log(JSON.stringify({{ rate: n / best }}));"
+    );
+    node("core workload in wasm32 under Node.js", &script)?["rate"].as_f64().ok_or("node printed no rate".into())
+}
+
+/// Milliseconds per id and microseconds per key pair tried for ids with 12 bits of work, in wasm32.
+fn pow_wasm(module: &str) -> Result<(f64, f64), String> {
+    let script = format!(
+        "const t1 = process.hrtime.bigint();
          const tries = require({module:?}).makeIds(12, 8);
          const ms = Number(process.hrtime.bigint() - t1) / 1e6;
-         console.log(JSON.stringify({{ rate: n / best, pow_ms_per_id: ms / 8, pow_us_per_try: ms * 1000 / tries }}));",
-        module = out.join("dht_bench.js").display().to_string(),
+         console.log(JSON.stringify({{ pow_ms_per_id: ms / 8, pow_us_per_try: ms * 1000 / tries }}));"
     );
-    let stdout = run("core workload in wasm32 under Node.js", Command::new("node").args(["-e", &script]))
-        .map_err(|e| format!("{e} (is Node.js installed? apt-get install nodejs)"))?;
-    let v: Value = serde_json::from_str(stdout.trim()).map_err(|e| format!("node output {stdout:?}: {e}"))?;
+    let v = node("ids with proof of work in wasm32 under Node.js", &script)?;
     let num = |k: &str| v[k].as_f64().ok_or(format!("node printed no {k}"));
-    Ok((num("rate")?, num("pow_ms_per_id")?, num("pow_us_per_try")?))
+    Ok((num("pow_ms_per_id")?, num("pow_us_per_try")?))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 fn machine() -> String {
@@ -156,14 +175,28 @@ pub fn bench() -> Result<(), String> {
     // Codec and core.
     let out = run("codec", release("dht-bench").arg("codec"))?;
     f.take_lines(&out, "dht-bench codec");
+    // Native and wasm take turns for five rounds: this machine's speed drifts by tens of percent over
+    // seconds, so each round's ratio compares runs made side by side; the figures are the medians.
     let messages = 200_000u32;
-    let out = run("core, native", release("dht-bench").args(["core", "--messages", &messages.to_string()]))?;
-    f.take_lines(&out, "dht-bench core");
-    let (wasm, pow_ms, pow_us) = core_wasm(messages)?;
-    f.add("core_msgs_per_s_wasm_node", wasm, "msgs/s", "dht-bench (wasm32, Node.js)");
-    if let Some(native) = f.get("core_msgs_per_s_native") {
-        f.add("wasm_native_ratio", native / wasm, "x", "native / wasm");
+    let module = wasm_module()?;
+    let (mut native, mut wasm, mut ratio) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..5 {
+        let out = run("core, native", release("dht-bench").args(["core", "--messages", &messages.to_string()]))?;
+        let n = out
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|v| v["name"] == "core_msgs_per_s_native")
+            .and_then(|v| v["value"].as_f64())
+            .ok_or("dht-bench core printed no core_msgs_per_s_native")?;
+        let w = core_wasm_rate(&module, messages)?;
+        native.push(n);
+        wasm.push(w);
+        ratio.push(n / w);
     }
+    f.add("core_msgs_per_s_native", median(native), "msgs/s", "dht-bench core (median of 5)");
+    f.add("core_msgs_per_s_wasm_node", median(wasm), "msgs/s", "dht-bench (wasm32, Node.js; median of 5)");
+    f.add("wasm_native_ratio", median(ratio), "x", "native / wasm, median of 5 side-by-side rounds");
+    let (pow_ms, pow_us) = pow_wasm(&module)?;
     let out = run("ids with proof of work, native", release("dht-bench").arg("pow"))?;
     f.take_lines(&out, "dht-bench pow");
     f.add("id_work_12_ms_per_id_wasm_node", pow_ms, "ms", "dht-bench (wasm32, Node.js)");
