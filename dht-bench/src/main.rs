@@ -36,7 +36,11 @@ fn codec() {
     // Ratios are taken within each round (the two sizes measured side by side), then the median.
     let ratio = |i: usize| median(rounds.iter().map(|r| r[0] / r[i]).collect());
     let (one_shot, mtu, byte) = (rate(0), rate(1), rate(2));
-    eprintln!("codec: {count} frames, {} bytes; one shot {one_shot:.0}/s, 1200-byte pieces {mtu:.0}/s, byte at a time {byte:.0}/s (medians of 41 rounds)", bytes.len());
+    eprintln!(
+        "codec: {count} frames, {} bytes; one shot {one_shot:.0}/s, 1200-byte pieces {mtu:.0}/s, \
+         byte at a time {byte:.0}/s (medians of 41 rounds)",
+        bytes.len()
+    );
     for (name, value, unit) in [
         ("codec_decode_one_shot", one_shot, "msgs/s"),
         ("codec_decode_1200_byte_pieces", mtu, "msgs/s"),

@@ -79,9 +79,10 @@ pub struct Config {
     pub replacement_cache: usize,
     /// Bucket `i` (0 = the half of the id space farthest from us) holds up to `k · 2^min(i, bucket_growth)`
     /// entries (0 = k everywhere, as in the paper; at most [`crate::routing::MAX_BUCKET_GROWTH`]). Bucket 0,
-    /// half of the id space where any made-up id lands with even odds, stays at k, buckets 1, 2, 3 hold 2k, 4k,
-    /// 8k; the deeper ones keep more of the peers that speak to us, so a node near a target knows more of its neighbourhood and a lookup learns the
-    /// k closest a round trip sooner (10,000 simulated nodes: p50 334 → 290 ms with 4).
+    /// half of the id space where any made-up id lands with even odds, stays at k, buckets 1, 2, 3 hold 2k,
+    /// 4k, 8k; the deeper ones keep more of the peers that speak to us, so a node near a target knows more of
+    /// its neighbourhood and a lookup learns the k closest a round trip sooner (10,000 simulated nodes: p50
+    /// 334 → 290 ms with 4).
     pub bucket_growth: u32,
     /// The room `bucket_growth` gives holds peers heard from lately: every `shed_after`, a bucket holding
     /// more than k entries drops those not heard from for that long, stalest first, down to k (a full
