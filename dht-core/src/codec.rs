@@ -14,12 +14,15 @@ pub const HEADER_LEN: usize = 4;
 /// The largest frame length any configuration may accept (1 MiB); bincode's allocation limit.
 pub const MAX_FRAME_LEN_LIMIT: usize = 1 << 20;
 
-/// bincode settings for the wire: fixed-width big-endian integers, and a cap on what a payload may claim
-/// to allocate (bincode 2's standard configuration has none).
-type WireConfig = Configuration<BigEndian, Fixint, Limit<MAX_FRAME_LEN_LIMIT>>;
+/// bincode settings of the wire format: fixed-width big-endian integers, and a cap of `LIMIT` bytes on what
+/// a payload may claim to allocate (bincode 2's standard configuration has none).
+fn config_with_limit<const LIMIT: usize>() -> Configuration<BigEndian, Fixint, Limit<LIMIT>> {
+    bincode::config::standard().with_big_endian().with_fixed_int_encoding().with_limit::<LIMIT>()
+}
 
-fn wire_config() -> WireConfig {
-    bincode::config::standard().with_big_endian().with_fixed_int_encoding().with_limit::<MAX_FRAME_LEN_LIMIT>()
+/// The wire format's settings for messages.
+fn wire_config() -> Configuration<BigEndian, Fixint, Limit<MAX_FRAME_LEN_LIMIT>> {
+    config_with_limit::<MAX_FRAME_LEN_LIMIT>()
 }
 
 /// Why a stream of frames cannot go on. After a decoder error the stream must be closed.
@@ -68,14 +71,10 @@ pub fn encode_message(msg: &Message) -> Result<Vec<u8>, CodecError> {
 /// each of 256 buckets, every one with the most addresses a contact may carry, stays below it.
 pub const MAX_CONTACTS_LEN: usize = 8 << 20;
 
-/// The wire settings with the persisted table's allocation cap.
-fn contacts_config() -> Configuration<BigEndian, Fixint, Limit<MAX_CONTACTS_LEN>> {
-    bincode::config::standard().with_big_endian().with_fixed_int_encoding().with_limit::<MAX_CONTACTS_LEN>()
-}
-
 /// Encodes a list of contacts (a persisted routing table) with the wire format's settings.
 pub fn encode_contacts(contacts: &[Contact]) -> Result<Vec<u8>, CodecError> {
-    let bytes = bincode::encode_to_vec(contacts, contacts_config()).map_err(|e| CodecError::Encode(e.to_string()))?;
+    let bytes = bincode::encode_to_vec(contacts, config_with_limit::<MAX_CONTACTS_LEN>())
+        .map_err(|e| CodecError::Encode(e.to_string()))?;
     if bytes.len() > MAX_CONTACTS_LEN {
         // bincode does not apply its limit when encoding: refuse here what could not be loaded back.
         return Err(CodecError::FrameTooLarge { len: bytes.len(), max: MAX_CONTACTS_LEN });
@@ -85,8 +84,9 @@ pub fn encode_contacts(contacts: &[Contact]) -> Result<Vec<u8>, CodecError> {
 
 /// Decodes what [`encode_contacts`] wrote; every byte must be used.
 pub fn decode_contacts(bytes: &[u8]) -> Result<Vec<Contact>, CodecError> {
-    let (contacts, used) = bincode::decode_from_slice::<Vec<Contact>, _>(bytes, contacts_config())
-        .map_err(|e| CodecError::Malformed(e.to_string()))?;
+    let (contacts, used) =
+        bincode::decode_from_slice::<Vec<Contact>, _>(bytes, config_with_limit::<MAX_CONTACTS_LEN>())
+            .map_err(|e| CodecError::Malformed(e.to_string()))?;
     if used != bytes.len() {
         return Err(CodecError::TrailingBytes(bytes.len() - used));
     }
