@@ -25,13 +25,10 @@ impl Figures {
         self.0.push(Figure { name: name.into(), value, unit: unit.into(), source: source.into() });
     }
 
+    /// Takes the `{"name","value","unit"}` lines a tool printed.
     fn take_lines(&mut self, stdout: &str, source: &str) {
-        for line in stdout.lines().filter(|l| l.starts_with('{')) {
-            if let Ok(v) = serde_json::from_str::<Value>(line) {
-                if let (Some(n), Some(x), Some(u)) = (v["name"].as_str(), v["value"].as_f64(), v["unit"].as_str()) {
-                    self.add(n, x, u, source);
-                }
-            }
+        for (n, x, u) in figure_lines(stdout) {
+            self.add(&n, x, &u, source);
         }
     }
 
@@ -70,8 +67,14 @@ fn release(bin: &str) -> Command {
     Command::new(root().join("target/release").join(bin))
 }
 
-/// The core workload in wasm32 under Node.js: messages per second, and the cost of ids with 12 bits of work
-/// (ms per id, µs per key pair tried).
+/// The `{"name","value","unit"}` lines of a tool's output, as (name, value, unit).
+fn figure_lines(stdout: &str) -> impl Iterator<Item = (String, f64, String)> + '_ {
+    stdout.lines().filter(|l| l.starts_with('{')).filter_map(|line| {
+        let v = serde_json::from_str::<Value>(line).ok()?;
+        Some((v["name"].as_str()?.to_string(), v["value"].as_f64()?, v["unit"].as_str()?.to_string()))
+    })
+}
+
 /// Builds the core benchmark for wasm32 and its Node.js glue; returns the module to `require`.
 fn wasm_module() -> Result<String, String> {
     crate::ensure_wasm_target()?;
@@ -182,11 +185,9 @@ pub fn bench() -> Result<(), String> {
     let (mut native, mut wasm, mut ratio) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..5 {
         let out = run("core, native", release("dht-bench").args(["core", "--messages", &messages.to_string()]))?;
-        let n = out
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .find(|v| v["name"] == "core_msgs_per_s_native")
-            .and_then(|v| v["value"].as_f64())
+        let n = figure_lines(&out)
+            .find(|(name, ..)| name == "core_msgs_per_s_native")
+            .map(|(_, value, _)| value)
             .ok_or("dht-bench core printed no core_msgs_per_s_native")?;
         let w = core_wasm_rate(&module, messages)?;
         native.push(n);
