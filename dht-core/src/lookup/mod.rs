@@ -505,6 +505,16 @@ mod tests {
         LookupParams { k, alpha, max_candidates: 100, stall_after: alpha, distrust_after: 3, paths: 1 }
     }
 
+    /// A lookup of `id(0)` seeded with `id(n)` for every n in `seeds`, with a region radius of `id(r)`'s
+    /// distance when `radius` is `Some(r)`.
+    fn lookup_of_zero(seeds: core::ops::Range<u8>, p: LookupParams, radius: Option<u8>) -> Lookup {
+        let mut l = Lookup::new(id(0), seeds.map(|n| Contact::bare(id(n))), p);
+        if let Some(r) = radius {
+            l.set_region_radius(id(r).distance(&id(0)));
+        }
+        l
+    }
+
     fn drain(l: &mut Lookup) -> Vec<NodeId> {
         let mut out = Vec::new();
         while let Next::Query(c) = l.poll_next() {
@@ -612,10 +622,7 @@ mod tests {
 
     #[test]
     fn an_answer_from_inside_the_region_widens_at_once() {
-        let target = id(0);
-        let seeds: Vec<_> = (2..12).map(|n| Contact::bare(id(n))).collect();
-        let mut l = Lookup::new(target, seeds, params(8, 2));
-        l.set_region_radius(id(2).distance(&target));
+        let mut l = lookup_of_zero(2..12, params(8, 2), Some(2));
         assert_eq!(drain(&mut l), vec![id(2), id(3)]);
         l.on_success(&id(3), [id(1)].map(Contact::bare));
         assert_eq!(drain(&mut l), vec![id(1)], "3 is outside the radius: still α");
@@ -625,10 +632,7 @@ mod tests {
 
     #[test]
     fn a_candidate_inside_the_region_among_the_k_closest_is_asked_at_once() {
-        let target = id(0);
-        let seeds: Vec<_> = (20..30).map(|n| Contact::bare(id(n))).collect();
-        let mut l = Lookup::new(target, seeds, params(3, 2));
-        l.set_region_radius(id(4).distance(&target));
+        let mut l = lookup_of_zero(20..30, params(3, 2), Some(4));
         assert_eq!(drain(&mut l), vec![id(20), id(21)]);
         // 20 names 2, 3, 5 and 6: 2 and 3 are inside the radius and among the k = 3 closest, so they go
         // out although α = 2 are in flight; 5 and 6 are outside it.
@@ -638,16 +642,13 @@ mod tests {
         l.on_success(&id(21), [id(1)].map(Contact::bare));
         assert_eq!(drain(&mut l), vec![id(1)]);
         // With a radius that takes in all four, only the k = 3 closest go past α: 6 ranks fourth and waits.
-        let seeds: Vec<_> = (20..30).map(|n| Contact::bare(id(n))).collect();
-        let mut l = Lookup::new(target, seeds, params(3, 2));
-        l.set_region_radius(id(8).distance(&target));
+        let mut l = lookup_of_zero(20..30, params(3, 2), Some(8));
         assert_eq!(drain(&mut l), vec![id(20), id(21)]);
         l.on_success(&id(20), [id(2), id(3), id(5), id(6)].map(Contact::bare));
         assert_eq!(drain(&mut l), vec![id(2), id(3), id(5)]);
         assert_eq!(l.state_of(&id(6)), Some(PeerState::NotContacted));
         // Without a radius the same answers wait for α.
-        let seeds: Vec<_> = (20..30).map(|n| Contact::bare(id(n))).collect();
-        let mut l = Lookup::new(target, seeds, params(3, 2));
+        let mut l = lookup_of_zero(20..30, params(3, 2), None);
         assert_eq!(drain(&mut l), vec![id(20), id(21)]);
         l.on_success(&id(20), [id(2), id(3), id(5), id(6)].map(Contact::bare));
         assert_eq!(drain(&mut l), vec![id(2)]);
@@ -655,10 +656,7 @@ mod tests {
 
     #[test]
     fn a_budgeted_lookup_keeps_to_alpha_inside_the_region() {
-        let target = id(0);
-        let seeds: Vec<_> = (20..30).map(|n| Contact::bare(id(n))).collect();
-        let mut l = Lookup::new(target, seeds, params(5, 3));
-        l.set_region_radius(id(8).distance(&target));
+        let mut l = lookup_of_zero(20..30, params(5, 3), Some(8));
         l.set_request_budget(6);
         assert_eq!(drain(&mut l), vec![id(20), id(21), id(22)], "half the budget in the first wave");
         // Contacts inside the radius do not spend the rest of the budget at once.
@@ -672,9 +670,8 @@ mod tests {
 
     #[test]
     fn a_budgeted_lookup_does_not_widen_when_stalled() {
-        let seeds: Vec<_> = (10..30).map(|n| Contact::bare(id(n))).collect();
         let p = LookupParams { k: 10, alpha: 3, max_candidates: 100, stall_after: 2, distrust_after: 0, paths: 1 };
-        let mut l = Lookup::new(id(0), seeds.clone(), p);
+        let mut l = lookup_of_zero(10..30, p, None);
         l.set_request_budget(12);
         assert_eq!(drain(&mut l).len(), 3);
         // Two answers without progress: an unbudgeted lookup would now have up to k = 10 in flight.
@@ -682,7 +679,7 @@ mod tests {
         l.on_success(&id(11), []);
         assert_eq!(drain(&mut l).len(), 2, "back to α = 3 in flight, no more");
         // The same answers without a budget widen.
-        let mut l = Lookup::new(id(0), seeds, p);
+        let mut l = lookup_of_zero(10..30, p, None);
         assert_eq!(drain(&mut l).len(), 3);
         l.on_success(&id(10), []);
         l.on_success(&id(11), []);
