@@ -70,7 +70,8 @@ impl Workload {
     /// Runs the stream through a fresh node (decode, handle, store, encode the answers).
     pub fn run(&self) -> RunStats {
         let mut now = Instant::from_millis(1_000_000);
-        let mut node = Node::new(Config::default(), Contact::bare(self.local), self.seed, now);
+        let config = Config::default().validate().expect("the default configuration is valid");
+        let mut node = Node::new(config, Contact::bare(self.local), self.seed, now);
         for peer in &self.table {
             node.add_contact(now, Contact::bare(*peer));
         }

@@ -1,7 +1,10 @@
 //! Tunables and limits of a node.
 
 use crate::id::Key;
+use crate::lookup::MAX_PATHS;
+use crate::routing::MAX_BUCKET_GROWTH;
 use core::time::Duration;
+use thiserror::Error;
 
 /// An application's check of a record: `true` when `value` may live under `key`.
 #[derive(Clone, Copy)]
@@ -108,8 +111,6 @@ pub struct Config {
     pub max_addrs_per_contact: usize,
     /// Longest address kept, in bytes.
     pub max_addr_len: usize,
-    /// Largest frame the codec accepts, in bytes.
-    pub max_frame_len: usize,
     /// Outgoing requests in flight at once; beyond it new requests fail at once.
     pub max_pending_requests: usize,
     /// Storage operations in flight for peers' requests; beyond it peers' stores are refused.
@@ -176,7 +177,6 @@ impl Default for Config {
             max_contacts_per_reply: 20,
             max_addrs_per_contact: 4,
             max_addr_len: 256,
-            max_frame_len: 128 * 1024,
             max_pending_requests: 1024,
             max_pending_store_ops: 256,
             record_ttl: Duration::from_secs(36 * 3600),
@@ -192,5 +192,188 @@ impl Default for Config {
             id_difficulty: 0,
             lookup_paths: 1,
         }
+    }
+}
+
+/// A setting no node can run with, as [`Config::validate`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A count or size that must be at least 1 is 0.
+    #[error("`{0}` must be at least 1")]
+    Zero(&'static str),
+    /// A duration that must be positive is zero (a zero interval would fire on every wake-up).
+    #[error("`{0}` must be longer than zero")]
+    ZeroDuration(&'static str),
+    /// A value is above its upper bound.
+    #[error("`{name}` is {value}, above its maximum {max}")]
+    TooLarge {
+        /// The setting.
+        name: &'static str,
+        /// Its value.
+        value: u64,
+        /// The largest allowed.
+        max: u64,
+    },
+    /// A lookup could not hold the k closest peers.
+    #[error("`max_lookup_candidates` ({candidates}) is below k ({k})")]
+    CandidatesBelowK {
+        /// `max_lookup_candidates`.
+        candidates: usize,
+        /// `k`.
+        k: usize,
+    },
+    /// Our own records would be put with a TTL that peers refuse.
+    #[error("`record_ttl` ({ttl:?}) is above `max_record_ttl` ({max:?})")]
+    TtlAboveMax {
+        /// `record_ttl`.
+        ttl: Duration,
+        /// `max_record_ttl`.
+        max: Duration,
+    },
+}
+
+/// A [`Config`] that passed [`Config::validate`]: the only kind [`crate::Node::new`] takes. Reads like the
+/// `Config` it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidConfig(Config);
+
+impl core::ops::Deref for ValidConfig {
+    type Target = Config;
+
+    fn deref(&self) -> &Config {
+        &self.0
+    }
+}
+
+impl ValidConfig {
+    /// The settings, to change and validate again.
+    pub fn into_inner(self) -> Config {
+        self.0
+    }
+}
+
+impl Config {
+    /// Checks that a node can run with these settings: no count, limit or interval of zero where it
+    /// would stop the node or make it spin, nothing above its upper bound, and our own TTL within the one
+    /// we accept from peers.
+    pub fn validate(self) -> Result<ValidConfig, ConfigError> {
+        self.check_counts()?;
+        self.check_durations()?;
+        self.check_bounds()?;
+        Ok(ValidConfig(self))
+    }
+
+    fn check_counts(&self) -> Result<(), ConfigError> {
+        let counts = [
+            ("k", self.k),
+            ("alpha", self.alpha),
+            ("lookup_paths", self.lookup_paths),
+            ("max_record_size", self.max_record_size),
+            ("max_records", self.max_records),
+            ("max_contacts_per_reply", self.max_contacts_per_reply),
+            ("max_addrs_per_contact", self.max_addrs_per_contact),
+            ("max_addr_len", self.max_addr_len),
+            ("max_pending_requests", self.max_pending_requests),
+            ("max_pending_store_ops", self.max_pending_store_ops),
+        ];
+        match counts.into_iter().find(|(_, v)| *v == 0) {
+            Some((name, _)) => Err(ConfigError::Zero(name)),
+            None => Ok(()),
+        }
+    }
+
+    fn check_durations(&self) -> Result<(), ConfigError> {
+        let durations = [
+            ("request_timeout", self.request_timeout),
+            ("record_ttl", self.record_ttl),
+            ("max_record_ttl", self.max_record_ttl),
+            ("republish_interval", self.republish_interval),
+            ("refresh_interval", self.refresh_interval),
+        ];
+        match durations.into_iter().find(|(_, d)| d.is_zero()) {
+            Some((name, _)) => Err(ConfigError::ZeroDuration(name)),
+            None => Ok(()),
+        }
+    }
+
+    fn check_bounds(&self) -> Result<(), ConfigError> {
+        let too_large =
+            |name, value: u64, max: u64| (value > max).then_some(ConfigError::TooLarge { name, value, max });
+        let bounds = [
+            too_large("lookup_paths", self.lookup_paths as u64, MAX_PATHS as u64),
+            too_large("bucket_growth", u64::from(self.bucket_growth), u64::from(MAX_BUCKET_GROWTH)),
+            too_large("max_record_ttl (s)", self.max_record_ttl.as_secs(), u64::from(u32::MAX)),
+        ];
+        if let Some(e) = bounds.into_iter().flatten().next() {
+            return Err(e);
+        }
+        if self.max_lookup_candidates < self.k {
+            return Err(ConfigError::CandidatesBelowK { candidates: self.max_lookup_candidates, k: self.k });
+        }
+        if self.record_ttl > self.max_record_ttl {
+            return Err(ConfigError::TtlAboveMax { ttl: self.record_ttl, max: self.max_record_ttl });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::field_reassign_with_default)]
+    use super::*;
+
+    fn with(change: impl FnOnce(&mut Config)) -> Result<ValidConfig, ConfigError> {
+        let mut c = Config::default();
+        change(&mut c);
+        c.validate()
+    }
+
+    #[test]
+    fn the_default_is_valid() {
+        assert_eq!(Config::default().validate().map(ValidConfig::into_inner), Ok(Config::default()));
+    }
+
+    #[test]
+    fn impossible_settings_are_named() {
+        assert_eq!(with(|c| c.k = 0).unwrap_err(), ConfigError::Zero("k"));
+        assert_eq!(with(|c| c.alpha = 0).unwrap_err(), ConfigError::Zero("alpha"));
+        assert_eq!(with(|c| c.max_records = 0).unwrap_err(), ConfigError::Zero("max_records"));
+        assert_eq!(with(|c| c.max_pending_store_ops = 0).unwrap_err(), ConfigError::Zero("max_pending_store_ops"));
+        assert_eq!(
+            with(|c| c.republish_interval = Duration::ZERO).unwrap_err(),
+            ConfigError::ZeroDuration("republish_interval")
+        );
+        assert_eq!(
+            with(|c| c.lookup_paths = MAX_PATHS + 1).unwrap_err(),
+            ConfigError::TooLarge { name: "lookup_paths", value: MAX_PATHS as u64 + 1, max: MAX_PATHS as u64 }
+        );
+        assert!(matches!(
+            with(|c| c.bucket_growth = 9).unwrap_err(),
+            ConfigError::TooLarge { name: "bucket_growth", .. }
+        ));
+        assert_eq!(
+            with(|c| c.max_lookup_candidates = 19).unwrap_err(),
+            ConfigError::CandidatesBelowK { candidates: 19, k: 20 }
+        );
+        let ttl = Duration::from_secs(49 * 3600);
+        assert_eq!(
+            with(|c| c.record_ttl = ttl).unwrap_err(),
+            ConfigError::TtlAboveMax { ttl, max: Duration::from_secs(48 * 3600) }
+        );
+        assert!(with(|c| c.max_record_ttl = Duration::from_secs(u64::from(u32::MAX) + 1)).is_err());
+    }
+
+    #[test]
+    fn off_switches_stay_valid() {
+        let off = with(|c| {
+            c.replicate_interval = Duration::ZERO;
+            c.self_lookup_interval = Duration::ZERO;
+            c.shed_after = Duration::ZERO;
+            c.bucket_growth = 0;
+            c.distrust_after = 0;
+            c.replacement_cache = 0;
+        });
+        assert!(off.is_ok());
     }
 }

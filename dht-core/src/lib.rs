@@ -27,7 +27,7 @@ pub use codec::{
     decode_contacts, decode_message, encode_contacts, encode_message, CodecError, FrameDecoder, FrameEncoder,
     HEADER_LEN, MAX_CONTACTS_LEN, MAX_FRAME_LEN_LIMIT,
 };
-pub use config::{Config, RecordPolicy, Validator};
+pub use config::{Config, ConfigError, RecordPolicy, ValidConfig, Validator};
 pub use event::{Event, Output, QueryId, QueryStats, StoreOp, StoreOpId, StoreResult};
 pub use id::{Distance, Key, NodeId, ParseIdError, ID_LEN};
 pub use message::{Address, Contact, Message, Record, Request, RequestId, Response, StoreRefusal};

@@ -5,7 +5,7 @@ use crate::handle::{Command, NodeEvent, NodeHandle, PutOutcome};
 use crate::transport::{PeerLink, Transport, TransportError};
 use dht_core::{
     Config, Contact, Event, Instant, Key, Message, Node, NodeId, Output, QueryId, Record, StoreOp, StoreOpId,
-    StoreResult,
+    StoreResult, ValidConfig,
 };
 use futures::channel::{mpsc, oneshot};
 use futures::future::{FutureExt, LocalBoxFuture};
@@ -17,8 +17,8 @@ use std::rc::Rc;
 /// How a driver runs its node.
 #[derive(Debug, Clone)]
 pub struct DriverConfig {
-    /// The core's configuration.
-    pub core: Config,
+    /// The core's configuration, validated ([`Config::validate`]).
+    pub core: ValidConfig,
     /// Our identity as peers see it: node id (hash of our static key) and advertised addresses.
     pub local: Contact,
     /// Seed of the core's randomness.
@@ -36,7 +36,7 @@ impl DriverConfig {
     /// Defaults for a node with identity `local`.
     pub fn new(local: Contact, seed: u64) -> Self {
         DriverConfig {
-            core: Config::default(),
+            core: Config::default().validate().expect("the default configuration is valid"),
             local,
             seed,
             max_links: 64,

@@ -322,11 +322,11 @@ impl Swarm {
 }
 
 /// Runs the experiment.
-pub fn run(params: &Params) -> Report {
+pub fn run(params: &Params) -> Result<Report, dht_core::ConfigError> {
     let started = std::time::Instant::now();
     let k = params.sim.node.k;
     let mut swarm = Swarm {
-        sim: Sim::new(params.sim.clone()),
+        sim: Sim::new(params.sim.clone())?,
         ready: Vec::new(),
         joining: BTreeSet::new(),
         alive: AliveSet::default(),
@@ -623,7 +623,7 @@ pub fn run(params: &Params) -> Report {
 
     let rss = peak_rss_bytes();
     let ratio = |ok: usize, n: usize| if n == 0 { 0.0 } else { ok as f64 / n as f64 };
-    Report {
+    Ok(Report {
         nodes: params.nodes,
         lookups: lookups_done,
         seed: params.sim.seed,
@@ -652,5 +652,5 @@ pub fn run(params: &Params) -> Report {
         rss_bytes_per_node: rss / params.nodes.max(1) as u64,
         lookup_failures: why,
         trace_hash: format!("{:016x}", trace.0),
-    }
+    })
 }

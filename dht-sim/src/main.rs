@@ -211,6 +211,13 @@ fn main() -> std::process::ExitCode {
         Ok(pool) => pool.install(|| experiment::run(&params)),
         Err(_) => experiment::run(&params),
     };
+    let r = match r {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("dht-sim: impossible node configuration: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     println!("dht-sim: {} nodes, seed {}, churn {}, loss {}", r.nodes, r.seed, r.churn, r.loss);
     println!(
         "  lookups  {:>6}  success {:.4}  hops p50 {} p99 {}  msgs/lookup {:.1}  latency p50 {} ms p95 {} ms",

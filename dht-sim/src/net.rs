@@ -2,8 +2,8 @@
 
 use crate::wheel::Wheel;
 use dht_core::{
-    Config, Contact, Event, Instant, Key, Message, Node, NodeId, Output, QueryId, Record, Request, Response, StoreOp,
-    StoreResult,
+    Config, ConfigError, Contact, Event, Instant, Key, Message, Node, NodeId, Output, QueryId, Record, Request,
+    Response, StoreOp, StoreResult, ValidConfig,
 };
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
@@ -129,6 +129,8 @@ struct Ctx<'a> {
 /// A swarm of nodes on a virtual network. Nodes are numbered in the order they were added.
 pub struct Sim {
     cfg: SimConfig,
+    /// `cfg.node`, validated: what every node runs with.
+    node_config: ValidConfig,
     now: Instant,
     rng: ChaCha8Rng,
     nodes: Vec<SimNode>,
@@ -158,11 +160,13 @@ struct Scratch {
 const EPOCH_MS: u64 = 1_000_000;
 
 impl Sim {
-    /// An empty network.
-    pub fn new(cfg: SimConfig) -> Self {
+    /// An empty network; fails when the nodes' configuration is impossible.
+    pub fn new(cfg: SimConfig) -> Result<Self, ConfigError> {
         let rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-        Sim {
+        let node_config = cfg.node.clone().validate()?;
+        Ok(Sim {
             cfg,
+            node_config,
             now: Instant::from_millis(EPOCH_MS),
             rng,
             nodes: Vec::new(),
@@ -175,7 +179,7 @@ impl Sim {
             stats: NetStats::default(),
             colluders: Vec::new(),
             scratch: Scratch::default(),
-        }
+        })
     }
 
     /// Virtual now.
@@ -211,7 +215,7 @@ impl Sim {
         self.rng.fill_bytes(&mut key);
         let id = NodeId::from_public_key(&key);
         let seed = self.rng.next_u64();
-        let node = Node::new(self.cfg.node.clone(), Contact::bare(id), seed, self.now);
+        let node = Node::new(self.node_config.clone(), Contact::bare(id), seed, self.now);
         let i = self.nodes.len();
         let rng = splitmix64(seed ^ 0x5EED);
         self.nodes.push(SimNode { node: Some(node), id, store: BTreeMap::new(), timer: None, malicious: false, rng });

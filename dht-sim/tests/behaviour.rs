@@ -17,7 +17,7 @@ fn among_liars(seed: u64, nodes: usize, fraction: f64) -> Params {
 
 #[test]
 fn lookups_find_the_true_closest_and_values_come_back() {
-    let r = run(&params(11, 500));
+    let r = run(&params(11, 500)).expect("a valid configuration");
     eprintln!("seed 11: {r:?}");
     assert_eq!(r.lookups, 200);
     assert!(r.success_rate >= 0.99, "success {}", r.success_rate);
@@ -28,9 +28,9 @@ fn lookups_find_the_true_closest_and_values_come_back() {
 
 #[test]
 fn same_seed_same_trace_other_seed_other_trace() {
-    let a = run(&params(5, 200));
-    let b = run(&params(5, 200));
-    let c = run(&params(6, 200));
+    let a = run(&params(5, 200)).expect("a valid configuration");
+    let b = run(&params(5, 200)).expect("a valid configuration");
+    let c = run(&params(6, 200)).expect("a valid configuration");
     assert_eq!(a.trace_hash, b.trace_hash);
     assert_eq!(
         (a.success_rate, a.messages_total, a.latency_ms_p50),
@@ -49,7 +49,7 @@ fn the_trace_does_not_depend_on_threads() {
         let mut p = p.clone();
         p.sim.parallel_min = parallel_min;
         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("a thread pool");
-        pool.install(|| run(&p))
+        pool.install(|| run(&p).expect("a valid configuration"))
     };
     let one = on(1, usize::MAX);
     for (threads, parallel_min) in [(1, 1), (3, 1), (2, 8)] {
@@ -66,7 +66,7 @@ fn survives_churn_and_loss() {
     // Half the nodes replaced over 2,000 virtual seconds (0.025 % of the swarm per second, as in the
     // 10k-node benchmark).
     p.lookup_interval_ms = 10_000;
-    let r = run(&p);
+    let r = run(&p).expect("a valid configuration");
     eprintln!("churn: {r:?}");
     assert_eq!(r.departed, 200);
     assert!(r.success_rate_present >= 0.985, "success under churn {}", r.success_rate_present);
@@ -77,7 +77,7 @@ fn survives_churn_and_loss() {
     p.sim.loss = 0.01;
     // On a lossy path a timed-out request is worth one more try.
     p.sim.node.request_retries = 1;
-    let r = run(&p);
+    let r = run(&p).expect("a valid configuration");
     eprintln!("loss: {r:?}");
     assert!(r.success_rate >= 0.98, "success under loss {}", r.success_rate);
     assert!(r.get_success_rate >= 0.98, "gets under loss {}", r.get_success_rate);
@@ -86,13 +86,13 @@ fn survives_churn_and_loss() {
 #[test]
 fn liars_cost_time_but_forge_nothing_under_content_addressing() {
     let mut p = among_liars(5, 600, 0.2);
-    let r = run(&p);
+    let r = run(&p).expect("a valid configuration");
     assert_eq!(r.forged_accepted, 0, "a forged value was accepted");
     assert!(r.get_success_rate >= 0.95, "gets among liars {}", r.get_success_rate);
     assert!(r.success_rate >= 0.95, "lookups among liars {}", r.success_rate);
     // Without validation the same liars get forgeries accepted: the check above is not vacuous.
     p.sim.node.record_policy = dht_core::RecordPolicy::Any;
-    let r = run(&p);
+    let r = run(&p).expect("a valid configuration");
     assert!(r.forged_accepted > 0, "liars forged nothing: the adversary model is broken");
 }
 
@@ -106,7 +106,7 @@ fn records_outlive_their_holders_under_weibull_churn() {
             ..params(3, 200)
         };
         p.sim.node.replicate_interval = std::time::Duration::from_secs(replicate_min * 60);
-        run(&p)
+        run(&p).expect("a valid configuration")
     };
     let r = weibull(60);
     assert!(r.departed > 400, "departures {}", r.departed);
@@ -120,9 +120,9 @@ fn records_outlive_their_holders_under_weibull_churn() {
 #[test]
 fn disjoint_paths_get_past_more_liars() {
     let mut p = among_liars(7, 600, 0.3);
-    let one = run(&p);
+    let one = run(&p).expect("a valid configuration");
     p.sim.node.lookup_paths = 3;
-    let three = run(&p);
+    let three = run(&p).expect("a valid configuration");
     eprintln!("one path: {one:?}\nthree paths: {three:?}");
     assert_eq!(three.forged_accepted, 0);
     assert!(three.success_rate > one.success_rate, "3 paths {} vs 1 path {}", three.success_rate, one.success_rate);

@@ -1,6 +1,8 @@
 //! Running queries: starting lookups, feeding them answers, and finishing them.
 
-use super::{random_id_in_bucket, ttl_secs, Node, Purpose, PutProgress, Query, QueryKind};
+use super::query::{Get, GetPhase, Put, Query, QueryKind, StoreRound};
+use super::requests::Purpose;
+use super::{ttl_secs, Node};
 use crate::event::{Event, QueryId, QueryStats};
 use crate::id::{Distance, NodeId};
 use crate::lookup::{Lookup, LookupParams, Next};
@@ -8,6 +10,12 @@ use crate::message::{Contact, Record, Request, Response};
 use crate::time::Instant;
 
 impl Node {
+    pub(super) fn next_query_id(&mut self) -> QueryId {
+        let id = QueryId(self.next_query);
+        self.next_query += 1;
+        id
+    }
+
     pub(super) fn start_query(
         &mut self,
         now: Instant,
@@ -15,8 +23,7 @@ impl Node {
         seeds: Vec<Contact>,
         kind: QueryKind,
     ) -> QueryId {
-        let id = QueryId(self.next_query);
-        self.next_query += 1;
+        let id = self.next_query_id();
         let params = LookupParams {
             k: self.config.k,
             alpha: self.config.alpha,
@@ -32,47 +39,31 @@ impl Node {
                 lookup.set_region_radius(radius);
             }
         }
-        let query = Query {
-            kind,
-            lookup,
-            started: now,
-            waiting_local: false,
-            extra_requests: 0,
-            extra_responses: 0,
-            extra_failures: 0,
-        };
-        self.queries.insert(id, query);
+        self.queries.insert(id, Query { lookup, started: now, kind });
         id
     }
 
-    pub(super) fn start_put(&mut self, now: Instant, record: Record, report: bool) -> QueryId {
-        let ttl = self.config.record_ttl;
-        self.start_put_for(now, record, ttl, report)
-    }
-
-    /// A put whose stores ask the peers to keep the record for `ttl`.
-    pub(super) fn start_put_for(
+    /// A put whose stores ask the peers to keep the record for `ttl`. A record too large or failing the
+    /// record policy finishes at once with zero acks.
+    pub(super) fn start_put(
         &mut self,
         now: Instant,
         record: Record,
         ttl: core::time::Duration,
         report: bool,
     ) -> QueryId {
-        let target = NodeId::from_key(&record.key);
-        if record.value.len() > self.config.max_record_size
-            || !self.config.record_policy.accepts(&record.key, &record.value)
-        {
-            let query = QueryId(self.next_query);
-            self.next_query += 1;
+        if !self.records.acceptable(&record) {
+            let query = self.next_query_id();
             if report {
                 let stats = QueryStats::default();
                 self.event(Event::PutFinished { query, key: record.key, acks: 0, attempted: 0, stats });
             }
             return query;
         }
+        let target = NodeId::from_key(&record.key);
         let seeds = self.table.closest(&target, self.config.k);
         let ttl_secs = ttl_secs(ttl);
-        self.start_query(now, target, seeds, QueryKind::Put { record, ttl_secs, storing: None, report })
+        self.start_query(now, target, seeds, QueryKind::Put(Put::Looking { record, ttl_secs, report }))
     }
 
     /// Sends what every running query wants next and finishes those that are done.
@@ -86,17 +77,17 @@ impl Node {
     pub(super) fn drive_query(&mut self, now: Instant, id: QueryId) {
         loop {
             let Some(q) = self.queries.get_mut(&id) else { return };
-            if q.waiting_local {
+            if q.waits_locally() {
                 return;
             }
-            if let QueryKind::Put { storing: Some(p), .. } = &q.kind {
-                if p.answered >= p.attempted {
+            if let QueryKind::Put(Put::Storing { round, .. }) = &q.kind {
+                if round.is_over() {
                     self.finish_query(now, id);
                 }
                 return;
             }
             let request = match &q.kind {
-                QueryKind::Get { key, .. } => Request::FindValue { key: *key },
+                QueryKind::Get(get) => Request::FindValue { key: get.key },
                 _ => Request::FindNode { target: *q.lookup.target() },
             };
             match q.lookup.poll_next() {
@@ -119,83 +110,94 @@ impl Node {
         }
     }
 
-    fn stats_of(q: &Query, now: Instant) -> QueryStats {
-        QueryStats {
-            requests: q.lookup.requests() + q.extra_requests,
-            responses: q.lookup.responses() + q.extra_responses,
-            failures: q.lookup.failures() + q.extra_failures,
-            hops: q.lookup.hops(),
-            duration: now.saturating_since(q.started),
-        }
-    }
-
     /// Called when a query's lookup is over (or a put's stores are all answered).
     fn finish_query(&mut self, now: Instant, id: QueryId) {
-        let Some(mut q) = self.queries.remove(&id) else { return };
-        let stats = Self::stats_of(&q, now);
-        match &mut q.kind {
-            QueryKind::Put { record, ttl_secs, storing: storing @ None, .. } => {
-                // Lookup done: store at the closest peers, then wait for their acks.
-                let closest = q.lookup.closest();
-                let mut progress = PutProgress::default();
-                for peer in closest {
-                    let body = Request::Store { record: record.clone(), ttl_secs: *ttl_secs };
-                    if self.send_request(now, peer, body, Purpose::PutStore(id)) {
-                        progress.attempted += 1;
-                    }
-                }
-                q.extra_requests += progress.attempted as u32;
-                let done = progress.attempted == 0;
-                *storing = Some(progress);
-                self.queries.insert(id, q);
-                if done {
-                    self.finish_query(now, id);
-                }
+        let Some(q) = self.queries.remove(&id) else { return };
+        let stats = q.stats(now);
+        let Query { lookup, started, kind } = q;
+        match kind {
+            QueryKind::Put(Put::Looking { record, ttl_secs, report }) => {
+                self.store_at_closest(now, id, (lookup, started), (record, ttl_secs, report))
             }
-            QueryKind::Put { record, storing: Some(p), report, .. } => {
-                if *report {
-                    self.event(Event::PutFinished {
-                        query: id,
-                        key: record.key,
-                        acks: p.acks,
-                        attempted: p.attempted,
-                        stats,
-                    });
+            QueryKind::Put(Put::Storing { record, report, round }) => {
+                if report {
+                    let (acks, attempted) = (round.acked, round.attempted);
+                    self.event(Event::PutFinished { query: id, key: record.key, acks, attempted, stats });
                 }
             }
             QueryKind::FindNode => {
-                let closest = q.lookup.closest();
-                self.event(Event::LookupFinished { query: id, target: *q.lookup.target(), closest, stats });
+                let closest = lookup.closest();
+                self.event(Event::LookupFinished { query: id, target: *lookup.target(), closest, stats });
             }
-            QueryKind::Bootstrap => {
-                let closest = q.lookup.closest();
-                let nearest = closest.first().and_then(|c| self.local.id.distance(&c.id).bucket_index());
-                self.event(Event::LookupFinished { query: id, target: *q.lookup.target(), closest, stats });
-                self.schedule_self_lookup(now);
-                if let Some(c) = nearest {
-                    // Buckets the self-lookup already reached need no refresh.
-                    for index in (0..c).rev().take(self.config.join_refresh_buckets) {
-                        if self.table.bucket_len(index) == 0 {
-                            self.refresh_bucket(now, index);
-                        }
-                    }
-                }
-            }
+            QueryKind::Bootstrap => self.finish_bootstrap(now, id, &lookup, stats),
             QueryKind::Refresh => {}
-            QueryKind::Get { key, found, lacking } => {
-                if let (Some(record), Some(peer)) = (found.as_ref(), lacking.take()) {
-                    let ttl_secs = ttl_secs(self.config.record_ttl);
-                    let body = Request::Store { record: record.clone(), ttl_secs };
-                    let _ = self.send_request(now, peer, body, Purpose::FireAndForget);
+            QueryKind::Get(get) => self.finish_get(now, id, get, stats),
+        }
+    }
+
+    /// A put's lookup is done: store at the closest peers, then wait for their answers.
+    fn store_at_closest(
+        &mut self,
+        now: Instant,
+        id: QueryId,
+        (lookup, started): (Lookup, Instant),
+        (record, ttl_secs, report): (Record, u32, bool),
+    ) {
+        let mut round = StoreRound::default();
+        for peer in lookup.closest() {
+            let body = Request::Store { record: record.clone(), ttl_secs };
+            if self.send_request(now, peer, body, Purpose::PutStore(id)) {
+                round.attempted += 1;
+            }
+        }
+        let done = round.attempted == 0;
+        let kind = QueryKind::Put(Put::Storing { record, report, round });
+        self.queries.insert(id, Query { lookup, started, kind });
+        if done {
+            self.finish_query(now, id);
+        }
+    }
+
+    fn finish_bootstrap(&mut self, now: Instant, id: QueryId, lookup: &Lookup, stats: QueryStats) {
+        let closest = lookup.closest();
+        let nearest = closest.first().and_then(|c| self.local.id.distance(&c.id).bucket_index());
+        self.event(Event::LookupFinished { query: id, target: *lookup.target(), closest, stats });
+        self.schedule_self_lookup(now);
+        if let Some(c) = nearest {
+            // Buckets the self-lookup already reached need no refresh.
+            for index in (0..c).rev().take(self.config.join_refresh_buckets) {
+                if self.table.bucket_len(index) == 0 {
+                    self.refresh_bucket(now, index);
                 }
-                self.event(Event::GetFinished { query: id, key: *key, record: found.take(), stats });
             }
         }
     }
 
+    fn finish_get(&mut self, now: Instant, id: QueryId, get: Get, stats: QueryStats) {
+        let Get { key, found, lacking, .. } = get;
+        if let (Some(record), Some(peer)) = (found.as_ref(), lacking) {
+            let ttl_secs = ttl_secs(self.config.record_ttl);
+            let body = Request::Store { record: record.clone(), ttl_secs };
+            let _ = self.send_request(now, peer, body, Purpose::FireAndForget);
+        }
+        self.event(Event::GetFinished { query: id, key, record: found, stats });
+    }
+
+    /// The local store answered a get's read: a value found ends the lookup before it starts.
+    pub(super) fn on_local_read(&mut self, now: Instant, query: QueryId, value: Option<Vec<u8>>) {
+        let Some(q) = self.queries.get_mut(&query) else { return };
+        if let QueryKind::Get(get) = &mut q.kind {
+            get.phase = GetPhase::Looking;
+            if let Some(value) = value {
+                get.found = Some(Record { key: get.key, value });
+                q.lookup.finish();
+            }
+        }
+        self.drive_query(now, query);
+    }
+
     /// A peer answered a query's request.
-    pub(super) fn on_query_response(&mut self, now: Instant, id: QueryId, from: Contact, body: Response) {
-        let _ = now;
+    pub(super) fn on_query_response(&mut self, id: QueryId, from: Contact, body: Response) {
         let body = match body {
             Response::Nodes { closer } => match self.accept_contacts(&from.id, closer) {
                 Some(closer) => Response::Nodes { closer },
@@ -208,32 +210,27 @@ impl Node {
             },
             other => other,
         };
-        let max_record_size = self.config.max_record_size;
-        let policy = self.config.record_policy;
         let Some(q) = self.queries.get_mut(&id) else { return };
         match (&mut q.kind, body) {
-            (QueryKind::Put { storing: Some(_), .. }, _) => {
+            (QueryKind::Put(Put::Storing { .. }), _) => {
                 // A late answer to the put's lookup: nothing more to learn from it.
             }
             (
-                QueryKind::FindNode | QueryKind::Bootstrap | QueryKind::Refresh | QueryKind::Put { storing: None, .. },
+                QueryKind::FindNode | QueryKind::Bootstrap | QueryKind::Refresh | QueryKind::Put(Put::Looking { .. }),
                 Response::Nodes { closer },
             ) => {
                 q.lookup.on_success(&from.id, closer);
             }
-            (QueryKind::Get { key, lacking, .. }, Response::Nodes { closer }) => {
-                let target = NodeId::from_key(key);
-                if lacking.as_ref().is_none_or(|l| from.id.distance(&target) < l.id.distance(&target)) {
-                    *lacking = Some(from.clone());
+            (QueryKind::Get(get), Response::Nodes { closer }) => {
+                let target = NodeId::from_key(&get.key);
+                if get.lacking.as_ref().is_none_or(|l| from.id.distance(&target) < l.id.distance(&target)) {
+                    get.lacking = Some(from.clone());
                 }
                 q.lookup.on_success(&from.id, closer);
             }
-            (QueryKind::Get { key, found, .. }, Response::Value { record, .. }) => {
-                if record.key == *key
-                    && record.value.len() <= max_record_size
-                    && policy.accepts(&record.key, &record.value)
-                {
-                    *found = Some(record);
+            (QueryKind::Get(get), Response::Value { record, .. }) => {
+                if record.key == get.key && self.records.acceptable(&record) {
+                    get.found = Some(record);
                     q.lookup.on_success(&from.id, []);
                     q.lookup.finish();
                 } else {
@@ -250,20 +247,29 @@ impl Node {
         }
     }
 
-    /// A peer answered one of a put's stores.
-    pub(super) fn on_store_ack(&mut self, id: QueryId, from: Contact, body: Response) {
+    /// A peer answered one of a put's stores (`None`: the store failed).
+    pub(super) fn on_store_answer(&mut self, id: QueryId, from: &NodeId, body: Option<Response>) {
         let Some(q) = self.queries.get_mut(&id) else { return };
-        let QueryKind::Put { storing: Some(p), .. } = &mut q.kind else { return };
-        p.answered += 1;
+        let QueryKind::Put(Put::Storing { round, .. }) = &mut q.kind else { return };
         match body {
-            Response::StoreAck { refused } => {
-                q.extra_responses += 1;
-                p.acks += usize::from(refused.is_none());
-            }
-            _ => {
-                q.extra_failures += 1;
+            Some(Response::StoreAck { refused: None }) => round.acked += 1,
+            Some(Response::StoreAck { refused: Some(_) }) => round.refused += 1,
+            None => round.failed += 1,
+            Some(_) => {
+                round.failed += 1;
                 self.stats.mismatched_responses += 1;
-                self.misbehaved(from.id, "answer of the wrong kind");
+                self.misbehaved(*from, "answer of the wrong kind");
+            }
+        }
+    }
+
+    /// A lookup request failed for good (or was slow: `slow`, and the lookup stops waiting for it).
+    pub(super) fn on_lookup_failure(&mut self, id: QueryId, peer: &NodeId, slow: bool) {
+        if let Some(q) = self.queries.get_mut(&id) {
+            if slow {
+                q.lookup.on_slow(peer);
+            } else {
+                q.lookup.on_failure(peer);
             }
         }
     }
@@ -291,42 +297,5 @@ impl Node {
         let k = self.config.k;
         let entries = self.table.closest_entries(&self.local.id, k);
         (entries.len() >= k).then(|| entries[k - 1].id.distance(&self.local.id).doubled())
-    }
-
-    /// When the next bucket refresh is due.
-    pub(super) fn next_refresh(&self) -> Option<Instant> {
-        if self.table.is_empty() {
-            return None;
-        }
-        (0..self.table.bucket_count())
-            .filter_map(|i| self.table.last_touched(i))
-            .min()
-            .map(|t| t + self.config.refresh_interval)
-    }
-
-    /// Starts a lookup of a random id in every bucket idle for `refresh_interval`.
-    pub(super) fn refresh_buckets(&mut self, now: Instant) {
-        if self.refresh_at.is_none_or(|t| t > now) {
-            return;
-        }
-        for index in 0..self.table.bucket_count() {
-            let due = self.table.last_touched(index).is_some_and(|t| t + self.config.refresh_interval <= now);
-            if due {
-                self.refresh_bucket(now, index);
-            }
-        }
-        self.refresh_at = self.next_refresh();
-    }
-
-    /// Looks up a random id in bucket `index` (which marks the bucket fresh).
-    fn refresh_bucket(&mut self, now: Instant, index: usize) {
-        let target = random_id_in_bucket(&mut self.rng, &self.local.id, index);
-        let seeds = self.table.closest(&target, self.config.k);
-        let id = self.start_query(now, target, seeds, QueryKind::Refresh);
-        let budget = self.config.refresh_request_budget;
-        if let (Some(q), Ok(budget @ 1..)) = (self.queries.get_mut(&id), u32::try_from(budget)) {
-            q.lookup.set_request_budget(budget);
-        }
-        self.drive_query(now, id);
     }
 }

@@ -4,7 +4,10 @@
 #![allow(clippy::field_reassign_with_default)]
 
 use super::*;
-use crate::RecordPolicy;
+use crate::message::{RequestId, Response, StoreRefusal};
+use crate::{Config, RecordPolicy};
+use rand_chacha::ChaCha8Rng;
+use rand_core::SeedableRng;
 
 fn id(n: u8) -> NodeId {
     NodeId::from_public_key(&[n; 32])
@@ -15,7 +18,7 @@ fn t(ms: u64) -> Instant {
 }
 
 fn node_with(config: Config) -> Node {
-    Node::new(config, Contact::bare(id(0)), 7, t(0))
+    Node::new(config.validate().expect("a valid test config"), Contact::bare(id(0)), 7, t(0))
 }
 
 /// A node with `cfg` that knows the peers `ids`, its outputs so far drained.

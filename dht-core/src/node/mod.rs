@@ -1,0 +1,375 @@
+//! The sans-IO Kademlia node: inputs carry `now`, outputs are queued, storage is an output too.
+//!
+//! `Node` is a router over parts that own their state: [`requests`] (ids, deadlines, retries, the RTT
+//! estimate), [`records`] (the record index, expiry, replication, republishing, storage operations, the
+//! record rules), the running [`query`]s (driven in [`queries`]), the routing table and its
+//! [`maintenance`] timers. It routes each input to the part it concerns and reports the earliest of their
+//! timers; [`inbound`] answers peers' requests.
+
+mod inbound;
+mod maintenance;
+mod queries;
+mod query;
+mod records;
+mod requests;
+mod stats;
+
+pub use stats::NodeStats;
+
+use crate::config::ValidConfig;
+use crate::event::{Event, Output, QueryId, StoreOp, StoreOpId, StoreResult};
+use crate::id::{Key, NodeId};
+use crate::message::{Contact, Message, Record, Request};
+use crate::routing::{InsertResult, RoutingTable};
+use crate::time::Instant;
+use core::time::Duration;
+use maintenance::Maintenance;
+use query::{Get, GetPhase, Query, QueryKind};
+use rand_chacha::ChaCha8Rng;
+use rand_core::SeedableRng;
+use records::{RecordMeta, Records, StorePurpose};
+use requests::{Expired, Purpose, Requests};
+use std::collections::{BTreeMap, VecDeque};
+
+/// A Kademlia node as a state machine. See the crate docs for the calling convention.
+#[derive(Debug)]
+pub struct Node {
+    config: ValidConfig,
+    local: Contact,
+    table: RoutingTable,
+    rng: ChaCha8Rng,
+    requests: Requests,
+    records: Records,
+    queries: BTreeMap<QueryId, Query>,
+    next_query: u64,
+    maintenance: Maintenance,
+    outputs: VecDeque<Output>,
+    stats: NodeStats,
+}
+
+impl Node {
+    /// A node with identity `local` (its id and the addresses it advertises), randomness from `seed`
+    /// (draw it from the OS outside tests and simulations: request ids and refresh targets come from it).
+    pub fn new(config: ValidConfig, local: Contact, seed: u64, now: Instant) -> Self {
+        let table = RoutingTable::new(local.id, config.k, config.replacement_cache)
+            .with_ping_after(config.ping_after)
+            .with_bucket_growth(config.bucket_growth);
+        Node {
+            requests: Requests::new(&config),
+            records: Records::new(&config),
+            maintenance: Maintenance::new(&config, now),
+            config,
+            local,
+            table,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            queries: BTreeMap::new(),
+            next_query: 0,
+            outputs: VecDeque::new(),
+            stats: NodeStats::default(),
+        }
+    }
+
+    /// Our id.
+    pub fn local_id(&self) -> &NodeId {
+        &self.local.id
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &ValidConfig {
+        &self.config
+    }
+
+    /// The routing table, for inspection and persistence.
+    pub fn routing_table(&self) -> &RoutingTable {
+        &self.table
+    }
+
+    /// Counters of peers' input.
+    pub fn stats(&self) -> &NodeStats {
+        &self.stats
+    }
+
+    /// Number of records held (for others and our own).
+    pub fn record_count(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Bytes of values held.
+    pub fn stored_bytes(&self) -> u64 {
+        self.records.stored_bytes()
+    }
+
+    /// Whether a record under `key` is held.
+    pub fn holds(&self, key: &Key) -> bool {
+        self.records.holds(key)
+    }
+
+    /// Queries still running.
+    pub fn active_queries(&self) -> usize {
+        self.queries.len()
+    }
+
+    /// Requests waiting for an answer.
+    pub fn pending_requests(&self) -> usize {
+        self.requests.len()
+    }
+
+    // ---- inputs ----------------------------------------------------------------------------------------
+
+    /// Adds a contact known from a trusted source (a persisted routing table). Peers met on links are added
+    /// by [`Node::handle_message`]. May emit a `Ping` of a stale entry.
+    pub fn add_contact(&mut self, now: Instant, contact: Contact) {
+        let contact = self.sanitize(contact);
+        self.observe(now, contact);
+    }
+
+    /// Tells the core about a record already in the store (after a restart), so it serves and expires it.
+    /// Records past `expires` are dropped with a `Remove`.
+    pub fn restore_record(&mut self, now: Instant, key: Key, expires: Instant, size: usize) {
+        self.records.restore(now, &mut self.rng, &mut self.outputs, (key, expires, size));
+    }
+
+    /// A message arrived from `from`, a peer whose id the transport authenticated. Emits answers,
+    /// storage operations, follow-up requests and events. Never fails: invalid input is dropped and counted.
+    pub fn handle_message(&mut self, now: Instant, from: Contact, msg: Message) {
+        if from.id == self.local.id {
+            self.misbehaved(from.id, "message claims our own id");
+            return;
+        }
+        let from = self.sanitize(from);
+        match msg {
+            Message::Request { id, body } => {
+                self.stats.requests_in += 1;
+                self.observe(now, from.clone());
+                self.handle_request(now, from, id, body);
+            }
+            Message::Response { id, body } => {
+                let Some(purpose) = self.requests.on_response(now, &from.id, id, &mut self.stats) else { return };
+                self.observe(now, from.clone());
+                // Only the query the answer belongs to can move on.
+                match purpose {
+                    Purpose::Query(q) => {
+                        self.on_query_response(q, from, body);
+                        self.drive_query(now, q);
+                    }
+                    Purpose::PutStore(q) => {
+                        self.on_store_answer(q, &from.id, Some(body));
+                        self.drive_query(now, q);
+                    }
+                    Purpose::StalePing | Purpose::FireAndForget => {}
+                }
+            }
+        }
+    }
+
+    /// A storage operation finished. Unknown ids are ignored.
+    pub fn handle_store_result(&mut self, now: Instant, op: StoreOpId, result: StoreResult) {
+        let Some(purpose) = self.records.take_op(op) else { return };
+        if let StoreResult::Failed(_) = result {
+            self.stats.store_failures += 1;
+        }
+        match purpose {
+            StorePurpose::InboundStore { from, request, key, expires, size } => {
+                self.finish_inbound_store(now, (from, request, key), RecordMeta::new(expires, size), &result)
+            }
+            StorePurpose::InboundFindValue { from, request, key } => {
+                self.finish_inbound_find_value(now, (from, request, key), result)
+            }
+            StorePurpose::LocalPublish { key, expires, size } => {
+                if result == StoreResult::Done {
+                    self.records.index(now, &mut self.rng, key, RecordMeta::new(expires, size));
+                }
+            }
+            StorePurpose::LocalGet { query } => {
+                let value = match result {
+                    StoreResult::Value(v) => v,
+                    _ => None,
+                };
+                self.on_local_read(now, query, value);
+            }
+            StorePurpose::Republish { key } => match result {
+                StoreResult::Value(Some(value)) => {
+                    let query = self.start_put(now, Record { key, value }, self.config.record_ttl, false);
+                    self.drive_query(now, query);
+                }
+                _ => self.records.unpublish(&key),
+            },
+            StorePurpose::Replicate { key, expires } => {
+                if let StoreResult::Value(Some(value)) = result {
+                    if expires > now {
+                        let ttl = expires.saturating_since(now);
+                        let query = self.start_put(now, Record { key, value }, ttl, false);
+                        self.drive_query(now, query);
+                    }
+                }
+                // Next round: the put's store here (if we are among the k closest) or the next interval.
+                self.records.reschedule(now, &mut self.rng, key);
+            }
+        }
+    }
+
+    /// Deadlines passed: request timeouts, record expiry, republishing, bucket refresh. Early or repeated
+    /// calls are harmless.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(expired) = self.requests.next_expired(now, &mut self.rng, &mut self.outputs, &mut self.stats) {
+            match expired {
+                Expired::Slow { peer, query } => self.on_lookup_failure(query, &peer, true),
+                Expired::Failed { peer, purpose } => self.on_request_failed(now, peer, purpose),
+            }
+        }
+        self.records.handle_timeout(now, &mut self.outputs, &mut self.stats);
+        self.handle_maintenance(now);
+        self.drive_queries(now);
+    }
+
+    // ---- commands --------------------------------------------------------------------------------------
+
+    /// Joins the network: a lookup of our own id through `seeds` (unauthenticated contacts, e.g. a
+    /// bootstrap node's address). Finishes with [`Event::LookupFinished`] for our id.
+    pub fn bootstrap(&mut self, now: Instant, seeds: Vec<Contact>) -> QueryId {
+        let target = self.local.id;
+        let mut initial = self.table.closest(&target, self.config.k);
+        for seed in seeds {
+            if seed.id != target {
+                let seed = self.sanitize(seed);
+                initial.push(seed);
+            }
+        }
+        let id = self.start_query(now, target, initial, QueryKind::Bootstrap);
+        self.drive_queries(now);
+        id
+    }
+
+    /// Finds the k peers closest to `target`. Finishes with [`Event::LookupFinished`].
+    pub fn find_node(&mut self, now: Instant, target: NodeId) -> QueryId {
+        let seeds = self.table.closest(&target, self.config.k);
+        let id = self.start_query(now, target, seeds, QueryKind::FindNode);
+        self.drive_queries(now);
+        id
+    }
+
+    /// Stores `record` locally and at the k closest peers to its key, and republishes it every
+    /// `republish_interval`. Finishes with [`Event::PutFinished`]. Too large a value finishes at once
+    /// with zero acks.
+    pub fn put(&mut self, now: Instant, record: Record) -> QueryId {
+        self.records.publish(now, &mut self.outputs, &record, self.config.record_ttl);
+        let id = self.start_put(now, record, self.config.record_ttl, true);
+        self.drive_queries(now);
+        id
+    }
+
+    /// Looks `key` up: locally first, then at the peers closest to it, stopping at the first value found
+    /// and caching it at the closest peer that lacked it. Finishes with [`Event::GetFinished`].
+    pub fn get(&mut self, now: Instant, key: Key) -> QueryId {
+        let target = NodeId::from_key(&key);
+        let seeds = self.table.closest(&target, self.config.k);
+        let held = self.records.holds(&key);
+        // A held record is read first; the lookup is not driven before the read answers.
+        let phase = if held { GetPhase::ReadingLocal } else { GetPhase::Looking };
+        let kind = QueryKind::Get(Get { key, phase, found: None, lacking: None });
+        let id = self.start_query(now, target, seeds, kind);
+        if held {
+            let purpose = StorePurpose::LocalGet { query: id };
+            self.records.push_op(&mut self.outputs, StoreOp::Get { key }, Some(purpose));
+        } else {
+            self.drive_queries(now);
+        }
+        id
+    }
+
+    // ---- outputs ---------------------------------------------------------------------------------------
+
+    /// The next output, `None` when drained. Call until `None` after every input or command.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        let out = self.outputs.pop_front();
+        if out.is_none() && self.outputs.capacity() > 8 {
+            // A burst (a lookup widening to k requests) grew the queue; an idle node should not keep it.
+            self.outputs.shrink_to(8);
+        }
+        out
+    }
+
+    /// When [`Node::handle_timeout`] must be called next, `None` if nothing is scheduled: the earliest of
+    /// the parts' timers.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        [self.requests.poll_timeout(), self.records.poll_timeout(), self.maintenance.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    // ---- internals -------------------------------------------------------------------------------------
+
+    fn event(&mut self, e: Event) {
+        self.outputs.push_back(Output::Event(e));
+    }
+
+    fn misbehaved(&mut self, from: NodeId, reason: &'static str) {
+        self.event(Event::PeerMisbehaved { from, reason });
+    }
+
+    /// Caps a contact's addresses to the configured limits.
+    fn sanitize(&mut self, mut contact: Contact) -> Contact {
+        let before = contact.addrs.len();
+        let max_len = self.config.max_addr_len;
+        contact.addrs.retain(|a| a.0.len() <= max_len);
+        contact.addrs.truncate(self.config.max_addrs_per_contact);
+        if contact.addrs.len() != before {
+            self.stats.bad_contacts += 1;
+        }
+        contact
+    }
+
+    /// A peer proved alive: refresh it in the table, pinging a stale entry when its bucket is full. Ids
+    /// without the proof of work the configuration asks for stay out.
+    fn observe(&mut self, now: Instant, contact: Contact) {
+        let id = contact.id;
+        if !id.has_work(self.config.id_difficulty) {
+            self.stats.weak_ids += 1;
+            return;
+        }
+        match self.table.insert(contact, now) {
+            InsertResult::Inserted => {
+                self.on_peer_added();
+                self.event(Event::PeerAdded { id });
+            }
+            InsertResult::PingStale { stale } => {
+                let _ = self.send_request(now, stale, Request::Ping, Purpose::StalePing);
+            }
+            InsertResult::Updated | InsertResult::Queued | InsertResult::SelfId => {}
+        }
+    }
+
+    fn send_request(&mut self, now: Instant, to: Contact, body: Request, purpose: Purpose) -> bool {
+        self.requests.send(now, &mut self.rng, &mut self.outputs, to, body, purpose)
+    }
+
+    fn on_request_failed(&mut self, now: Instant, peer: NodeId, purpose: Purpose) {
+        match purpose {
+            Purpose::StalePing => {
+                // The stale entry did not answer: it makes way for the newest waiting contact.
+                if self.table.remove(&peer, now).is_some() {
+                    self.event(Event::PeerRemoved { id: peer });
+                }
+                return;
+            }
+            Purpose::Query(q) => self.on_lookup_failure(q, &peer, false),
+            Purpose::PutStore(q) => self.on_store_answer(q, &peer, None),
+            Purpose::FireAndForget => {}
+        }
+        if self.table.record_failure(&peer) >= self.config.max_failures && self.table.remove(&peer, now).is_some() {
+            self.event(Event::PeerRemoved { id: peer });
+        }
+    }
+}
+
+/// A time to live in whole seconds, at least 1, as stores carry it.
+fn ttl_secs(d: Duration) -> u32 {
+    u32::try_from(d.as_secs()).unwrap_or(u32::MAX).max(1)
+}
+
+#[cfg(test)]
+use maintenance::random_id_in_bucket;
+
+#[cfg(test)]
+mod tests;

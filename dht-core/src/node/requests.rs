@@ -1,0 +1,235 @@
+//! Requests in flight: ids, deadlines, retries, the slow-then-failed grace of lookup requests, and the
+//! round-trip estimate their timeouts adapt to.
+
+use super::NodeStats;
+use crate::config::Config;
+use crate::event::{Output, QueryId};
+use crate::id::NodeId;
+use crate::message::{Contact, Message, Request, RequestId};
+use crate::time::Instant;
+use core::time::Duration;
+use rand_chacha::ChaCha8Rng;
+use rand_core::RngCore;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+/// Why a request was sent: where its answer (or its failure) goes.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Purpose {
+    /// A lookup request of a query.
+    Query(QueryId),
+    /// One of a put's stores to the closest peers.
+    PutStore(QueryId),
+    /// A check of a full bucket's stalest entry before a newcomer may take its place.
+    StalePing,
+    /// A store to cache a found value; the answer only proves liveness.
+    FireAndForget,
+}
+
+#[derive(Debug)]
+struct Outgoing {
+    peer: NodeId,
+    deadline: Instant,
+    purpose: Purpose,
+    /// What to send again if this attempt times out, and how many more attempts are allowed.
+    resend: Option<(Contact, Request, u8)>,
+    /// When this attempt was sent (for round-trip samples).
+    sent: Instant,
+    /// For a lookup request timed by the adaptive timeout: the full `request_timeout`. At `deadline` the
+    /// lookup stops waiting (the peer is slow, not yet failed); an answer before `grace` still counts.
+    grace: Option<Instant>,
+    /// The lookup stopped waiting for it (its adaptive timeout passed).
+    slow: bool,
+}
+
+/// Smoothed round-trip time of answered requests, kept as RFC 6298 does for TCP: in ms, `srtt` and
+/// `rttvar` updated with gains 1/8 and 1/4.
+#[derive(Debug, Clone, Copy)]
+struct RttEstimate {
+    srtt: f64,
+    rttvar: f64,
+}
+
+impl RttEstimate {
+    fn sample(estimate: Option<RttEstimate>, ms: f64) -> RttEstimate {
+        match estimate {
+            None => RttEstimate { srtt: ms, rttvar: ms / 2.0 },
+            Some(e) => {
+                let rttvar = 0.75 * e.rttvar + 0.25 * (e.srtt - ms).abs();
+                RttEstimate { srtt: 0.875 * e.srtt + 0.125 * ms, rttvar }
+            }
+        }
+    }
+
+    /// `srtt + 4 rttvar`: the retransmission timeout of RFC 6298.
+    fn timeout(&self) -> Duration {
+        Duration::from_millis((self.srtt + 4.0 * self.rttvar).ceil() as u64)
+    }
+}
+
+/// A deadline that passed, as [`Requests::next_expired`] reports it.
+#[derive(Debug)]
+pub(super) enum Expired {
+    /// A lookup request outlived its adaptive timeout: the lookup goes on without `peer`, whose answer
+    /// still counts until the full `request_timeout`.
+    Slow { peer: NodeId, query: QueryId },
+    /// A request failed for good (no attempts left).
+    Failed { peer: NodeId, purpose: Purpose },
+}
+
+/// The requests this node waits on.
+#[derive(Debug)]
+pub(super) struct Requests {
+    pending: BTreeMap<RequestId, Outgoing>,
+    deadlines: BTreeSet<(Instant, RequestId)>,
+    rtt: Option<RttEstimate>,
+    max_pending: usize,
+    retries: u8,
+    timeout: Duration,
+    min_timeout: Duration,
+    adaptive: bool,
+}
+
+impl Requests {
+    pub(super) fn new(config: &Config) -> Self {
+        Requests {
+            pending: BTreeMap::new(),
+            deadlines: BTreeSet::new(),
+            rtt: None,
+            max_pending: config.max_pending_requests,
+            retries: config.request_retries,
+            timeout: config.request_timeout,
+            min_timeout: config.min_request_timeout,
+            adaptive: config.adaptive_timeout,
+        }
+    }
+
+    /// Sends a request under a fresh id; `false` (nothing sent) when `max_pending_requests` are in flight.
+    pub(super) fn send(
+        &mut self,
+        now: Instant,
+        rng: &mut ChaCha8Rng,
+        out: &mut VecDeque<Output>,
+        to: Contact,
+        body: Request,
+        purpose: Purpose,
+    ) -> bool {
+        if self.pending.len() >= self.max_pending {
+            return false;
+        }
+        let retries = match purpose {
+            Purpose::Query(_) | Purpose::PutStore(_) => self.retries,
+            Purpose::StalePing | Purpose::FireAndForget => 0,
+        };
+        self.dispatch(now, rng, out, (to, body, retries), purpose);
+        true
+    }
+
+    /// Queues one attempt of a request under a fresh id, with its deadline.
+    fn dispatch(
+        &mut self,
+        now: Instant,
+        rng: &mut ChaCha8Rng,
+        out: &mut VecDeque<Output>,
+        (to, body, retries_left): (Contact, Request, u8),
+        purpose: Purpose,
+    ) {
+        let mut id = RequestId(rng.next_u64());
+        while self.pending.contains_key(&id) {
+            id = RequestId(rng.next_u64());
+        }
+        let deadline = now + self.timeout_for(&purpose);
+        let resend = (retries_left > 0).then(|| (to.clone(), body.clone(), retries_left));
+        let full = now + self.timeout;
+        let grace = (matches!(purpose, Purpose::Query(_)) && resend.is_none() && full > deadline).then_some(full);
+        let outgoing = Outgoing { peer: to.id, deadline, purpose, resend, sent: now, grace, slow: false };
+        self.pending.insert(id, outgoing);
+        self.deadlines.insert((deadline, id));
+        out.push_back(Output::Send { to, msg: Message::Request { id, body } });
+    }
+
+    /// How long to wait for an answer: lookup requests and pings adapt to the round trips seen (RFC 6298,
+    /// between `min_request_timeout` and `request_timeout`); stores, which wait on the peer's disk, get
+    /// the full `request_timeout`.
+    fn timeout_for(&self, purpose: &Purpose) -> Duration {
+        let max = self.timeout;
+        match (purpose, self.rtt) {
+            (Purpose::Query(_) | Purpose::StalePing, Some(rtt)) if self.adaptive => {
+                rtt.timeout().clamp(self.min_timeout.min(max), max)
+            }
+            _ => max,
+        }
+    }
+
+    /// An answer to request `id` came from `from`: the request is over and its purpose returned. `None`
+    /// (counted as unexpected) for an id we do not wait on, or an answer from another peer than asked.
+    pub(super) fn on_response(
+        &mut self,
+        now: Instant,
+        from: &NodeId,
+        id: RequestId,
+        stats: &mut NodeStats,
+    ) -> Option<Purpose> {
+        if self.pending.get(&id).is_none_or(|o| o.peer != *from) {
+            stats.unexpected_responses += 1;
+            return None;
+        }
+        let out = self.pending.remove(&id).expect("the request is pending: checked just above");
+        if matches!(out.purpose, Purpose::Query(_) | Purpose::StalePing) {
+            let ms = now.saturating_since(out.sent).as_millis() as f64;
+            self.rtt = Some(RttEstimate::sample(self.rtt, ms));
+        }
+        if out.slow {
+            stats.late_answers += 1;
+        }
+        self.deadlines.remove(&(out.deadline, id));
+        stats.responses_in += 1;
+        Some(out.purpose)
+    }
+
+    /// The next deadline passed by `now` that the node must act on, in deadline order; requests with
+    /// attempts left are sent again on the way. Call until `None`.
+    pub(super) fn next_expired(
+        &mut self,
+        now: Instant,
+        rng: &mut ChaCha8Rng,
+        out: &mut VecDeque<Output>,
+        stats: &mut NodeStats,
+    ) -> Option<Expired> {
+        while let Some(&(deadline, id)) = self.deadlines.first() {
+            if deadline > now {
+                break;
+            }
+            self.deadlines.pop_first();
+            let Some(req) = self.pending.get_mut(&id) else { continue };
+            if let Some(grace) = req.grace.take() {
+                // Slow, not failed: the lookup goes on without this peer, whose answer still counts until
+                // the full timeout (a loaded peer or path is not a dead one).
+                req.deadline = grace;
+                req.slow = true;
+                self.deadlines.insert((grace, id));
+                stats.slow_requests += 1;
+                if let Purpose::Query(query) = req.purpose {
+                    return Some(Expired::Slow { peer: req.peer, query });
+                }
+                continue;
+            }
+            let req = self.pending.remove(&id).expect("the request is pending: looked up just above");
+            stats.timeouts += 1;
+            match req.resend {
+                Some((to, body, left @ 1..)) => self.dispatch(now, rng, out, (to, body, left - 1), req.purpose),
+                _ => return Some(Expired::Failed { peer: req.peer, purpose: req.purpose }),
+            }
+        }
+        None
+    }
+
+    /// The earliest deadline.
+    pub(super) fn poll_timeout(&self) -> Option<Instant> {
+        self.deadlines.first().map(|(t, _)| *t)
+    }
+
+    /// Requests in flight.
+    pub(super) fn len(&self) -> usize {
+        self.pending.len()
+    }
+}

@@ -1,0 +1,42 @@
+//! What the node counts of its peers' input.
+
+/// Counters of what peers sent and what was refused; never reset.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NodeStats {
+    /// Requests received.
+    pub requests_in: u64,
+    /// Responses received that matched a request.
+    pub responses_in: u64,
+    /// Requests we sent that timed out.
+    pub timeouts: u64,
+    /// Lookup requests that outlived their adaptive timeout: the lookup went on without them, and their
+    /// answer still counted if it came before `request_timeout`.
+    pub slow_requests: u64,
+    /// Of those, the ones answered late (and used).
+    pub late_answers: u64,
+    /// Responses for no outstanding request, or from the wrong peer.
+    pub unexpected_responses: u64,
+    /// Responses of the wrong kind for their request.
+    pub mismatched_responses: u64,
+    /// `Nodes` answers with more contacts than allowed (refused whole).
+    pub oversized_replies: u64,
+    /// Contacts dropped from answers (our own id, too many or too long addresses).
+    pub bad_contacts: u64,
+    /// Records refused because of their size.
+    pub refused_too_large: u64,
+    /// Records refused because the node is full or busy.
+    pub refused_full: u64,
+    /// Records refused because of their TTL.
+    pub refused_bad_ttl: u64,
+    /// Records refused because they fail the record policy.
+    pub refused_invalid: u64,
+    /// Values returned for a key other than the one asked, too large, or failing the record policy.
+    pub bad_values: u64,
+    /// Storage operations that failed.
+    pub store_failures: u64,
+    /// Records expired.
+    pub expired: u64,
+    /// Peers and contacts refused for lacking the ids' proof of work.
+    pub weak_ids: u64,
+}
