@@ -7,8 +7,8 @@
 #![warn(missing_docs)]
 
 use dht_core::{
-    Config, Contact, FrameDecoder, FrameEncoder, Instant, Key, Message, Node, NodeId, Output, Record, Request,
-    RequestId, StoreOp, StoreResult,
+    Config, Contact, Event, FrameDecoder, FrameEncoder, Instant, Key, MemoryRecords, Message, Node, NodeId, OutputSink,
+    Record, Request, RequestId, StoreOp, StoreOpId, StoreResult,
 };
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
@@ -76,8 +76,11 @@ impl Workload {
             node.add_contact(now, Contact::bare(*peer));
         }
         let mut dec = FrameDecoder::new(1 << 20);
-        let mut enc = FrameEncoder::new(1 << 20, usize::MAX);
-        let mut stats = RunStats::default();
+        let mut sink = BenchSink {
+            enc: FrameEncoder::new(1 << 20, usize::MAX),
+            store: MemoryRecords::new(),
+            stats: RunStats::default(),
+        };
         let mut n = 0;
         for chunk in self.frames.chunks(16 * 1024) {
             dec.feed(chunk);
@@ -87,30 +90,35 @@ impl Workload {
                 }
                 node.handle_message(now, Contact::bare(self.senders[n]), msg);
                 n += 1;
-                while let Some(out) = node.poll_output() {
-                    match out {
-                        Output::Send { msg, .. } => {
-                            enc.push(&msg).expect("answers encode");
-                            let len = enc.pending().len();
-                            stats.answers += 1;
-                            stats.bytes += len as u64;
-                            enc.advance(len);
-                        }
-                        Output::Store { id, op } => {
-                            let result = match op {
-                                StoreOp::Get { .. } => StoreResult::Value(None),
-                                _ => StoreResult::Done,
-                            };
-                            node.handle_store_result(now, id, result);
-                        }
-                        Output::Event(_) => {}
-                    }
-                }
+                node.pump(now, &mut sink);
             }
         }
-        stats.handled = n;
-        stats
+        sink.stats.handled = n;
+        sink.stats
     }
+}
+
+/// The benchmark's side of the node: answers are encoded to bytes (and counted), storage is in memory.
+struct BenchSink {
+    enc: FrameEncoder,
+    store: MemoryRecords,
+    stats: RunStats,
+}
+
+impl OutputSink for BenchSink {
+    fn send(&mut self, _now: Instant, _to: Contact, msg: Message) {
+        self.enc.push(&msg).expect("answers encode");
+        let len = self.enc.pending().len();
+        self.stats.answers += 1;
+        self.stats.bytes += len as u64;
+        self.enc.advance(len);
+    }
+
+    fn store(&mut self, _now: Instant, _id: StoreOpId, op: StoreOp) -> Option<StoreResult> {
+        Some(self.store.apply(op))
+    }
+
+    fn event(&mut self, _now: Instant, _event: Event) {}
 }
 
 /// What a run did (also keeps the work from being optimized away).

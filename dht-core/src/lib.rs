@@ -8,8 +8,9 @@
 //! Calling convention of [`Node`]:
 //! - inputs: [`Node::handle_message`], [`Node::handle_store_result`], [`Node::handle_timeout`];
 //! - commands: [`Node::bootstrap`], [`Node::find_node`], [`Node::put`], [`Node::get`];
-//! - outputs: drain [`Node::poll_output`] to `None` after every input or command, then sleep until
-//!   [`Node::poll_timeout`] and call [`Node::handle_timeout`].
+//! - outputs: drain [`Node::poll_output`] to `None` after every input or command (or let [`Node::pump`]
+//!   drain them into an [`OutputSink`]), then sleep until [`Node::poll_timeout`] and call
+//!   [`Node::handle_timeout`].
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
@@ -20,6 +21,7 @@ mod id;
 pub mod lookup;
 mod message;
 mod node;
+mod pump;
 pub mod routing;
 mod time;
 
@@ -32,4 +34,5 @@ pub use event::{Event, Output, QueryId, QueryStats, StoreOp, StoreOpId, StoreRes
 pub use id::{Distance, Key, NodeId, ParseIdError, ID_LEN};
 pub use message::{Address, Contact, Message, Record, Request, RequestId, Response, StoreRefusal};
 pub use node::{Node, NodeStats};
+pub use pump::{MemoryRecords, OutputSink};
 pub use time::Instant;

@@ -2,12 +2,12 @@
 
 use crate::wheel::Wheel;
 use dht_core::{
-    Config, ConfigError, Contact, Event, Instant, Key, Message, Node, NodeId, Output, QueryId, Record, Request,
-    Response, StoreOp, StoreResult, ValidConfig,
+    Config, ConfigError, Contact, Event, Instant, MemoryRecords, Message, Node, NodeId, OutputSink, QueryId, Record,
+    Request, Response, StoreOp, StoreOpId, StoreResult, ValidConfig,
 };
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
 /// Network model and node configuration of a simulation.
@@ -85,7 +85,7 @@ impl Hasher for IdHasher {
 struct SimNode {
     node: Option<Node>,
     id: NodeId,
-    store: BTreeMap<Key, Vec<u8>>,
+    store: MemoryRecords,
     timer: Option<Instant>,
     /// Lies to everyone (see [`Sim::set_malicious`]).
     malicious: bool,
@@ -96,9 +96,14 @@ struct SimNode {
 
 impl SimNode {
     fn next_u64(&mut self) -> u64 {
-        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        splitmix64(self.rng)
+        next_u64(&mut self.rng)
     }
+}
+
+/// The next number of a node's network random source.
+fn next_u64(rng: &mut u64) -> u64 {
+    *rng = rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    splitmix64(*rng)
 }
 
 /// What handling one node's inputs produced, applied to the shared state afterwards.
@@ -218,7 +223,14 @@ impl Sim {
         let node = Node::new(self.node_config.clone(), Contact::bare(id), seed, self.now);
         let i = self.nodes.len();
         let rng = splitmix64(seed ^ 0x5EED);
-        self.nodes.push(SimNode { node: Some(node), id, store: BTreeMap::new(), timer: None, malicious: false, rng });
+        self.nodes.push(SimNode {
+            node: Some(node),
+            id,
+            store: MemoryRecords::new(),
+            timer: None,
+            malicious: false,
+            rng,
+        });
         self.index.insert(id, i);
         i
     }
@@ -260,7 +272,7 @@ impl Sim {
     }
 
     /// Records held by node `i`'s store.
-    pub fn store_of(&self, i: usize) -> &BTreeMap<Key, Vec<u8>> {
+    pub fn store_of(&self, i: usize) -> &MemoryRecords {
         &self.nodes[i].store
     }
 
@@ -282,7 +294,7 @@ impl Sim {
     /// Node `i` leaves without notice: its state is dropped and messages to it vanish.
     pub fn kill(&mut self, i: usize) {
         self.nodes[i].node = None;
-        self.nodes[i].store = BTreeMap::new();
+        self.nodes[i].store = MemoryRecords::new();
         self.nodes[i].timer = None;
     }
 
@@ -534,7 +546,7 @@ fn handle(
             if sn.malicious {
                 if let Some(lie) = lie(ctx, sn, &msg) {
                     out.stats.delivered += 1;
-                    send(ctx, sn, i, now, from, lie, out);
+                    send(ctx, (sn.id, &mut sn.rng), i, now, from, lie, out);
                     return;
                 }
             }
@@ -559,36 +571,37 @@ fn handle(
 }
 
 /// Delivers node `i`'s outputs: sends, store operations (answered at once), events; then re-arms its timer.
-fn drain(ctx: &Ctx, sn: &mut SimNode, i: usize, now: Instant, window_end: Option<Instant>, out: &mut Outbox) {
-    loop {
-        let Some(node) = sn.node.as_mut() else { return };
-        let Some(output) = node.poll_output() else { break };
-        match output {
-            Output::Send { to, msg } => send(ctx, sn, i, now, to.id, msg, out),
-            Output::Store { id, op } => {
-                let result = match op {
-                    StoreOp::Put { record, .. } => {
-                        sn.store.insert(record.key, record.value);
-                        StoreResult::Done
-                    }
-                    StoreOp::Get { key } => StoreResult::Value(sn.store.get(&key).cloned()),
-                    StoreOp::Remove { key } => {
-                        sn.store.remove(&key);
-                        StoreResult::Done
-                    }
-                };
-                if let Some(node) = sn.node.as_mut() {
-                    node.handle_store_result(now, id, result);
-                }
-            }
-            Output::Event(event) => {
-                if matches!(event, Event::LookupFinished { .. } | Event::PutFinished { .. } | Event::GetFinished { .. })
-                {
-                    out.events.push(SimEvent { node: i, at: now, event });
-                }
-            }
+/// Where a simulated node's outputs go: sends onto the virtual network, storage to its own memory store
+/// (answered at once), finished queries to the run's events.
+struct SimSink<'a, 'c> {
+    ctx: &'a Ctx<'c>,
+    from: usize,
+    id: NodeId,
+    rng: &'a mut u64,
+    store: &'a mut MemoryRecords,
+    out: &'a mut Outbox,
+}
+
+impl OutputSink for SimSink<'_, '_> {
+    fn send(&mut self, now: Instant, to: Contact, msg: Message) {
+        send(self.ctx, (self.id, &mut *self.rng), self.from, now, to.id, msg, self.out);
+    }
+
+    fn store(&mut self, _now: Instant, _id: StoreOpId, op: StoreOp) -> Option<StoreResult> {
+        Some(self.store.apply(op))
+    }
+
+    fn event(&mut self, now: Instant, event: Event) {
+        if matches!(event, Event::LookupFinished { .. } | Event::PutFinished { .. } | Event::GetFinished { .. }) {
+            self.out.events.push(SimEvent { node: self.from, at: now, event });
         }
     }
+}
+
+fn drain(ctx: &Ctx, sn: &mut SimNode, i: usize, now: Instant, window_end: Option<Instant>, out: &mut Outbox) {
+    let SimNode { node, id, store, rng, .. } = sn;
+    let Some(node) = node.as_mut() else { return };
+    node.pump(now, &mut SimSink { ctx, from: i, id: *id, rng, store, out });
     let Some(node) = sn.node.as_ref() else { return };
     if let Some(t) = node.poll_timeout() {
         let t = t.max(now);
@@ -602,19 +615,21 @@ fn drain(ctx: &Ctx, sn: &mut SimNode, i: usize, now: Instant, window_end: Option
     }
 }
 
-fn send(ctx: &Ctx, sn: &mut SimNode, from: usize, now: Instant, to: NodeId, msg: Message, out: &mut Outbox) {
+/// Puts `msg` from node `from` (id and random source `sender`) on the virtual network, unless lost.
+fn send(ctx: &Ctx, sender: (NodeId, &mut u64), from: usize, now: Instant, to: NodeId, msg: Message, out: &mut Outbox) {
+    let (from_id, rng) = sender;
     out.stats.sent += 1;
     let Some(&j) = ctx.index.get(&to) else {
         out.stats.to_dead += 1;
         return;
     };
-    if ctx.cfg.loss > 0.0 && (sn.next_u64() as f64 / u64::MAX as f64) < ctx.cfg.loss {
+    if ctx.cfg.loss > 0.0 && (next_u64(rng) as f64 / u64::MAX as f64) < ctx.cfg.loss {
         out.stats.lost += 1;
         return;
     }
     let one_way = rtt_ms(ctx.cfg, from, j) / 2;
     let at = now + core::time::Duration::from_millis(one_way);
-    out.actions.push((at, Action::Deliver { to: j, from: sn.id, msg }));
+    out.actions.push((at, Action::Deliver { to: j, from: from_id, msg }));
 }
 
 /// Contacts a liar hands out for `target`: ids closer to it than any real node is likely to be (they

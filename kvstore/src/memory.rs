@@ -1,14 +1,14 @@
 //! In-process storage: maps behind a shared cell.
 
 use crate::{check_name, RecordInfo, Store, StoreError, StoredRecord};
-use dht_core::{Contact, Instant, Key};
+use dht_core::{Contact, Instant, Key, MemoryRecords, Record};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
 #[derive(Debug, Default)]
 struct Inner {
-    records: BTreeMap<Key, StoredRecord>,
+    records: MemoryRecords,
     contacts: Vec<Contact>,
     meta: BTreeMap<String, Vec<u8>>,
 }
@@ -29,12 +29,12 @@ impl MemoryStore {
 
 impl Store for MemoryStore {
     async fn put_record(&self, key: Key, value: Vec<u8>, expires: Instant) -> Result<(), StoreError> {
-        self.inner.borrow_mut().records.insert(key, StoredRecord { value, expires });
+        self.inner.borrow_mut().records.put(Record { key, value }, expires);
         Ok(())
     }
 
     async fn get_record(&self, key: &Key) -> Result<Option<StoredRecord>, StoreError> {
-        Ok(self.inner.borrow().records.get(key).cloned())
+        Ok(self.inner.borrow().records.get(key).map(|(value, expires)| StoredRecord { value: value.to_vec(), expires }))
     }
 
     async fn remove_record(&self, key: &Key) -> Result<(), StoreError> {
@@ -44,14 +44,11 @@ impl Store for MemoryStore {
 
     async fn records(&self) -> Result<Vec<RecordInfo>, StoreError> {
         let inner = self.inner.borrow();
-        Ok(inner.records.iter().map(|(k, r)| RecordInfo { key: *k, expires: r.expires, size: r.value.len() }).collect())
+        Ok(inner.records.iter().map(|(k, v, expires)| RecordInfo { key: *k, expires, size: v.len() }).collect())
     }
 
     async fn remove_expired(&self, now: Instant) -> Result<usize, StoreError> {
-        let mut inner = self.inner.borrow_mut();
-        let before = inner.records.len();
-        inner.records.retain(|_, r| r.expires > now);
-        Ok(before - inner.records.len())
+        Ok(self.inner.borrow_mut().records.remove_expired(now))
     }
 
     async fn save_contacts(&self, contacts: &[Contact]) -> Result<(), StoreError> {

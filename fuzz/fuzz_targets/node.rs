@@ -1,0 +1,199 @@
+//! Sequences of messages from several made-up peers, storage results, timeouts and commands never panic
+//! a `Node`, and keep its invariants: requests in flight, records and queued outputs stay bounded, every
+//! request it sends goes to another peer, and no request is answered more often than it was received.
+#![no_main]
+
+use arbitrary::Arbitrary;
+use dht_core::{
+    Config, Contact, Instant, Key, Message, Node, NodeId, Output, Record, Request, RequestId, Response, StoreOp,
+    StoreOpId, StoreRefusal, StoreResult,
+};
+use libfuzzer_sys::fuzz_target;
+use std::collections::HashMap;
+use std::time::Duration;
+
+const PEERS: u8 = 12;
+const MAX_PENDING: usize = 16;
+const MAX_RECORDS: usize = 6;
+const MAX_STORE_OPS: usize = 4;
+
+#[derive(Debug, Arbitrary)]
+enum Op {
+    Request { peer: u8, id: u8, body: Req },
+    /// An answer to the `nth` request sent to `peer` still open (or to a made-up id when there is none).
+    Response { peer: u8, nth: u8, body: Resp },
+    /// A storage operation ends (the `nth` open one).
+    StoreDone { nth: u8, outcome: Outcome },
+    Advance { ms: u16 },
+    FindNode { target: u8 },
+    Put { key: u8, len: u16 },
+    Get { key: u8 },
+    AddContact { peer: u8 },
+}
+
+#[derive(Debug, Arbitrary)]
+enum Req {
+    Ping,
+    FindNode { target: u8 },
+    FindValue { key: u8 },
+    Store { key: u8, len: u16, ttl_secs: u32 },
+}
+
+#[derive(Debug, Arbitrary)]
+enum Resp {
+    Pong,
+    Nodes { contacts: Vec<u8> },
+    Value { key: u8, len: u16 },
+    StoreAck { refused: bool },
+}
+
+#[derive(Debug, Arbitrary)]
+enum Outcome {
+    Done,
+    Found { len: u8 },
+    Missing,
+    Failed,
+}
+
+fn peer(n: u8) -> NodeId {
+    NodeId::from_public_key(&[n % PEERS + 1; 32])
+}
+
+fn key(n: u8) -> Key {
+    Key::from_name(&[n])
+}
+
+fn contact(n: u8) -> Contact {
+    Contact { id: peer(n), addrs: vec![dht_core::Address(format!("tcp:127.0.0.1:{}", 4000 + u16::from(n)))] }
+}
+
+fn request(body: Req) -> Request {
+    match body {
+        Req::Ping => Request::Ping,
+        Req::FindNode { target } => Request::FindNode { target: peer(target) },
+        Req::FindValue { key: k } => Request::FindValue { key: key(k) },
+        Req::Store { key: k, len, ttl_secs } => {
+            Request::Store { record: Record { key: key(k), value: vec![k; usize::from(len) % 2048] }, ttl_secs }
+        }
+    }
+}
+
+fn response(body: Resp) -> Response {
+    match body {
+        Resp::Pong => Response::Pong,
+        Resp::Nodes { contacts } => Response::Nodes { closer: contacts.into_iter().map(contact).collect() },
+        Resp::Value { key: k, len } => {
+            Response::Value { record: Record { key: key(k), value: vec![k; usize::from(len) % 2048] }, ttl_secs: 60 }
+        }
+        Resp::StoreAck { refused } => Response::StoreAck { refused: refused.then_some(StoreRefusal::Full) },
+    }
+}
+
+/// The node and what its peers and store have seen of it.
+struct World {
+    node: Node,
+    now: Instant,
+    /// Requests the node sent and nobody answered yet, by peer.
+    open: HashMap<NodeId, Vec<RequestId>>,
+    /// Storage operations not answered yet.
+    store_ops: Vec<(StoreOpId, StoreOp)>,
+    /// Requests received and answers sent, per (peer, request id).
+    received: HashMap<(NodeId, RequestId), (u32, u32)>,
+    /// Keys we put ourselves: our own records are not held against `max_records`.
+    own: std::collections::HashSet<u8>,
+}
+
+impl World {
+    fn new() -> Self {
+        let mut config = Config::default();
+        config.k = 4;
+        config.alpha = 2;
+        config.max_pending_requests = MAX_PENDING;
+        config.max_records = MAX_RECORDS;
+        config.max_pending_store_ops = MAX_STORE_OPS;
+        config.max_record_size = 1024;
+        config.max_lookup_candidates = 16;
+        config.max_contacts_per_reply = 8;
+        config.request_retries = 1;
+        let config = config.validate().expect("the fuzzer's configuration is valid");
+        let now = Instant::from_millis(1_000_000);
+        let node = Node::new(config, Contact::bare(NodeId::from_public_key(&[0; 32])), 1, now);
+        World { node, now, open: HashMap::new(), store_ops: Vec::new(), received: HashMap::new(), own: Default::default() }
+    }
+
+    fn apply(&mut self, op: Op) {
+        let now = self.now;
+        match op {
+            Op::Request { peer: p, id, body } => {
+                let rid = RequestId(u64::from(id));
+                self.received.entry((peer(p), rid)).or_default().0 += 1;
+                self.node.handle_message(now, contact(p), Message::Request { id: rid, body: request(body) });
+            }
+            Op::Response { peer: p, nth, body } => {
+                let open = self.open.entry(peer(p)).or_default();
+                let id = if open.is_empty() { RequestId(u64::from(nth)) } else { open.remove(usize::from(nth) % open.len()) };
+                self.node.handle_message(now, contact(p), Message::Response { id, body: response(body) });
+            }
+            Op::StoreDone { nth, outcome } => {
+                if self.store_ops.is_empty() {
+                    return;
+                }
+                let (id, _) = self.store_ops.remove(usize::from(nth) % self.store_ops.len());
+                let result = match outcome {
+                    Outcome::Done => StoreResult::Done,
+                    Outcome::Found { len } => StoreResult::Value(Some(vec![len; usize::from(len)])),
+                    Outcome::Missing => StoreResult::Value(None),
+                    Outcome::Failed => StoreResult::Failed("disk full".into()),
+                };
+                self.node.handle_store_result(now, id, result);
+            }
+            Op::Advance { ms } => {
+                self.now = now + Duration::from_millis(u64::from(ms) * 8);
+                self.node.handle_timeout(self.now);
+            }
+            Op::FindNode { target } => drop(self.node.find_node(now, peer(target))),
+            Op::Put { key: k, len } => {
+                self.own.insert(k);
+                drop(self.node.put(now, Record { key: key(k), value: vec![k; usize::from(len) % 2048] }))
+            }
+            Op::Get { key: k } => drop(self.node.get(now, key(k))),
+            Op::AddContact { peer: p } => self.node.add_contact(now, contact(p)),
+        }
+    }
+
+    /// Drains the outputs, checking each.
+    fn drain(&mut self) {
+        let mut count = 0;
+        while let Some(out) = self.node.poll_output() {
+            count += 1;
+            match out {
+                Output::Send { to, msg: Message::Request { id, .. } } => {
+                    assert_ne!(&to.id, self.node.local_id(), "a request to ourselves");
+                    self.open.entry(to.id).or_default().push(id);
+                }
+                Output::Send { to, msg: Message::Response { id, .. } } => {
+                    let seen = self.received.get_mut(&(to.id, id)).expect("an answer to a request never received");
+                    seen.1 += 1;
+                    assert!(seen.1 <= seen.0, "request {id:?} of {:?} answered twice", to.id);
+                }
+                Output::Store { id, op } => self.store_ops.push((id, op)),
+                Output::Event(_) => {}
+            }
+        }
+        // One input causes at most a lookup's worth of requests, answers, store operations and events.
+        assert!(count <= 4 * MAX_PENDING + 64, "{count} outputs from one input");
+        assert!(self.node.pending_requests() <= MAX_PENDING, "requests in flight over the limit");
+        assert!(self.node.record_count() <= MAX_RECORDS + self.own.len(), "records over the limit");
+        if let Some(t) = self.node.poll_timeout() {
+            assert!(t.as_millis() >= 1_000_000, "a deadline before the start");
+        }
+    }
+}
+
+fuzz_target!(|ops: Vec<Op>| {
+    let mut world = World::new();
+    for op in ops.into_iter().take(256) {
+        world.apply(op);
+        world.drain();
+    }
+});
