@@ -19,16 +19,38 @@ const MAX_STORE_OPS: usize = 4;
 
 #[derive(Debug, Arbitrary)]
 enum Op {
-    Request { peer: u8, id: u8, body: Req },
+    Request {
+        peer: u8,
+        id: u8,
+        body: Req,
+    },
     /// An answer to the `nth` request sent to `peer` still open (or to a made-up id when there is none).
-    Response { peer: u8, nth: u8, body: Resp },
+    Response {
+        peer: u8,
+        nth: u8,
+        body: Resp,
+    },
     /// A storage operation ends (the `nth` open one).
-    StoreDone { nth: u8, outcome: Outcome },
-    Advance { ms: u16 },
-    FindNode { target: u8 },
-    Put { key: u8, len: u16 },
-    Get { key: u8 },
-    AddContact { peer: u8 },
+    StoreDone {
+        nth: u8,
+        outcome: Outcome,
+    },
+    Advance {
+        ms: u16,
+    },
+    FindNode {
+        target: u8,
+    },
+    Put {
+        key: u8,
+        len: u16,
+    },
+    Get {
+        key: u8,
+    },
+    AddContact {
+        peer: u8,
+    },
 }
 
 #[derive(Debug, Arbitrary)]
@@ -118,7 +140,14 @@ impl World {
         let config = config.validate().expect("the fuzzer's configuration is valid");
         let now = Instant::from_millis(1_000_000);
         let node = Node::new(config, Contact::bare(NodeId::from_public_key(&[0; 32])), 1, now);
-        World { node, now, open: HashMap::new(), store_ops: Vec::new(), received: HashMap::new(), own: Default::default() }
+        World {
+            node,
+            now,
+            open: HashMap::new(),
+            store_ops: Vec::new(),
+            received: HashMap::new(),
+            own: Default::default(),
+        }
     }
 
     fn apply(&mut self, op: Op) {
@@ -131,7 +160,11 @@ impl World {
             }
             Op::Response { peer: p, nth, body } => {
                 let open = self.open.entry(peer(p)).or_default();
-                let id = if open.is_empty() { RequestId(u64::from(nth)) } else { open.remove(usize::from(nth) % open.len()) };
+                let id = if open.is_empty() {
+                    RequestId(u64::from(nth))
+                } else {
+                    open.remove(usize::from(nth) % open.len())
+                };
                 self.node.handle_message(now, contact(p), Message::Response { id, body: response(body) });
             }
             Op::StoreDone { nth, outcome } => {
@@ -151,12 +184,16 @@ impl World {
                 self.now = now + Duration::from_millis(u64::from(ms) * 8);
                 self.node.handle_timeout(self.now);
             }
-            Op::FindNode { target } => drop(self.node.find_node(now, peer(target))),
+            Op::FindNode { target } => {
+                let _ = self.node.find_node(now, peer(target));
+            }
             Op::Put { key: k, len } => {
                 self.own.insert(k);
-                drop(self.node.put(now, Record { key: key(k), value: vec![k; usize::from(len) % 2048] }))
+                let _ = self.node.put(now, Record { key: key(k), value: vec![k; usize::from(len) % 2048] });
             }
-            Op::Get { key: k } => drop(self.node.get(now, key(k))),
+            Op::Get { key: k } => {
+                let _ = self.node.get(now, key(k));
+            }
             Op::AddContact { peer: p } => self.node.add_contact(now, contact(p)),
         }
     }
