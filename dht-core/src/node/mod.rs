@@ -372,4 +372,6 @@ fn ttl_secs(d: Duration) -> u32 {
 use maintenance::random_id_in_bucket;
 
 #[cfg(test)]
+mod harness;
+#[cfg(test)]
 mod tests;

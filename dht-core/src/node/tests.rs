@@ -3,6 +3,7 @@
 // tests do the same.
 #![allow(clippy::field_reassign_with_default)]
 
+use super::harness::Pair;
 use super::*;
 use crate::message::{RequestId, Response, StoreRefusal};
 use crate::{Config, RecordPolicy};
@@ -510,45 +511,59 @@ fn content_addressed_records_refuse_forgeries() {
 
 #[test]
 fn holders_replicate_their_records_with_the_time_left() {
-    let mut cfg = Config::default();
-    cfg.replicate_interval = Duration::from_secs(3600);
-    cfg.self_lookup_interval = Duration::ZERO;
-    cfg.refresh_interval = Duration::from_secs(100 * 3600);
-    let mut node = node_with(cfg);
-    node.add_contact(t(0), Contact::bare(id(1)));
-    drain(&mut node);
-    // Peer 1 stores a record here for two hours.
-    node.handle_message(t(0), Contact::bare(id(1)), store_req(5, 10, 7200));
-    let (op, _) = store_ops(&drain(&mut node))[0].clone();
-    node.handle_store_result(t(0), op, StoreResult::Done);
-    drain(&mut node);
-    // Nothing before three quarters of the interval; by the interval, the record is read back.
-    node.handle_timeout(t(2_600_000));
-    assert!(store_ops(&drain(&mut node)).is_empty());
-    node.handle_timeout(t(3_600_000));
-    let ops = store_ops(&drain(&mut node));
-    let [(op, StoreOp::Get { key })] = &ops[..] else { panic!("expected one read, got {ops:?}") };
-    assert_eq!(*key, Key::from_name(&[5]));
-    // It is stored again at the closest peers, for the time it has left (about an hour).
-    node.handle_store_result(t(3_600_000), *op, StoreResult::Value(Some(vec![5; 10])));
-    let mut outs = drain(&mut node);
-    let mut stored_ttl = None;
-    for round in 0..10 {
-        for (to, msg) in sends(&outs) {
-            let (rid, body) = request(&msg);
-            match body {
-                Request::FindNode { .. } => {
-                    let reply = Message::Response { id: rid, body: Response::Nodes { closer: vec![] } };
-                    node.handle_message(t(3_600_100 + round), Contact::bare(to), reply);
-                }
-                Request::Store { ttl_secs, .. } => stored_ttl = Some(*ttl_secs),
-                other => panic!("unexpected {other:?}"),
-            }
-        }
-        outs = drain(&mut node);
-    }
-    let ttl = stored_ttl.expect("the record was stored again");
-    assert!((3500..=3600).contains(&ttl), "ttl {ttl}");
+    // Node 1 publishes a record for two hours; node 0 holds it and, after the replication interval, stores
+    // it again at the closest (node 1, which does not replicate itself here) for the time it has left.
+    let mut holder = Config::default();
+    holder.replicate_interval = Duration::from_secs(3600);
+    holder.self_lookup_interval = Duration::ZERO;
+    holder.refresh_interval = Duration::from_secs(100 * 3600);
+    let mut publisher = holder.clone();
+    publisher.replicate_interval = Duration::ZERO;
+    publisher.record_ttl = Duration::from_secs(7200);
+    let mut pair = Pair::new([holder, publisher], t(0));
+    let record = Record { key: Key::from_name(&[5]), value: vec![5; 10] };
+    pair.nodes[1].put(pair.now, record.clone());
+    pair.drive();
+    let (_, expires) = pair.stores[0].get(&record.key).expect("the holder stored the record");
+    // After the put's lookup and its store: three one-way delays.
+    assert_eq!(expires, t(0) + Duration::from_secs(7200) + 3 * pair.delay);
+    pair.take_events(1);
+    // Nothing before three quarters of the interval.
+    pair.advance(Duration::from_secs(2600));
+    assert!(!pair.take_events(1).iter().any(|e| matches!(e, Event::RecordStored { .. })));
+    // By the interval the holder has stored it at the publisher again, keeping its expiry (within the
+    // whole seconds a TTL carries), not two hours from then.
+    pair.advance(Duration::from_secs(1000));
+    let holder_id = pair.ids()[0];
+    assert!(pair.take_events(1).iter().any(|e| matches!(e, Event::RecordStored { from, .. } if *from == holder_id)));
+    let (_, again) = pair.stores[1].get(&record.key).expect("the publisher holds the record");
+    let drift = again.as_millis().abs_diff(expires.as_millis());
+    assert!(drift <= 1_000, "stored again with {drift} ms more or less than it had left");
+    assert_eq!(pair.lost, 0, "only the two nodes were asked");
+}
+
+#[test]
+fn a_pair_puts_and_finds_each_other() {
+    let mut pair = Pair::new([Config::default(), Config::default()], t(0));
+    let [a, b] = pair.ids();
+    assert!(pair.nodes[0].routing_table().contains(&b) && pair.nodes[1].routing_table().contains(&a));
+    let record = Record { key: Key::from_name(b"greeting"), value: b"hello".to_vec() };
+    let q = pair.nodes[0].put(pair.now, record.clone());
+    pair.drive();
+    let put = pair.take_events(0).into_iter().find_map(|e| match e {
+        Event::PutFinished { query, acks, attempted, .. } if query == q => Some((acks, attempted)),
+        _ => None,
+    });
+    assert_eq!(put, Some((1, 1)), "the one other node acknowledged");
+    assert_eq!(pair.stores[1].get(&record.key).map(|(v, _)| v.to_vec()), Some(record.value.clone()));
+    assert!(pair.nodes[1].holds(&record.key));
+    let q = pair.nodes[1].find_node(pair.now, a);
+    pair.drive();
+    let closest = pair.take_events(1).into_iter().find_map(|e| match e {
+        Event::LookupFinished { query, closest, .. } if query == q => Some(closest),
+        _ => None,
+    });
+    assert_eq!(closest.map(|c| c.into_iter().map(|c| c.id).collect::<Vec<_>>()), Some(vec![a]));
 }
 
 #[test]
