@@ -152,7 +152,23 @@ fn machine() -> String {
     format!("{cores} cores ({model}), {mem_gib:.0} GiB")
 }
 
+/// Builds every benchmark in release, measures in a fixed order (each figure printed as it comes), then
+/// rewrites the table of BENCHMARKS.md.
 pub fn bench() -> Result<(), String> {
+    build_benchmarks()?;
+    let mut f = Figures::default();
+    let started = std::time::Instant::now();
+    codec_and_core(&mut f)?;
+    simulator(&mut f)?;
+    webrtc_link(&mut f)?;
+    signaling_server(&mut f)?;
+    vs_libp2p(&mut f)?;
+    write_table(&f, started.elapsed().as_secs())
+}
+
+/// The release binaries the workspace's benchmarks run (libp2p-compare and the wasm32 module are built
+/// where they are measured).
+fn build_benchmarks() -> Result<(), String> {
     step(
         "release builds",
         cargo().args([
@@ -171,17 +187,27 @@ pub fn bench() -> Result<(), String> {
     step(
         "link_bench (release)",
         cargo().args(["build", "--release", "--locked", "-p", "transport-webrtc", "--example", "link_bench"]),
-    )?;
-    let mut f = Figures::default();
-    let started = std::time::Instant::now();
+    )
+}
 
-    // Codec and core.
+/// Codec and core: the codec figures, the core workload natively and in wasm32, and ids with proof of work.
+fn codec_and_core(f: &mut Figures) -> Result<(), String> {
     let out = run("codec", release("dht-bench").arg("codec"))?;
     f.take_lines(&out, "dht-bench codec");
-    // Native and wasm take turns for five rounds: this machine's speed drifts by tens of percent over
-    // seconds, so each round's ratio compares runs made side by side; the figures are the medians.
-    let messages = 200_000u32;
     let module = wasm_module()?;
+    core_rounds(f, &module)?;
+    let (pow_ms, pow_us) = pow_wasm(&module)?;
+    let out = run("ids with proof of work, native", release("dht-bench").arg("pow"))?;
+    f.take_lines(&out, "dht-bench pow");
+    f.add("id_work_12_ms_per_id_wasm_node", pow_ms, "ms", "dht-bench (wasm32, Node.js)");
+    f.add("id_work_us_per_try_wasm_node", pow_us, "us", "dht-bench (wasm32, Node.js)");
+    Ok(())
+}
+
+/// The core workload, native and wasm taking turns for five rounds: this machine's speed drifts by tens of
+/// percent over seconds, so each round's ratio compares runs made side by side; the figures are the medians.
+fn core_rounds(f: &mut Figures, module: &str) -> Result<(), String> {
+    let messages = 200_000u32;
     let (mut native, mut wasm, mut ratio) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..5 {
         let out = run("core, native", release("dht-bench").args(["core", "--messages", &messages.to_string()]))?;
@@ -189,7 +215,7 @@ pub fn bench() -> Result<(), String> {
             .find(|(name, ..)| name == "core_msgs_per_s_native")
             .map(|(_, value, _)| value)
             .ok_or("dht-bench core printed no core_msgs_per_s_native")?;
-        let w = core_wasm_rate(&module, messages)?;
+        let w = core_wasm_rate(module, messages)?;
         native.push(n);
         wasm.push(w);
         ratio.push(n / w);
@@ -197,13 +223,11 @@ pub fn bench() -> Result<(), String> {
     f.add("core_msgs_per_s_native", median(native), "msgs/s", "dht-bench core (median of 5)");
     f.add("core_msgs_per_s_wasm_node", median(wasm), "msgs/s", "dht-bench (wasm32, Node.js; median of 5)");
     f.add("wasm_native_ratio", median(ratio), "x", "native / wasm, median of 5 side-by-side rounds");
-    let (pow_ms, pow_us) = pow_wasm(&module)?;
-    let out = run("ids with proof of work, native", release("dht-bench").arg("pow"))?;
-    f.take_lines(&out, "dht-bench pow");
-    f.add("id_work_12_ms_per_id_wasm_node", pow_ms, "ms", "dht-bench (wasm32, Node.js)");
-    f.add("id_work_us_per_try_wasm_node", pow_us, "us", "dht-bench (wasm32, Node.js)");
+    Ok(())
+}
 
-    // Simulator.
+/// The simulator: 10,000 nodes, the same under churn, then 100,000 nodes.
+fn simulator(f: &mut Figures) -> Result<(), String> {
     let sim_fields: &[(&str, &str)] = &[
         ("success_rate", "ratio"),
         ("hops_p50", "hops"),
@@ -228,9 +252,11 @@ pub fn bench() -> Result<(), String> {
         "--nodes 100000 --lookups 10000 --seed 1 --join-interval-ms 1 --lookup-interval-ms 10",
         "sim100k",
         &[("success_rate", "ratio"), ("hops_p50", "hops"), ("wall_s", "s"), ("rss_bytes_per_node", "bytes")],
-    )?;
+    )
+}
 
-    // One WebRTC link through the whole stack, and one bare channel.
+/// One WebRTC link through the whole stack, and one bare channel.
+fn webrtc_link(f: &mut Figures) -> Result<(), String> {
     f.measure(
         "examples/link_bench",
         "",
@@ -243,9 +269,11 @@ pub fn bench() -> Result<(), String> {
             ("stack_raw_ratio", "x"),
             ("raw_burst_mb_s", "MB/s"),
         ],
-    )?;
+    )
+}
 
-    // Signaling server: 10,000 peers, then abuse.
+/// The signaling server: 10,000 peers, then 2,000 peers with abusers among them.
+fn signaling_server(f: &mut Figures) -> Result<(), String> {
     f.measure(
         "signaling-load",
         "--peers 10000 --secs 10",
@@ -262,9 +290,11 @@ pub fn bench() -> Result<(), String> {
             ("abuse_p99_ratio", "x"),
             ("closed_for_cause", "connections"),
         ],
-    )?;
+    )
+}
 
-    // The same lookup workload on rust-libp2p's Kademlia (a crate outside the workspace, built here only).
+/// The same lookup workload on rust-libp2p's Kademlia (a crate outside the workspace, built here only).
+fn vs_libp2p(f: &mut Figures) -> Result<(), String> {
     step(
         "libp2p-compare (release; outside the workspace)",
         cargo()
@@ -273,8 +303,7 @@ pub fn bench() -> Result<(), String> {
     )?;
     let out = run("webdht and rust-libp2p side by side", &mut release("libp2p-compare"))?;
     f.take_lines(&out, "libp2p-compare --nodes 200 --lookups 1000");
-
-    write_table(&f, started.elapsed().as_secs())
+    Ok(())
 }
 
 /// Rewrites the generated section of BENCHMARKS.md.

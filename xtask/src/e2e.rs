@@ -10,8 +10,8 @@ use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, Command as Proc};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout, Command as Proc};
 
 /// Set inside the namespace, so the re-executed xtask runs the swarm instead of entering another one.
 const IN_NETNS: &str = "WEBDHT_E2E_NETNS";
@@ -246,6 +246,9 @@ impl Tally {
     }
 }
 
+/// The run, step by step: the signaling server, the native nodes, chromedriver and the tabs start; everyone
+/// puts, gets and looks up; tabs are checked for the records they hold for others; one tab reloads; all
+/// stops; then the summary.
 async fn swarm(opts: &Opts, host: &str, netns: bool) -> Result<(), String> {
     let tmp = tempfile::Builder::new().prefix("webdht-e2e").tempdir().map_err(|e| e.to_string())?;
     let out_dir = root().join("target/e2e");
@@ -256,27 +259,75 @@ async fn swarm(opts: &Opts, host: &str, netns: bool) -> Result<(), String> {
         opts.native,
         if netns { " (network namespace)" } else { "" }
     );
+    let mut sig = Signaling::start(host, &out_dir).await?;
+    let natives = start_natives(opts, host, &sig.ws, tmp.path(), &out_dir).await?;
+    let (_chromedriver, driver) = start_chromedriver(&out_dir).await?;
+    let tabs = open_tabs(opts, &driver, &sig.page, tmp.path(), netns).await?;
+    let join_ms = join_times(&tabs).await?;
 
-    // Signaling server serving the bundle.
-    let mut sig = Proc::new(bin("signaling-server"));
-    sig.args(["--listen", &format!("{host}:0"), "--web-dir"]).arg(bundle_dir()).stdout(Stdio::piped());
-    let mut sig = spawn(&mut sig, &out_dir.join("signaling.log"))?;
-    let mut lines = BufReader::new(sig.stdout.take().ok_or("no stdout")?).lines();
-    let addr = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-        .await
-        .map_err(|_| "signaling server did not start".to_string())?
-        .map_err(|e| e.to_string())?
-        .and_then(|l| l.strip_prefix("listening ").map(str::to_string))
-        .ok_or("signaling server did not say where it listens")?;
-    let ws = format!("ws://{addr}/ws");
-    let page = format!("http://{addr}/");
+    let joined = Swarm { opts, tabs: &tabs, natives: &natives };
+    let puts = joined.put_all().await?;
+    let gets = joined.get_all().await?;
+    let (lookups, lookup_ms) = joined.lookup_all().await?;
+    // What an id with 12 bits of proof of work costs in Chromium (Config::id_difficulty).
+    let work = tabs[0].js("return window.webdht.idWorkCost(12, 8)", vec![]).await?;
+    eprintln!("    ids with 12 bits of work in Chromium: {work}");
+    let held_for_others = joined.held_for_others().await?;
+    // A screenshot of a tab, then tab 0 reloads and must come back with its records and table.
+    let shot = screenshot_form_get(&tabs[1], &out_dir).await?;
+    let reload_restored = reload_restores(&tabs[0]).await?;
 
-    // Native nodes (TCP + WebRTC), joining through the signaling server's peers.
+    for tab in tabs {
+        let _ = tab.client.close().await;
+    }
+    drop(natives);
+    let _ = sig.process.kill().await;
+    let outcome = Outcome { join_ms, puts, gets, lookups, lookup_ms, work, held_for_others, reload_restored, shot };
+    outcome.report(opts, netns)
+}
+
+/// The signaling server, serving the bundle.
+struct Signaling {
+    /// Its stdout, open for the whole run (the server writes to it after its first line).
+    _stdout: Lines<BufReader<ChildStdout>>,
+    process: Child,
+    /// The WebSocket URL nodes signal through.
+    ws: String,
+    /// The page the tabs load.
+    page: String,
+}
+
+impl Signaling {
+    /// Starts the server on `host` and waits for the line that says where it listens.
+    async fn start(host: &str, out_dir: &Path) -> Result<Signaling, String> {
+        let mut cmd = Proc::new(bin("signaling-server"));
+        cmd.args(["--listen", &format!("{host}:0"), "--web-dir"]).arg(bundle_dir()).stdout(Stdio::piped());
+        let mut process = spawn(&mut cmd, &out_dir.join("signaling.log"))?;
+        let mut lines = BufReader::new(process.stdout.take().ok_or("no stdout")?).lines();
+        let addr = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .map_err(|_| "signaling server did not start".to_string())?
+            .map_err(|e| e.to_string())?
+            .and_then(|l| l.strip_prefix("listening ").map(str::to_string))
+            .ok_or("signaling server did not say where it listens")?;
+        Ok(Signaling { _stdout: lines, process, ws: format!("ws://{addr}/ws"), page: format!("http://{addr}/") })
+    }
+}
+
+/// A native node: its process (killed when dropped) and its data directory.
+struct Native {
+    _process: Child,
+    dir: PathBuf,
+}
+
+/// Starts the native nodes (TCP + WebRTC) one after another, each joining through the signaling server's
+/// peers (`ws`), and waits for each to answer on its control socket.
+async fn start_natives(opts: &Opts, host: &str, ws: &str, tmp: &Path, out_dir: &Path) -> Result<Vec<Native>, String> {
     let mut natives = Vec::new();
     for n in 0..opts.native {
-        let dir = tmp.path().join(format!("native-{n}"));
+        let dir = tmp.join(format!("native-{n}"));
         let mut cmd = Proc::new(bin("dht-node"));
-        cmd.args(["--listen", &format!("{host}:0"), "--signaling", &ws, "--rtc-udp", &format!("{host}:0")])
+        cmd.args(["--listen", &format!("{host}:0"), "--signaling", ws, "--rtc-udp", &format!("{host}:0")])
             .arg("--data-dir")
             .arg(&dir)
             .env("RUST_LOG", "info");
@@ -287,183 +338,272 @@ async fn swarm(opts: &Opts, host: &str, netns: bool) -> Result<(), String> {
             async move { ctl(&d, "ID").await.ok() }
         })
         .await?;
-        natives.push((child, dir));
+        natives.push(Native { _process: child, dir });
     }
+    Ok(natives)
+}
 
-    // chromedriver and the tabs.
+/// Starts chromedriver on a free port and waits until it takes connections; returns it and its URL.
+async fn start_chromedriver(out_dir: &Path) -> Result<(Child, String), String> {
     let port = free_port()?;
     let mut cd = Proc::new(CHROMEDRIVER);
     cd.arg(format!("--port={port}")).stdout(Stdio::null());
-    let _chromedriver = spawn(&mut cd, &out_dir.join("chromedriver.log"))?;
+    let chromedriver = spawn(&mut cd, &out_dir.join("chromedriver.log"))?;
     let driver = format!("http://127.0.0.1:{port}");
     wait_for("chromedriver", Duration::from_secs(30), || async {
         tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()
     })
     .await?;
+    Ok((chromedriver, driver))
+}
+
+/// Opens the tabs, each with its own Chromium profile, on `page` as node `tab{t}`.
+async fn open_tabs(opts: &Opts, driver: &str, page: &str, tmp: &Path, netns: bool) -> Result<Vec<Tab>, String> {
     let mut tabs = Vec::new();
     for t in 0..opts.tabs {
-        let tab = Tab::open(&driver, &tmp.path().join(format!("chrome-{t}")), !netns).await?;
+        let tab = Tab::open(driver, &tmp.join(format!("chrome-{t}")), !netns).await?;
         tab.client.goto(&format!("{page}?node=tab{t}")).await.map_err(|e| format!("tab {t}: {e}"))?;
         tabs.push(tab);
     }
+    Ok(tabs)
+}
+
+/// Waits for each tab in turn to join; returns their join times (ms from page load).
+async fn join_times(tabs: &[Tab]) -> Result<Vec<f64>, String> {
     let mut join_ms = Vec::new();
     for (t, tab) in tabs.iter().enumerate() {
         let ms = tab.joined().await.map_err(|e| format!("tab {t}: {e}"))?;
         eprintln!("    tab {t} joined {ms:.0} ms after page load");
         join_ms.push(ms);
     }
+    Ok(join_ms)
+}
 
-    // Everyone puts.
-    let tab_key = |t: usize, j: usize| format!("tab{t}-{j}");
-    let native_key = |n: usize, j: usize| format!("native{n}-{j}");
-    let value_of = |k: &str| format!("value-of-{k}");
-    let mut puts = Tally::default();
-    for (t, tab) in tabs.iter().enumerate() {
-        for j in 0..PUTS_EACH {
-            let k = tab_key(t, j);
-            puts.add(tab.put(&k, &value_of(&k)).await? > 0);
-        }
-    }
-    for (n, (_, dir)) in natives.iter().enumerate() {
-        for j in 0..PUTS_EACH {
-            let k = native_key(n, j);
-            puts.add(ctl(dir, &format!("PUT {k} {}", value_of(&k))).await?.starts_with("OK acks="));
-        }
-    }
+/// The key of tab `t`'s `j`th value.
+fn tab_key(t: usize, j: usize) -> String {
+    format!("tab{t}-{j}")
+}
 
-    // Everyone gets the others' values.
-    let (mut bb, mut bn, mut nb) = (Tally::default(), Tally::default(), Tally::default());
-    // Gets mostly end at home (in a swarm smaller than k every node holds every record): their times are
-    // kept apart from those of lookups, which always cross the network.
-    let mut get_ms = Vec::new();
-    for (t, tab) in tabs.iter().enumerate() {
-        for other in (0..opts.tabs).filter(|o| *o != t) {
-            for j in 0..PUTS_EACH {
-                let k = tab_key(other, j);
-                let (v, ms) = tab.get(&k).await?;
-                bb.add(v.as_deref() == Some(value_of(&k).as_str()));
-                get_ms.push(ms);
-            }
-        }
-        for n in 0..opts.native {
-            for j in 0..PUTS_EACH {
-                let k = native_key(n, j);
-                let (v, ms) = tab.get(&k).await?;
-                bn.add(v.as_deref() == Some(value_of(&k).as_str()));
-                get_ms.push(ms);
-            }
-        }
-    }
-    for (_, dir) in &natives {
-        for t in 0..opts.tabs {
+/// The key of native node `n`'s `j`th value.
+fn native_key(n: usize, j: usize) -> String {
+    format!("native{n}-{j}")
+}
+
+/// The value put under `key`.
+fn value_of(key: &str) -> String {
+    format!("value-of-{key}")
+}
+
+/// The joined swarm the checks run on.
+struct Swarm<'a> {
+    opts: &'a Opts,
+    tabs: &'a [Tab],
+    natives: &'a [Native],
+}
+
+/// Gets, by who asked whom, and the time each took. Gets mostly end at home (in a swarm smaller than k every
+/// node holds every record): their times are kept apart from those of lookups, which always cross the network.
+#[derive(Default)]
+struct Gets {
+    browser_browser: Tally,
+    browser_native: Tally,
+    native_browser: Tally,
+    ms: Vec<f64>,
+}
+
+impl Swarm<'_> {
+    /// Every tab, then every native node, puts its values; counts the acknowledged puts.
+    async fn put_all(&self) -> Result<Tally, String> {
+        let mut puts = Tally::default();
+        for (t, tab) in self.tabs.iter().enumerate() {
             for j in 0..PUTS_EACH {
                 let k = tab_key(t, j);
-                let t0 = Instant::now();
-                let reply = ctl(dir, &format!("GET {k}")).await?;
-                get_ms.push(t0.elapsed().as_secs_f64() * 1000.0);
-                nb.add(reply == format!("VALUE {}", value_of(&k)));
+                puts.add(tab.put(&k, &value_of(&k)).await? > 0);
             }
         }
-    }
-
-    // Lookups from every tab for random targets.
-    let mut lookup_ms = Vec::new();
-    let mut lookups = Tally::default();
-    for (t, tab) in tabs.iter().enumerate() {
-        for j in 0..LOOKUPS_EACH {
-            let (found, ms) = tab.find_node(&format!("target-{t}-{j}")).await?;
-            lookups.add(found as usize >= (opts.tabs + opts.native - 1).min(20));
-            lookup_ms.push(ms);
-        }
-    }
-
-    // What an id with 12 bits of proof of work costs in Chromium (Config::id_difficulty).
-    let work = tabs[0].js("return window.webdht.idWorkCost(12, 8)", vec![]).await?;
-    eprintln!("    ids with 12 bits of work in Chromium: {work}");
-
-    // Every tab serves: it holds records others put.
-    let mut held_for_others = Vec::new();
-    for (t, tab) in tabs.iter().enumerate() {
-        let mut held = 0;
-        for other in (0..opts.tabs).filter(|o| *o != t) {
+        for (n, native) in self.natives.iter().enumerate() {
             for j in 0..PUTS_EACH {
-                held += tab.get_local(&tab_key(other, j)).await?.is_some() as usize;
+                let k = native_key(n, j);
+                puts.add(ctl(&native.dir, &format!("PUT {k} {}", value_of(&k))).await?.starts_with("OK acks="));
             }
         }
-        for n in 0..opts.native {
-            for j in 0..PUTS_EACH {
-                held += tab.get_local(&native_key(n, j)).await?.is_some() as usize;
-            }
-        }
-        held_for_others.push(held);
+        Ok(puts)
     }
 
-    // A screenshot of a tab, then tab 0 reloads and must come back with its records and table.
-    // Show a get through the page's own form, as a person would use it.
+    /// Everyone gets the others' values: each tab the other tabs' and the native nodes', then each native
+    /// node the tabs'.
+    async fn get_all(&self) -> Result<Gets, String> {
+        let mut gets = Gets::default();
+        for (t, tab) in self.tabs.iter().enumerate() {
+            for other in (0..self.opts.tabs).filter(|o| *o != t) {
+                for j in 0..PUTS_EACH {
+                    let k = tab_key(other, j);
+                    let (v, ms) = tab.get(&k).await?;
+                    gets.browser_browser.add(v.as_deref() == Some(value_of(&k).as_str()));
+                    gets.ms.push(ms);
+                }
+            }
+            for n in 0..self.opts.native {
+                for j in 0..PUTS_EACH {
+                    let k = native_key(n, j);
+                    let (v, ms) = tab.get(&k).await?;
+                    gets.browser_native.add(v.as_deref() == Some(value_of(&k).as_str()));
+                    gets.ms.push(ms);
+                }
+            }
+        }
+        for native in self.natives {
+            for t in 0..self.opts.tabs {
+                for j in 0..PUTS_EACH {
+                    let k = tab_key(t, j);
+                    let t0 = Instant::now();
+                    let reply = ctl(&native.dir, &format!("GET {k}")).await?;
+                    gets.ms.push(t0.elapsed().as_secs_f64() * 1000.0);
+                    gets.native_browser.add(reply == format!("VALUE {}", value_of(&k)));
+                }
+            }
+        }
+        Ok(gets)
+    }
+
+    /// Lookups from every tab for random targets; one succeeds when it finds every other node (up to 20).
+    /// Returns the tally and the times (ms).
+    async fn lookup_all(&self) -> Result<(Tally, Vec<f64>), String> {
+        let mut lookup_ms = Vec::new();
+        let mut lookups = Tally::default();
+        for (t, tab) in self.tabs.iter().enumerate() {
+            for j in 0..LOOKUPS_EACH {
+                let (found, ms) = tab.find_node(&format!("target-{t}-{j}")).await?;
+                lookups.add(found as usize >= (self.opts.tabs + self.opts.native - 1).min(20));
+                lookup_ms.push(ms);
+            }
+        }
+        Ok((lookups, lookup_ms))
+    }
+
+    /// Every tab serves: how many of the records others put each tab holds.
+    async fn held_for_others(&self) -> Result<Vec<usize>, String> {
+        let mut held_for_others = Vec::new();
+        for (t, tab) in self.tabs.iter().enumerate() {
+            let mut held = 0;
+            for other in (0..self.opts.tabs).filter(|o| *o != t) {
+                for j in 0..PUTS_EACH {
+                    held += tab.get_local(&tab_key(other, j)).await?.is_some() as usize;
+                }
+            }
+            for n in 0..self.opts.native {
+                for j in 0..PUTS_EACH {
+                    held += tab.get_local(&native_key(n, j)).await?.is_some() as usize;
+                }
+            }
+            held_for_others.push(held);
+        }
+        Ok(held_for_others)
+    }
+}
+
+/// Shows a get through the page's own form on `tab`, as a person would use it, and saves a screenshot of it
+/// as `tab1.png` in `out_dir`; returns its path.
+async fn screenshot_form_get(tab: &Tab, out_dir: &Path) -> Result<PathBuf, String> {
     let form = "document.getElementById('key').value = arguments[0]; document.getElementById('get').click();";
-    tabs[1].js(form, vec![json!(native_key(0, 0))]).await?;
+    tab.js(form, vec![json!(native_key(0, 0))]).await?;
     tokio::time::sleep(Duration::from_millis(1500)).await; // the get, and one page refresh cycle
     let shot = out_dir.join("tab1.png");
-    let png = tabs[1].client.screenshot().await.map_err(|e| format!("screenshot: {e}"))?;
+    let png = tab.client.screenshot().await.map_err(|e| format!("screenshot: {e}"))?;
     std::fs::write(&shot, png).map_err(|e| e.to_string())?;
-    let id_before = tabs[0].js("return window.webdht.node.id()", vec![]).await?;
-    tabs[0].client.refresh().await.map_err(|e| format!("reload: {e}"))?;
-    let rejoin_ms = tabs[0].joined().await.map_err(|e| format!("tab 0 after reload: {e}"))?;
-    let stats = tabs[0].js("return window.webdht.node.stats()", vec![]).await?;
-    let id_after = tabs[0].js("return window.webdht.node.id()", vec![]).await?;
-    let own_local = tabs[0].get_local(&tab_key(0, 0)).await?;
+    Ok(shot)
+}
+
+/// Reloads tab 0, which must come back with the same id, its own records and its routing table.
+async fn reload_restores(tab: &Tab) -> Result<bool, String> {
+    let id_before = tab.js("return window.webdht.node.id()", vec![]).await?;
+    tab.client.refresh().await.map_err(|e| format!("reload: {e}"))?;
+    let rejoin_ms = tab.joined().await.map_err(|e| format!("tab 0 after reload: {e}"))?;
+    let stats = tab.js("return window.webdht.node.stats()", vec![]).await?;
+    let id_after = tab.js("return window.webdht.node.id()", vec![]).await?;
+    let own_local = tab.get_local(&tab_key(0, 0)).await?;
     let reload_restored = id_before == id_after
         && stats["restoredRecords"].as_u64().unwrap_or(0) > 0
         && stats["restoredContacts"].as_u64().unwrap_or(0) > 0
         && own_local.is_some();
     eprintln!("    tab 0 reloaded: same id {}, {stats}, rejoined in {rejoin_ms:.0} ms", id_before == id_after);
+    Ok(reload_restored)
+}
 
-    for tab in tabs {
-        let _ = tab.client.close().await;
-    }
-    drop(natives);
-    let _ = sig.kill().await;
+/// What the run measured.
+struct Outcome {
+    join_ms: Vec<f64>,
+    puts: Tally,
+    gets: Gets,
+    lookups: Tally,
+    lookup_ms: Vec<f64>,
+    /// The cost of ids with proof of work in Chromium, as the page reports it.
+    work: Value,
+    held_for_others: Vec<usize>,
+    reload_restored: bool,
+    shot: PathBuf,
+}
 
-    join_ms.sort_by(f64::total_cmp);
-    lookup_ms.sort_by(f64::total_cmp);
-    get_ms.sort_by(f64::total_cmp);
-    let all = Tally { ok: bb.ok + bn.ok + nb.ok + puts.ok, total: bb.total + bn.total + nb.total + puts.total };
-    eprintln!("e2e summary");
-    eprintln!("  puts acknowledged        {}/{}", puts.ok, puts.total);
-    eprintln!("  browser → browser gets   {}/{}", bb.ok, bb.total);
-    eprintln!("  browser → native gets    {}/{}", bn.ok, bn.total);
-    eprintln!("  native → browser gets    {}/{}", nb.ok, nb.total);
-    eprintln!("  join ms p50 / max        {:.0} / {:.0}", percentile(&join_ms, 0.5), percentile(&join_ms, 1.0));
-    eprintln!("  lookup ms p50 / p99      {:.1} / {:.1}", percentile(&lookup_ms, 0.5), percentile(&lookup_ms, 0.99));
-    eprintln!("  lookups that found all   {}/{}", lookups.ok, lookups.total);
-    eprintln!("  get ms p50 / p99         {:.1} / {:.1}", percentile(&get_ms, 0.5), percentile(&get_ms, 0.99));
-    eprintln!("  records held for others  {held_for_others:?} (per tab)");
-    eprintln!("  reload restored          {reload_restored}");
-    eprintln!("  screenshot               {}", shot.display());
-    let summary = json!({
-        "tabs": opts.tabs,
-        "native": opts.native,
-        "netns": netns,
-        "join_ms_p50": percentile(&join_ms, 0.5),
-        "join_ms_max": percentile(&join_ms, 1.0),
-        "lookup_ms_p50": percentile(&lookup_ms, 0.5),
-        "lookup_ms_p99": percentile(&lookup_ms, 0.99),
-        "get_ms_p50": percentile(&get_ms, 0.5),
-        "get_ms_p99": percentile(&get_ms, 0.99),
-        "lookup_success_rate": lookups.rate(),
-        "put_get_success_rate": all.rate(),
-        "browser_browser_rate": bb.rate(),
-        "browser_native_rate": bn.rate(),
-        "native_browser_rate": nb.rate(),
-        "held_for_others_min": held_for_others.iter().min().copied().unwrap_or(0),
-        "reload_restored": reload_restored,
-        "id_work_12_ms_per_id_chromium": work["msPerId"],
-        "id_work_us_per_try_chromium": work["usPerTry"],
-        "screenshot": shot.display().to_string(),
-    });
-    println!("{summary}");
-    if all.ok != all.total || lookups.ok != lookups.total || !reload_restored || held_for_others.contains(&0) {
-        return Err("e2e: some checks failed (see the summary above)".into());
+impl Outcome {
+    /// Prints the summary, a table on stderr and one JSON line on stdout; fails if any check failed.
+    fn report(mut self, opts: &Opts, netns: bool) -> Result<(), String> {
+        self.join_ms.sort_by(f64::total_cmp);
+        self.lookup_ms.sort_by(f64::total_cmp);
+        self.gets.ms.sort_by(f64::total_cmp);
+        let g = &self.gets;
+        let all = Tally {
+            ok: g.browser_browser.ok + g.browser_native.ok + g.native_browser.ok + self.puts.ok,
+            total: g.browser_browser.total + g.browser_native.total + g.native_browser.total + self.puts.total,
+        };
+        self.print_table();
+        println!("{}", self.json(opts, netns, &all));
+        let (lookups, held) = (&self.lookups, &self.held_for_others);
+        if all.ok != all.total || lookups.ok != lookups.total || !self.reload_restored || held.contains(&0) {
+            return Err("e2e: some checks failed (see the summary above)".into());
+        }
+        Ok(())
     }
-    Ok(())
+
+    /// The summary for people, on stderr (times sorted).
+    fn print_table(&self) {
+        let (g, join_ms, lookup_ms) = (&self.gets, &self.join_ms, &self.lookup_ms);
+        eprintln!("e2e summary");
+        eprintln!("  puts acknowledged        {}/{}", self.puts.ok, self.puts.total);
+        eprintln!("  browser → browser gets   {}/{}", g.browser_browser.ok, g.browser_browser.total);
+        eprintln!("  browser → native gets    {}/{}", g.browser_native.ok, g.browser_native.total);
+        eprintln!("  native → browser gets    {}/{}", g.native_browser.ok, g.native_browser.total);
+        eprintln!("  join ms p50 / max        {:.0} / {:.0}", percentile(join_ms, 0.5), percentile(join_ms, 1.0));
+        eprintln!("  lookup ms p50 / p99      {:.1} / {:.1}", percentile(lookup_ms, 0.5), percentile(lookup_ms, 0.99));
+        eprintln!("  lookups that found all   {}/{}", self.lookups.ok, self.lookups.total);
+        eprintln!("  get ms p50 / p99         {:.1} / {:.1}", percentile(&g.ms, 0.5), percentile(&g.ms, 0.99));
+        eprintln!("  records held for others  {:?} (per tab)", self.held_for_others);
+        eprintln!("  reload restored          {}", self.reload_restored);
+        eprintln!("  screenshot               {}", self.shot.display());
+    }
+
+    /// The summary as one JSON object (times sorted; `all` tallies the puts and every kind of get).
+    fn json(&self, opts: &Opts, netns: bool, all: &Tally) -> Value {
+        let (g, join_ms, lookup_ms) = (&self.gets, &self.join_ms, &self.lookup_ms);
+        json!({
+            "tabs": opts.tabs,
+            "native": opts.native,
+            "netns": netns,
+            "join_ms_p50": percentile(join_ms, 0.5),
+            "join_ms_max": percentile(join_ms, 1.0),
+            "lookup_ms_p50": percentile(lookup_ms, 0.5),
+            "lookup_ms_p99": percentile(lookup_ms, 0.99),
+            "get_ms_p50": percentile(&g.ms, 0.5),
+            "get_ms_p99": percentile(&g.ms, 0.99),
+            "lookup_success_rate": self.lookups.rate(),
+            "put_get_success_rate": all.rate(),
+            "browser_browser_rate": g.browser_browser.rate(),
+            "browser_native_rate": g.browser_native.rate(),
+            "native_browser_rate": g.native_browser.rate(),
+            "held_for_others_min": self.held_for_others.iter().min().copied().unwrap_or(0),
+            "reload_restored": self.reload_restored,
+            "id_work_12_ms_per_id_chromium": self.work["msPerId"],
+            "id_work_us_per_try_chromium": self.work["usPerTry"],
+            "screenshot": self.shot.display().to_string(),
+        })
+    }
 }
