@@ -77,7 +77,7 @@ proptest! {
                     }
                 }
             }
-            for (peer, _) in &before {
+            for peer in before.keys() {
                 prop_assert!(table.contains(peer) || allowed_out.contains(peer), "an entry was evicted");
             }
             for (index, entries) in table.buckets() {
