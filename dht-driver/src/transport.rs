@@ -63,7 +63,7 @@ pub enum TransportError {
     #[error("no usable address for {0}")]
     NoAddress(NodeId),
     /// The peer proved another identity than the one dialed (or than the one a signaling server named).
-    #[error("dialed {expected}, reached {actual}")]
+    #[error("expected peer {expected}, reached {actual}")]
     WrongPeer {
         /// The id dialed.
         expected: NodeId,
