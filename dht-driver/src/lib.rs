@@ -14,8 +14,7 @@ mod handle;
 pub mod memory;
 mod transport;
 
-pub use clock::Clock;
-pub use clock::SystemClock;
+pub use clock::{timeout, Clock, Elapsed, SharedClock, SystemClock};
 pub use driver::{key_for, start, DriverConfig};
 pub use handle::{DriverError, NodeEvent, NodeHandle, PutOutcome};
-pub use transport::{MessageBudget, PeerLink, Transport, TransportError, Transports};
+pub use transport::{BoxError, MessageBudget, PeerLink, Transport, TransportError, Transports};

@@ -52,24 +52,48 @@ impl MessageBudget {
     }
 }
 
-/// Why a dial failed.
+/// An error from below a transport (a handshake's, a codec's), kept as the source of a [`TransportError`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Why a dial failed, or why an open link ended. Branch on the variants; the texts are for people.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TransportError {
     /// None of the peer's addresses is usable by this transport.
     #[error("no usable address for {0}")]
     NoAddress(NodeId),
-    /// The connection could not be made.
-    #[error("cannot connect: {0}")]
-    Connect(String),
-    /// The peer proved another identity than the one dialed.
-    #[error("dialed {expected}, reached {actual}")]
+    /// The peer proved another identity than the one dialed (or than the one a signaling server named).
+    #[error("expected peer {expected}, reached {actual}")]
     WrongPeer {
         /// The id dialed.
         expected: NodeId,
         /// The id proven.
         actual: NodeId,
     },
+    /// A step did not finish in time: the named one (`"connect"`, `"handshake"`, `"answer"`, ...).
+    #[error("{0} timed out")]
+    Timeout(&'static str),
+    /// The handshake failed: the peer's messages were invalid, or the stream ended or broke during it.
+    #[error("handshake failed: {0}")]
+    Handshake(#[source] BoxError),
+    /// The link's stream broke after the handshake: a frame failed to decrypt, was malformed or cut short.
+    #[error("link failed: {0}")]
+    Link(#[source] BoxError),
+    /// The connection, or the other end of a queue, went away.
+    #[error("connection closed")]
+    Closed,
+    /// The connection's socket failed.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    /// The peer refused the link (e.g. it is setting up too many).
+    #[error("refused by the peer: {0}")]
+    Refused(String),
+    /// The signaling server could not relay the setup, or could not be reached.
+    #[error("signaling: {0}")]
+    Signaling(String),
+    /// The platform could not set the connection up (what it reported).
+    #[error("cannot connect: {0}")]
+    Connect(String),
 }
 
 /// A way to reach peers. Implementations authenticate every link before handing it over.

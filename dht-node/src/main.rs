@@ -9,7 +9,7 @@ mod control;
 
 use clap::{Parser, Subcommand};
 use dht_core::Contact;
-use dht_driver::{start, DriverConfig, SystemClock, Transport, Transports};
+use dht_driver::{start, DriverConfig, SharedClock, Transport, Transports};
 use dht_link::Identity;
 use kvstore::{SledStore, Store};
 use std::net::SocketAddr;
@@ -123,11 +123,14 @@ async fn run(args: RunArgs) -> Result<(), String> {
     if args.no_tcp && args.signaling.is_none() {
         return Err("--no-tcp needs --signaling (the node would be unreachable)".into());
     }
+    // One clock for the transports and the driver.
+    let clock = SharedClock::default();
     let mut transports: Vec<Box<dyn Transport>> = Vec::new();
     let mut addrs = Vec::new();
     let mut tcp = None;
     if !args.no_tcp {
-        let t = TcpTransport::bind(args.listen, identity.clone(), vec![], TcpConfig::default())
+        let config = TcpConfig { clock: clock.clone(), ..TcpConfig::default() };
+        let t = TcpTransport::bind(args.listen, identity.clone(), vec![], config)
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
         addrs.extend(t.local_contact().addrs.iter().cloned());
@@ -138,6 +141,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
         let config = RtcConfig {
             ice_servers: args.ice_server.clone(),
             udp_addrs: vec![args.rtc_udp.clone()],
+            clock: clock.clone(),
             ..RtcConfig::loopback(url.clone())
         };
         let t = WebRtcTransport::start(identity.clone(), addrs.clone(), config)
@@ -172,7 +176,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
     }
     let transport = Transports(transports);
     let seed = u64::from_be_bytes(identity.public_key()[..8].try_into().expect("8 bytes"));
-    let (handle, task) = start(DriverConfig::new(contact.clone(), seed), transport, store, SystemClock);
+    let (handle, task) = start(DriverConfig::new(contact.clone(), seed), transport, store, clock);
     let node_task = tokio::task::spawn_local(task);
     let control = control::serve(args.control, &args.data_dir, handle.clone(), contact.clone()).await?;
     if !seeds.is_empty() {

@@ -5,17 +5,20 @@
 //! `tokio::task::spawn_local`: run the node inside a `tokio::task::LocalSet`.
 //!
 //! Limits: inbound connections at once, handshake deadline (which also ends slow-loris peers), bytes
-//! buffered per connection (through the link's send queue and a bounded channel to the driver).
+//! buffered per connection (through the link's send queue and a bounded channel to the driver), a per-peer
+//! message budget, and linger. The loop that enforces them is `dht-link-io`'s, shared with WebRTC: this
+//! crate supplies the socket as its [`dht_link_io::Pipe`], and time comes from [`TcpConfig::clock`].
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
-use dht_core::{Address, Contact, Instant, Message};
-use dht_driver::{MessageBudget, PeerLink, Transport, TransportError};
-use dht_link::{Identity, Link, LinkConfig, LinkError};
-use futures::channel::{mpsc, oneshot};
+use dht_core::{Address, Contact};
+use dht_driver::{timeout, Clock, PeerLink, SharedClock, Transport, TransportError};
+use dht_link::{Identity, Link, LinkConfig};
+use dht_link_io::{handshake, handshake_error, Pipe};
+use futures::channel::mpsc;
 use futures::future::LocalBoxFuture;
 use futures::stream::LocalBoxStream;
-use futures::{FutureExt, SinkExt, StreamExt};
+use futures::{FutureExt, StreamExt};
 use std::cell::Cell;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -26,12 +29,15 @@ use tokio::net::{TcpListener, TcpStream};
 /// The prefix of TCP addresses: `tcp:127.0.0.1:4000`.
 pub const SCHEME: &str = "tcp:";
 
+/// The Noise prologue of TCP links.
+const PROLOGUE: &[u8] = b"webdht/tcp/1";
+
 /// The TCP address form of a socket address.
 pub fn address(addr: SocketAddr) -> Address {
     Address::new(format!("{SCHEME}{addr}"))
 }
 
-/// Limits of the transport.
+/// Settings and limits of the transport.
 #[derive(Debug, Clone)]
 pub struct TcpConfig {
     /// Link settings (handshake timeout, message size, send buffer).
@@ -52,6 +58,8 @@ pub struct TcpConfig {
     pub peer_rate: u32,
     /// Messages a peer may send at once before `peer_rate` applies.
     pub peer_burst: u32,
+    /// Where deadlines, linger and the budget's refill take their time (give the node's driver the same).
+    pub clock: SharedClock,
 }
 
 impl Default for TcpConfig {
@@ -63,6 +71,19 @@ impl Default for TcpConfig {
             linger: Duration::from_secs(1),
             peer_rate: 1000,
             peer_burst: 2000,
+            clock: SharedClock::default(),
+        }
+    }
+}
+
+impl TcpConfig {
+    /// What the link loop needs of these settings.
+    fn link_io(&self) -> dht_link_io::Config {
+        dht_link_io::Config {
+            queue: self.channel_capacity.max(1),
+            linger: self.linger,
+            peer_rate: self.peer_rate,
+            peer_burst: self.peer_burst,
         }
     }
 }
@@ -74,10 +95,6 @@ pub struct TcpTransport {
     config: TcpConfig,
     incoming: Option<mpsc::UnboundedReceiver<PeerLink>>,
     local_addr: SocketAddr,
-}
-
-fn now_ms() -> Instant {
-    dht_driver::Clock::now(&dht_driver::SystemClock)
 }
 
 impl TcpTransport {
@@ -109,26 +126,12 @@ impl TcpTransport {
     /// peer proved (its id and advertised addresses); the connection is then closed. How a node turns a
     /// bootstrap address into a contact it can dial by id.
     pub async fn probe(&self, addr: SocketAddr) -> Result<Contact, TransportError> {
-        let stream = tokio::time::timeout(self.config.link.handshake_timeout, TcpStream::connect(addr))
-            .await
-            .map_err(|_| TransportError::Connect(format!("{addr}: connect timed out")))?
-            .map_err(|e| TransportError::Connect(format!("{addr}: {e}")))?;
-        let link = Link::initiator(
-            &self.identity,
-            None,
-            b"webdht/tcp/1",
-            self.local.addrs.clone(),
-            &self.config.link,
-            now_ms(),
-        )
-        .map_err(|e| TransportError::Connect(e.to_string()))?;
-        let (ready_tx, ready_rx) = oneshot::channel();
-        tokio::task::spawn_local(async move {
-            let probe = ConnParams { capacity: 1, linger: Duration::ZERO, peer_rate: 0, peer_burst: 1 };
-            let _ = run_connection(stream, link, probe, ready_tx).await;
-        });
-        let peer = ready_rx.await.map_err(|_| TransportError::Connect(format!("{addr}: handshake failed")))?;
-        let mut contact = peer.remote;
+        let stream = connect(addr, &self.config).await?;
+        let clock = &self.config.clock;
+        let link =
+            Link::initiator(&self.identity, None, PROLOGUE, self.local.addrs.clone(), &self.config.link, clock.now())
+                .map_err(handshake_error)?;
+        let mut contact = handshake(TcpPipe::new(stream), link, clock).await?.remote().clone();
         if contact.addrs.is_empty() {
             contact.addrs.push(address(addr));
         }
@@ -139,6 +142,12 @@ impl TcpTransport {
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }
+}
+
+/// A TCP connection to `addr`, within the handshake's time limit.
+async fn connect(addr: SocketAddr, config: &TcpConfig) -> Result<TcpStream, TransportError> {
+    let connecting = timeout(&config.clock, config.link.handshake_timeout, TcpStream::connect(addr));
+    Ok(connecting.await.map_err(|_| TransportError::Timeout("connect"))??)
 }
 
 async fn accept_loop(
@@ -154,7 +163,7 @@ async fn accept_loop(
             Ok(x) => x,
             Err(e) => {
                 tracing::warn!("accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                config.clock.sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
@@ -163,192 +172,87 @@ async fn accept_loop(
             drop(stream);
             continue;
         }
-        open.set(open.get() + 1);
-        let link = match Link::responder(&identity, b"webdht/tcp/1", addrs.clone(), &config.link, now_ms()) {
+        let link = match Link::responder(&identity, PROLOGUE, addrs.clone(), &config.link, config.clock.now()) {
             Ok(l) => l,
             Err(e) => {
                 tracing::error!("cannot start a handshake: {e}");
-                open.set(open.get() - 1);
                 continue;
             }
         };
-        let (ready_tx, ready_rx) = oneshot::channel();
-        let open2 = Rc::clone(&open);
-        let params = ConnParams::of(&config);
+        open.set(open.get() + 1);
+        let (open, config, links) = (Rc::clone(&open), config.clone(), links.clone());
         tokio::task::spawn_local(async move {
-            if let Err(e) = run_connection(stream, link, params, ready_tx).await {
+            if let Err(e) = inbound(stream, link, &config, &links).await {
                 tracing::info!(%peer, "inbound connection closed: {e}");
             }
-            open2.set(open2.get() - 1);
-        });
-        let links = links.clone();
-        tokio::task::spawn_local(async move {
-            if let Ok(link) = ready_rx.await {
-                let _ = links.unbounded_send(link);
-            }
+            open.set(open.get() - 1);
         });
     }
 }
 
-/// What a connection's task needs of the transport's settings.
-#[derive(Debug, Clone, Copy)]
-struct ConnParams {
-    capacity: usize,
-    linger: Duration,
-    peer_rate: u32,
-    peer_burst: u32,
+/// An accepted connection: handshake, hand the link to the driver, carry its messages until it ends.
+async fn inbound(
+    stream: TcpStream,
+    link: Link,
+    config: &TcpConfig,
+    links: &mpsc::UnboundedSender<PeerLink>,
+) -> Result<(), TransportError> {
+    let opened = handshake(TcpPipe::new(stream), link, &config.clock).await?;
+    let (peer, carry) = opened.start(config.link_io(), config.clock.clone());
+    links.unbounded_send(peer).map_err(|_| TransportError::Closed)?;
+    carry.await
 }
 
-impl ConnParams {
-    fn of(c: &TcpConfig) -> Self {
-        ConnParams {
-            capacity: c.channel_capacity.max(1),
-            linger: c.linger,
-            peer_rate: c.peer_rate,
-            peer_burst: c.peer_burst,
-        }
+/// A TCP connection as the link loop's [`Pipe`].
+struct TcpPipe(TcpStream);
+
+impl TcpPipe {
+    fn new(stream: TcpStream) -> Self {
+        let _ = stream.set_nodelay(true);
+        TcpPipe(stream)
     }
 }
 
-/// Why a connection ended.
-#[derive(Debug)]
-enum ConnError {
-    Io(std::io::Error),
-    Link(LinkError),
-    Closed,
+/// What one attempt to read found.
+enum Attempt<R, F> {
+    Read(R),
+    End,
+    /// The readiness was spurious: `take` is handed back for the next attempt.
+    Again(F),
 }
 
-impl core::fmt::Display for ConnError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
-            ConnError::Io(e) => write!(f, "i/o: {e}"),
-            ConnError::Link(e) => write!(f, "{e}"),
-            ConnError::Closed => write!(f, "closed"),
-        }
-    }
-}
-
-async fn write_pending(stream: &mut TcpStream, link: &mut Link) -> Result<(), ConnError> {
-    while !link.pending().is_empty() {
-        let n = stream.write(link.pending()).await.map_err(ConnError::Io)?;
-        if n == 0 {
-            return Err(ConnError::Closed);
-        }
-        link.advance(n);
-    }
-    Ok(())
-}
-
-/// Feeds what the socket has to the link: `None` at the end of the stream, else the messages completed
-/// (none when the readiness was spurious). The buffer is on the stack of this synchronous call, so an idle
+/// Hands what the socket has to `take`. The buffer is on the stack of this synchronous call, so an idle
 /// connection holds no read buffer.
-fn read_into(stream: &TcpStream, link: &mut Link) -> Result<Option<Vec<Message>>, ConnError> {
+fn try_read<R, F: FnOnce(&[u8]) -> R>(stream: &TcpStream, take: F) -> std::io::Result<Attempt<R, F>> {
     let mut buf = [0u8; 16 * 1024];
     match stream.try_read(&mut buf) {
-        Ok(0) => Ok(None),
-        Ok(n) => link.feed(&buf[..n], now_ms()).map(Some).map_err(ConnError::Link),
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(Some(Vec::new())),
-        Err(e) => Err(ConnError::Io(e)),
+        Ok(0) => Ok(Attempt::End),
+        Ok(n) => Ok(Attempt::Read(take(&buf[..n]))),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(Attempt::Again(take)),
+        Err(e) => Err(e),
     }
 }
 
-/// Delivers what still arrives on a connection the driver let go of, for `linger`, then returns (closing it).
-async fn drain_then_close(
-    stream: &TcpStream,
-    link: &mut Link,
-    to_driver: &mut mpsc::Sender<Message>,
-    linger: Duration,
-) -> Result<(), ConnError> {
-    let deadline = tokio::time::sleep(linger);
-    tokio::pin!(deadline);
-    loop {
-        tokio::select! {
-            _ = &mut deadline => return Ok(()),
-            ready = stream.readable() => {
-                ready.map_err(ConnError::Io)?;
-                let Some(msgs) = read_into(stream, link)? else { return Ok(()) };
-                for msg in msgs {
-                    to_driver.send(msg).await.map_err(|_| ConnError::Closed)?;
-                }
-            }
-        }
+impl Pipe for TcpPipe {
+    /// Messages the driver has ready are written together up to this size (fewer, fuller segments).
+    fn chunk(&self) -> usize {
+        16 * 1024
     }
-}
 
-/// Handshake, then shuttle messages both ways until either side closes or fails.
-async fn run_connection(
-    mut stream: TcpStream,
-    mut link: Link,
-    params: ConnParams,
-    ready: oneshot::Sender<PeerLink>,
-) -> Result<(), ConnError> {
-    let ConnParams { capacity, linger, peer_rate, peer_burst } = params;
-    let _ = stream.set_nodelay(true);
-    // Handshake, bounded by the link's deadline.
-    let deadline = link.poll_timeout().map(|t| t.saturating_since(now_ms())).unwrap_or_default();
-    // Messages that arrived in the same read as the last handshake message.
-    let mut early = Vec::new();
-    let handshake = async {
+    async fn read<R>(&mut self, take: impl FnOnce(&[u8]) -> R) -> Result<Option<R>, TransportError> {
+        let mut take = take;
         loop {
-            write_pending(&mut stream, &mut link).await?;
-            if link.is_open() {
-                return Ok::<(), ConnError>(());
-            }
-            stream.readable().await.map_err(ConnError::Io)?;
-            match read_into(&stream, &mut link)? {
-                Some(msgs) => early.extend(msgs),
-                None => return Err(ConnError::Link(link.finish().err().unwrap_or(LinkError::NotReady))),
+            self.0.readable().await?;
+            match try_read(&self.0, take)? {
+                Attempt::Read(r) => return Ok(Some(r)),
+                Attempt::End => return Ok(None),
+                Attempt::Again(t) => take = t,
             }
         }
-    };
-    match tokio::time::timeout(deadline, handshake).await {
-        Ok(r) => r?,
-        Err(_) => return Err(ConnError::Link(LinkError::HandshakeTimeout)),
     }
-    let remote = link.remote().cloned().ok_or(ConnError::Link(LinkError::NotReady))?;
-    let (to_conn_tx, mut to_conn_rx) = mpsc::channel::<Message>(capacity);
-    let (mut to_driver_tx, to_driver_rx) = mpsc::channel::<Message>(capacity);
-    if ready.send(PeerLink { remote: remote.clone(), tx: to_conn_tx, rx: to_driver_rx }).is_err() {
-        return Err(ConnError::Closed);
-    }
-    tracing::debug!(peer = %remote.id, "link open");
-    let mut budget = MessageBudget::new(peer_rate, peer_burst, now_ms().as_millis());
-    let _ = budget.take(early.len(), now_ms().as_millis());
-    for msg in early {
-        to_driver_tx.send(msg).await.map_err(|_| ConnError::Closed)?;
-    }
-    loop {
-        tokio::select! {
-            ready = stream.readable() => {
-                ready.map_err(ConnError::Io)?;
-                let Some(msgs) = read_into(&stream, &mut link)? else {
-                    link.finish().map_err(ConnError::Link)?;
-                    return Err(ConnError::Closed);
-                };
-                let wait = budget.take(msgs.len(), now_ms().as_millis());
-                for msg in msgs {
-                    // Waiting here is the backpressure: we stop reading while the driver is behind.
-                    to_driver_tx.send(msg).await.map_err(|_| ConnError::Closed)?;
-                }
-                if !wait.is_zero() {
-                    // Over the peer's budget: read nothing from it until the budget refills.
-                    tokio::time::sleep(wait).await;
-                }
-            }
-            out = to_conn_rx.next() => {
-                let Some(msg) = out else {
-                    // The driver let go of this link: keep reading (answers in flight) for a while, send
-                    // nothing more, then close.
-                    return drain_then_close(&stream, &mut link, &mut to_driver_tx, linger).await;
-                };
-                match link.send(&msg) {
-                    Ok(()) => {}
-                    Err(LinkError::Codec(e)) => tracing::warn!(peer = %remote.id, "message not sent: {e}"),
-                    Err(e) => return Err(ConnError::Link(e)),
-                }
-                write_pending(&mut stream, &mut link).await?;
-            }
-        }
+
+    async fn write(&mut self, bytes: &[u8]) -> Result<usize, TransportError> {
+        Ok(self.0.write(bytes).await?)
     }
 }
 
@@ -359,31 +263,19 @@ impl Transport for TcpTransport {
             (self.identity.clone(), self.local.addrs.clone(), self.config.clone(), peer.id);
         async move {
             let target = target.ok_or(TransportError::NoAddress(expected))?;
-            let stream = tokio::time::timeout(config.link.handshake_timeout, TcpStream::connect(target))
+            let stream = connect(target, &config).await?;
+            let link = Link::initiator(&identity, Some(expected), PROLOGUE, addrs, &config.link, config.clock.now())
+                .map_err(handshake_error)?;
+            let opened = handshake(TcpPipe::new(stream), link, &config.clock)
                 .await
-                .map_err(|_| TransportError::Connect(format!("{target}: connect timed out")))?
-                .map_err(|e| TransportError::Connect(format!("{target}: {e}")))?;
-            let link = Link::initiator(&identity, Some(expected), b"webdht/tcp/1", addrs, &config.link, now_ms())
-                .map_err(|e| TransportError::Connect(e.to_string()))?;
-            let (ready_tx, ready_rx) = oneshot::channel();
-            let (err_tx, err_rx) = oneshot::channel();
+                .inspect_err(|e| tracing::info!(%target, "outbound connection closed: {e}"))?;
+            let (peer, carry) = opened.start(config.link_io(), config.clock.clone());
             tokio::task::spawn_local(async move {
-                if let Err(e) = run_connection(stream, link, ConnParams::of(&config), ready_tx).await {
+                if let Err(e) = carry.await {
                     tracing::info!(%target, "outbound connection closed: {e}");
-                    let _ = err_tx.send(e.to_string());
                 }
             });
-            match ready_rx.await {
-                Ok(link) => Ok(link),
-                Err(_) => {
-                    let reason = err_rx.await.unwrap_or_else(|_| "closed".into());
-                    if reason.contains("expected") {
-                        Err(TransportError::Connect(reason))
-                    } else {
-                        Err(TransportError::Connect(format!("{target}: {reason}")))
-                    }
-                }
-            }
+            Ok(peer)
         }
         .boxed_local()
     }

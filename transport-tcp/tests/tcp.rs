@@ -1,7 +1,7 @@
 //! Real sockets on 127.0.0.1: driver nodes over TCP, and hostile clients that must not hurt them.
 
 use dht_core::Key;
-use dht_driver::{start, DriverConfig, NodeHandle, SystemClock, Transport};
+use dht_driver::{start, DriverConfig, NodeHandle, SystemClock, Transport, TransportError};
 use dht_link::{Identity, LinkConfig};
 use kvstore::MemoryStore;
 use std::time::Duration;
@@ -92,7 +92,11 @@ async fn nodes_over_tcp_put_and_get_and_shrug_off_bad_clients() {
             let mut wrong = seed_contact.clone();
             wrong.id = nodes[1].1.id;
             let err = dialer.dial(&wrong).await.unwrap_err();
-            assert!(err.to_string().contains("expected"), "{err}");
+            let (dialed, listening) = (nodes[1].1.id, seed_contact.id);
+            assert!(
+                matches!(err, TransportError::WrongPeer { expected, actual } if expected == dialed && actual == listening),
+                "{err}"
+            );
 
             // The honest peers saw nothing: every value comes back from another node.
             for i in 0..10u32 {

@@ -22,11 +22,8 @@
 //! `RTCPeerConnection` and `WebSocket` through web-sys, tasks on `wasm-bindgen-futures`).
 #![warn(missing_docs)]
 
-use dht_core::{Address, Contact, Instant, Message};
-use dht_driver::PeerLink;
-use dht_link::{Link, LinkError};
-use futures::channel::{mpsc, oneshot};
-use futures::{FutureExt, SinkExt, StreamExt};
+use dht_core::Address;
+use dht_driver::SharedClock;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -45,42 +42,19 @@ pub use backend::channel_throughput;
 pub use signaling::SignalingClient;
 pub use transport::WebRtcTransport;
 
-/// The few runtime services the shared code needs, the same on both targets.
+/// The few runtime services the shared code needs, the same on both targets (time comes from
+/// [`RtcConfig::clock`]).
 mod rt {
-    use std::future::Future;
-    use std::time::Duration;
-
     pub(crate) use crate::backend::spawn;
-
-    /// Milliseconds since the Unix epoch, as the links' deadlines use.
-    pub(crate) fn now_ms() -> dht_core::Instant {
-        dht_driver::Clock::now(&dht_driver::SystemClock)
-    }
 
     /// A random session id: it only pairs an answer with its offer (the handshake decides who is who).
     pub(crate) fn random_u64() -> Result<u64, String> {
         getrandom::u64().map_err(|e| format!("randomness: {e}"))
     }
-
-    pub(crate) async fn sleep(d: Duration) {
-        futures_timer::Delay::new(d).await
-    }
-
-    /// `f`, or `Err(())` once `d` has passed.
-    pub(crate) async fn timeout<F: Future>(d: Duration, f: F) -> Result<F::Output, ()> {
-        use futures::FutureExt;
-        futures::select! {
-            out = f.fuse() => Ok(out),
-            _ = sleep(d).fuse() => Err(()),
-        }
-    }
 }
 
 /// Largest data-channel message we send, in bytes (the size all browsers accept).
 pub const MAX_CHUNK: usize = 16 * 1024;
-
-/// Messages ready from the driver that a link packs into shared chunks before it reads from its peer again.
-const COALESCE: usize = 32;
 
 /// Address scheme of WebRTC contacts.
 pub const SCHEME: &str = "rtc:";
@@ -118,6 +92,9 @@ pub struct RtcConfig {
     pub peer_rate: u32,
     /// Messages a peer may send at once before `peer_rate` applies.
     pub peer_burst: u32,
+    /// Where every deadline, linger and the budget's refill take their time (give the node's driver the
+    /// same).
+    pub clock: SharedClock,
 }
 
 impl RtcConfig {
@@ -135,6 +112,17 @@ impl RtcConfig {
             linger: Duration::from_secs(1),
             peer_rate: 1000,
             peer_burst: 2000,
+            clock: SharedClock::default(),
+        }
+    }
+
+    /// What the link loop needs of these settings.
+    pub(crate) fn link_io(&self) -> dht_link_io::Config {
+        dht_link_io::Config {
+            queue: self.queue,
+            linger: self.linger,
+            peer_rate: self.peer_rate,
+            peer_burst: self.peer_burst,
         }
     }
 }
@@ -189,199 +177,6 @@ pub fn prologue(offer_sdp: &str, answer_sdp: &str) -> Vec<u8> {
     p
 }
 
-/// Why a link over a channel ended.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum PipeError {
-    #[error("link: {0}")]
-    Link(#[from] LinkError),
-    #[error("channel closed")]
-    Closed,
-    #[error("handshake timed out")]
-    Timeout,
-}
-
-/// A data channel seen as two bounded queues of byte chunks. The backend moves chunks between these and
-/// the real channel, waiting when the channel's buffer is full; the link never sees the channel itself.
-pub(crate) struct Pipe {
-    pub(crate) out: mpsc::Sender<Vec<u8>>,
-    pub(crate) inc: mpsc::Receiver<Vec<u8>>,
-}
-
-async fn flush(pipe: &mut Pipe, link: &mut Link) -> Result<(), PipeError> {
-    flush_above(pipe, link, 0).await
-}
-
-/// Writes out what the link holds in chunks while more than `keep` bytes are pending: `keep = MAX_CHUNK - 1`
-/// sends full chunks only and leaves a partial tail for the next message to fill.
-async fn flush_above(pipe: &mut Pipe, link: &mut Link, keep: usize) -> Result<(), PipeError> {
-    while link.pending().len() > keep {
-        let n = link.pending().len().min(MAX_CHUNK);
-        pipe.out.send(link.pending()[..n].to_vec()).await.map_err(|_| PipeError::Closed)?;
-        link.advance(n);
-        // Let the task that writes to the channel (and the WebRTC stack under it) run: a queue with room
-        // never makes `send` wait, and on a single-threaded executor this loop would starve them.
-        yield_now().await;
-    }
-    Ok(())
-}
-
-/// Returns `Pending` once (after asking to be polled again), so other tasks on the executor get a turn.
-fn yield_now() -> impl std::future::Future<Output = ()> {
-    let mut yielded = false;
-    futures::future::poll_fn(move |cx| {
-        if yielded {
-            std::task::Poll::Ready(())
-        } else {
-            yielded = true;
-            cx.waker().wake_by_ref();
-            std::task::Poll::Pending
-        }
-    })
-}
-
-/// Queues `msg` on the link; a message the codec refuses (too large) is dropped with a warning, any other
-/// error ends the link.
-fn send_one(link: &mut Link, msg: &Message, remote: &Contact) -> Result<(), PipeError> {
-    match link.send(msg) {
-        Ok(()) => Ok(()),
-        Err(LinkError::Codec(e)) => {
-            tracing::warn!(peer = %remote.id, "message not sent: {e}");
-            Ok(())
-        }
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// Delivers what still arrives on a link the driver let go of, for `linger`, then returns (closing it).
-async fn drain_then_close(
-    pipe: &mut Pipe,
-    link: &mut Link,
-    to_driver: &mut mpsc::Sender<Message>,
-    linger: Duration,
-    now: fn() -> Instant,
-) -> Result<(), PipeError> {
-    let mut deadline = futures_timer::Delay::new(linger).fuse();
-    loop {
-        futures::select! {
-            _ = deadline => return Ok(()),
-            chunk = pipe.inc.next() => {
-                let Some(chunk) = chunk else { return Ok(()) };
-                for msg in link.feed(&chunk, now())? {
-                    to_driver.send(msg).await.map_err(|_| PipeError::Closed)?;
-                }
-            }
-        }
-    }
-}
-
-/// What [`run_link`] needs of the transport's settings.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct LinkParams {
-    pub queue: usize,
-    pub handshake_timeout: Duration,
-    pub linger: Duration,
-    pub peer_rate: u32,
-    pub peer_burst: u32,
-}
-
-impl LinkParams {
-    pub(crate) fn of(c: &RtcConfig) -> Self {
-        LinkParams {
-            queue: c.queue,
-            handshake_timeout: c.link.handshake_timeout,
-            linger: c.linger,
-            peer_rate: c.peer_rate,
-            peer_burst: c.peer_burst,
-        }
-    }
-}
-
-/// Runs the handshake, hands the open link to `ready`, then carries messages both ways until either side
-/// ends. `now` reads the clock (milliseconds, as the link's deadlines use).
-pub(crate) async fn run_link(
-    mut pipe: Pipe,
-    mut link: Link,
-    params: LinkParams,
-    now: fn() -> Instant,
-    ready: oneshot::Sender<PeerLink>,
-) -> Result<(), PipeError> {
-    let LinkParams { queue, handshake_timeout, linger, peer_rate, peer_burst } = params;
-    let mut early = Vec::new();
-    let handshake = async {
-        loop {
-            flush(&mut pipe, &mut link).await?;
-            if link.is_open() {
-                return Ok::<(), PipeError>(());
-            }
-            let Some(chunk) = pipe.inc.next().await else {
-                return Err(link.finish().err().map(PipeError::Link).unwrap_or(PipeError::Closed));
-            };
-            early.extend(link.feed(&chunk, now())?);
-        }
-    };
-    futures::select! {
-        r = handshake.fuse() => r?,
-        _ = futures_timer::Delay::new(handshake_timeout).fuse() => return Err(PipeError::Timeout),
-    }
-    let remote: Contact = link.remote().cloned().ok_or(PipeError::Link(LinkError::NotReady))?;
-    let (to_link_tx, mut to_link_rx) = mpsc::channel::<Message>(queue);
-    let (mut to_driver_tx, to_driver_rx) = mpsc::channel::<Message>(queue);
-    if ready.send(PeerLink { remote: remote.clone(), tx: to_link_tx, rx: to_driver_rx }).is_err() {
-        return Err(PipeError::Closed);
-    }
-    let mut budget = dht_driver::MessageBudget::new(peer_rate, peer_burst, now().as_millis());
-    let _ = budget.take(early.len(), now().as_millis());
-    for msg in early {
-        to_driver_tx.send(msg).await.map_err(|_| PipeError::Closed)?;
-    }
-    loop {
-        futures::select! {
-            chunk = pipe.inc.next() => {
-                let Some(chunk) = chunk else {
-                    link.finish()?;
-                    return Err(PipeError::Closed);
-                };
-                let msgs = link.feed(&chunk, now())?;
-                let wait = budget.take(msgs.len(), now().as_millis());
-                for msg in msgs {
-                    // Waiting here is the backpressure: we stop reading while the driver is behind.
-                    to_driver_tx.send(msg).await.map_err(|_| PipeError::Closed)?;
-                }
-                if !wait.is_zero() {
-                    // Over the peer's budget: read nothing from it until the budget refills.
-                    futures_timer::Delay::new(wait).await;
-                }
-            }
-            out = to_link_rx.next() => {
-                let Some(msg) = out else {
-                    // The driver let go of this link: keep delivering (answers in flight) for a while, send
-                    // nothing more, then close.
-                    return drain_then_close(&mut pipe, &mut link, &mut to_driver_tx, linger, now).await;
-                };
-                send_one(&mut link, &msg, &remote)?;
-                // Messages the driver has ready share chunks: a 32 KiB message would otherwise go out as two
-                // full chunks and a ~50-byte tail, each a data-channel message of its own. The tail waits
-                // only while another message is ready to fill it, and at most `COALESCE` messages are taken
-                // in a row so that what arrives from the peer is read in between.
-                for _ in 1..COALESCE {
-                    flush_above(&mut pipe, &mut link, MAX_CHUNK - 1).await?;
-                    match to_link_rx.try_recv() {
-                        Ok(msg) => send_one(&mut link, &msg, &remote)?,
-                        Err(mpsc::TryRecvError::Closed) => {
-                            // The driver let go (the queue now reads as ended, and `select!` skips ended
-                            // streams, so this is the only place to see it).
-                            flush(&mut pipe, &mut link).await?;
-                            return drain_then_close(&mut pipe, &mut link, &mut to_driver_tx, linger, now).await;
-                        }
-                        Err(mpsc::TryRecvError::Empty) => break,
-                    }
-                }
-                flush(&mut pipe, &mut link).await?;
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -413,14 +208,47 @@ mod tests {
         }
     }
 
-    /// Milliseconds since the first call (plus one): the links' clock in these tests.
-    fn now() -> Instant {
-        static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-        Instant::from_millis(1 + START.get_or_init(std::time::Instant::now).elapsed().as_millis() as u64)
+    use dht_core::{Message, NodeId};
+    use dht_driver::{Clock, PeerLink};
+    use dht_link::Link;
+    use dht_link_io::ChannelPipe;
+    use futures::channel::{mpsc, oneshot};
+    use futures::executor::LocalPool;
+    use futures::task::LocalSpawnExt;
+    use futures::{SinkExt, StreamExt};
+
+    /// Runs a link over `pipe` on `pool` as the transport does (the system clock); its `PeerLink` once open.
+    fn spawn_link(
+        pool: &LocalPool,
+        pipe: ChannelPipe,
+        link: Link,
+        config: dht_link_io::Config,
+    ) -> oneshot::Receiver<PeerLink> {
+        let (ready, opened) = oneshot::channel();
+        let clock = SharedClock::default();
+        let task = async move {
+            let Ok(open) = dht_link_io::handshake(pipe, link, &clock).await else { return };
+            let (peer, carry) = open.start(config, clock);
+            if ready.send(peer).is_ok() {
+                let _ = carry.await;
+            }
+        };
+        pool.spawner().spawn_local(task).unwrap();
+        opened
     }
 
-    /// Two links over a pair of in-memory pipes with tiny chunks, open, on a local pool.
-    fn linked_pair(linger: Duration) -> (futures::executor::LocalPool, PeerLink, PeerLink, [dht_core::NodeId; 2]) {
+    /// Two unopened links between fresh identities.
+    fn two_links() -> (Link, Link, [NodeId; 2]) {
+        use dht_link::{Identity, LinkConfig};
+        let (a, b) = (Identity::generate().unwrap(), Identity::generate().unwrap());
+        let (cfg, now) = (LinkConfig::default(), SharedClock::default().now());
+        let la = Link::initiator(&a, Some(b.node_id()), b"p", vec![], &cfg, now).unwrap();
+        let lb = Link::responder(&b, b"p", vec![], &cfg, now).unwrap();
+        (la, lb, [a.node_id(), b.node_id()])
+    }
+
+    /// Two links over a pair of in-memory pipes with small queues, open, on a local pool.
+    fn linked_pair(linger: Duration) -> (LocalPool, PeerLink, PeerLink, [NodeId; 2]) {
         linked_pair_with(linger, 0, 1)
     }
 
@@ -428,25 +256,16 @@ mod tests {
         linger: Duration,
         peer_rate: u32,
         peer_burst: u32,
-    ) -> (futures::executor::LocalPool, PeerLink, PeerLink, [dht_core::NodeId; 2]) {
-        use dht_link::{Identity, LinkConfig};
-        let (a, b) = (Identity::generate().unwrap(), Identity::generate().unwrap());
-        let cfg = LinkConfig::default();
-        let la = Link::initiator(&a, Some(b.node_id()), b"p", vec![], &cfg, now()).unwrap();
-        let lb = Link::responder(&b, b"p", vec![], &cfg, now()).unwrap();
+    ) -> (LocalPool, PeerLink, PeerLink, [NodeId; 2]) {
+        let (la, lb, ids) = two_links();
         let (a_out, b_inc) = mpsc::channel(4);
         let (b_out, a_inc) = mpsc::channel(4);
-        let (ra, wa) = oneshot::channel();
-        let (rb, wb) = oneshot::channel();
-        let t = Duration::from_secs(5);
-        let params = LinkParams { queue: 4, handshake_timeout: t, linger, peer_rate, peer_burst };
-        let mut pool = futures::executor::LocalPool::new();
-        use futures::task::LocalSpawnExt;
-        let sp = pool.spawner();
-        sp.spawn_local(run_link(Pipe { out: a_out, inc: a_inc }, la, params, now, ra).map(|_| ())).unwrap();
-        sp.spawn_local(run_link(Pipe { out: b_out, inc: b_inc }, lb, params, now, rb).map(|_| ())).unwrap();
+        let config = dht_link_io::Config { queue: 4, linger, peer_rate, peer_burst };
+        let mut pool = LocalPool::new();
+        let wa = spawn_link(&pool, ChannelPipe::new(a_out, a_inc, MAX_CHUNK), la, config);
+        let wb = spawn_link(&pool, ChannelPipe::new(b_out, b_inc, MAX_CHUNK), lb, config);
         let (pa, pb) = pool.run_until(async { (wa.await.unwrap(), wb.await.unwrap()) });
-        (pool, pa, pb, [a.node_id(), b.node_id()])
+        (pool, pa, pb, ids)
     }
 
     /// The handshake and a message larger than many chunks go through.
@@ -469,23 +288,16 @@ mod tests {
     /// last, instead of a full chunk and a ~4 KB one each.
     #[test]
     fn queued_messages_share_chunks() {
-        use dht_link::{Identity, LinkConfig};
-        use futures::task::LocalSpawnExt;
-        let (a, b) = (Identity::generate().unwrap(), Identity::generate().unwrap());
-        let cfg = LinkConfig::default();
-        let la = Link::initiator(&a, Some(b.node_id()), b"p", vec![], &cfg, now()).unwrap();
-        let lb = Link::responder(&b, b"p", vec![], &cfg, now()).unwrap();
+        let (la, lb, _) = two_links();
         let (a_out, mut tap) = mpsc::channel::<Vec<u8>>(64);
         let (mut tap_out, b_inc) = mpsc::channel(64);
         let (b_out, a_inc) = mpsc::channel(64);
-        let (ra, wa) = oneshot::channel();
-        let (rb, wb) = oneshot::channel();
         let t = Duration::from_secs(5);
-        let params = LinkParams { queue: 16, handshake_timeout: t, linger: t, peer_rate: 0, peer_burst: 1 };
-        let mut pool = futures::executor::LocalPool::new();
+        let config = dht_link_io::Config { queue: 16, linger: t, peer_rate: 0, peer_burst: 1 };
+        let mut pool = LocalPool::new();
+        let wa = spawn_link(&pool, ChannelPipe::new(a_out, a_inc, MAX_CHUNK), la, config);
+        let wb = spawn_link(&pool, ChannelPipe::new(b_out, b_inc, MAX_CHUNK), lb, config);
         let sp = pool.spawner();
-        sp.spawn_local(run_link(Pipe { out: a_out, inc: a_inc }, la, params, now, ra).map(|_| ())).unwrap();
-        sp.spawn_local(run_link(Pipe { out: b_out, inc: b_inc }, lb, params, now, rb).map(|_| ())).unwrap();
         let sizes = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
         let seen = sizes.clone();
         sp.spawn_local(async move {

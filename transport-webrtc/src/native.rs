@@ -3,8 +3,9 @@
 
 use crate::signaling::SignalSocket;
 use crate::transport::{Fresh, RtcPeer, Setup};
-use crate::{Pipe, RtcConfig};
+use crate::{RtcConfig, MAX_CHUNK};
 use async_tungstenite::tungstenite::Message as WsMessage;
+use dht_link_io::ChannelPipe;
 use futures::channel::{mpsc, oneshot};
 use futures::{SinkExt, StreamExt};
 use std::future::Future;
@@ -139,8 +140,12 @@ async fn new_connection(config: &RtcConfig, create_channel: bool) -> Result<Fres
 }
 
 /// Waits (bounded) for ICE gathering, then returns the local SDP with its candidates.
-async fn local_sdp(pc: &dyn PeerConnection, gathered: &mut mpsc::Receiver<()>) -> Result<String, String> {
-    let _ = crate::rt::timeout(Duration::from_secs(5), gathered.next()).await;
+async fn local_sdp(
+    pc: &dyn PeerConnection,
+    gathered: &mut mpsc::Receiver<()>,
+    config: &RtcConfig,
+) -> Result<String, String> {
+    let _ = dht_driver::timeout(&config.clock, Duration::from_secs(5), gathered.next()).await;
     pc.local_description().await.map(|d| d.sdp).ok_or_else(|| "no local description".into())
 }
 
@@ -162,7 +167,7 @@ impl RtcPeer for Peer {
             let pc = &fresh.pc.0;
             let offer = pc.create_offer(None).await.map_err(|e| format!("offer: {e}"))?;
             pc.set_local_description(offer).await.map_err(|e| format!("local description: {e}"))?;
-            local_sdp(&**pc, &mut fresh.gathered).await
+            local_sdp(&**pc, &mut fresh.gathered, config).await
         };
         let sdp = steps.await;
         with_sdp_or_close(fresh, sdp).await
@@ -176,7 +181,7 @@ impl RtcPeer for Peer {
             pc.set_remote_description(desc).await.map_err(|e| format!("remote description: {e}"))?;
             let answer = pc.create_answer(None).await.map_err(|e| format!("answer: {e}"))?;
             pc.set_local_description(answer).await.map_err(|e| format!("local description: {e}"))?;
-            local_sdp(&**pc, &mut fresh.gathered).await
+            local_sdp(&**pc, &mut fresh.gathered, config).await
         };
         let sdp = steps.await;
         with_sdp_or_close(fresh, sdp).await
@@ -192,10 +197,10 @@ impl RtcPeer for Peer {
     }
 }
 
-/// Plumbs a data channel into a [`Pipe`]: a reader task forwards messages into a bounded queue (so a slow
+/// Plumbs a data channel into a [`ChannelPipe`]: a reader task forwards messages into a bounded queue (so a slow
 /// link stops reading), a writer task sends chunks once the channel is open, each send waiting while the
 /// channel's buffer is over its limit.
-fn pipe_for(dc: Arc<dyn DataChannel>, queue: usize) -> Pipe {
+fn pipe_for(dc: Arc<dyn DataChannel>, queue: usize) -> ChannelPipe {
     let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(queue);
     let (mut inc_tx, inc_rx) = mpsc::channel::<Vec<u8>>(queue);
     let (open_tx, open_rx) = oneshot::channel::<()>();
@@ -238,7 +243,7 @@ fn pipe_for(dc: Arc<dyn DataChannel>, queue: usize) -> Pipe {
         }
         let _ = dc.close().await;
     });
-    Pipe { out: out_tx, inc: inc_rx }
+    ChannelPipe::new(out_tx, inc_rx, MAX_CHUNK)
 }
 
 /// One data channel between two peer connections in this process, set up directly (no signaling, no
@@ -261,7 +266,7 @@ pub async fn channel_throughput(config: &RtcConfig, megabytes: usize, burst: boo
             if a.out.send(vec![i as u8; crate::MAX_CHUNK]).await.is_err() {
                 return Err("channel closed while sending".to_string());
             }
-            // As the link does (see `flush`): yield after each chunk, or this loop starves the channel.
+            // As the link does (see `ChannelPipe::write`): yield after each chunk, or this loop starves the channel.
             if !burst {
                 tokio::task::yield_now().await;
             }

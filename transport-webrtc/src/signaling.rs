@@ -3,6 +3,7 @@
 
 use crate::rt;
 use dht_core::{Address, NodeId};
+use dht_driver::{timeout, Clock, SharedClock};
 use dht_link::Identity;
 use futures::channel::{mpsc, oneshot};
 use futures::{FutureExt, StreamExt};
@@ -48,6 +49,7 @@ const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Clone)]
 pub struct SignalingClient {
     cmd: mpsc::Sender<Cmd>,
+    clock: SharedClock,
 }
 
 async fn recv_msg<S: SignalSocket>(ws: &mut S) -> Result<ServerMsg, String> {
@@ -59,8 +61,18 @@ async fn send_msg<S: SignalSocket>(ws: &mut S, msg: &ClientMsg) -> Result<(), St
     ws.send(serde_json::to_string(msg).expect("client messages serialize")).await
 }
 
-/// Connects to `url` and registers `identity` with `addrs`.
-async fn register<S: SignalSocket>(url: &str, identity: &Identity, addrs: &[Address]) -> Result<S, String> {
+/// Who a signaling connection registers, and where: what every (re)connection needs.
+#[derive(Clone)]
+struct Registration {
+    url: String,
+    identity: Identity,
+    addrs: Vec<Address>,
+    clock: SharedClock,
+}
+
+/// Connects to the server and registers the identity with its addresses.
+async fn register<S: SignalSocket>(r: &Registration) -> Result<S, String> {
+    let Registration { url, identity, addrs, clock } = r;
     let steps = async {
         let mut ws = S::connect(url).await.map_err(|e| format!("{url}: {e}"))?;
         let ServerMsg::Challenge { nonce, key } = recv_msg(&mut ws).await? else {
@@ -74,21 +86,24 @@ async fn register<S: SignalSocket>(url: &str, identity: &Identity, addrs: &[Addr
             other => Err(format!("registration failed: {other:?}")),
         }
     };
-    rt::timeout(REGISTER_TIMEOUT, steps).await.map_err(|_| format!("{url}: registration timed out"))?
+    timeout(clock, REGISTER_TIMEOUT, steps).await.map_err(|_| format!("{url}: registration timed out"))?
 }
 
 impl SignalingClient {
-    /// Registers with the server at `url`; returns the client and the signals addressed to us.
+    /// Registers with the server at `url`; returns the client and the signals addressed to us. Waits and
+    /// deadlines are on `clock`.
     pub(crate) async fn connect<S: SignalSocket>(
         url: String,
         identity: Identity,
         addrs: Vec<Address>,
+        clock: SharedClock,
     ) -> Result<(SignalingClient, mpsc::Receiver<SigEvent>), String> {
-        let ws = register::<S>(&url, &identity, &addrs).await?;
+        let registration = Registration { url, identity, addrs, clock: clock.clone() };
+        let ws = register::<S>(&registration).await?;
         let (cmd_tx, cmd_rx) = mpsc::channel(SIGNALING_QUEUE);
         let (ev_tx, ev_rx) = mpsc::channel(SIGNALING_QUEUE);
-        rt::spawn(signaling_loop(ws, url, identity, addrs, cmd_rx, ev_tx));
-        Ok((SignalingClient { cmd: cmd_tx }, ev_rx))
+        rt::spawn(signaling_loop(ws, registration, cmd_rx, ev_tx));
+        Ok((SignalingClient { cmd: cmd_tx, clock }, ev_rx))
     }
 
     /// Queues `signal` for `to`; false when the queue is full or the client is gone.
@@ -103,7 +118,7 @@ impl SignalingClient {
         if self.cmd.clone().try_send(Cmd::Peers { max, reply }).is_err() {
             return Vec::new();
         }
-        rt::timeout(REGISTER_TIMEOUT, rx).await.ok().and_then(Result::ok).unwrap_or_default()
+        timeout(&self.clock, REGISTER_TIMEOUT, rx).await.ok().and_then(Result::ok).unwrap_or_default()
     }
 }
 
@@ -113,22 +128,28 @@ enum Next {
     Msg(Result<ServerMsg, String>),
 }
 
+/// How a registered connection's turn ended.
+enum Served {
+    /// The connection broke (why); the loop reconnects.
+    Lost(String),
+    /// The client or the transport is gone; the loop ends.
+    Done,
+}
+
 async fn signaling_loop<S: SignalSocket>(
     ws: S,
-    url: String,
-    identity: Identity,
-    addrs: Vec<Address>,
+    registration: Registration,
     mut cmds: mpsc::Receiver<Cmd>,
     mut events: mpsc::Sender<SigEvent>,
 ) {
-    use futures::SinkExt;
+    let url = registration.url.clone();
     let mut ws = Some(ws);
     let mut backoff = Duration::from_millis(500);
     loop {
-        let Some(mut conn) = ws.take() else {
-            rt::sleep(backoff).await;
+        let Some(conn) = ws.take() else {
+            registration.clock.sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(30));
-            match register::<S>(&url, &identity, &addrs).await {
+            match register::<S>(&registration).await {
                 Ok(c) => {
                     tracing::info!(%url, "signaling reconnected");
                     backoff = Duration::from_millis(500);
@@ -136,68 +157,86 @@ async fn signaling_loop<S: SignalSocket>(
                 }
                 Err(e) => tracing::info!(%url, "signaling reconnect failed: {e}"),
             }
-            // While disconnected, requests fail at once instead of piling up.
-            loop {
-                match cmds.try_recv() {
-                    Ok(Cmd::Peers { reply, .. }) => {
-                        let _ = reply.send(Vec::new());
-                    }
-                    Ok(Cmd::Send { to, .. }) => {
-                        let reason = "signaling disconnected".to_string();
-                        let _ = events.try_send(SigEvent::Undeliverable { to, reason });
-                    }
-                    Err(mpsc::TryRecvError::Closed) => return,
-                    Err(_) => break,
-                }
+            if !fail_queued(&mut cmds, &mut events) {
+                return;
             }
             continue;
         };
-        let mut waiting_peers: VecDeque<oneshot::Sender<Vec<PeerInfo>>> = VecDeque::new();
-        let reason = loop {
-            let next = {
-                let mut recv = std::pin::pin!(recv_msg(&mut conn).fuse());
-                futures::select! {
-                    cmd = cmds.next() => Next::Cmd(cmd),
-                    msg = recv => Next::Msg(msg),
-                }
-            };
-            match next {
-                Next::Cmd(None) => {
-                    conn.close().await;
-                    return;
-                }
-                Next::Cmd(Some(Cmd::Send { to, data })) => {
-                    if let Err(e) = send_msg(&mut conn, &ClientMsg::Signal { to: Hex32::from(to), data }).await {
-                        let _ = events.try_send(SigEvent::Undeliverable { to, reason: e.clone() });
-                        break e;
-                    }
-                }
-                Next::Cmd(Some(Cmd::Peers { max, reply })) => {
-                    if let Err(e) = send_msg(&mut conn, &ClientMsg::Peers { max }).await {
-                        break e;
-                    }
-                    waiting_peers.push_back(reply);
-                }
-                Next::Msg(Ok(ServerMsg::Signal { from, data })) => {
-                    // Waiting here stops reading the socket while the transport is behind.
-                    if events.send(SigEvent::Signal { from: from.into(), data }).await.is_err() {
-                        return;
-                    }
-                }
-                Next::Msg(Ok(ServerMsg::Peers { peers })) => {
-                    if let Some(r) = waiting_peers.pop_front() {
-                        let _ = r.send(peers);
-                    }
-                }
-                Next::Msg(Ok(ServerMsg::Error { reason, to: Some(to) })) => {
-                    if events.send(SigEvent::Undeliverable { to: to.into(), reason }).await.is_err() {
-                        return;
-                    }
-                }
-                Next::Msg(Ok(other)) => tracing::debug!("unexpected signaling message {other:?}"),
-                Next::Msg(Err(e)) => break e,
+        match serve(conn, &mut cmds, &mut events).await {
+            Served::Lost(reason) => tracing::info!(%url, "signaling connection lost: {reason}"),
+            Served::Done => return,
+        }
+    }
+}
+
+/// While disconnected, requests fail at once instead of piling up. False once the client is gone.
+fn fail_queued(cmds: &mut mpsc::Receiver<Cmd>, events: &mut mpsc::Sender<SigEvent>) -> bool {
+    loop {
+        match cmds.try_recv() {
+            Ok(Cmd::Peers { reply, .. }) => {
+                let _ = reply.send(Vec::new());
+            }
+            Ok(Cmd::Send { to, .. }) => {
+                let reason = "signaling disconnected".to_string();
+                let _ = events.try_send(SigEvent::Undeliverable { to, reason });
+            }
+            Err(mpsc::TryRecvError::Closed) => return false,
+            Err(_) => return true,
+        }
+    }
+}
+
+/// Carries requests and server messages over one registered connection until it breaks or we are done.
+async fn serve<S: SignalSocket>(
+    mut conn: S,
+    cmds: &mut mpsc::Receiver<Cmd>,
+    events: &mut mpsc::Sender<SigEvent>,
+) -> Served {
+    use futures::SinkExt;
+    let mut waiting_peers: VecDeque<oneshot::Sender<Vec<PeerInfo>>> = VecDeque::new();
+    loop {
+        let next = {
+            let mut recv = std::pin::pin!(recv_msg(&mut conn).fuse());
+            futures::select! {
+                cmd = cmds.next() => Next::Cmd(cmd),
+                msg = recv => Next::Msg(msg),
             }
         };
-        tracing::info!(%url, "signaling connection lost: {reason}");
+        match next {
+            Next::Cmd(None) => {
+                conn.close().await;
+                return Served::Done;
+            }
+            Next::Cmd(Some(Cmd::Send { to, data })) => {
+                if let Err(e) = send_msg(&mut conn, &ClientMsg::Signal { to: Hex32::from(to), data }).await {
+                    let _ = events.try_send(SigEvent::Undeliverable { to, reason: e.clone() });
+                    return Served::Lost(e);
+                }
+            }
+            Next::Cmd(Some(Cmd::Peers { max, reply })) => {
+                if let Err(e) = send_msg(&mut conn, &ClientMsg::Peers { max }).await {
+                    return Served::Lost(e);
+                }
+                waiting_peers.push_back(reply);
+            }
+            Next::Msg(Ok(ServerMsg::Signal { from, data })) => {
+                // Waiting here stops reading the socket while the transport is behind.
+                if events.send(SigEvent::Signal { from: from.into(), data }).await.is_err() {
+                    return Served::Done;
+                }
+            }
+            Next::Msg(Ok(ServerMsg::Peers { peers })) => {
+                if let Some(r) = waiting_peers.pop_front() {
+                    let _ = r.send(peers);
+                }
+            }
+            Next::Msg(Ok(ServerMsg::Error { reason, to: Some(to) })) => {
+                if events.send(SigEvent::Undeliverable { to: to.into(), reason }).await.is_err() {
+                    return Served::Done;
+                }
+            }
+            Next::Msg(Ok(other)) => tracing::debug!("unexpected signaling message {other:?}"),
+            Next::Msg(Err(e)) => return Served::Lost(e),
+        }
     }
 }

@@ -4,10 +4,11 @@
 
 use crate::backend::{Peer, Socket};
 use crate::signaling::{SigEvent, SignalingClient};
-use crate::{prologue, rt, run_link, Pipe, RtcConfig, Signal, SCHEME};
+use crate::{prologue, rt, RtcConfig, Signal, SCHEME};
 use dht_core::{Address, Contact, NodeId};
-use dht_driver::{PeerLink, Transport, TransportError};
+use dht_driver::{timeout, Clock, PeerLink, SharedClock, Transport, TransportError};
 use dht_link::{Identity, Link};
+use dht_link_io::{handshake_error, ChannelPipe, Opened};
 use futures::channel::{mpsc, oneshot};
 use futures::future::LocalBoxFuture;
 use futures::stream::LocalBoxStream;
@@ -22,9 +23,9 @@ pub(crate) struct Setup<P> {
     pub(crate) pc: P,
     /// Our SDP with the candidates gathered (ICE is not trickled).
     pub(crate) sdp: String,
-    /// The link's data channel as a [`Pipe`]: at once for the dialer (it creates the channel), once the
+    /// The link's data channel as a [`ChannelPipe`]: at once for the dialer (it creates the channel), once the
     /// dialer's channel is announced for the answerer.
-    pub(crate) pipe: oneshot::Receiver<Pipe>,
+    pub(crate) pipe: oneshot::Receiver<ChannelPipe>,
     /// Gets a message (or ends) when the connection fails or closes.
     pub(crate) failed: mpsc::Receiver<()>,
 }
@@ -35,7 +36,7 @@ pub(crate) struct Fresh<P> {
     /// Gets a message when ICE gathering is complete.
     pub(crate) gathered: mpsc::Receiver<()>,
     pub(crate) failed: mpsc::Receiver<()>,
-    pub(crate) pipe: oneshot::Receiver<Pipe>,
+    pub(crate) pipe: oneshot::Receiver<ChannelPipe>,
 }
 
 impl<P> Fresh<P> {
@@ -58,7 +59,7 @@ pub(crate) trait RtcPeer: Sized + 'static {
     async fn close(self);
 }
 
-type AnswerWait = (NodeId, oneshot::Sender<Result<String, String>>);
+type AnswerWait = (NodeId, oneshot::Sender<Result<String, TransportError>>);
 
 struct Inner {
     identity: Identity,
@@ -75,7 +76,7 @@ struct Inner {
 impl Inner {
     /// Completes our offer `session` with the reply of `from`; a reply from anyone but the peer the offer
     /// went to is ignored.
-    fn settle(&self, session: u64, from: NodeId, reply: Result<String, String>) {
+    fn settle(&self, session: u64, from: NodeId, reply: Result<String, TransportError>) {
         let mut pending = self.pending.borrow_mut();
         if pending.get(&session).is_some_and(|(peer, _)| *peer == from) {
             if let Some((_, tx)) = pending.remove(&session) {
@@ -90,7 +91,7 @@ impl Inner {
         let sessions: Vec<u64> = pending.iter().filter(|(_, (p, _))| *p == to).map(|(s, _)| *s).collect();
         for s in sessions {
             if let Some((_, tx)) = pending.remove(&s) {
-                let _ = tx.send(Err(format!("signaling: {reason}")));
+                let _ = tx.send(Err(TransportError::Signaling(reason.to_string())));
             }
         }
     }
@@ -127,10 +128,11 @@ impl WebRtcTransport {
         let own = crate::address(&config.signaling_url);
         let mut local_addrs = vec![own];
         local_addrs.extend(advertised);
+        let url = config.signaling_url.clone();
         let (signaling, events) =
-            SignalingClient::connect::<Socket>(config.signaling_url.clone(), signaling_identity, local_addrs.clone())
+            SignalingClient::connect::<Socket>(url, signaling_identity, local_addrs.clone(), config.clock.clone())
                 .await
-                .map_err(TransportError::Connect)?;
+                .map_err(TransportError::Signaling)?;
         let (incoming_tx, incoming_rx) = mpsc::channel(config.queue);
         let inner = Rc::new(Inner {
             identity,
@@ -183,7 +185,7 @@ async fn event_loop(inner: Weak<Inner>, mut events: mpsc::Receiver<SigEvent>) {
                 }
                 Ok(Signal::Answer { session, sdp }) => inner.settle(session, from, Ok(sdp)),
                 Ok(Signal::Reject { session, reason }) => {
-                    inner.settle(session, from, Err(format!("refused: {reason}")))
+                    inner.settle(session, from, Err(TransportError::Refused(reason)))
                 }
                 Err(e) => tracing::debug!(peer = %from, "bad signal: {e}"),
             },
@@ -192,125 +194,122 @@ async fn event_loop(inner: Weak<Inner>, mut events: mpsc::Receiver<SigEvent>) {
     }
 }
 
-/// Runs the link over the connection's data channel; returns it once open. The connection closes when the
-/// link ends.
-async fn finish(inner: &Inner, setup: Setup<Peer>, link: Link) -> Result<PeerLink, String> {
+/// Opens the link over the connection's data channel within `limit`, then carries it on a task of its own.
+/// The connection closes when the link ends, or here if it never opened.
+async fn finish(
+    config: &RtcConfig,
+    setup: Setup<Peer>,
+    link: Link,
+    limit: Duration,
+) -> Result<PeerLink, TransportError> {
     let Setup { pc, pipe, mut failed, .. } = setup;
-    let pipe = futures::select! {
-        p = pipe.fuse() => p.map_err(|_| "no data channel".to_string()),
-        _ = failed.next() => Err("connection failed".to_string()),
-    };
-    let pipe = match pipe {
-        Ok(p) => p,
+    let clock = &config.clock;
+    let opening = timeout(clock, limit, open(pipe, link, &mut failed, clock)).await;
+    let opened = match opening.unwrap_or(Err(TransportError::Timeout("link setup"))) {
+        Ok(opened) => opened,
         Err(e) => {
             pc.close().await;
             return Err(e);
         }
     };
-    let (ready_tx, ready_rx) = oneshot::channel();
-    let (err_tx, err_rx) = oneshot::channel::<String>();
-    let params = crate::LinkParams::of(&inner.config);
+    let (peer, carry) = opened.start(config.link_io(), clock.clone());
+    let id = peer.remote.id;
     rt::spawn(async move {
-        let r = run_link(pipe, link, params, rt::now_ms, ready_tx).await;
-        if let Err(e) = &r {
-            let _ = err_tx.send(e.to_string());
+        if let Err(e) = carry.await {
+            tracing::debug!(peer = %id, "WebRTC link closed: {e}");
         }
         pc.close().await;
     });
-    let opened = futures::select! {
-        r = ready_rx.fuse() => r.ok(),
-        _ = failed.next() => None,
+    Ok(peer)
+}
+
+/// The handshake over the data channel, once there is one. A connection that fails first ends it (with the
+/// link's own reason when it has one a moment later).
+async fn open(
+    pipe: oneshot::Receiver<ChannelPipe>,
+    link: Link,
+    failed: &mut mpsc::Receiver<()>,
+    clock: &SharedClock,
+) -> Result<Opened<ChannelPipe>, TransportError> {
+    let connection_failed = || TransportError::Connect("connection failed".into());
+    let pipe = futures::select! {
+        p = pipe.fuse() => p.map_err(|_| TransportError::Connect("no data channel".into()))?,
+        _ = failed.next() => return Err(connection_failed()),
     };
-    match opened {
-        Some(link) => Ok(link),
-        // Prefer the link's own reason when it has one.
-        None => match rt::timeout(Duration::from_millis(100), err_rx).await {
-            Ok(Ok(reason)) => Err(reason),
-            _ => Err("connection failed".into()),
+    let mut handshake = std::pin::pin!(dht_link_io::handshake(pipe, link, clock).fuse());
+    futures::select! {
+        r = handshake => r,
+        _ = failed.next() => match timeout(clock, Duration::from_millis(100), handshake).await {
+            Ok(Err(e)) => Err(e),
+            _ => Err(connection_failed()),
         },
     }
 }
 
-async fn dial(inner: Rc<Inner>, peer: Contact) -> Result<PeerLink, TransportError> {
-    let fail = |e: String| TransportError::Connect(format!("{}: {e}", peer.id));
-    let session = rt::random_u64().map_err(fail)?;
-    let setup = Peer::offer(&inner.config).await.map_err(fail)?;
-    let offer_sdp = setup.sdp.clone();
+/// Sends our offer to `to` and waits (bounded) for the answer's SDP.
+async fn ask(inner: &Inner, to: NodeId, session: u64, offer_sdp: &str) -> Result<String, TransportError> {
     let (tx, rx) = oneshot::channel();
-    inner.pending.borrow_mut().insert(session, (peer.id, tx));
-    if !inner.signaling.send(peer.id, &Signal::Offer { session, sdp: offer_sdp.clone() }) {
+    inner.pending.borrow_mut().insert(session, (to, tx));
+    if !inner.signaling.send(to, &Signal::Offer { session, sdp: offer_sdp.to_string() }) {
         inner.pending.borrow_mut().remove(&session);
-        setup.pc.close().await;
-        return Err(fail("signaling queue full".into()));
+        return Err(TransportError::Signaling("queue full".into()));
     }
-    let timeout = inner.config.connect_timeout;
-    let reply = rt::timeout(timeout, rx).await;
+    let reply = timeout(&inner.config.clock, inner.config.connect_timeout, rx).await;
     inner.pending.borrow_mut().remove(&session);
-    let answer = match reply {
-        Ok(Ok(Ok(sdp))) => Ok(sdp),
-        Ok(Ok(Err(e))) => Err(e),
-        Ok(Err(_)) => Err("signaling gone".into()),
-        Err(_) => Err("no answer in time".into()),
-    };
-    let answer = match answer {
-        Ok(a) => a,
-        Err(e) => {
-            setup.pc.close().await;
-            return Err(fail(e));
-        }
-    };
-    let link = async {
-        setup.pc.accept(&answer).await?;
-        let prologue = prologue(&offer_sdp, &answer);
-        let local = inner.local_addrs.clone();
-        Link::initiator(&inner.identity, Some(peer.id), &prologue, local, &inner.config.link, rt::now_ms())
-            .map_err(|e| e.to_string())
-    }
-    .await;
-    let link = match link {
-        Ok(l) => l,
-        Err(e) => {
-            setup.pc.close().await;
-            return Err(fail(e));
-        }
-    };
-    match rt::timeout(timeout, finish(&inner, setup, link)).await {
-        Ok(Ok(l)) => Ok(l),
-        Ok(Err(e)) => Err(fail(e)),
-        Err(_) => Err(fail("link not open in time".into())),
+    match reply {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(_)) => Err(TransportError::Signaling("gone".into())),
+        Err(_) => Err(TransportError::Timeout("answer")),
     }
 }
 
-async fn answer(inner: &Rc<Inner>, from: NodeId, session: u64, offer_sdp: String) -> Result<(), String> {
-    let setup = Peer::answer(&inner.config, &offer_sdp).await?;
+async fn dial(inner: Rc<Inner>, peer: Contact) -> Result<PeerLink, TransportError> {
+    let config = &inner.config;
+    let session = rt::random_u64().map_err(TransportError::Connect)?;
+    let setup = Peer::offer(config).await.map_err(TransportError::Connect)?;
+    let offer_sdp = setup.sdp.clone();
+    let link = async {
+        let answer = ask(&inner, peer.id, session, &offer_sdp).await?;
+        setup.pc.accept(&answer).await.map_err(TransportError::Connect)?;
+        let prologue = prologue(&offer_sdp, &answer);
+        let local = inner.local_addrs.clone();
+        Link::initiator(&inner.identity, Some(peer.id), &prologue, local, &config.link, config.clock.now())
+            .map_err(handshake_error)
+    }
+    .await;
+    match link {
+        Ok(link) => finish(config, setup, link, config.connect_timeout).await,
+        Err(e) => {
+            setup.pc.close().await;
+            Err(e)
+        }
+    }
+}
+
+async fn answer(inner: &Rc<Inner>, from: NodeId, session: u64, offer_sdp: String) -> Result<(), TransportError> {
+    let config = &inner.config;
+    let setup = Peer::answer(config, &offer_sdp).await.map_err(TransportError::Connect)?;
     let answer_sdp = setup.sdp.clone();
     let prologue = prologue(&offer_sdp, &answer_sdp);
-    let link = Link::responder(&inner.identity, &prologue, inner.local_addrs.clone(), &inner.config.link, rt::now_ms())
-        .map_err(|e| e.to_string())
+    let link = Link::responder(&inner.identity, &prologue, inner.local_addrs.clone(), &config.link, config.clock.now())
+        .map_err(handshake_error)
         .and_then(|l| {
             let sent = inner.signaling.send(from, &Signal::Answer { session, sdp: answer_sdp });
-            if sent {
-                Ok(l)
-            } else {
-                Err("signaling queue full".to_string())
-            }
+            sent.then_some(l).ok_or_else(|| TransportError::Signaling("queue full".into()))
         });
     let link = match link {
-        Ok(l) => l,
+        Ok(l) => finish(config, setup, l, config.connect_timeout).await?,
         Err(e) => {
             setup.pc.close().await;
             return Err(e);
         }
     };
-    let link = rt::timeout(inner.config.connect_timeout, finish(inner, setup, link))
-        .await
-        .map_err(|_| "link not open in time".to_string())??;
     if link.remote.id != from {
         // The server said the offer came from `from`; the handshake proved someone else. Dropping the
         // link ends it (and closes the connection).
-        return Err(format!("signaling named {from}, the handshake proved {}", link.remote.id));
+        return Err(TransportError::WrongPeer { expected: from, actual: link.remote.id });
     }
-    inner.incoming.clone().send(link).await.map_err(|_| "transport dropped".to_string())
+    inner.incoming.clone().send(link).await.map_err(|_| TransportError::Closed)
 }
 
 impl Transport for WebRtcTransport {

@@ -8,7 +8,9 @@
 
 use crate::signaling::SignalSocket;
 use crate::transport::{Fresh, RtcPeer, Setup};
-use crate::{rt, Pipe, RtcConfig};
+use crate::{RtcConfig, MAX_CHUNK};
+use dht_driver::SharedClock;
+use dht_link_io::ChannelPipe;
 use futures::channel::{mpsc, oneshot};
 use futures::{SinkExt, StreamExt};
 use gloo_net::websocket::{futures::WebSocket, Message as WsMessage, WebSocketError};
@@ -136,19 +138,19 @@ fn new_connection(config: &RtcConfig, create_channel: bool) -> Result<Fresh<Peer
     pc.set_onconnectionstatechange(Some(on_state.as_ref().unchecked_ref()));
     callbacks.push(on_state);
 
-    let (queue, limit) = (config.queue, config.send_buffer_limit);
+    let (queue, limit, clock) = (config.queue, config.send_buffer_limit, config.clock.clone());
     if create_channel {
         let init = RtcDataChannelInit::new();
         init.set_ordered(true);
         let dc = pc.create_data_channel_with_data_channel_dict("webdht", &init);
-        let _ = pipe_tx.send(pipe_for(dc, queue, limit));
+        let _ = pipe_tx.send(pipe_for(dc, queue, limit, clock));
     } else {
         let mut pipe_tx = Some(pipe_tx);
         let on_channel = callback(move |ev| {
             let dc = ev.unchecked_into::<RtcDataChannelEvent>().channel();
             match pipe_tx.take() {
                 Some(tx) => {
-                    let _ = tx.send(pipe_for(dc, queue, limit));
+                    let _ = tx.send(pipe_for(dc, queue, limit, clock.clone()));
                 }
                 // One channel per link: a second one is not ours to carry.
                 None => dc.close(),
@@ -182,13 +184,14 @@ impl Peer {
         kind: RtcSdpType,
         created: JsValue,
         gathered: &mut mpsc::Receiver<()>,
+        clock: &SharedClock,
     ) -> Result<String, String> {
         let desc = description(kind, &sdp_of(&created)?);
         JsFuture::from(self.pc.set_local_description(&desc))
             .await
             .map_err(|e| format!("local description: {}", js_err(e)))?;
         if self.pc.ice_gathering_state() != RtcIceGatheringState::Complete {
-            let _ = rt::timeout(Duration::from_secs(5), gathered.next()).await;
+            let _ = dht_driver::timeout(clock, Duration::from_secs(5), gathered.next()).await;
         }
         self.pc.local_description().map(|d| d.sdp()).ok_or_else(|| "no local description".into())
     }
@@ -198,7 +201,7 @@ impl RtcPeer for Peer {
     async fn offer(config: &RtcConfig) -> Result<Setup<Self>, String> {
         let mut fresh = new_connection(config, true)?;
         let offer = JsFuture::from(fresh.pc.pc.create_offer()).await.map_err(|e| format!("offer: {}", js_err(e)))?;
-        let sdp = fresh.pc.local_sdp(RtcSdpType::Offer, offer, &mut fresh.gathered).await?;
+        let sdp = fresh.pc.local_sdp(RtcSdpType::Offer, offer, &mut fresh.gathered, &config.clock).await?;
         Ok(fresh.with_sdp(sdp))
     }
 
@@ -208,7 +211,7 @@ impl RtcPeer for Peer {
             .await
             .map_err(|e| format!("bad offer: {}", js_err(e)))?;
         let answer = JsFuture::from(fresh.pc.pc.create_answer()).await.map_err(|e| format!("answer: {}", js_err(e)))?;
-        let sdp = fresh.pc.local_sdp(RtcSdpType::Answer, answer, &mut fresh.gathered).await?;
+        let sdp = fresh.pc.local_sdp(RtcSdpType::Answer, answer, &mut fresh.gathered, &config.clock).await?;
         Ok(fresh.with_sdp(sdp))
     }
 
@@ -251,10 +254,10 @@ impl Drop for Channel {
     }
 }
 
-/// Plumbs a data channel into a [`Pipe`]. Received messages go into a bounded queue of `4 × queue`
+/// Plumbs a data channel into a [`ChannelPipe`]. Received messages go into a bounded queue of `4 × queue`
 /// chunks (a peer that overfills it is cut off); a writer task sends chunks once the channel is open,
 /// each send waiting while more than `limit` bytes are buffered.
-fn pipe_for(dc: RtcDataChannel, queue: usize, limit: usize) -> Pipe {
+fn pipe_for(dc: RtcDataChannel, queue: usize, limit: usize, clock: SharedClock) -> ChannelPipe {
     dc.set_binary_type(RtcDataChannelType::Arraybuffer);
     dc.set_buffered_amount_low_threshold((limit / 2) as u32);
     let (out_tx, out_rx) = mpsc::channel::<Vec<u8>>(queue);
@@ -286,13 +289,19 @@ fn pipe_for(dc: RtcDataChannel, queue: usize, limit: usize) -> Pipe {
     dc.set_onclose(Some(on_close.as_ref().unchecked_ref()));
     dc.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
     let channel = Channel { dc, _callbacks: vec![on_open, on_low, on_close, on_message] };
-    spawn(writer(channel, out_rx, ev_rx, limit));
-    Pipe { out: out_tx, inc: inc_rx }
+    spawn(writer(channel, out_rx, ev_rx, limit, clock));
+    ChannelPipe::new(out_tx, inc_rx, MAX_CHUNK)
 }
 
 /// Sends the link's chunks; returns (dropping the channel, which closes it and ends the receive queue)
 /// when the link is done with it or the channel closes.
-async fn writer(ch: Channel, mut out: mpsc::Receiver<Vec<u8>>, mut events: mpsc::Receiver<DcEvent>, limit: usize) {
+async fn writer(
+    ch: Channel,
+    mut out: mpsc::Receiver<Vec<u8>>,
+    mut events: mpsc::Receiver<DcEvent>,
+    limit: usize,
+    clock: SharedClock,
+) {
     let closed =
         |ch: &Channel| matches!(ch.dc.ready_state(), RtcDataChannelState::Closing | RtcDataChannelState::Closed);
     while ch.dc.ready_state() != RtcDataChannelState::Open {
@@ -313,7 +322,8 @@ async fn writer(ch: Channel, mut out: mpsc::Receiver<Vec<u8>>, mut events: mpsc:
         let Some(chunk) = chunk else { return };
         while ch.dc.buffered_amount() as usize > limit {
             // `bufferedamountlow` may not fire in every case: look again at least every 100 ms.
-            if let Ok(Some(DcEvent::Closed) | None) = rt::timeout(Duration::from_millis(100), events.next()).await {
+            let event = dht_driver::timeout(&clock, Duration::from_millis(100), events.next()).await;
+            if let Ok(Some(DcEvent::Closed) | None) = event {
                 return;
             }
             if closed(&ch) {

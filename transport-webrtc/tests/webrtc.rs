@@ -1,7 +1,7 @@
 //! Native WebRTC links through a real signaling server on 127.0.0.1 (host candidates on loopback only).
 
 use dht_core::{Contact, Key};
-use dht_driver::{start, DriverConfig, NodeHandle, SystemClock, Transport};
+use dht_driver::{start, DriverConfig, NodeHandle, SystemClock, Transport, TransportError};
 use dht_link::Identity;
 use futures::{SinkExt, StreamExt};
 use kvstore::MemoryStore;
@@ -57,7 +57,7 @@ async fn a_link_opens_through_signaling_and_carries_messages() {
 
             // A peer on another signaling server, or with no rtc address, is not this transport's to dial.
             let elsewhere = Contact { id: b.node_id(), addrs: vec![transport_webrtc::address("ws://10.0.0.1:1/ws")] };
-            assert!(matches!(ta.dial(&elsewhere).await, Err(dht_driver::TransportError::NoAddress(_))));
+            assert!(matches!(ta.dial(&elsewhere).await, Err(TransportError::NoAddress(_))));
             // An id nobody registered: the server says so and the dial fails fast.
             let ghost = Contact { id: dht_core::NodeId::from_bytes([3; 32]), addrs: tb.local_addrs().to_vec() };
             let t1 = Instant::now();
@@ -106,14 +106,19 @@ async fn a_peer_that_fails_the_in_channel_handshake_is_dropped() {
             let mut ta = WebRtcTransport::start(alice.clone(), vec![], RtcConfig::loopback(&url)).await.unwrap();
             let mut a_incoming = ta.incoming();
             // Registered (with proof) as Mallory, but runs the Noise handshake with another key.
-            let tm = WebRtcTransport::start_split(mallory.clone(), other_key, vec![], RtcConfig::loopback(&url))
-                .await
-                .unwrap();
+            let tm =
+                WebRtcTransport::start_split(mallory.clone(), other_key.clone(), vec![], RtcConfig::loopback(&url))
+                    .await
+                    .unwrap();
 
             // Alice dials Mallory's id: WebRTC connects, the handshake proves another id, the dial fails.
             let m = Contact { id: mallory.node_id(), addrs: tm.local_addrs().to_vec() };
             let err = ta.dial(&m).await.expect_err("impostor refused");
-            assert!(err.to_string().contains(&format!("expected {}", mallory.node_id())), "{err}");
+            let (dialed, proven) = (mallory.node_id(), other_key.node_id());
+            assert!(
+                matches!(err, TransportError::WrongPeer { expected, actual } if expected == dialed && actual == proven),
+                "{err}"
+            );
 
             // Mallory dials Alice: the server says the offer is from Mallory, the handshake proves another
             // key; Alice drops the link and hands nothing to her node.

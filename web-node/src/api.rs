@@ -2,7 +2,7 @@
 
 use crate::views::{table_view, EventView, PeerView};
 use dht_core::Contact;
-use dht_driver::{key_for, start, DriverConfig, NodeHandle, SystemClock};
+use dht_driver::{key_for, start, DriverConfig, NodeHandle, SharedClock};
 use dht_link::Identity;
 use futures::StreamExt;
 use kvstore::{IdbStore, Store};
@@ -143,7 +143,10 @@ impl WebNode {
         let identity = load_identity(&store).await?;
         let restored_records = store.records().await.map(|r| r.len()).unwrap_or(0);
         let restored_contacts = store.load_contacts().await.map(|c| c.len()).unwrap_or(0);
-        let config = RtcConfig { udp_addrs: Vec::new(), ..RtcConfig::loopback(signaling_url.clone()) };
+        // One clock for the transport and the driver.
+        let clock = SharedClock::default();
+        let config =
+            RtcConfig { udp_addrs: Vec::new(), clock: clock.clone(), ..RtcConfig::loopback(signaling_url.clone()) };
         let transport = WebRtcTransport::start(identity.clone(), Vec::new(), config)
             .await
             .map_err(|e| js_error(&format!("signaling server {signaling_url}"), e))?;
@@ -159,7 +162,7 @@ impl WebNode {
         let mut driver = DriverConfig::new(contact.clone(), seed);
         driver.max_links = MAX_LINKS;
         driver.save_interval = SAVE_INTERVAL;
-        let (handle, task) = start(driver, transport, store, SystemClock);
+        let (handle, task) = start(driver, transport, store, clock);
         wasm_bindgen_futures::spawn_local(task);
         let shared = Rc::new(Shared {
             handle: handle.clone(),
