@@ -4,7 +4,7 @@
 //! the `futures` crate alone, with no `Send` bounds (a browser tab has one thread), and the clock comes in
 //! through the [`Clock`] trait. [`start`] returns a [`NodeHandle`] for the program and the node's task,
 //! which the caller spawns where it likes (a tokio `LocalSet`, `wasm_bindgen_futures::spawn_local`,
-//! a `futures` `LocalPool`).
+//! a `futures` `LocalPool`). [`setup`] holds what a node program does before that (its identity, its seed).
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
@@ -12,6 +12,7 @@ mod clock;
 mod driver;
 mod handle;
 pub mod memory;
+pub mod setup;
 mod transport;
 
 pub use clock::{timeout, Clock, Elapsed, SharedClock, SystemClock};

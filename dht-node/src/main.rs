@@ -9,9 +9,8 @@ mod control;
 
 use clap::{Parser, Subcommand};
 use dht_core::Contact;
-use dht_driver::{start, DriverConfig, SharedClock, Transport, Transports};
-use dht_link::Identity;
-use kvstore::{SledStore, Store};
+use dht_driver::{setup, start, DriverConfig, SharedClock, Transport, Transports};
+use kvstore::SledStore;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -102,24 +101,13 @@ fn main() -> ExitCode {
     }
 }
 
-async fn load_identity(store: &SledStore) -> Result<Identity, String> {
-    match store.get_meta("identity").await.map_err(|e| e.to_string())? {
-        Some(private) => Identity::from_private(&private).map_err(|e| format!("stored key unusable: {e}")),
-        None => {
-            let id = Identity::generate().map_err(|e| e.to_string())?;
-            store.put_meta("identity", id.private_bytes()).await.map_err(|e| e.to_string())?;
-            Ok(id)
-        }
-    }
-}
-
 async fn run(args: RunArgs) -> Result<(), String> {
     if !args.control.ip().is_loopback() {
         return Err(format!("--control must be a loopback address, got {}", args.control));
     }
     std::fs::create_dir_all(&args.data_dir).map_err(|e| format!("{}: {e}", args.data_dir.display()))?;
     let store = SledStore::open(args.data_dir.join("db")).map_err(|e| e.to_string())?;
-    let identity = load_identity(&store).await?;
+    let identity = setup::load_identity(&store).await.map_err(|e| e.to_string())?;
     if args.no_tcp && args.signaling.is_none() {
         return Err("--no-tcp needs --signaling (the node would be unreachable)".into());
     }
@@ -163,10 +151,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
     }
     if let Some(t) = &rtc {
         // Peers registered on the signaling server, with the addresses they advertised.
-        for p in t.signaling().peers(8).await {
-            let addrs = p.addrs.into_iter().map(dht_core::Address).collect();
-            seeds.push(Contact { id: p.id.into(), addrs });
-        }
+        seeds.extend(t.signaling().seeds(8).await);
     }
     if let Some(t) = tcp {
         transports.push(Box::new(t));
@@ -175,7 +160,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
         transports.push(Box::new(t));
     }
     let transport = Transports(transports);
-    let seed = u64::from_be_bytes(identity.public_key()[..8].try_into().expect("8 bytes"));
+    let seed = setup::random_seed().map_err(|e| e.to_string())?;
     let (handle, task) = start(DriverConfig::new(contact.clone(), seed), transport, store, clock);
     let node_task = tokio::task::spawn_local(task);
     let control = control::serve(args.control, &args.data_dir, handle.clone(), contact.clone()).await?;

@@ -1,5 +1,6 @@
-//! Native nodes over WebRTC through a real `signaling-server` process: ten `dht-node` processes, some
-//! TCP-only, some WebRTC-only, some both; every put and get across them succeeds.
+//! Native nodes over WebRTC through a real signaling server (the `signaling-server` library, in this
+//! process): ten `dht-node` processes, some TCP-only, some WebRTC-only, some both; every put and get across
+//! them succeeds.
 //!
 //! Runs in a fresh network namespace holding only a loopback interface when the test may create one (root),
 //! so nothing can leave the machine; otherwise on the host's loopback, and says so.
@@ -7,7 +8,7 @@
 mod common;
 
 use common::{ctl_dir as ctl, Proc};
-use std::io::{BufRead, BufReader};
+use signaling_server::server::{Server, ServerConfig};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
@@ -23,19 +24,25 @@ fn isolate() -> bool {
     matches!(up, Ok(s) if s.success())
 }
 
-/// The signaling-server binary of this workspace (built by `cargo test --workspace`; built here if missing).
-fn signaling_bin() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(Path::parent).unwrap().to_owned();
-    let bin = dir.join(format!("signaling-server{}", std::env::consts::EXE_SUFFIX));
-    if !bin.exists() {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "--offline", "-p", "signaling-server", "--bin", "signaling-server"])
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "cannot build signaling-server");
-    }
-    bin
+/// A signaling server in this process, on a thread and runtime of its own; returns its URL and what stops
+/// it when dropped. Started after [`isolate`], so it listens in the nodes' network namespace (a thread
+/// inherits the namespace of the thread that spawns it).
+fn signaling_server() -> (String, futures::channel::oneshot::Sender<()>) {
+    let (stop, stopped) = futures::channel::oneshot::channel::<()>();
+    let (url_tx, url_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+        rt.block_on(async move {
+            let server = Server::bind("127.0.0.1:0".parse().unwrap(), ServerConfig::default()).await.expect("binds");
+            url_tx.send(format!("ws://{}/ws", server.local_addr().unwrap())).unwrap();
+            server
+                .run(async {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+    });
+    (url_rx.recv().expect("the signaling server starts"), stop)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -64,23 +71,13 @@ fn spawn(dir: &Path, kind: Kind, signaling: &str, bootstrap: Option<&str>) -> Pr
 
 #[test]
 fn tcp_webrtc_and_mixed_nodes_put_and_get_across_each_other() {
-    let server_bin = signaling_bin();
     let isolated = isolate();
     if isolated {
         eprintln!("running in a fresh network namespace (loopback only)");
     } else {
         eprintln!("cannot create a network namespace (not root?): running on the host's loopback");
     }
-    let mut server = Command::new(server_bin)
-        .args(["--listen", "127.0.0.1:0"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("signaling-server starts");
-    let mut line = String::new();
-    BufReader::new(server.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let url = format!("ws://{}/ws", line.trim().strip_prefix("listening ").expect("listening line"));
-    let _server = Proc { child: server, dir: PathBuf::new() };
+    let (url, _server) = signaling_server();
 
     let root = tempfile::tempdir().unwrap();
     let kinds = [

@@ -1,15 +1,14 @@
-//! What a signaling client can send: any text is parsed as a client message (a typed error or a message that
+//! What a signaling client can send: any text is decoded as a client message (a typed error or a message that
 //! round-trips), and a registration is checked against a challenge without panicking.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use signaling_server::protocol::{Challenge, ClientMsg};
+use signaling_protocol::{Challenge, ClientMsg};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
-    let Ok(msg) = serde_json::from_str::<ClientMsg>(text) else { return };
-    let again = serde_json::to_string(&msg).expect("client messages serialize");
-    assert_eq!(serde_json::from_str::<ClientMsg>(&again).expect("and parse back"), msg);
+    let Ok(msg) = ClientMsg::decode(text) else { return };
+    assert_eq!(ClientMsg::decode(&msg.encode()).expect("and decode back"), msg);
     if let ClientMsg::Register { public_key, proof, .. } = msg {
         // A forged proof must fail (a fresh challenge each time, so nothing can be precomputed).
         assert!(Challenge::new().verify(&public_key, &proof).is_err());

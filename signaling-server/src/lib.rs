@@ -8,12 +8,8 @@
 //! The server is trusted with nothing: links it brokers run the Noise handshake end to end inside the data
 //! channel, so a server that lies about who is who only gets links that fail.
 //!
-//! [`protocol`] is the wire format, usable by clients without the server (`default-features = false`).
+//! The wire format is the `signaling-protocol` crate, which clients use without this one.
 #![warn(missing_docs)]
 
-pub mod protocol;
-
-#[cfg(feature = "server")]
 mod http;
-#[cfg(feature = "server")]
 pub mod server;

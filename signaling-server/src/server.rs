@@ -5,10 +5,6 @@
 //! broke it, with a close frame that says why.
 
 use crate::http;
-use crate::protocol::{
-    Challenge, ClientMsg, Hex32, PeerInfo, ServerMsg, MAX_ADDRS, MAX_ADDR_LEN, MAX_MESSAGE, MAX_PEERS_REPLY,
-    MAX_SIGNAL_DATA,
-};
 use async_tungstenite::tokio::TokioAdapter;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
@@ -17,6 +13,9 @@ use async_tungstenite::WebSocketStream;
 use dht_core::NodeId;
 use futures::StreamExt;
 use rand_core::RngCore;
+use signaling_protocol::{
+    Challenge, ClientMsg, Hex32, PeerInfo, ServerMsg, MAX_MESSAGE, MAX_PEERS_REPLY, MAX_SIGNAL_DATA,
+};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -474,7 +473,7 @@ const PLACEHOLDER: &str = "<!doctype html><meta charset=utf-8><title>webdht sign
 type Ws = WebSocketStream<TokioAdapter<TcpStream>>;
 
 fn text(msg: &ServerMsg) -> Message {
-    Message::text(serde_json::to_string(msg).expect("server messages serialize"))
+    Message::text(msg.encode())
 }
 
 async fn close(ws: &mut Ws, v: &Violation) {
@@ -536,14 +535,12 @@ async fn register(ws: &mut Ws, challenge: &Challenge, state: &State) -> Result<R
             None => return Err(Violation { code: CloseCode::Normal, reason: "closed".into() }),
         }
     };
-    let (public_key, proof, addrs) = match serde_json::from_str::<ClientMsg>(msg.as_str()) {
+    // Decoding refuses what breaks the protocol's limits (too many or too long addresses included).
+    let (public_key, proof, addrs) = match ClientMsg::decode(msg.as_str()) {
         Ok(ClientMsg::Register { public_key, proof, addrs }) => (public_key, proof, addrs),
         Ok(_) => return Err(Violation::policy("register first")),
-        Err(e) => return Err(Violation::policy(format!("malformed message: {e}"))),
+        Err(e) => return Err(Violation::policy(e.to_string())),
     };
-    if addrs.len() > MAX_ADDRS || addrs.iter().any(|a| a.len() > MAX_ADDR_LEN) {
-        return Err(Violation::policy(format!("at most {MAX_ADDRS} addresses of {MAX_ADDR_LEN} bytes")));
-    }
     let id =
         challenge.verify(&public_key, &proof).map_err(|e| Violation::policy(format!("registration refused: {e}")))?;
     let (tx, rx) = mpsc::channel(state.config.queue_per_peer.max(1));
@@ -655,7 +652,7 @@ async fn serve_registered(
                 if !limit.allow(now) {
                     return Err(Violation::policy("rate limit exceeded"));
                 }
-                let reply = match serde_json::from_str::<ClientMsg>(text.as_str()) {
+                let reply = match ClientMsg::decode(text.as_str()) {
                     Ok(ClientMsg::Signal { to, data }) => {
                         let reply = relay(state, me, to, data);
                         if reply.is_some() {
@@ -670,7 +667,7 @@ async fn serve_registered(
                         Some(ServerMsg::Peers { peers })
                     }
                     Ok(ClientMsg::Register { .. }) => return Err(Violation::policy("already registered")),
-                    Err(e) => return Err(Violation::policy(format!("malformed message: {e}"))),
+                    Err(e) => return Err(Violation::policy(e.to_string())),
                 };
                 if let Some(reply) = reply {
                     ws.send(self::text(&reply)).await.map_err(|e| ws_violation(&e))?;
@@ -704,7 +701,7 @@ fn relay(state: &State, from: Hex32, to: Hex32, data: String) -> Option<ServerMs
         state.stats.undeliverable.fetch_add(1, Ordering::Relaxed);
         return Some(ServerMsg::Error { reason: "unknown peer".into(), to: Some(to) });
     };
-    let msg = serde_json::to_string(&ServerMsg::Signal { from, data }).expect("server messages serialize");
+    let msg = ServerMsg::Signal { from, data }.encode();
     match tx.try_send(Out::Text(msg)) {
         Ok(()) => {
             state.stats.relayed.fetch_add(1, Ordering::Relaxed);

@@ -8,7 +8,7 @@ use async_tungstenite::WebSocketStream;
 use dht_core::NodeId;
 use dht_link::Identity;
 use futures::StreamExt;
-use signaling_server::protocol::{prove, ClientMsg, Hex32, ServerMsg, MAX_MESSAGE};
+use signaling_protocol::{prove, ClientMsg, Hex32, ServerMsg, MAX_MESSAGE};
 use signaling_server::server::{Server, ServerConfig, Stats};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -36,7 +36,7 @@ async fn recv(ws: &mut Ws) -> ServerMsg {
     loop {
         let m = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.expect("a message in time");
         match m.expect("socket open").expect("no socket error") {
-            Message::Text(t) => return serde_json::from_str(t.as_str()).expect("a protocol message"),
+            Message::Text(t) => return ServerMsg::decode(t.as_str()).expect("a protocol message"),
             Message::Ping(_) | Message::Pong(_) => continue,
             other => panic!("unexpected {other:?}"),
         }
@@ -44,7 +44,7 @@ async fn recv(ws: &mut Ws) -> ServerMsg {
 }
 
 async fn send(ws: &mut Ws, msg: &ClientMsg) {
-    ws.send(Message::text(serde_json::to_string(msg).unwrap())).await.unwrap();
+    ws.send(Message::text(msg.encode())).await.unwrap();
 }
 
 /// Reads until the server closes; returns the close code and reason.
@@ -215,7 +215,7 @@ async fn deadlines_rates_and_capacity_are_enforced() {
     let a = Identity::generate().unwrap();
     let mut wa = register(addr, &a).await;
     for _ in 0..10 {
-        if wa.send(Message::text(serde_json::to_string(&ClientMsg::Peers { max: 1 }).unwrap())).await.is_err() {
+        if wa.send(Message::text(ClientMsg::Peers { max: 1 }.encode())).await.is_err() {
             break;
         }
     }
@@ -316,7 +316,7 @@ async fn probing_unknown_ids_is_cut_off_quickly() {
         send(&mut ws, &ClientMsg::Signal { to: unknown, data: "offer".into() }).await;
         match tokio::time::timeout(Duration::from_secs(5), ws.next()).await.expect("an answer") {
             Some(Ok(Message::Text(t))) => {
-                let msg: ServerMsg = serde_json::from_str(t.as_str()).unwrap();
+                let msg = ServerMsg::decode(t.as_str()).unwrap();
                 assert!(matches!(msg, ServerMsg::Error { to: Some(to), .. } if to == unknown), "{msg:?}");
                 answered += 1;
                 assert!(answered < 20, "still served after {answered} undeliverable signals");

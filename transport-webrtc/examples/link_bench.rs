@@ -8,11 +8,13 @@
 //! ratio as the median of each round's ratio. Bounded: ten link setups and 2 × ROUNDS transfers of a few tens
 //! of megabytes.
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use dht_core::{Contact, Key, Message, Record, Request, RequestId};
 use dht_driver::{PeerLink, Transport};
 use dht_link::Identity;
 use futures::{SinkExt, StreamExt};
-use signaling_server::server::{Server, ServerConfig};
 use std::time::Instant;
 use transport_webrtc::{RtcConfig, WebRtcTransport};
 
@@ -68,12 +70,10 @@ fn main() {
     });
 }
 
-/// Two transports through an in-process signaling server, ten links set up one after another; returns the
+/// Two transports through an in-process signaling relay, ten links set up one after another; returns the
 /// setup times, the two ends of the last link, and the transports (kept while the link is used).
 async fn links() -> (Vec<f64>, PeerLink, PeerLink, (WebRtcTransport, WebRtcTransport)) {
-    let server = Server::bind("127.0.0.1:0".parse().unwrap(), ServerConfig::default()).await.unwrap();
-    let url = format!("ws://{}/ws", server.local_addr().unwrap());
-    tokio::spawn(server.run(std::future::pending()));
+    let url = common::relay().await;
     let (a, b) = (Identity::generate().unwrap(), Identity::generate().unwrap());
     let ta = WebRtcTransport::start(a, vec![], RtcConfig::loopback(&url)).await.unwrap();
     let mut tb = WebRtcTransport::start(b.clone(), vec![], RtcConfig::loopback(&url)).await.unwrap();

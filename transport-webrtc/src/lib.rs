@@ -3,9 +3,10 @@
 //! A [`dht_driver::Transport`] over WebRTC data channels, for nodes that cannot listen on TCP (browser
 //! tabs) and the native nodes that talk to them.
 //!
-//! - **Signaling**: a node registers with a `signaling-server` under its node id (proving it holds the key)
-//!   and exchanges SDP offers and answers with peers by id ([`Signal`]). ICE is not trickled: each SDP
-//!   carries its candidates, so one offer and one answer set a link up.
+//! - **Signaling**: a node registers with a signaling server under its node id (proving it holds the key;
+//!   the wire protocol is the `signaling-protocol` crate) and exchanges SDP offers and answers with peers
+//!   by id ([`Signal`]). ICE is not trickled: each SDP carries its candidates, so one offer and one answer
+//!   set a link up.
 //! - **Channel**: one ordered, reliable data channel per link, created by the dialer and announced to the
 //!   answerer. Bytes go out in messages of at most [`MAX_CHUNK`] bytes (the size every browser takes); the
 //!   link's stream codec reassembles larger messages. Sends wait for the channel's buffered amount to
@@ -40,6 +41,7 @@ mod transport;
 #[doc(hidden)]
 pub use backend::channel_throughput;
 pub use signaling::SignalingClient;
+pub use signaling_protocol::PeerInfo;
 pub use transport::WebRtcTransport;
 
 /// The few runtime services the shared code needs, the same on both targets (time comes from

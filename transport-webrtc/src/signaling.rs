@@ -2,12 +2,12 @@
 //! reconnecting loop, and bounded queues both ways. The socket itself is a backend's [`SignalSocket`].
 
 use crate::rt;
-use dht_core::{Address, NodeId};
+use dht_core::{Address, Contact, NodeId};
 use dht_driver::{timeout, Clock, SharedClock};
 use dht_link::Identity;
 use futures::channel::{mpsc, oneshot};
 use futures::{FutureExt, StreamExt};
-use signaling_server::protocol::{prove, ClientMsg, Hex32, PeerInfo, ServerMsg};
+use signaling_protocol::{prove, ClientMsg, Hex32, PeerInfo, ServerMsg};
 use std::collections::VecDeque;
 use std::time::Duration;
 
@@ -54,11 +54,11 @@ pub struct SignalingClient {
 
 async fn recv_msg<S: SignalSocket>(ws: &mut S) -> Result<ServerMsg, String> {
     let text = ws.recv().await?;
-    serde_json::from_str(&text).map_err(|e| format!("bad server message: {e}"))
+    ServerMsg::decode(&text).map_err(|e| format!("bad server message: {e}"))
 }
 
 async fn send_msg<S: SignalSocket>(ws: &mut S, msg: &ClientMsg) -> Result<(), String> {
-    ws.send(serde_json::to_string(msg).expect("client messages serialize")).await
+    ws.send(msg.encode()).await
 }
 
 /// Who a signaling connection registers, and where: what every (re)connection needs.
@@ -119,6 +119,12 @@ impl SignalingClient {
             return Vec::new();
         }
         timeout(&self.clock, REGISTER_TIMEOUT, rx).await.ok().and_then(Result::ok).unwrap_or_default()
+    }
+
+    /// Up to `max` random peers registered on the server, as contacts to join through (their ids are the
+    /// ones they proved to the server; links to them prove them again).
+    pub async fn seeds(&self, max: usize) -> Vec<Contact> {
+        self.peers(max).await.into_iter().map(Contact::from).collect()
     }
 }
 

@@ -1,19 +1,17 @@
-//! Native WebRTC links through a real signaling server on 127.0.0.1 (host candidates on loopback only).
+//! Native WebRTC links through a signaling relay on 127.0.0.1 (host candidates on loopback only).
+
+mod common;
 
 use dht_core::{Contact, Key};
 use dht_driver::{start, DriverConfig, NodeHandle, SystemClock, Transport, TransportError};
 use dht_link::Identity;
 use futures::{SinkExt, StreamExt};
 use kvstore::MemoryStore;
-use signaling_server::server::{Server, ServerConfig};
 use std::time::{Duration, Instant};
 use transport_webrtc::{RtcConfig, WebRtcTransport};
 
 async fn signaling() -> String {
-    let server = Server::bind("127.0.0.1:0".parse().unwrap(), ServerConfig::default()).await.unwrap();
-    let url = format!("ws://{}/ws", server.local_addr().unwrap());
-    tokio::spawn(server.run(std::future::pending()));
-    url
+    common::relay().await
 }
 
 async fn node(url: &str, seed: u64) -> (NodeHandle, Contact) {

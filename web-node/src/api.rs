@@ -2,7 +2,7 @@
 
 use crate::views::{table_view, EventView, PeerView};
 use dht_core::Contact;
-use dht_driver::{key_for, start, DriverConfig, NodeHandle, SharedClock};
+use dht_driver::{key_for, setup, start, DriverConfig, NodeHandle, SharedClock};
 use dht_link::Identity;
 use futures::StreamExt;
 use kvstore::{IdbStore, Store};
@@ -81,17 +81,6 @@ fn now_ms() -> f64 {
     js_sys::Date::now()
 }
 
-async fn load_identity(store: &IdbStore) -> Result<Identity, JsError> {
-    match store.get_meta("identity").await.map_err(|e| js_error("storage", e))? {
-        Some(private) => Identity::from_private(&private).map_err(|e| js_error("stored key unusable", e)),
-        None => {
-            let id = Identity::generate().map_err(|e| js_error("key generation", e))?;
-            store.put_meta("identity", id.private_bytes()).await.map_err(|e| js_error("storage", e))?;
-            Ok(id)
-        }
-    }
-}
-
 /// What ids with proof of work cost in this browser: `{ids, difficulty, msPerId, usPerTry}`.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -140,7 +129,7 @@ impl WebNode {
         }
         let store = IdbStore::open(&db_name, STORAGE_BUDGET).await.map_err(|e| js_error("IndexedDB", e))?;
         let evicted = store.evicted();
-        let identity = load_identity(&store).await?;
+        let identity = setup::load_identity(&store).await.map_err(|e| JsError::new(&e.to_string()))?;
         let restored_records = store.records().await.map(|r| r.len()).unwrap_or(0);
         let restored_contacts = store.load_contacts().await.map(|c| c.len()).unwrap_or(0);
         // One clock for the transport and the driver.
@@ -151,14 +140,8 @@ impl WebNode {
             .await
             .map_err(|e| js_error(&format!("signaling server {signaling_url}"), e))?;
         let contact = Contact { id: identity.node_id(), addrs: transport.local_addrs().to_vec() };
-        let seeds: Vec<Contact> = transport
-            .signaling()
-            .peers(SEEDS)
-            .await
-            .into_iter()
-            .map(|p| Contact { id: p.id.into(), addrs: p.addrs.into_iter().map(dht_core::Address).collect() })
-            .collect();
-        let seed = u64::from_be_bytes(identity.public_key()[..8].try_into().expect("8 bytes"));
+        let seeds = transport.signaling().seeds(SEEDS).await;
+        let seed = setup::random_seed().map_err(|e| JsError::new(&e.to_string()))?;
         let mut driver = DriverConfig::new(contact.clone(), seed);
         driver.max_links = MAX_LINKS;
         driver.save_interval = SAVE_INTERVAL;

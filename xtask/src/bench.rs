@@ -2,7 +2,7 @@
 //! (`{"name","value","unit"}`) and rewrites the generated table of BENCHMARKS.md (between its markers) with
 //! the date, the machine and the commands.
 
-use crate::{cargo, root, step, WASM_TARGET};
+use crate::{cargo, root, step, target_dir, WASM_TARGET};
 use serde_json::{json, Value};
 use std::process::Command;
 
@@ -64,7 +64,7 @@ fn run(what: &str, cmd: &mut Command) -> Result<String, String> {
 }
 
 fn release(bin: &str) -> Command {
-    Command::new(root().join("target/release").join(bin))
+    Command::new(target_dir().join("release").join(bin))
 }
 
 /// The `{"name","value","unit"}` lines of a tool's output, as (name, value, unit).
@@ -82,7 +82,7 @@ fn wasm_module() -> Result<String, String> {
         "dht-bench for wasm32 (release)",
         cargo().args(["build", "--release", "--locked", "-p", "dht-bench", "--lib", "--target", WASM_TARGET]),
     )?;
-    let wasm = root().join("target").join(WASM_TARGET).join("release/dht_bench.wasm");
+    let wasm = target_dir().join(WASM_TARGET).join("release/dht_bench.wasm");
     let out = root().join("target/bench-wasm");
     std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
     let mut bindgen = wasm_bindgen_cli_support::Bindgen::new();
@@ -299,7 +299,7 @@ fn vs_libp2p(f: &mut Figures) -> Result<(), String> {
         "libp2p-compare (release; outside the workspace)",
         cargo()
             .args(["build", "--release", "--locked", "--manifest-path", "libp2p-compare/Cargo.toml"])
-            .env("CARGO_TARGET_DIR", root().join("target")),
+            .env("CARGO_TARGET_DIR", target_dir()),
     )?;
     let out = run("webdht and rust-libp2p side by side", &mut release("libp2p-compare"))?;
     f.take_lines(&out, "libp2p-compare --nodes 200 --lookups 1000");

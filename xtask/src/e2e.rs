@@ -5,7 +5,7 @@
 //! and Chromium has an interface to gather candidates on.
 
 use crate::web::{build_web, bundle_dir, ensure_chromium, CHROMEDRIVER, CHROMIUM};
-use crate::{cargo, root, step};
+use crate::{cargo, root, step, target_dir};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -52,7 +52,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
 }
 
 fn bin(name: &str) -> PathBuf {
-    root().join("target/debug").join(name)
+    target_dir().join("debug").join(name)
 }
 
 /// Builds what the run needs, then runs it (in a network namespace when we can make one).

@@ -55,6 +55,16 @@ pub(crate) fn root() -> PathBuf {
         .to_path_buf()
 }
 
+/// Where cargo puts what it builds: `CARGO_TARGET_DIR` when set (a relative one from the workspace root, where
+/// [`cargo`] runs), else `target/`. Outputs of the tasks themselves (`target/web`, `target/e2e`, ...) stay
+/// under the root's `target/`.
+pub(crate) fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => root().join(dir),
+        _ => root().join("target"),
+    }
+}
+
 pub(crate) fn cargo() -> Command {
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.current_dir(root());
@@ -90,7 +100,8 @@ fn test() -> Result<(), String> {
     step("cargo test", cargo().args(["test", "--workspace", "--locked"]))?;
     ensure_wasm_target()?;
     // The browser-bound crates, and clippy on their wasm32-only code (the web backend of transport-webrtc).
-    let wasm_crates = ["dht-core", "kvstore", "dht-driver", "dht-link", "transport-webrtc", "web-node"];
+    let wasm_crates =
+        ["dht-core", "kvstore", "dht-driver", "dht-link", "signaling-protocol", "transport-webrtc", "web-node"];
     let packages: Vec<&str> = wasm_crates.iter().flat_map(|c| ["-p", c]).collect();
     step(
         "browser-bound crates for wasm32",

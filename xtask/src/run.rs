@@ -3,7 +3,7 @@
 //! data in `target/run/bootstrap-node`), prints the URL to open, and stops both cleanly on Ctrl-C.
 
 use crate::web::{build_web, bundle_dir};
-use crate::{cargo, root, step};
+use crate::{cargo, root, step, target_dir};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -21,7 +21,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
         "signaling-server and dht-node (release)",
         cargo().args(["build", "--release", "--locked", "-p", "signaling-server", "-p", "dht-node"]),
     )?;
-    let bin = |name: &str| root().join("target/release").join(name);
+    let bin = |name: &str| target_dir().join("release").join(name);
     let data = root().join("target/run/bootstrap-node");
     std::fs::create_dir_all(&data).map_err(|e| format!("{}: {e}", data.display()))?;
 

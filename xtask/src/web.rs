@@ -1,6 +1,6 @@
 //! The browser side: the web bundle, Chromium, and wasm tests in headless Chromium.
 
-use crate::{cargo, root, step, WASM_TARGET};
+use crate::{cargo, root, step, target_dir, WASM_TARGET};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -63,7 +63,7 @@ pub fn build_web() -> Result<PathBuf, String> {
         "web-node for wasm32 (release)",
         cargo().args(["build", "--release", "--locked", "-p", "web-node", "--target", WASM_TARGET]),
     )?;
-    let wasm = root().join("target").join(WASM_TARGET).join("release/web_node.wasm");
+    let wasm = target_dir().join(WASM_TARGET).join("release/web_node.wasm");
     let out = bundle_dir();
     std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
     eprintln!("==> wasm-bindgen {} → {}", wasm.display(), out.display());

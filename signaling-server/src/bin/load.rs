@@ -9,7 +9,7 @@ use async_tungstenite::tungstenite::Message;
 use clap::Parser;
 use futures::StreamExt;
 use rand_core::RngCore;
-use signaling_server::protocol::{prove, ClientMsg, Hex32, ServerMsg};
+use signaling_protocol::{prove, ClientMsg, Hex32, ServerMsg};
 use std::io::BufRead;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -151,7 +151,7 @@ type Ws = async_tungstenite::WebSocketStream<async_tungstenite::tokio::TokioAdap
 async fn recv(ws: &mut Ws) -> Result<ServerMsg, String> {
     loop {
         match ws.next().await {
-            Some(Ok(Message::Text(t))) => return serde_json::from_str(t.as_str()).map_err(|e| e.to_string()),
+            Some(Ok(Message::Text(t))) => return ServerMsg::decode(t.as_str()).map_err(|e| e.to_string()),
             Some(Ok(Message::Close(f))) => return Err(format!("closed: {f:?}")),
             Some(Ok(_)) => continue,
             Some(Err(e)) => return Err(e.to_string()),
@@ -192,7 +192,7 @@ async fn connect_one(addr: &str, key: [u8; 32], source: [u8; 4]) -> Result<Ws, S
     };
     let (public_key, proof) = prove(&key, &nonce, &server_key).map_err(|e| e.to_string())?;
     let reg = ClientMsg::Register { public_key, proof, addrs: vec![] };
-    ws.send(Message::text(serde_json::to_string(&reg).expect("serializes"))).await.map_err(|e| e.to_string())?;
+    ws.send(Message::text(reg.encode())).await.map_err(|e| e.to_string())?;
     match recv(&mut ws).await? {
         ServerMsg::Registered { .. } => Ok(ws),
         other => Err(format!("not registered: {other:?}")),
@@ -376,9 +376,7 @@ async fn abuser(i: usize, addr: String, shared: Arc<Shared>) {
                         proof: Hex32(random_key()),
                         addrs: vec![],
                     };
-                    ws.send(Message::text(serde_json::to_string(&reg).expect("serializes")))
-                        .await
-                        .map_err(|e| e.to_string())?;
+                    ws.send(Message::text(reg.encode())).await.map_err(|e| e.to_string())?;
                     drain(&mut ws).await;
                 }
                 // Oversized messages.
@@ -398,7 +396,7 @@ async fn abuser(i: usize, addr: String, shared: Arc<Shared>) {
                     let mut ws = connect_one(&addr, random_key(), abuser_source(i)).await?;
                     for _ in 0..10_000 {
                         let msg = ClientMsg::Signal { to: Hex32(random_key()), data: "offer".into() };
-                        if ws.send(Message::text(serde_json::to_string(&msg).expect("serializes"))).await.is_err() {
+                        if ws.send(Message::text(msg.encode())).await.is_err() {
                             break;
                         }
                         if shared.stop.load(Ordering::Relaxed) {
@@ -455,14 +453,14 @@ async fn peer(me: usize, ws: Ws, shared: Arc<Shared>, period: Duration, size: us
                 let sent_us = shared.start.elapsed().as_micros() as u64;
                 let data = format!("{sent_us} {pad}");
                 let msg = ClientMsg::Signal { to: shared.ids[to], data };
-                if tx.send(Message::text(serde_json::to_string(&msg).expect("serializes"))).await.is_err() {
+                if tx.send(Message::text(msg.encode())).await.is_err() {
                     shared.errors.fetch_add(1, Ordering::Relaxed);
                     return;
                 }
                 shared.sent.fetch_add(1, Ordering::Relaxed);
             }
             m = rx.next() => match m {
-                Some(Ok(Message::Text(t))) => match serde_json::from_str::<ServerMsg>(t.as_str()) {
+                Some(Ok(Message::Text(t))) => match ServerMsg::decode(t.as_str()) {
                     Ok(ServerMsg::Signal { data, .. }) => {
                         let now = shared.start.elapsed().as_micros() as u64;
                         let sent: u64 = data.split(' ').next().and_then(|s| s.parse().ok()).unwrap_or(now);

@@ -1,0 +1,76 @@
+//! What every node front end (the native `dht-node`, the browser's `web-node`) does before [`start`]: take
+//! its identity from its store (made and kept there on first start) and a seed for the core's randomness
+//! from the operating system.
+//!
+//! [`start`]: crate::start
+
+use dht_link::{Identity, LinkError};
+use kvstore::{Store, StoreError};
+
+/// The metadata entry that holds a node's private key.
+pub const IDENTITY_META: &str = "identity";
+
+/// Why a node could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SetupError {
+    /// The store failed to read or keep the key.
+    #[error("storage: {0}")]
+    Store(#[from] StoreError),
+    /// The stored key is not a key (wrong length).
+    #[error("stored key unusable: {0}")]
+    StoredKey(#[source] LinkError),
+    /// No key could be made.
+    #[error("key generation: {0}")]
+    KeyGeneration(#[source] LinkError),
+    /// The operating system's random generator failed.
+    #[error("randomness: {0}")]
+    Randomness(getrandom::Error),
+}
+
+/// The node's identity kept in `store`; on first start a fresh one, stored (durably) before it is returned,
+/// so a restart keeps the node id.
+pub async fn load_identity<S: Store>(store: &S) -> Result<Identity, SetupError> {
+    if let Some(private) = store.get_meta(IDENTITY_META).await? {
+        return Identity::from_private(&private).map_err(SetupError::StoredKey);
+    }
+    let identity = Identity::generate().map_err(SetupError::KeyGeneration)?;
+    store.put_meta(IDENTITY_META, identity.private_bytes()).await?;
+    Ok(identity)
+}
+
+/// A seed for [`dht_core::Node`]'s randomness (request ids, lookup choices) from the operating system's
+/// generator (web crypto in the browser): unknown to peers, unlike anything derived from the public key.
+pub fn random_seed() -> Result<u64, SetupError> {
+    getrandom::u64().map_err(SetupError::Randomness)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::executor::block_on;
+    use kvstore::MemoryStore;
+
+    #[test]
+    fn the_identity_is_made_once_and_kept() {
+        let store = MemoryStore::new();
+        let first = block_on(load_identity(&store)).unwrap();
+        let again = block_on(load_identity(&store)).unwrap();
+        assert_eq!(first.node_id(), again.node_id());
+        let other = block_on(load_identity(&MemoryStore::new())).unwrap();
+        assert_ne!(first.node_id(), other.node_id());
+    }
+
+    #[test]
+    fn a_stored_key_of_the_wrong_length_is_refused() {
+        let store = MemoryStore::new();
+        block_on(store.put_meta(IDENTITY_META, &[1; 31])).unwrap();
+        assert!(matches!(block_on(load_identity(&store)), Err(SetupError::StoredKey(_))));
+    }
+
+    #[test]
+    fn seeds_differ() {
+        let seeds: std::collections::HashSet<u64> = (0..8).map(|_| random_seed().unwrap()).collect();
+        assert_eq!(seeds.len(), 8);
+    }
+}
