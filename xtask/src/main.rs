@@ -100,8 +100,16 @@ fn test() -> Result<(), String> {
     step("cargo test", cargo().args(["test", "--workspace", "--locked"]))?;
     ensure_wasm_target()?;
     // The browser-bound crates, and clippy on their wasm32-only code (the web backend of transport-webrtc).
-    let wasm_crates =
-        ["dht-core", "kvstore", "dht-driver", "dht-link", "signaling-protocol", "transport-webrtc", "web-node"];
+    let wasm_crates = [
+        "dht-core",
+        "kvstore",
+        "dht-driver",
+        "dht-link",
+        "dht-link-io",
+        "signaling-protocol",
+        "transport-webrtc",
+        "web-node",
+    ];
     let packages: Vec<&str> = wasm_crates.iter().flat_map(|c| ["-p", c]).collect();
     step(
         "browser-bound crates for wasm32",
