@@ -4,7 +4,7 @@ use crate::clock::Clock;
 use crate::handle::{Command, NodeEvent, NodeHandle, PutOutcome};
 use crate::transport::{PeerLink, Transport, TransportError};
 use dht_core::{
-    Config, Contact, Event, Instant, Key, Message, Node, NodeId, Output, QueryId, Record, StoreOp, StoreOpId,
+    Config, Contact, Event, Instant, Key, Message, Node, NodeId, OutputSink, QueryId, Record, StoreOp, StoreOpId,
     StoreResult, ValidConfig,
 };
 use futures::channel::{mpsc, oneshot};
@@ -81,8 +81,7 @@ where
     let task = async move {
         let now = clock.now();
         let node = Node::new(config.core.clone(), config.local.clone(), config.seed, now);
-        let mut driver = Driver {
-            node,
+        let io = Io {
             config,
             transport,
             store: Rc::new(store),
@@ -97,6 +96,7 @@ where
             generation: 0,
             tick: 0,
         };
+        let mut driver = Driver { node, io };
         driver.restore(&clock).await;
         driver.run(rx, incoming, &clock).await;
     };
@@ -105,6 +105,11 @@ where
 
 struct Driver<T, S> {
     node: Node,
+    io: Io<T, S>,
+}
+
+/// Everything of the driver but the node: where the node's outputs go ([`OutputSink`]).
+struct Io<T, S> {
     config: DriverConfig,
     transport: T,
     store: Rc<S>,
@@ -124,7 +129,7 @@ struct Driver<T, S> {
 impl<T: Transport, S: Store + 'static> Driver<T, S> {
     async fn restore(&mut self, clock: &impl Clock) {
         let now = clock.now();
-        match self.store.records().await {
+        match self.io.store.records().await {
             Ok(records) => {
                 for r in records {
                     self.node.restore_record(now, r.key, r.expires, r.size);
@@ -132,7 +137,7 @@ impl<T: Transport, S: Store + 'static> Driver<T, S> {
             }
             Err(e) => tracing::warn!("stored records not restored: {e}"),
         }
-        match self.store.load_contacts().await {
+        match self.io.store.load_contacts().await {
             Ok(contacts) => {
                 for c in contacts {
                     self.node.add_contact(now, c);
@@ -149,11 +154,11 @@ impl<T: Transport, S: Store + 'static> Driver<T, S> {
         clock: &impl Clock,
     ) {
         let mut incoming = incoming.fuse();
-        let mut next_save = clock.now() + self.config.save_interval;
+        let mut next_save = clock.now() + self.io.config.save_interval;
         loop {
             self.dispatch_outputs(clock.now());
             if clock.now() >= next_save {
-                next_save = clock.now() + self.config.save_interval;
+                next_save = clock.now() + self.io.config.save_interval;
                 self.save_routing_table();
             }
             let deadline = self.node.poll_timeout().map_or(next_save, |t| t.min(next_save));
@@ -163,16 +168,16 @@ impl<T: Transport, S: Store + 'static> Driver<T, S> {
                     Some(Command::Shutdown) | None => break,
                     Some(cmd) => self.command(clock.now(), cmd),
                 },
-                link = incoming.next() => if let Some(link) = link { self.add_link(link) },
-                item = self.receivers.select_next_some() => self.received(clock.now(), item),
-                dialed = self.dials.select_next_some() => self.dialed(dialed),
-                done = self.store_ops.select_next_some() => self.node.handle_store_result(clock.now(), done.0, done.1),
-                () = self.reads.select_next_some() => {}
+                link = incoming.next() => if let Some(link) = link { self.io.add_link(link) },
+                item = self.io.receivers.select_next_some() => self.received(clock.now(), item),
+                dialed = self.io.dials.select_next_some() => self.io.dialed(dialed),
+                done = self.io.store_ops.select_next_some() => self.node.handle_store_result(clock.now(), done.0, done.1),
+                () = self.io.reads.select_next_some() => {}
                 _ = wake.fuse() => self.node.handle_timeout(clock.now()),
             }
         }
         let contacts = self.table_snapshot();
-        if let Err(e) = self.store.save_contacts(&contacts).await {
+        if let Err(e) = self.io.store.save_contacts(&contacts).await {
             tracing::warn!("routing table not saved: {e}");
         }
     }
@@ -186,8 +191,8 @@ impl<T: Transport, S: Store + 'static> Driver<T, S> {
     /// Saves the routing table in the background.
     fn save_routing_table(&mut self) {
         let contacts = self.table_snapshot();
-        let store = Rc::clone(&self.store);
-        self.reads.push(
+        let store = Rc::clone(&self.io.store);
+        self.io.reads.push(
             async move {
                 if let Err(e) = store.save_contacts(&contacts).await {
                     tracing::warn!("routing table not saved: {e}");
@@ -197,31 +202,27 @@ impl<T: Transport, S: Store + 'static> Driver<T, S> {
         );
     }
 
-    fn emit(&mut self, event: NodeEvent) {
-        self.subscribers.retain(|s| s.unbounded_send(event.clone()).is_ok());
-    }
-
     fn command(&mut self, now: Instant, cmd: Command) {
         match cmd {
             Command::Bootstrap(seeds, tx) => {
                 let q = self.node.bootstrap(now, seeds);
-                self.waiters.insert(q, Waiter::Lookup(tx));
+                self.io.waiters.insert(q, Waiter::Lookup(tx));
             }
             Command::FindNode(target, tx) => {
                 let q = self.node.find_node(now, target);
-                self.waiters.insert(q, Waiter::Lookup(tx));
+                self.io.waiters.insert(q, Waiter::Lookup(tx));
             }
             Command::Put(record, tx) => {
                 let q = self.node.put(now, record);
-                self.waiters.insert(q, Waiter::Put(tx));
+                self.io.waiters.insert(q, Waiter::Put(tx));
             }
             Command::Get(key, tx) => {
                 let q = self.node.get(now, key);
-                self.waiters.insert(q, Waiter::Get(tx));
+                self.io.waiters.insert(q, Waiter::Get(tx));
             }
             Command::GetLocal(key, tx) => {
-                let store = Rc::clone(&self.store);
-                self.reads.push(
+                let store = Rc::clone(&self.io.store);
+                self.io.reads.push(
                     async move {
                         let value = store.get_record(&key).await.ok().flatten().map(|r| r.value);
                         let _ = tx.send(value);
@@ -230,7 +231,7 @@ impl<T: Transport, S: Store + 'static> Driver<T, S> {
                 );
             }
             Command::Peers(tx) => {
-                let _ = tx.send(self.links.values().map(|l| l.remote.clone()).collect());
+                let _ = tx.send(self.io.links.values().map(|l| l.remote.clone()).collect());
             }
             Command::RoutingTable(tx) => {
                 let table = self
@@ -241,20 +242,38 @@ impl<T: Transport, S: Store + 'static> Driver<T, S> {
                     .collect();
                 let _ = tx.send(table);
             }
-            Command::Subscribe(tx) => self.subscribers.push(tx),
+            Command::Subscribe(tx) => self.io.subscribers.push(tx),
             Command::Shutdown => {}
         }
     }
 
     fn dispatch_outputs(&mut self, now: Instant) {
-        let _ = now;
-        while let Some(out) = self.node.poll_output() {
-            match out {
-                Output::Send { to, msg } => self.send(to, msg),
-                Output::Store { id, op } => self.store_op(id, op),
-                Output::Event(e) => self.core_event(e),
+        self.node.pump(now, &mut self.io);
+    }
+
+    fn received(&mut self, now: Instant, (remote, generation, msg): Incoming) {
+        let current = self.io.links.get_mut(&remote.id).filter(|e| e.generation == generation);
+        match (msg, current) {
+            // Answers can still arrive on a link we closed or replaced; it was authenticated all the same.
+            (Some(msg), current) => {
+                self.io.tick += 1;
+                if let Some(entry) = current {
+                    entry.last_used = self.io.tick;
+                }
+                self.node.handle_message(now, (*remote).clone(), msg);
             }
+            (None, Some(_)) => {
+                self.io.links.remove(&remote.id);
+                self.io.emit(NodeEvent::PeerDisconnected(remote.id));
+            }
+            (None, None) => {}
         }
+    }
+}
+
+impl<T: Transport, S: Store + 'static> Io<T, S> {
+    fn emit(&mut self, event: NodeEvent) {
+        self.subscribers.retain(|s| s.unbounded_send(event.clone()).is_ok());
     }
 
     fn core_event(&mut self, e: Event) {
@@ -365,24 +384,20 @@ impl<T: Transport, S: Store + 'static> Driver<T, S> {
         self.emit(NodeEvent::PeerConnected(link.remote.clone()));
         self.links.insert(peer, LinkEntry { remote: link.remote, tx: link.tx, generation, last_used: self.tick });
     }
+}
 
-    fn received(&mut self, now: Instant, (remote, generation, msg): Incoming) {
-        let current = self.links.get_mut(&remote.id).filter(|e| e.generation == generation);
-        match (msg, current) {
-            // Answers can still arrive on a link we closed or replaced; it was authenticated all the same.
-            (Some(msg), current) => {
-                self.tick += 1;
-                if let Some(entry) = current {
-                    entry.last_used = self.tick;
-                }
-                self.node.handle_message(now, (*remote).clone(), msg);
-            }
-            (None, Some(_)) => {
-                self.links.remove(&remote.id);
-                self.emit(NodeEvent::PeerDisconnected(remote.id));
-            }
-            (None, None) => {}
-        }
+impl<T: Transport, S: Store + 'static> OutputSink for Io<T, S> {
+    fn send(&mut self, _now: Instant, to: Contact, msg: Message) {
+        self.send(to, msg);
+    }
+
+    fn store(&mut self, _now: Instant, id: StoreOpId, op: StoreOp) -> Option<StoreResult> {
+        self.store_op(id, op);
+        None
+    }
+
+    fn event(&mut self, _now: Instant, event: Event) {
+        self.core_event(event);
     }
 }
 
