@@ -203,26 +203,8 @@ async fn run(args: &Args, addr: &str) -> Result<(), String> {
     let keys: Vec<[u8; 32]> = (0..args.peers).map(|_| random_key()).collect();
     let ids: Vec<Hex32> =
         keys.iter().map(|k| Hex32(*dht_core::NodeId::from_public_key(&public_of(k)).as_bytes())).collect();
-
     let t0 = Instant::now();
-    let mut sockets: Vec<Option<Ws>> = Vec::with_capacity(args.peers);
-    let mut failed = 0usize;
-    let concurrency = args.connect_concurrency.max(1);
-    for (c, chunk) in keys.chunks(concurrency).enumerate() {
-        let attempts = chunk.iter().enumerate().map(|(j, k)| connect_one(addr, *k, honest_source(c * concurrency + j)));
-        for r in futures::future::join_all(attempts).await {
-            match r {
-                Ok(ws) => sockets.push(Some(ws)),
-                Err(e) => {
-                    if failed == 0 {
-                        eprintln!("first registration failure: {e}");
-                    }
-                    failed += 1;
-                    sockets.push(None);
-                }
-            }
-        }
-    }
+    let (sockets, failed) = register_all(args, addr, &keys).await;
     let register_s = t0.elapsed().as_secs_f64();
     let held = sockets.iter().filter(|s| s.is_some()).count();
     eprintln!("registered {held} of {} peers in {register_s:.1} s ({failed} failed)", args.peers);
@@ -232,36 +214,17 @@ async fn run(args: &Args, addr: &str) -> Result<(), String> {
     let mut tasks = Vec::new();
     for (i, ws) in sockets.into_iter().enumerate() {
         let Some(ws) = ws else { continue };
-        let shared = shared.clone();
-        let size = args.size;
-        tasks.push(tokio::spawn(peer(i, ws, shared, period, size)));
+        tasks.push(tokio::spawn(peer(i, ws, shared.clone(), period, args.size)));
     }
     // Warm up one period, then measure.
     tokio::time::sleep(period.max(Duration::from_secs(1))).await;
     let quiet = measure(&shared, args.secs).await;
-    let abused = if args.abusers > 0 {
-        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-        let mut abusers = std::process::Command::new("nice")
-            .args(["-n", "19"])
-            .arg(exe)
-            .args(["--abuse-only", "--server", addr, "--abusers", &args.abusers.to_string()])
-            .args(["--secs", &(args.secs + 5).to_string(), "--peers", &args.peers.to_string()])
-            .spawn()
-            .map_err(|e| format!("abusers: {e}"))?;
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        let w = measure(&shared, args.secs).await;
-        let _ = abusers.kill();
-        let _ = abusers.wait();
-        Some(w)
-    } else {
-        None
-    };
+    let abused = if args.abusers > 0 { Some(measure_under_abuse(args, addr, &shared).await?) } else { None };
     let stats = server_stats(addr).await.unwrap_or_default();
     shared.stop.store(true, Ordering::Relaxed);
     for t in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
     }
-
     let peers_held = stats.get("registered").and_then(|v| v.as_u64()).unwrap_or(held as u64);
     println!("peers held by the server: {peers_held} (registration of {held} took {register_s:.1} s)");
     quiet.print("unloaded");
@@ -279,25 +242,74 @@ async fn run(args: &Args, addr: &str) -> Result<(), String> {
         "registration_failures": failed,
     });
     if let Some(abused) = abused {
-        abused.print("under abuse");
-        let attempts = stats.get("closed_for_cause").and_then(|v| v.as_u64()).unwrap_or(0);
-        println!(
-            "connections closed for cause: {attempts}, by {} abusive clients; server stats: {stats:?}",
-            args.abusers
-        );
-        let extra = serde_json::json!({
-            "abusers": args.abusers,
-            "closed_for_cause": attempts,
-            "abuse_relays_per_s": abused.per_s(),
-            "abuse_relay_ms_p50": abused.ms(0.5),
-            "abuse_relay_ms_p99": abused.ms(0.99),
-            "abuse_p99_ratio": abused.ms(0.99) / quiet.ms(0.99).max(1e-3),
-            "server_stats": stats,
-        });
+        let extra = abuse_report(args, &abused, &quiet, stats);
         json.as_object_mut().expect("an object").extend(extra.as_object().expect("an object").clone());
     }
     println!("{json}");
     Ok(())
+}
+
+/// Registers one peer per key, `connect_concurrency` at a time; the sockets (`None` where registration
+/// failed) and the failure count.
+async fn register_all(args: &Args, addr: &str, keys: &[[u8; 32]]) -> (Vec<Option<Ws>>, usize) {
+    let mut sockets: Vec<Option<Ws>> = Vec::with_capacity(keys.len());
+    let mut failed = 0usize;
+    let concurrency = args.connect_concurrency.max(1);
+    for (c, chunk) in keys.chunks(concurrency).enumerate() {
+        let attempts = chunk.iter().enumerate().map(|(j, k)| connect_one(addr, *k, honest_source(c * concurrency + j)));
+        for r in futures::future::join_all(attempts).await {
+            match r {
+                Ok(ws) => sockets.push(Some(ws)),
+                Err(e) => {
+                    if failed == 0 {
+                        eprintln!("first registration failure: {e}");
+                    }
+                    failed += 1;
+                    sockets.push(None);
+                }
+            }
+        }
+    }
+    (sockets, failed)
+}
+
+/// Starts the abusive clients in a process of their own (at the lowest priority) and measures the honest
+/// peers' relays while they run.
+async fn measure_under_abuse(args: &Args, addr: &str, shared: &Shared) -> Result<Window, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut abusers = std::process::Command::new("nice")
+        .args(["-n", "19"])
+        .arg(exe)
+        .args(["--abuse-only", "--server", addr, "--abusers", &args.abusers.to_string()])
+        .args(["--secs", &(args.secs + 5).to_string(), "--peers", &args.peers.to_string()])
+        .spawn()
+        .map_err(|e| format!("abusers: {e}"))?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let w = measure(shared, args.secs).await;
+    let _ = abusers.kill();
+    let _ = abusers.wait();
+    Ok(w)
+}
+
+/// Prints the figures under abuse and returns them as JSON fields.
+fn abuse_report(
+    args: &Args,
+    abused: &Window,
+    quiet: &Window,
+    stats: serde_json::Map<String, serde_json::Value>,
+) -> serde_json::Value {
+    abused.print("under abuse");
+    let attempts = stats.get("closed_for_cause").and_then(|v| v.as_u64()).unwrap_or(0);
+    println!("connections closed for cause: {attempts}, by {} abusive clients; server stats: {stats:?}", args.abusers);
+    serde_json::json!({
+        "abusers": args.abusers,
+        "closed_for_cause": attempts,
+        "abuse_relays_per_s": abused.per_s(),
+        "abuse_relay_ms_p50": abused.ms(0.5),
+        "abuse_relay_ms_p99": abused.ms(0.99),
+        "abuse_p99_ratio": abused.ms(0.99) / quiet.ms(0.99).max(1e-3),
+        "server_stats": stats,
+    })
 }
 
 /// Relay latencies of honest peers over one measured window.
