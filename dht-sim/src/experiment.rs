@@ -319,103 +319,118 @@ impl Swarm {
         }
         self.seed_node
     }
+
+    /// A swarm of the seed node alone.
+    fn new(params: &Params) -> Result<Swarm, dht_core::ConfigError> {
+        let mut swarm = Swarm {
+            sim: Sim::new(params.sim.clone())?,
+            ready: Vec::new(),
+            joining: BTreeSet::new(),
+            alive: AliveSet::default(),
+            live: Vec::new(),
+            slot: BTreeMap::new(),
+            seed_node: 0,
+            malicious: params.malicious,
+        };
+        swarm.seed_node = swarm.join();
+        Ok(swarm)
+    }
+
+    /// Bootstrap: the other nodes join one every `join_interval_ms`, each a self-lookup through the seed
+    /// node; then ten virtual seconds settle the swarm.
+    fn bootstrap(&mut self, params: &Params, bar: &indicatif::ProgressBar) {
+        bar.set_message("joining");
+        let join_every = Duration::from_millis(params.join_interval_ms);
+        let window = self.sim.lookahead();
+        let mut join_at = self.sim.now() + join_every;
+        let mut window_end = self.sim.now() + window;
+        for n in 1..params.nodes {
+            if window.is_zero() {
+                self.sim.run_until(join_at);
+            } else {
+                // A newcomer reaches others only through messages, which take at least `window`: the joins
+                // due before the end of the next window go first (each at its own time), then the window is
+                // handled as one, which lets the simulator spread it over threads.
+                while join_at >= window_end {
+                    self.sim.run_before(window_end);
+                    self.sim.skip_to(window_end);
+                    window_end = window_end + window;
+                }
+                self.sim.skip_to(join_at);
+            }
+            self.join();
+            join_at = join_at + join_every;
+            if n % 1024 == 0 {
+                self.take_events();
+                bar.inc(1024);
+            }
+        }
+        let settle = self.sim.now() + Duration::from_secs(10);
+        self.sim.run_until(settle);
+        self.take_events();
+        bar.set_position(params.nodes as u64);
+    }
+
+    /// When a session that starts now ends (drawn from `w`), if before `end`.
+    fn session_end(&mut self, w: &WeibullChurn, end: Instant) -> Option<Instant> {
+        let u = 1.0 - self.sim.rng().next_u64() as f64 / u64::MAX as f64;
+        let leaves = self.sim.now() + w.session(u);
+        (leaves < end).then_some(leaves)
+    }
 }
 
-/// Runs the experiment.
-pub fn run(params: &Params) -> Result<Report, dht_core::ConfigError> {
-    let started = std::time::Instant::now();
-    let k = params.sim.node.k;
-    let mut swarm = Swarm {
-        sim: Sim::new(params.sim.clone())?,
-        ready: Vec::new(),
-        joining: BTreeSet::new(),
-        alive: AliveSet::default(),
-        live: Vec::new(),
-        slot: BTreeMap::new(),
-        seed_node: 0,
-        malicious: params.malicious,
-    };
-    swarm.seed_node = swarm.join();
+/// The operation phase's clock: it starts when the swarm has settled and lasts `ms`.
+struct Phase {
+    start: Instant,
+    ms: u64,
+}
 
-    let churn_count = (params.churn * params.nodes as f64).round() as usize;
-    let bar = if params.progress {
-        let total = (params.nodes + params.lookups + params.puts * 2 + churn_count) as u64;
-        let bar = indicatif::ProgressBar::new(total);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} {msg}")
-                .expect("static template is valid"),
-        );
-        bar
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
-
-    // Bootstrap: one join every join_interval, each a self-lookup through the seed node.
-    bar.set_message("joining");
-    let join_every = Duration::from_millis(params.join_interval_ms);
-    let window = swarm.sim.lookahead();
-    let mut join_at = swarm.sim.now() + join_every;
-    let mut window_end = swarm.sim.now() + window;
-    for n in 1..params.nodes {
-        if window.is_zero() {
-            swarm.sim.run_until(join_at);
-        } else {
-            // A newcomer reaches others only through messages, which take at least `window`: the joins due
-            // before the end of the next window go first (each at its own time), then the window is handled
-            // as one, which lets the simulator spread it over threads.
-            while join_at >= window_end {
-                swarm.sim.run_before(window_end);
-                swarm.sim.skip_to(window_end);
-                window_end = window_end + window;
-            }
-            swarm.sim.skip_to(join_at);
-        }
-        swarm.join();
-        join_at = join_at + join_every;
-        if n % 1024 == 0 {
-            swarm.take_events();
-            bar.inc(1024);
-        }
+impl Phase {
+    fn at(&self, ms: u64) -> Instant {
+        self.start + Duration::from_millis(ms)
     }
-    let settle = swarm.sim.now() + Duration::from_secs(10);
-    swarm.sim.run_until(settle);
-    swarm.take_events();
-    bar.set_position(params.nodes as u64);
 
-    // Operation phase timetable.
-    bar.set_message("operating");
-    let phase_ms = match params.weibull {
+    fn end(&self) -> Instant {
+        self.at(self.ms)
+    }
+
+    /// Gets (of the uniform model) start in the last quarter.
+    fn get_start_ms(&self) -> u64 {
+        self.ms * 3 / 4
+    }
+}
+
+/// The operation phase's timetable: lookups, puts (and with Weibull churn every get and departure), and
+/// uniform churn at random instants. Gets of the uniform model are added as their puts finish.
+fn schedule(swarm: &mut Swarm, params: &Params, churn_count: usize) -> (Phase, Timetable) {
+    let ms = match params.weibull {
         Some(w) => (w.hours * 3_600_000.0) as u64,
         None => (params.lookups.max(params.puts).max(1) as u64) * params.lookup_interval_ms,
     };
     let lookup_every = match params.weibull {
-        Some(_) => phase_ms / params.lookups.max(1) as u64,
+        Some(_) => ms / params.lookups.max(1) as u64,
         None => params.lookup_interval_ms,
     };
-    let start = swarm.sim.now();
-    let at = |ms: u64| start + Duration::from_millis(ms);
+    let phase = Phase { start: swarm.sim.now(), ms };
     let mut ops = Timetable::default();
     for i in 0..params.lookups {
-        ops.push(at(i as u64 * lookup_every), Op::Lookup);
+        ops.push(phase.at(i as u64 * lookup_every), Op::Lookup);
     }
     for i in 0..params.puts {
         let put_ms = match params.weibull {
             // All records go in during the first minute; every one is read back at the end.
             Some(_) => i as u64 * 60_000 / params.puts as u64,
-            None => i as u64 * phase_ms / 4 / params.puts as u64,
+            None => i as u64 * ms / 4 / params.puts as u64,
         };
-        ops.push(at(put_ms), Op::Put(i));
+        ops.push(phase.at(put_ms), Op::Put(i));
         if params.weibull.is_some() {
-            ops.push(at(phase_ms), Op::Get(i));
+            ops.push(phase.at(ms), Op::Get(i));
         }
     }
-    let end = at(phase_ms);
     if let Some(w) = params.weibull {
         for i in swarm.live.clone() {
             if i != swarm.seed_node {
-                let u = 1.0 - swarm.sim.rng().next_u64() as f64 / u64::MAX as f64;
-                let leaves = swarm.sim.now() + w.session(u);
-                if leaves < end {
+                if let Some(leaves) = swarm.session_end(&w, phase.end()) {
                     ops.push(leaves, Op::Leave(i));
                 }
             }
@@ -423,234 +438,329 @@ pub fn run(params: &Params) -> Result<Report, dht_core::ConfigError> {
     }
     // Departures at random instants (uniform over the phase), so they do not fall in step with lookups.
     for _ in 0..churn_count {
-        let ms = swarm.sim.rng().next_u64() % phase_ms.max(1);
-        ops.push(at(ms), Op::Churn);
+        let at = swarm.sim.rng().next_u64() % ms.max(1);
+        ops.push(phase.at(at), Op::Churn);
     }
-    let get_start = phase_ms * 3 / 4;
+    (phase, ops)
+}
 
-    let mut cases: Vec<PutCase> = Vec::new();
-    let mut pending: BTreeMap<(usize, QueryId), Pending> = BTreeMap::new();
-    let mut trace = Trace(0xcbf2_9ce4_8422_2325);
-    let (mut lookups_ok, mut lookups_done) = (0usize, 0usize);
-    let (mut hops, mut latencies, mut msgs) = (Vec::new(), Vec::new(), 0u64);
-    let (mut acks, mut put_latencies) = (Vec::new(), Vec::new());
-    let (mut gets_ok, mut gets_done) = (0usize, 0usize);
-    let mut forged_accepted = 0usize;
-    let mut departed = 0usize;
-    let mut lookups_ok_present = 0usize;
-    let mut why = FailureCauses::default();
-    let mut op_count = ops.ops.len() + if params.weibull.is_some() { 0 } else { params.puts };
-    let mut ops_done = 0usize;
-    let mut drain_until: Option<Instant> = None;
+fn progress_bar(params: &Params, churn_count: usize) -> indicatif::ProgressBar {
+    if !params.progress {
+        return indicatif::ProgressBar::hidden();
+    }
+    let total = (params.nodes + params.lookups + params.puts * 2 + churn_count) as u64;
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} {msg}")
+            .expect("static template is valid"),
+    );
+    bar
+}
 
-    loop {
-        // Outcomes reported so far.
-        for ev in swarm.take_events() {
+/// What the judged outcomes add up to.
+#[derive(Default)]
+struct Tally {
+    lookups_ok: usize,
+    lookups_ok_present: usize,
+    lookups_done: usize,
+    hops: Vec<u32>,
+    latencies: Vec<u64>,
+    msgs: u64,
+    acks: Vec<usize>,
+    put_latencies: Vec<u64>,
+    gets_ok: usize,
+    gets_done: usize,
+    forged_accepted: usize,
+    departed: usize,
+    why: FailureCauses,
+}
+
+/// The operation phase under way.
+struct Operation<'a> {
+    params: &'a Params,
+    swarm: Swarm,
+    bar: indicatif::ProgressBar,
+    phase: Phase,
+    ops: Timetable,
+    cases: Vec<PutCase>,
+    pending: BTreeMap<(usize, QueryId), Pending>,
+    trace: Trace,
+    tally: Tally,
+    /// Operations that will have to be done (grows as Weibull newcomers get their departures).
+    op_count: usize,
+    ops_done: usize,
+}
+
+/// Runs the experiment.
+pub fn run(params: &Params) -> Result<Report, dht_core::ConfigError> {
+    let started = std::time::Instant::now();
+    let mut swarm = Swarm::new(params)?;
+    let churn_count = (params.churn * params.nodes as f64).round() as usize;
+    let bar = progress_bar(params, churn_count);
+    swarm.bootstrap(params, &bar);
+    bar.set_message("operating");
+    let (phase, ops) = schedule(&mut swarm, params, churn_count);
+    let op_count = ops.ops.len() + if params.weibull.is_some() { 0 } else { params.puts };
+    let mut operation = Operation {
+        params,
+        swarm,
+        bar,
+        phase,
+        ops,
+        cases: Vec::new(),
+        pending: BTreeMap::new(),
+        trace: Trace(0xcbf2_9ce4_8422_2325),
+        tally: Tally::default(),
+        op_count,
+        ops_done: 0,
+    };
+    operation.run();
+    Ok(operation.report(started))
+}
+
+impl Operation<'_> {
+    /// Starts the operations at their times and judges their outcomes, until every one has reported, or
+    /// for at most two virtual minutes after the last one started.
+    fn run(&mut self) {
+        let mut drain_until: Option<Instant> = None;
+        loop {
+            self.judge_outcomes();
+            if self.ops_done >= self.op_count && self.pending.is_empty() {
+                break;
+            }
+            let Some(t) = self.ops.next_at() else {
+                // Only queries in flight: let them report, for at most two virtual minutes.
+                let limit = *drain_until.get_or_insert(self.swarm.sim.now() + Duration::from_secs(120));
+                if self.swarm.sim.now() >= limit || !self.swarm.sim.step() {
+                    break;
+                }
+                continue;
+            };
+            if self.swarm.sim.now() < t {
+                // Outcomes up to `t` are judged (above) before the next operation changes the swarm.
+                self.swarm.sim.run_until(t);
+                continue;
+            }
+            if let Some((_, op)) = self.ops.pop() {
+                self.start(op);
+            }
+        }
+        self.bar.finish_and_clear();
+        // Queries that never reported within the limit count as failures.
+        for p in self.pending.values() {
+            match p {
+                Pending::Lookup { .. } => self.tally.lookups_done += 1,
+                Pending::Get(_) => self.tally.gets_done += 1,
+                Pending::Put(_) => {}
+            }
+        }
+    }
+
+    /// Judges the outcomes reported so far.
+    fn judge_outcomes(&mut self) {
+        for ev in self.swarm.take_events() {
             let (q, node) = match &ev.event {
                 Event::LookupFinished { query, .. }
                 | Event::PutFinished { query, .. }
                 | Event::GetFinished { query, .. } => (*query, ev.node),
                 _ => continue,
             };
-            let Some(p) = pending.remove(&(node, q)) else { continue };
-            ops_done += 1;
-            bar.inc(1);
-            trace.mix(node as u64);
-            trace.mix(ev.at.as_millis());
+            let Some(p) = self.pending.remove(&(node, q)) else { continue };
+            self.ops_done += 1;
+            self.bar.inc(1);
+            self.trace.mix(node as u64);
+            self.trace.mix(ev.at.as_millis());
             match (p, ev.event) {
                 (Pending::Lookup { target }, Event::LookupFinished { closest, stats, .. }) => {
-                    // The k closest peers: the node looking up is not among its own answer.
-                    // Truth: the k closest live nodes at the end, other than the one looking up ("strict");
-                    // and the same among nodes that had finished joining when the lookup began ("present").
-                    let me = swarm.sim.id(node);
-                    let started_at = ev.at - stats.duration;
-                    let mut truth = swarm.alive.closest(&target, 2 * k + 1);
-                    truth.retain(|id| *id != me);
                     let got: Vec<NodeId> = closest.iter().map(|c| c.id).collect();
-                    // A node still joining when the lookup began may be missed, or found if it is close.
-                    let mut present = truth.clone();
-                    present.retain(|id| swarm.ready_by(id, started_at) || got.contains(id));
-                    present.truncate(k);
-                    truth.truncate(k);
-                    // With liars about, a lookup succeeds when no honest node of the truth is missing (liars
-                    // in or out of the answer do not matter: a careful lookup leaves them out).
-                    let judge = |truth: &[NodeId]| {
-                        if params.malicious > 0.0 {
-                            truth.iter().all(|id| got.contains(id) || swarm.is_liar(id))
-                        } else {
-                            got == truth
-                        }
-                    };
-                    let ok = judge(&truth);
-                    lookups_ok_present += usize::from(judge(&present));
-                    if !ok {
-                        if got.iter().any(|id| !swarm.alive.contains(id)) {
-                            why.departed_in_result += 1;
-                        } else if truth.iter().filter(|id| !got.contains(id)).any(|id| !swarm.ready_by(id, started_at))
-                        {
-                            why.joined_during_lookup += 1;
-                        } else {
-                            why.other += 1;
-                        }
-                    }
-                    trace.mix(u64::from(ok) << 32 | u64::from(stats.hops));
-                    lookups_done += 1;
-                    lookups_ok += usize::from(ok);
-                    hops.push(stats.hops);
-                    latencies.push(stats.duration.as_millis() as u64);
-                    msgs += u64::from(stats.requests + stats.responses);
+                    let ok = self.judge_lookup(node, target, &got, ev.at - stats.duration);
+                    self.trace.mix(u64::from(ok) << 32 | u64::from(stats.hops));
+                    self.tally.hops.push(stats.hops);
+                    self.tally.latencies.push(stats.duration.as_millis() as u64);
+                    self.tally.msgs += u64::from(stats.requests + stats.responses);
                 }
-                (Pending::Put(i), Event::PutFinished { acks: a, stats, .. }) => {
-                    trace.mix(a as u64);
-                    acks.push(a);
-                    put_latencies.push(stats.duration.as_millis() as u64);
-                    if params.weibull.is_none() {
-                        let when = at(get_start + i as u64 * (phase_ms / 4) / params.puts as u64)
-                            .max(ev.at + Duration::from_secs(1));
-                        ops.push(when, Op::Get(i));
+                (Pending::Put(i), Event::PutFinished { acks, stats, .. }) => {
+                    self.trace.mix(acks as u64);
+                    self.tally.acks.push(acks);
+                    self.tally.put_latencies.push(stats.duration.as_millis() as u64);
+                    if self.params.weibull.is_none() {
+                        let spread = i as u64 * (self.phase.ms / 4) / self.params.puts as u64;
+                        let when =
+                            self.phase.at(self.phase.get_start_ms() + spread).max(ev.at + Duration::from_secs(1));
+                        self.ops.push(when, Op::Get(i));
                     }
                 }
                 (Pending::Get(i), Event::GetFinished { record, .. }) => {
-                    forged_accepted += usize::from(record.as_ref().is_some_and(|r| r.value != cases[i].value));
-                    let ok = record.is_some_and(|r| r.value == cases[i].value);
-                    trace.mix(u64::from(ok));
-                    gets_done += 1;
-                    gets_ok += usize::from(ok);
+                    let value = &self.cases[i].value;
+                    self.tally.forged_accepted += usize::from(record.as_ref().is_some_and(|r| r.value != *value));
+                    let ok = record.is_some_and(|r| r.value == *value);
+                    self.trace.mix(u64::from(ok));
+                    self.tally.gets_done += 1;
+                    self.tally.gets_ok += usize::from(ok);
                 }
                 _ => {}
             }
         }
-        if ops_done >= op_count && pending.is_empty() {
-            break;
-        }
-        let Some(t) = ops.next_at() else {
-            // Only queries in flight: let them report, for at most two virtual minutes.
-            let limit = *drain_until.get_or_insert(swarm.sim.now() + Duration::from_secs(120));
-            if swarm.sim.now() >= limit || !swarm.sim.step() {
-                break;
+    }
+
+    /// Judges a lookup by `node` for `target` that began at `started_at` and found `got`: the k closest
+    /// peers (the node looking up is not among its own answer). Truth: the k closest live nodes at the end,
+    /// other than the one looking up ("strict"); and the same among nodes that had finished joining when the
+    /// lookup began ("present").
+    fn judge_lookup(&mut self, node: usize, target: NodeId, got: &[NodeId], started_at: Instant) -> bool {
+        let k = self.params.sim.node.k;
+        let swarm = &self.swarm;
+        let me = swarm.sim.id(node);
+        let mut truth = swarm.alive.closest(&target, 2 * k + 1);
+        truth.retain(|id| *id != me);
+        // A node still joining when the lookup began may be missed, or found if it is close.
+        let mut present = truth.clone();
+        present.retain(|id| swarm.ready_by(id, started_at) || got.contains(id));
+        present.truncate(k);
+        truth.truncate(k);
+        // With liars about, a lookup succeeds when no honest node of the truth is missing (liars in or out
+        // of the answer do not matter: a careful lookup leaves them out).
+        let judge = |truth: &[NodeId]| {
+            if self.params.malicious > 0.0 {
+                truth.iter().all(|id| got.contains(id) || swarm.is_liar(id))
+            } else {
+                got == truth
             }
-            continue;
         };
-        if swarm.sim.now() < t {
-            // Outcomes up to `t` are judged (above) before the next operation changes the swarm.
-            swarm.sim.run_until(t);
-            continue;
+        let ok = judge(&truth);
+        let tally = &mut self.tally;
+        tally.lookups_ok_present += usize::from(judge(&present));
+        if !ok {
+            if got.iter().any(|id| !swarm.alive.contains(id)) {
+                tally.why.departed_in_result += 1;
+            } else if truth.iter().filter(|id| !got.contains(id)).any(|id| !swarm.ready_by(id, started_at)) {
+                tally.why.joined_during_lookup += 1;
+            } else {
+                tally.why.other += 1;
+            }
         }
-        let Some((_, op)) = ops.pop() else { continue };
+        tally.lookups_done += 1;
+        tally.lookups_ok += usize::from(ok);
+        ok
+    }
+
+    /// Starts an operation whose time has come.
+    fn start(&mut self, op: Op) {
         match op {
             Op::Lookup => {
-                let from = swarm.random_honest(&[]);
-                let target = swarm.sim.random_id();
-                if let Some(q) = swarm.sim.with_node(from, |n, now| n.find_node(now, target)) {
-                    pending.insert((from, q), Pending::Lookup { target });
+                let from = self.swarm.random_honest(&[]);
+                let target = self.swarm.sim.random_id();
+                if let Some(q) = self.swarm.sim.with_node(from, |n, now| n.find_node(now, target)) {
+                    self.pending.insert((from, q), Pending::Lookup { target });
                 }
             }
-            Op::Put(i) => {
-                let from = swarm.random_honest(&[]);
-                let mut key = Key::from_bytes(*swarm.sim.random_id().as_bytes());
-                let mut value = vec![0u8; params.value_size];
-                swarm.sim.rng().fill_bytes(&mut value);
-                if params.sim.node.record_policy == dht_core::RecordPolicy::ContentAddressed {
-                    key = Key::from_name(&value);
-                }
-                let record = Record { key, value: value.clone() };
-                cases.push(PutCase { key, value, from });
-                if let Some(q) = swarm.sim.with_node(from, |n, now| n.put(now, record)) {
-                    pending.insert((from, q), Pending::Put(i));
-                }
-            }
+            Op::Put(i) => self.start_put(i),
             Op::Get(i) => {
-                let from = swarm.random_honest(&[cases[i].from]);
-                let key = cases[i].key;
-                if let Some(q) = swarm.sim.with_node(from, |n, now| n.get(now, key)) {
-                    pending.insert((from, q), Pending::Get(i));
+                let from = self.swarm.random_honest(&[self.cases[i].from]);
+                let key = self.cases[i].key;
+                if let Some(q) = self.swarm.sim.with_node(from, |n, now| n.get(now, key)) {
+                    self.pending.insert((from, q), Pending::Get(i));
                 }
             }
-            Op::Leave(victim) => {
-                ops_done += 1;
-                if !swarm.sim.is_alive(victim) {
-                    continue;
-                }
-                swarm.leave(victim);
-                let orphaned: Vec<_> =
-                    pending.range((victim, QueryId(0))..=(victim, QueryId(u64::MAX))).map(|(k, _)| *k).collect();
-                for key in orphaned {
-                    // Its queries never report: a lookup or get it ran is not counted, its put stays
-                    // judged by the get at the end.
-                    pending.remove(&key);
-                    ops_done += 1;
-                }
-                let newcomer = swarm.join();
-                departed += 1;
-                if let Some(w) = params.weibull {
-                    let u = 1.0 - swarm.sim.rng().next_u64() as f64 / u64::MAX as f64;
-                    let leaves = swarm.sim.now() + w.session(u);
-                    if leaves < end {
-                        ops.push(leaves, Op::Leave(newcomer));
-                        op_count += 1;
-                    }
-                }
-            }
-            Op::Churn => {
-                let victim = swarm.random_live(&[swarm.seed_node]);
-                swarm.leave(victim);
-                // Queries of a departed node never report; they are not counted.
-                let orphaned: Vec<_> =
-                    pending.range((victim, QueryId(0))..=(victim, QueryId(u64::MAX))).map(|(k, _)| *k).collect();
-                for key in orphaned {
-                    // A put whose node left never schedules its get: both count as done.
-                    if let Some(Pending::Put(_)) = pending.remove(&key) {
-                        ops_done += 1;
-                    }
-                    ops_done += 1;
-                }
-                swarm.join();
-                departed += 1;
-                ops_done += 1;
-                bar.inc(1);
-            }
-        }
-    }
-    bar.finish_and_clear();
-    // Queries that never reported within the limit count as failures.
-    for p in pending.values() {
-        match p {
-            Pending::Lookup { .. } => lookups_done += 1,
-            Pending::Get(_) => gets_done += 1,
-            Pending::Put(_) => {}
+            Op::Leave(victim) => self.session_ends(victim),
+            Op::Churn => self.churn(),
         }
     }
 
-    let rss = peak_rss_bytes();
-    let ratio = |ok: usize, n: usize| if n == 0 { 0.0 } else { ok as f64 / n as f64 };
-    Ok(Report {
-        nodes: params.nodes,
-        lookups: lookups_done,
-        seed: params.sim.seed,
-        churn: params.churn,
-        loss: params.sim.loss,
-        success_rate: ratio(lookups_ok, lookups_done),
-        success_rate_present: ratio(lookups_ok_present, lookups_done),
-        hops_p50: percentile(&mut hops, 0.50),
-        hops_p99: percentile(&mut hops, 0.99),
-        msgs_per_lookup: if lookups_done == 0 { 0.0 } else { msgs as f64 / lookups_done as f64 },
-        latency_ms_p50: percentile(&mut latencies, 0.50),
-        latency_ms_p95: percentile(&mut latencies, 0.95),
-        puts: acks.len(),
-        put_acks_mean: if acks.is_empty() { 0.0 } else { acks.iter().sum::<usize>() as f64 / acks.len() as f64 },
-        put_latency_ms_p50: percentile(&mut put_latencies, 0.50),
-        put_latency_ms_p90: percentile(&mut put_latencies, 0.90),
-        get_success_rate: ratio(gets_ok, gets_done),
-        malicious: params.malicious,
-        forged_accepted,
-        records_retrievable_rate: params.weibull.map(|_| ratio(gets_ok, gets_done)),
-        departed,
-        messages_total: swarm.sim.stats().sent,
-        virtual_s: swarm.sim.elapsed_ms() as f64 / 1000.0,
-        wall_s: started.elapsed().as_secs_f64(),
-        peak_rss_bytes: rss,
-        rss_bytes_per_node: rss / params.nodes.max(1) as u64,
-        lookup_failures: why,
-        trace_hash: format!("{:016x}", trace.0),
-    })
+    fn start_put(&mut self, i: usize) {
+        let swarm = &mut self.swarm;
+        let from = swarm.random_honest(&[]);
+        let mut key = Key::from_bytes(*swarm.sim.random_id().as_bytes());
+        let mut value = vec![0u8; self.params.value_size];
+        swarm.sim.rng().fill_bytes(&mut value);
+        if self.params.sim.node.record_policy == dht_core::RecordPolicy::ContentAddressed {
+            key = Key::from_name(&value);
+        }
+        let record = Record { key, value: value.clone() };
+        self.cases.push(PutCase { key, value, from });
+        if let Some(q) = swarm.sim.with_node(from, |n, now| n.put(now, record)) {
+            self.pending.insert((from, q), Pending::Put(i));
+        }
+    }
+
+    /// The queries of node `victim`, which left: they never report.
+    fn orphans(&self, victim: usize) -> Vec<(usize, QueryId)> {
+        self.pending.range((victim, QueryId(0))..=(victim, QueryId(u64::MAX))).map(|(k, _)| *k).collect()
+    }
+
+    /// Weibull churn: node `victim`'s session ends; a newcomer takes its place and gets a session of its own.
+    fn session_ends(&mut self, victim: usize) {
+        self.ops_done += 1;
+        if !self.swarm.sim.is_alive(victim) {
+            return;
+        }
+        self.swarm.leave(victim);
+        for key in self.orphans(victim) {
+            // A lookup or get it ran is not counted, its put stays judged by the get at the end.
+            self.pending.remove(&key);
+            self.ops_done += 1;
+        }
+        let newcomer = self.swarm.join();
+        self.tally.departed += 1;
+        if let Some(w) = self.params.weibull {
+            if let Some(leaves) = self.swarm.session_end(&w, self.phase.end()) {
+                self.ops.push(leaves, Op::Leave(newcomer));
+                self.op_count += 1;
+            }
+        }
+    }
+
+    /// Uniform churn: a random node other than the seed node leaves; a newcomer takes its place.
+    fn churn(&mut self) {
+        let victim = self.swarm.random_live(&[self.swarm.seed_node]);
+        self.swarm.leave(victim);
+        for key in self.orphans(victim) {
+            // Not counted; a put whose node left never schedules its get: both count as done.
+            if let Some(Pending::Put(_)) = self.pending.remove(&key) {
+                self.ops_done += 1;
+            }
+            self.ops_done += 1;
+        }
+        self.swarm.join();
+        self.tally.departed += 1;
+        self.ops_done += 1;
+        self.bar.inc(1);
+    }
+
+    fn report(mut self, started: std::time::Instant) -> Report {
+        let (params, t) = (self.params, &mut self.tally);
+        let rss = peak_rss_bytes();
+        let ratio = |ok: usize, n: usize| if n == 0 { 0.0 } else { ok as f64 / n as f64 };
+        let mean = |sum: f64, n: usize| if n == 0 { 0.0 } else { sum / n as f64 };
+        Report {
+            nodes: params.nodes,
+            lookups: t.lookups_done,
+            seed: params.sim.seed,
+            churn: params.churn,
+            loss: params.sim.loss,
+            success_rate: ratio(t.lookups_ok, t.lookups_done),
+            success_rate_present: ratio(t.lookups_ok_present, t.lookups_done),
+            hops_p50: percentile(&mut t.hops, 0.50),
+            hops_p99: percentile(&mut t.hops, 0.99),
+            msgs_per_lookup: mean(t.msgs as f64, t.lookups_done),
+            latency_ms_p50: percentile(&mut t.latencies, 0.50),
+            latency_ms_p95: percentile(&mut t.latencies, 0.95),
+            puts: t.acks.len(),
+            put_acks_mean: mean(t.acks.iter().sum::<usize>() as f64, t.acks.len()),
+            put_latency_ms_p50: percentile(&mut t.put_latencies, 0.50),
+            put_latency_ms_p90: percentile(&mut t.put_latencies, 0.90),
+            get_success_rate: ratio(t.gets_ok, t.gets_done),
+            malicious: params.malicious,
+            forged_accepted: t.forged_accepted,
+            records_retrievable_rate: params.weibull.map(|_| ratio(t.gets_ok, t.gets_done)),
+            departed: t.departed,
+            messages_total: self.swarm.sim.stats().sent,
+            virtual_s: self.swarm.sim.elapsed_ms() as f64 / 1000.0,
+            wall_s: started.elapsed().as_secs_f64(),
+            peak_rss_bytes: rss,
+            rss_bytes_per_node: rss / params.nodes.max(1) as u64,
+            lookup_failures: t.why,
+            trace_hash: format!("{:016x}", self.trace.0),
+        }
+    }
 }

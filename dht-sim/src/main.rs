@@ -10,6 +10,7 @@ use clap::Parser;
 use dht_sim::experiment::{self, Params};
 use dht_sim::SimConfig;
 use std::io::IsTerminal;
+use std::time::Duration;
 
 /// Simulate a webdht swarm in one process on a virtual network and measure lookups, puts and gets.
 ///
@@ -122,88 +123,12 @@ struct Args {
 }
 
 fn main() -> std::process::ExitCode {
-    let args = Args::parse();
-    if !(0.0..=1.0).contains(&args.churn) || !(0.0..1.0).contains(&args.loss) || !(0.0..1.0).contains(&args.malicious) {
-        eprintln!("error: --churn must be in [0, 1], --loss and --malicious in [0, 1)");
-        return std::process::ExitCode::from(2);
-    }
-    let weibull = match args.churn_model.as_str() {
-        "uniform" => None,
-        "weibull"
-            if args.hours > 0.0 && args.hours <= 168.0 && args.median_session_min > 0.0 && args.weibull_shape > 0.0 =>
-        {
-            Some(experiment::WeibullChurn {
-                hours: args.hours,
-                median_session_min: args.median_session_min,
-                shape: args.weibull_shape,
-            })
-        }
-        "weibull" => {
-            eprintln!(
-                "error: --churn-model weibull needs 0 < --hours <= 168, --median-session-min > 0, --weibull-shape > 0"
-            );
+    let params = match Args::parse().params() {
+        Ok(params) => params,
+        Err(e) => {
+            eprintln!("error: {e}");
             return std::process::ExitCode::from(2);
         }
-        other => {
-            eprintln!("error: --churn-model must be `uniform` or `weibull`, not {other:?}");
-            return std::process::ExitCode::from(2);
-        }
-    };
-    let record_policy = match args.record_policy.as_str() {
-        "any" => dht_core::RecordPolicy::Any,
-        "content" => dht_core::RecordPolicy::ContentAddressed,
-        other => {
-            eprintln!("error: --record-policy must be `any` or `content`, not {other:?}");
-            return std::process::ExitCode::from(2);
-        }
-    };
-    if args.nodes < 2
-        || args.k == 0
-        || args.alpha == 0
-        || args.rtt_min_ms > args.rtt_max_ms
-        || !(1..=dht_core::lookup::MAX_PATHS).contains(&args.lookup_paths)
-    {
-        eprintln!(
-            "error: need --nodes >= 2, --k >= 1, --alpha >= 1, --rtt-min-ms <= --rtt-max-ms and 1 <= --lookup-paths <= 8"
-        );
-        return std::process::ExitCode::from(2);
-    }
-    let mut sim = SimConfig {
-        seed: args.seed,
-        rtt_min_ms: args.rtt_min_ms,
-        rtt_max_ms: args.rtt_max_ms,
-        loss: args.loss,
-        ..SimConfig::default()
-    };
-    sim.node.k = args.k;
-    sim.node.alpha = args.alpha;
-    sim.node.stall_after = args.stall_after;
-    sim.node.adaptive_timeout = !args.fixed_timeout;
-    sim.node.request_retries = args.request_retries;
-    sim.node.widen_in_region = !args.no_widen;
-    sim.node.request_timeout = std::time::Duration::from_millis(args.request_timeout_ms.max(1));
-    sim.node.refresh_request_budget = args.refresh_budget;
-    sim.node.bucket_growth = args.bucket_growth;
-    sim.node.shed_after = std::time::Duration::from_secs(args.shed_after_min * 60);
-    sim.node.self_lookup_interval = std::time::Duration::from_secs(args.self_lookup_secs);
-
-    sim.node.join_refresh_buckets = args.join_refresh;
-    sim.node.record_policy = record_policy;
-    sim.node.lookup_paths = args.lookup_paths;
-    sim.node.replicate_interval = std::time::Duration::from_secs(args.replicate_min * 60);
-    sim.node.max_contacts_per_reply = sim.node.max_contacts_per_reply.max(args.k);
-    let params = Params {
-        sim,
-        nodes: args.nodes,
-        lookups: args.lookups,
-        puts: args.puts,
-        churn: args.churn,
-        join_interval_ms: args.join_interval_ms,
-        lookup_interval_ms: args.lookup_interval_ms,
-        value_size: args.value_size,
-        malicious: args.malicious,
-        weibull,
-        progress: std::io::stderr().is_terminal() && args.nodes + args.lookups >= 5000,
     };
     // The simulation runs on a worker of the thread pool, so that handing a window's nodes to the other
     // workers does not first hand the whole window over from the main thread.
@@ -211,13 +136,112 @@ fn main() -> std::process::ExitCode {
         Ok(pool) => pool.install(|| experiment::run(&params)),
         Err(_) => experiment::run(&params),
     };
-    let r = match r {
-        Ok(r) => r,
+    match r {
+        Ok(r) => {
+            print_report(&r);
+            std::process::ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("dht-sim: impossible node configuration: {e}");
-            return std::process::ExitCode::FAILURE;
+            std::process::ExitCode::FAILURE
         }
-    };
+    }
+}
+
+impl Args {
+    /// The experiment these arguments ask for, or what is wrong with them.
+    fn params(&self) -> Result<Params, String> {
+        if !(0.0..=1.0).contains(&self.churn)
+            || !(0.0..1.0).contains(&self.loss)
+            || !(0.0..1.0).contains(&self.malicious)
+        {
+            return Err("--churn must be in [0, 1], --loss and --malicious in [0, 1)".into());
+        }
+        if self.nodes < 2
+            || self.k == 0
+            || self.alpha == 0
+            || self.rtt_min_ms > self.rtt_max_ms
+            || !(1..=dht_core::lookup::MAX_PATHS).contains(&self.lookup_paths)
+        {
+            return Err("need --nodes >= 2, --k >= 1, --alpha >= 1, --rtt-min-ms <= --rtt-max-ms and 1 <= \
+                        --lookup-paths <= 8"
+                .into());
+        }
+        Ok(Params {
+            sim: self.sim_config()?,
+            nodes: self.nodes,
+            lookups: self.lookups,
+            puts: self.puts,
+            churn: self.churn,
+            join_interval_ms: self.join_interval_ms,
+            lookup_interval_ms: self.lookup_interval_ms,
+            value_size: self.value_size,
+            malicious: self.malicious,
+            weibull: self.weibull()?,
+            progress: std::io::stderr().is_terminal() && self.nodes + self.lookups >= 5000,
+        })
+    }
+
+    fn weibull(&self) -> Result<Option<experiment::WeibullChurn>, String> {
+        match self.churn_model.as_str() {
+            "uniform" => Ok(None),
+            "weibull"
+                if self.hours > 0.0
+                    && self.hours <= 168.0
+                    && self.median_session_min > 0.0
+                    && self.weibull_shape > 0.0 =>
+            {
+                Ok(Some(experiment::WeibullChurn {
+                    hours: self.hours,
+                    median_session_min: self.median_session_min,
+                    shape: self.weibull_shape,
+                }))
+            }
+            "weibull" => {
+                Err("--churn-model weibull needs 0 < --hours <= 168, --median-session-min > 0, --weibull-shape > 0"
+                    .into())
+            }
+            other => Err(format!("--churn-model must be `uniform` or `weibull`, not {other:?}")),
+        }
+    }
+
+    /// The network model and the nodes' configuration.
+    fn sim_config(&self) -> Result<SimConfig, String> {
+        let record_policy = match self.record_policy.as_str() {
+            "any" => dht_core::RecordPolicy::Any,
+            "content" => dht_core::RecordPolicy::ContentAddressed,
+            other => return Err(format!("--record-policy must be `any` or `content`, not {other:?}")),
+        };
+        let mut sim = SimConfig {
+            seed: self.seed,
+            rtt_min_ms: self.rtt_min_ms,
+            rtt_max_ms: self.rtt_max_ms,
+            loss: self.loss,
+            ..SimConfig::default()
+        };
+        let node = &mut sim.node;
+        node.k = self.k;
+        node.alpha = self.alpha;
+        node.stall_after = self.stall_after;
+        node.adaptive_timeout = !self.fixed_timeout;
+        node.request_retries = self.request_retries;
+        node.widen_in_region = !self.no_widen;
+        node.request_timeout = Duration::from_millis(self.request_timeout_ms.max(1));
+        node.refresh_request_budget = self.refresh_budget;
+        node.bucket_growth = self.bucket_growth;
+        node.shed_after = Duration::from_secs(self.shed_after_min * 60);
+        node.self_lookup_interval = Duration::from_secs(self.self_lookup_secs);
+        node.join_refresh_buckets = self.join_refresh;
+        node.record_policy = record_policy;
+        node.lookup_paths = self.lookup_paths;
+        node.replicate_interval = Duration::from_secs(self.replicate_min * 60);
+        node.max_contacts_per_reply = node.max_contacts_per_reply.max(self.k);
+        Ok(sim)
+    }
+}
+
+/// Prints the figures, the last line as one JSON object.
+fn print_report(r: &experiment::Report) {
     println!("dht-sim: {} nodes, seed {}, churn {}, loss {}", r.nodes, r.seed, r.churn, r.loss);
     println!(
         "  lookups  {:>6}  success {:.4}  hops p50 {} p99 {}  msgs/lookup {:.1}  latency p50 {} ms p95 {} ms",
@@ -249,6 +273,5 @@ fn main() -> std::process::ExitCode {
         r.peak_rss_bytes as f64 / (1 << 20) as f64,
         r.rss_bytes_per_node
     );
-    println!("{}", serde_json::to_string(&r).expect("report serializes"));
-    std::process::ExitCode::SUCCESS
+    println!("{}", serde_json::to_string(r).expect("report serializes"));
 }

@@ -7,7 +7,7 @@ use serde_json::json;
 use std::process::Command;
 
 /// The targets in `fuzz/fuzz_targets`.
-pub const TARGETS: [&str; 4] = ["frame_decoder", "message_decode", "handshake_responder", "signaling_message"];
+pub const TARGETS: [&str; 5] = ["node", "frame_decoder", "message_decode", "handshake_responder", "signaling_message"];
 
 fn ensure_cargo_fuzz() -> Result<(), String> {
     let nightly = Command::new("rustup").args(["run", "nightly", "rustc", "--version"]).output();
