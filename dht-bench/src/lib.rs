@@ -48,8 +48,8 @@ impl Workload {
                 85..95 => {
                     let mut value = vec![0u8; 100];
                     rng.fill_bytes(&mut value);
-                    let record = Record { key: Key::from_bytes(*id(&mut rng).as_bytes()), value };
-                    Request::Store { record, ttl_secs: 3600 }
+                    let record = Record::immutable(value);
+                    Request::Store { record, ttl_secs: 3600, cas: None }
                 }
                 _ => Request::Ping,
             };
@@ -146,8 +146,9 @@ pub fn codec_stream() -> (Vec<u8>, usize) {
             Message::Request {
                 id: RequestId(i),
                 body: Request::Store {
-                    record: Record { key: Key::from_name(&i.to_be_bytes()), value: vec![7; 256] },
+                    record: Record::immutable([i.to_be_bytes().as_slice(), &[7; 248]].concat()),
                     ttl_secs: 60,
+                    cas: None,
                 },
             },
         ];

@@ -5,6 +5,7 @@
 //! so the serialization format can be swapped in one place.
 
 use crate::message::{Contact, Message};
+use crate::record::Record;
 use bincode::config::{BigEndian, Configuration, Fixint, Limit};
 use thiserror::Error;
 
@@ -84,23 +85,34 @@ pub fn encode_contacts(contacts: &[Contact]) -> Result<Vec<u8>, CodecError> {
 
 /// Decodes what [`encode_contacts`] wrote; every byte must be used.
 pub fn decode_contacts(bytes: &[u8]) -> Result<Vec<Contact>, CodecError> {
-    let (contacts, used) =
-        bincode::decode_from_slice::<Vec<Contact>, _>(bytes, config_with_limit::<MAX_CONTACTS_LEN>())
-            .map_err(|e| CodecError::Malformed(e.to_string()))?;
+    decode_exact(bytes, config_with_limit::<MAX_CONTACTS_LEN>())
+}
+
+/// Decodes one `T` from `bytes` with `config`; every byte must be used.
+fn decode_exact<T: bincode::Decode<()>, C: bincode::config::Config>(bytes: &[u8], config: C) -> Result<T, CodecError> {
+    let (value, used) =
+        bincode::decode_from_slice::<T, _>(bytes, config).map_err(|e| CodecError::Malformed(e.to_string()))?;
     if used != bytes.len() {
         return Err(CodecError::TrailingBytes(bytes.len() - used));
     }
-    Ok(contacts)
+    Ok(value)
+}
+
+/// Encodes a record as a store keeps it (key, value and the owner's signature) with the wire format's
+/// settings.
+pub fn encode_record(record: &Record) -> Result<Vec<u8>, CodecError> {
+    bincode::encode_to_vec(record, wire_config()).map_err(|e| CodecError::Encode(e.to_string()))
+}
+
+/// Decodes what [`encode_record`] wrote; every byte must be used. The record is not checked: the node
+/// checks what it reads back.
+pub fn decode_record(bytes: &[u8]) -> Result<Record, CodecError> {
+    decode_exact(bytes, wire_config())
 }
 
 /// Decodes one complete bincode payload; every byte must be used.
 pub fn decode_message(payload: &[u8]) -> Result<Message, CodecError> {
-    let (msg, used) = bincode::decode_from_slice::<Message, _>(payload, wire_config())
-        .map_err(|e| CodecError::Malformed(e.to_string()))?;
-    if used != payload.len() {
-        return Err(CodecError::TrailingBytes(payload.len() - used));
-    }
-    Ok(msg)
+    decode_exact(payload, wire_config())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -336,8 +348,8 @@ impl bincode::enc::write::Writer for VecWriter<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::id::{Key, NodeId};
-    use crate::message::{Address, Contact, Record, Request, RequestId, Response};
+    use crate::id::NodeId;
+    use crate::message::{Address, Contact, Request, RequestId, Response, StoreRefusal};
     use proptest::prelude::*;
 
     fn sample_messages() -> Vec<Message> {
@@ -354,12 +366,22 @@ mod tests {
             },
             Message::Request {
                 id: RequestId(3),
-                body: Request::Store {
-                    record: Record { key: Key::from_name(b"k"), value: vec![9; 3000] },
-                    ttl_secs: 60,
-                },
+                body: Request::Store { record: Record::immutable(vec![9; 3000]), ttl_secs: 60, cas: None },
             },
             Message::Response { id: RequestId(3), body: Response::StoreAck { refused: None } },
+            Message::Request {
+                id: RequestId(4),
+                body: Request::Store {
+                    record: Record::signed(&crate::SigningKey::from_bytes(&[3; 32]), b"name", 7, vec![1; 40])
+                        .expect("a short salt"),
+                    ttl_secs: 60,
+                    cas: Some(6),
+                },
+            },
+            Message::Response {
+                id: RequestId(4),
+                body: Response::StoreAck { refused: Some(StoreRefusal::CasFailed { current: 9 }) },
+            },
         ]
     }
 
@@ -503,7 +525,7 @@ mod tests {
     fn encoder_caps_frame_size_and_queue() {
         let big = Message::Request {
             id: RequestId(1),
-            body: Request::Store { record: Record { key: Key::from_name(b"x"), value: vec![0; 2000] }, ttl_secs: 1 },
+            body: Request::Store { record: Record::immutable(vec![0; 2000]), ttl_secs: 1, cas: None },
         };
         let mut enc = FrameEncoder::new(1000, 1 << 20);
         assert!(matches!(enc.push(&big), Err(CodecError::FrameTooLarge { .. })));

@@ -2,6 +2,8 @@
 
 use crate::id::Key;
 use crate::lookup::MAX_PATHS;
+use crate::message::StoreRefusal;
+use crate::record::{Record, RecordError, RecordKind};
 use crate::routing::MAX_BUCKET_GROWTH;
 use core::time::Duration;
 use thiserror::Error;
@@ -25,28 +27,46 @@ impl PartialEq for Validator {
 impl Eq for Validator {}
 
 /// Which records a node stores for others and accepts from a get. A record that fails is refused
-/// ([`crate::StoreRefusal::Invalid`]) or, as a get's answer, counted against the peer that sent it while the
-/// lookup goes on.
+/// ([`crate::StoreRefusal::Invalid`], or [`crate::StoreRefusal::BadSignature`]) or, as a get's answer,
+/// counted against the peer that sent it while the lookup goes on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum RecordPolicy {
-    /// Any value under any key: the application checks what it reads.
+    /// Immutable records (key = SHA-256 of the value) and records signed by their owner (key = SHA-256 of
+    /// the owner's key and salt): nobody can forge, overwrite or roll back another's record. The default.
     #[default]
-    Any,
-    /// Keys are the SHA-256 of their value ([`Key::from_name`] of the value): a forged value cannot match
-    /// its key.
-    ContentAddressed,
-    /// The application's own check.
+    Owned,
+    /// Also unsigned records under any key, which anyone can overwrite or shorten: only for closed swarms
+    /// whose members all trust each other.
+    ClosedSwarm,
+    /// Immutable and signed records, plus the unsigned ones under other keys that the application's check
+    /// accepts.
     Custom(Validator),
 }
 
 impl RecordPolicy {
-    /// Whether `value` may live under `key`.
-    pub fn accepts(&self, key: &Key, value: &[u8]) -> bool {
-        match self {
-            RecordPolicy::Any => true,
-            RecordPolicy::ContentAddressed => Key::from_name(value) == *key,
-            RecordPolicy::Custom(v) => (v.0)(key, value),
+    /// Checks `record`: its kind when it may live here, else why not.
+    pub fn check(&self, record: &Record) -> Result<RecordKind, StoreRefusal> {
+        let kind = record.verify().map_err(|e| match e {
+            RecordError::BadSignature | RecordError::BadOwnerKey => StoreRefusal::BadSignature,
+            _ => StoreRefusal::Invalid,
+        })?;
+        let allowed = match (kind, self) {
+            (RecordKind::Immutable | RecordKind::Signed, _) | (RecordKind::Unchecked, RecordPolicy::ClosedSwarm) => {
+                true
+            }
+            (RecordKind::Unchecked, RecordPolicy::Custom(v)) => (v.0)(&record.key, &record.value),
+            (RecordKind::Unchecked, RecordPolicy::Owned) => false,
+        };
+        if allowed {
+            Ok(kind)
+        } else {
+            Err(StoreRefusal::Invalid)
         }
+    }
+
+    /// Whether `record` may live here.
+    pub fn accepts(&self, record: &Record) -> bool {
+        self.check(record).is_ok()
     }
 }
 
@@ -103,8 +123,16 @@ pub struct Config {
     pub max_lookup_candidates: usize,
     /// Largest value accepted, in bytes.
     pub max_record_size: usize,
-    /// Records a node keeps for others and itself.
+    /// Records a node keeps for others (its own publications do not count). When full, a peer within its
+    /// fair share (this room divided among the peers whose records it holds) makes way by evicting records
+    /// of the peer holding the most; a peer beyond it is refused ([`crate::StoreRefusal::Quota`]).
     pub max_records: usize,
+    /// Bytes of values a node keeps for others, shared the same way.
+    pub max_stored_bytes: u64,
+    /// Records of one owner key a node keeps, whoever sends them.
+    pub max_owner_records: usize,
+    /// Bytes of one owner key's records a node keeps.
+    pub max_owner_bytes: u64,
     /// Most contacts accepted in one `Nodes` answer (larger answers are refused whole).
     pub max_contacts_per_reply: usize,
     /// Most addresses kept per contact.
@@ -135,6 +163,9 @@ pub struct Config {
     pub refresh_interval: Duration,
     /// Which records are stored for others and accepted from gets.
     pub record_policy: RecordPolicy,
+    /// Values of a signed record a get waits for before it ends with the newest; 0 asks on until the k
+    /// closest have answered. (A get of an immutable or unchecked record ends at the first value.)
+    pub get_quorum: usize,
     /// Proof of work every peer id must carry ([`crate::NodeId::work`], leading zero bits): peers below it
     /// never enter the routing table or a lookup, so mass-producing ids costs about 2^d key generations
     /// each. 0 (the default) asks for none.
@@ -174,6 +205,9 @@ impl Default for Config {
             max_lookup_candidates: 100,
             max_record_size: 64 * 1024,
             max_records: 16_384,
+            max_stored_bytes: 256 << 20,
+            max_owner_records: 1024,
+            max_owner_bytes: 16 << 20,
             max_contacts_per_reply: 20,
             max_addrs_per_contact: 4,
             max_addr_len: 256,
@@ -186,7 +220,8 @@ impl Default for Config {
             join_refresh_buckets: 256,
             self_lookup_interval: Duration::from_secs(300),
             refresh_request_budget: 2,
-            record_policy: RecordPolicy::Any,
+            record_policy: RecordPolicy::Owned,
+            get_quorum: 0,
             distrust_after: 3,
             replicate_interval: Duration::from_secs(3600),
             id_difficulty: 0,
@@ -271,6 +306,9 @@ impl Config {
             ("lookup_paths", self.lookup_paths),
             ("max_record_size", self.max_record_size),
             ("max_records", self.max_records),
+            ("max_owner_records", self.max_owner_records),
+            ("max_stored_bytes", usize::try_from(self.max_stored_bytes).unwrap_or(usize::MAX)),
+            ("max_owner_bytes", usize::try_from(self.max_owner_bytes).unwrap_or(usize::MAX)),
             ("max_contacts_per_reply", self.max_contacts_per_reply),
             ("max_addrs_per_contact", self.max_addrs_per_contact),
             ("max_addr_len", self.max_addr_len),

@@ -1,7 +1,8 @@
 //! What the node hands back to its driver: messages to send, storage operations, and events.
 
 use crate::id::{Key, NodeId};
-use crate::message::{Contact, Message, Record, StoreRefusal};
+use crate::message::{Contact, Message, StoreRefusal};
+use crate::record::Record;
 use crate::time::Instant;
 use core::time::Duration;
 
@@ -44,7 +45,7 @@ pub enum StoreOp {
         /// When it may be forgotten.
         expires: Instant,
     },
-    /// Read the value under `key`.
+    /// Read the record under `key`.
     Get {
         /// The key.
         key: Key,
@@ -61,8 +62,8 @@ pub enum StoreOp {
 pub enum StoreResult {
     /// A `Put` or `Remove` was done.
     Done,
-    /// A `Get` found this value (`None`: absent).
-    Value(Option<Vec<u8>>),
+    /// A `Get` found this record (`None`: absent).
+    Value(Option<Record>),
     /// The operation failed; nothing is assumed stored.
     Failed(String),
 }
@@ -107,6 +108,10 @@ pub enum Event {
         acks: usize,
         /// Peers the record was sent to.
         attempted: usize,
+        /// Why the put did not go out (refused here: too large, invalid, older than the version held, a
+        /// failed compare-and-swap, ...), or else the telling refusal of a peer: a failed compare-and-swap or
+        /// a newer version held, with the highest `seq` reported.
+        refusal: Option<StoreRefusal>,
         /// Counters (of the lookup and the stores).
         stats: QueryStats,
     },

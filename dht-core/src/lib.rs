@@ -22,17 +22,21 @@ pub mod lookup;
 mod message;
 mod node;
 mod pump;
+mod record;
 pub mod routing;
 mod time;
 
 pub use codec::{
-    decode_contacts, decode_message, encode_contacts, encode_message, CodecError, FrameDecoder, FrameEncoder,
-    HEADER_LEN, MAX_CONTACTS_LEN, MAX_FRAME_LEN_LIMIT,
+    decode_contacts, decode_message, decode_record, encode_contacts, encode_message, encode_record, CodecError,
+    FrameDecoder, FrameEncoder, HEADER_LEN, MAX_CONTACTS_LEN, MAX_FRAME_LEN_LIMIT,
 };
 pub use config::{Config, ConfigError, RecordPolicy, ValidConfig, Validator};
+/// The ed25519 key an owner signs its records with (from `ed25519-dalek`).
+pub use ed25519_dalek::SigningKey;
 pub use event::{Event, Output, QueryId, QueryStats, StoreOp, StoreOpId, StoreResult};
 pub use id::{Distance, Key, NodeId, ParseIdError, ID_LEN};
-pub use message::{Address, Contact, Message, Record, Request, RequestId, Response, StoreRefusal};
+pub use message::{Address, Contact, Message, Request, RequestId, Response, StoreRefusal};
 pub use node::{Node, NodeStats};
 pub use pump::{MemoryRecords, OutputSink};
+pub use record::{signing_buffer, OwnerKey, Record, RecordError, RecordKind, Signed, MAX_SALT_LEN};
 pub use time::Instant;

@@ -1,6 +1,7 @@
 //! The wire protocol: requests and responses, each carrying a request id.
 
 use crate::id::{Key, NodeId};
+use crate::record::Record;
 
 /// Identifies one request and its response on a link. Chosen by the requester.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, bincode::Encode, bincode::Decode)]
@@ -44,15 +45,6 @@ impl Contact {
     }
 }
 
-/// A value stored under a key.
-#[derive(Debug, Clone, PartialEq, Eq, bincode::Encode, bincode::Decode)]
-pub struct Record {
-    /// Where the record lives in the id space.
-    pub key: Key,
-    /// The payload, at most `Config::max_record_size` bytes.
-    pub value: Vec<u8>,
-}
-
 /// Why a node refused to store a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, bincode::Encode, bincode::Decode)]
 #[non_exhaustive]
@@ -65,8 +57,27 @@ pub enum StoreRefusal {
     BadTtl,
     /// The node's storage failed.
     StorageFailed,
-    /// The record fails the node's [`crate::RecordPolicy`] (e.g. a key that is not its value's hash).
+    /// The record fails the node's [`crate::RecordPolicy`]: an unsigned record whose key is not its value's
+    /// hash, or a signed one whose key is not its owner's key and salt.
     Invalid,
+    /// A signed record whose signature does not verify (counted against the sender).
+    BadSignature,
+    /// A signed record older than the version held, whose `seq` this is.
+    Stale {
+        /// The version held.
+        current: u64,
+    },
+    /// A signed record of the version held, with another value.
+    Conflict,
+    /// A compare-and-swap store whose expected version is not the one held.
+    CasFailed {
+        /// The version held.
+        current: u64,
+    },
+    /// The sender (or the record's owner) holds its share of this node's room for others' records.
+    Quota,
+    /// A write of this key is still under way; try again later.
+    Busy,
 }
 
 /// A message on a link.
@@ -107,8 +118,11 @@ pub enum Request {
     Store {
         /// The record.
         record: Record,
-        /// How long to keep it, in seconds.
+        /// How long to keep it, in seconds. A store never shortens the time a held record has left,
+        /// unless it brings a newer version signed by the owner.
         ttl_secs: u32,
+        /// Compare-and-swap: store only if the version held is this `seq` (signed records).
+        cas: Option<u64>,
     },
 }
 
@@ -128,6 +142,10 @@ pub enum Response {
         record: Record,
         /// Seconds it has left to live at the responder.
         ttl_secs: u32,
+        /// For a signed record, the closest contacts the responder knows to its key (as in
+        /// [`Response::Nodes`]): a get of a signed record goes on to the k closest, and the holders near the key
+        /// are the ones that know the others; empty otherwise.
+        closer: Vec<Contact>,
     },
     /// Answer to [`Request::Store`].
     StoreAck {

@@ -4,8 +4,9 @@
 
 use crate::event::{Event, Output, StoreOp, StoreOpId, StoreResult};
 use crate::id::Key;
-use crate::message::{Contact, Message, Record};
+use crate::message::{Contact, Message};
 use crate::node::Node;
+use crate::record::Record;
 use crate::time::Instant;
 use std::collections::BTreeMap;
 
@@ -41,41 +42,50 @@ impl Node {
 }
 
 /// Records in memory, keyed by [`Key`], each with its expiry: the store of tests, the simulator and the
-/// benchmarks, and the record half of the driver's in-memory store.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct MemoryRecords {
-    records: BTreeMap<Key, (Vec<u8>, Instant)>,
+/// benchmarks (as `MemoryRecords<Record>`), and the record half of the driver's in-memory store (which
+/// keeps encoded records: `MemoryRecords<Vec<u8>>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemoryRecords<V = Record> {
+    records: BTreeMap<Key, (V, Instant)>,
 }
 
-impl MemoryRecords {
-    /// An empty store.
-    pub fn new() -> Self {
-        Self::default()
+impl<V> Default for MemoryRecords<V> {
+    fn default() -> Self {
+        MemoryRecords { records: BTreeMap::new() }
     }
+}
 
+impl MemoryRecords<Record> {
     /// Performs a storage operation at once.
     pub fn apply(&mut self, op: StoreOp) -> StoreResult {
         match op {
             StoreOp::Put { record, expires } => {
-                self.put(record, expires);
+                self.put(record.key, record, expires);
                 StoreResult::Done
             }
-            StoreOp::Get { key } => StoreResult::Value(self.get(&key).map(|(v, _)| v.to_vec())),
+            StoreOp::Get { key } => StoreResult::Value(self.get(&key).map(|(r, _)| r.clone())),
             StoreOp::Remove { key } => {
                 self.remove(&key);
                 StoreResult::Done
             }
         }
     }
+}
 
-    /// Keeps `record` until `expires`, replacing what was under its key.
-    pub fn put(&mut self, record: Record, expires: Instant) {
-        self.records.insert(record.key, (record.value, expires));
+impl<V> MemoryRecords<V> {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Keeps `value` under `key` until `expires`, replacing what was there.
+    pub fn put(&mut self, key: Key, value: V, expires: Instant) {
+        self.records.insert(key, (value, expires));
     }
 
     /// The value under `key` and its expiry.
-    pub fn get(&self, key: &Key) -> Option<(&[u8], Instant)> {
-        self.records.get(key).map(|(v, e)| (v.as_slice(), *e))
+    pub fn get(&self, key: &Key) -> Option<(&V, Instant)> {
+        self.records.get(key).map(|(v, e)| (v, *e))
     }
 
     /// Forgets `key`; whether it was held.
@@ -84,8 +94,8 @@ impl MemoryRecords {
     }
 
     /// Every record: key, value, expiry, in key order.
-    pub fn iter(&self) -> impl Iterator<Item = (&Key, &[u8], Instant)> {
-        self.records.iter().map(|(k, (v, e))| (k, v.as_slice(), *e))
+    pub fn iter(&self) -> impl Iterator<Item = (&Key, &V, Instant)> {
+        self.records.iter().map(|(k, (v, e))| (k, v, *e))
     }
 
     /// Forgets the records expired by `now`; how many.

@@ -4,14 +4,14 @@ use crate::clock::Clock;
 use crate::handle::{Command, NodeEvent, NodeHandle, PutOutcome};
 use crate::transport::{PeerLink, Transport, TransportError};
 use dht_core::{
-    Config, Contact, Event, Instant, Key, Message, Node, NodeId, OutputSink, QueryId, Record, StoreOp, StoreOpId,
-    StoreResult, ValidConfig,
+    decode_record, encode_record, Config, Contact, Event, Instant, Key, Message, Node, NodeId, OutputSink, QueryId,
+    Record, SigningKey, StoreOp, StoreOpId, StoreResult, ValidConfig,
 };
 use futures::channel::{mpsc, oneshot};
 use futures::future::{FutureExt, LocalBoxFuture};
 use futures::stream::{FuturesUnordered, LocalBoxStream, SelectAll, StreamExt};
 use kvstore::Store;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::rc::Rc;
 
 /// How a driver runs its node.
@@ -23,6 +23,8 @@ pub struct DriverConfig {
     pub local: Contact,
     /// Seed of the core's randomness.
     pub seed: u64,
+    /// The key the node signs its records with ([`NodeHandle::put_signed`]).
+    pub signing_key: SigningKey,
     /// Live links kept at most; beyond it the least recently used one closes.
     pub max_links: usize,
     /// Messages queued per peer while its link is being dialed.
@@ -33,12 +35,17 @@ pub struct DriverConfig {
 }
 
 impl DriverConfig {
-    /// Defaults for a node with identity `local`.
+    /// Defaults for a node with identity `local`, its randomness from `seed`. Its signing key is made up from
+    /// the seed, which suits tests and benchmarks: a node front end sets the key it keeps
+    /// ([`crate::setup::load_signing_key`], or the application's own), so its records stay its own across
+    /// restarts.
     pub fn new(local: Contact, seed: u64) -> Self {
+        let made_up = Key::from_name(&[b"signing key of seed ".as_slice(), &seed.to_le_bytes()].concat());
         DriverConfig {
             core: Config::default().validate().expect("the default configuration is valid"),
             local,
             seed,
+            signing_key: SigningKey::from_bytes(made_up.as_bytes()),
             max_links: 64,
             max_queued_per_dial: 64,
             save_interval: std::time::Duration::from_secs(60),
@@ -46,9 +53,17 @@ impl DriverConfig {
     }
 }
 
+/// The metadata entry that lists the keys of the records a node put (32 bytes each).
+pub const PUBLISHED_META: &str = "published";
+
+/// The keys of [`PUBLISHED_META`] (a trailing partial key is ignored).
+fn decode_keys(bytes: &[u8]) -> BTreeSet<Key> {
+    bytes.chunks_exact(32).map(|c| Key::from_bytes(c.try_into().expect("chunks of 32"))).collect()
+}
+
 enum Waiter {
     Lookup(oneshot::Sender<Vec<Contact>>),
-    Put(oneshot::Sender<PutOutcome>),
+    Put(oneshot::Sender<PutOutcome>, Option<u64>),
     Get(oneshot::Sender<Option<Record>>),
 }
 
@@ -76,7 +91,12 @@ where
     C: Clock + 'static,
 {
     let (tx, rx) = mpsc::unbounded();
-    let handle = NodeHandle { id: config.local.id, max_record_size: config.core.max_record_size, commands: tx };
+    let handle = NodeHandle {
+        id: config.local.id,
+        max_record_size: config.core.max_record_size,
+        signing_key: config.signing_key.clone(),
+        commands: tx,
+    };
     let incoming = transport.incoming();
     let task = async move {
         let now = clock.now();
@@ -92,6 +112,7 @@ where
             store_ops: FuturesUnordered::new(),
             reads: FuturesUnordered::new(),
             waiters: BTreeMap::new(),
+            published: BTreeSet::new(),
             subscribers: Vec::new(),
             generation: 0,
             tick: 0,
@@ -121,6 +142,8 @@ struct Io<T, S> {
     /// Store reads asked for by the program, answered directly.
     reads: FuturesUnordered<LocalBoxFuture<'static, ()>>,
     waiters: BTreeMap<QueryId, Waiter>,
+    /// The keys of the records we put (kept in the store's metadata).
+    published: BTreeSet<Key>,
     subscribers: Vec<mpsc::UnboundedSender<NodeEvent>>,
     generation: u64,
     tick: u64,
@@ -129,10 +152,16 @@ struct Io<T, S> {
 impl<T: Transport, S: Store + 'static> Driver<T, S> {
     async fn restore(&mut self, clock: &impl Clock) {
         let now = clock.now();
+        match self.io.store.get_meta(PUBLISHED_META).await {
+            Ok(Some(bytes)) => self.io.published = decode_keys(&bytes),
+            Ok(None) => {}
+            Err(e) => tracing::warn!("the list of our own records not read (they are kept as others'): {e}"),
+        }
         match self.io.store.records().await {
             Ok(records) => {
                 for r in records {
-                    self.node.restore_record(now, r.key, r.expires, r.size);
+                    let own = self.io.published.contains(&r.key);
+                    self.node.restore_record(now, r.key, r.expires, r.size, own);
                 }
             }
             Err(e) => tracing::warn!("stored records not restored: {e}"),
@@ -188,6 +217,21 @@ impl<T: Transport, S: Store + 'static> Driver<T, S> {
         self.node.routing_table().snapshot(self.node.config().k)
     }
 
+    /// Saves the keys of our own records in the background: after a restart they are republished and
+    /// never make way for others'.
+    fn save_published(&mut self) {
+        let bytes: Vec<u8> = self.io.published.iter().flat_map(|k| *k.as_bytes()).collect();
+        let store = Rc::clone(&self.io.store);
+        self.io.reads.push(
+            async move {
+                if let Err(e) = store.put_meta(PUBLISHED_META, &bytes).await {
+                    tracing::warn!("the list of our own records not saved: {e}");
+                }
+            }
+            .boxed_local(),
+        );
+    }
+
     /// Saves the routing table in the background.
     fn save_routing_table(&mut self) {
         let contacts = self.table_snapshot();
@@ -212,9 +256,13 @@ impl<T: Transport, S: Store + 'static> Driver<T, S> {
                 let q = self.node.find_node(now, target);
                 self.io.waiters.insert(q, Waiter::Lookup(tx));
             }
-            Command::Put(record, tx) => {
-                let q = self.node.put(now, record);
-                self.io.waiters.insert(q, Waiter::Put(tx));
+            Command::Put(record, cas, tx) => {
+                let (seq, key) = (record.seq(), record.key);
+                let q = self.node.put_cas(now, record, cas);
+                self.io.waiters.insert(q, Waiter::Put(tx, seq));
+                if self.io.published.insert(key) {
+                    self.save_published();
+                }
             }
             Command::Get(key, tx) => {
                 let q = self.node.get(now, key);
@@ -224,8 +272,8 @@ impl<T: Transport, S: Store + 'static> Driver<T, S> {
                 let store = Rc::clone(&self.io.store);
                 self.io.reads.push(
                     async move {
-                        let value = store.get_record(&key).await.ok().flatten().map(|r| r.value);
-                        let _ = tx.send(value);
+                        let record = store.get_record(&key).await.ok().flatten();
+                        let _ = tx.send(record.and_then(|r| decode_record(&r.value).ok()).filter(|r| r.key == key));
                     }
                     .boxed_local(),
                 );
@@ -283,9 +331,9 @@ impl<T: Transport, S: Store + 'static> Io<T, S> {
                     let _ = tx.send(closest);
                 }
             }
-            Event::PutFinished { query, acks, attempted, stats, .. } => {
-                if let Some(Waiter::Put(tx)) = self.waiters.remove(&query) {
-                    let _ = tx.send(PutOutcome { acks, attempted, stats });
+            Event::PutFinished { query, key, acks, attempted, refusal, stats } => {
+                if let Some(Waiter::Put(tx, seq)) = self.waiters.remove(&query) {
+                    let _ = tx.send(PutOutcome { key, seq, acks, attempted, refusal, stats });
                 }
             }
             Event::GetFinished { query, record, .. } => {
@@ -305,12 +353,17 @@ impl<T: Transport, S: Store + 'static> Io<T, S> {
         let store = Rc::clone(&self.store);
         let fut = async move {
             let result = match op {
-                StoreOp::Put { record, expires } => match store.put_record(record.key, record.value, expires).await {
-                    Ok(()) => StoreResult::Done,
+                // The store keeps the whole record (value and signature) as the core encodes it.
+                StoreOp::Put { record, expires } => match encode_record(&record) {
+                    Ok(bytes) => match store.put_record(record.key, bytes, expires).await {
+                        Ok(()) => StoreResult::Done,
+                        Err(e) => StoreResult::Failed(e.to_string()),
+                    },
                     Err(e) => StoreResult::Failed(e.to_string()),
                 },
+                // A stored record that no longer decodes is absent (the core forgets it).
                 StoreOp::Get { key } => match store.get_record(&key).await {
-                    Ok(r) => StoreResult::Value(r.map(|r| r.value)),
+                    Ok(r) => StoreResult::Value(r.and_then(|r| decode_record(&r.value).ok())),
                     Err(e) => StoreResult::Failed(e.to_string()),
                 },
                 StoreOp::Remove { key } => match store.remove_record(&key).await {

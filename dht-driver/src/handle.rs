@@ -1,6 +1,6 @@
 //! The program-facing side of a running node.
 
-use dht_core::{Contact, Key, NodeId, QueryStats, Record};
+use dht_core::{Contact, Key, NodeId, OwnerKey, QueryStats, Record, RecordError, RecordKind, SigningKey, StoreRefusal};
 use futures::channel::{mpsc, oneshot};
 
 /// Why a request to the node failed.
@@ -18,15 +18,29 @@ pub enum DriverError {
         /// The limit.
         max: usize,
     },
+    /// A signed record could not be made (a salt too long).
+    #[error("record: {0}")]
+    Record(#[from] RecordError),
+    /// The version found is the last one there can be (`u64::MAX`).
+    #[error("the record is at its last version")]
+    LastVersion,
 }
 
 /// The result of a put.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PutOutcome {
+    /// The record's key (for an immutable record, the hash that names it).
+    pub key: Key,
+    /// The version put, for a signed record.
+    pub seq: Option<u64>,
     /// Peers that acknowledged storing the record.
     pub acks: usize,
     /// Peers it was sent to.
     pub attempted: usize,
+    /// Why the put did not go out (refused by this node: an older version than the one held, a failed
+    /// compare-and-swap, ...), or else a peer's telling refusal: a failed compare-and-swap or a newer
+    /// version held, with its `seq`.
+    pub refusal: Option<StoreRefusal>,
     /// Counters of the query.
     pub stats: QueryStats,
 }
@@ -62,9 +76,9 @@ pub enum NodeEvent {
 pub(crate) enum Command {
     Bootstrap(Vec<Contact>, oneshot::Sender<Vec<Contact>>),
     FindNode(NodeId, oneshot::Sender<Vec<Contact>>),
-    Put(Record, oneshot::Sender<PutOutcome>),
+    Put(Record, Option<u64>, oneshot::Sender<PutOutcome>),
     Get(Key, oneshot::Sender<Option<Record>>),
-    GetLocal(Key, oneshot::Sender<Option<Vec<u8>>>),
+    GetLocal(Key, oneshot::Sender<Option<Record>>),
     Peers(oneshot::Sender<Vec<Contact>>),
     RoutingTable(oneshot::Sender<Vec<(usize, Vec<Contact>)>>),
     Subscribe(mpsc::UnboundedSender<NodeEvent>),
@@ -76,6 +90,7 @@ pub(crate) enum Command {
 pub struct NodeHandle {
     pub(crate) id: NodeId,
     pub(crate) max_record_size: usize,
+    pub(crate) signing_key: SigningKey,
     pub(crate) commands: mpsc::UnboundedSender<Command>,
 }
 
@@ -107,21 +122,65 @@ impl NodeHandle {
         self.ask(|tx| Command::FindNode(target, tx)).await
     }
 
-    /// Stores `value` under `key` here and at the k closest peers.
-    pub async fn put(&self, key: Key, value: Vec<u8>) -> Result<PutOutcome, DriverError> {
-        if value.len() > self.max_record_size {
-            return Err(DriverError::TooLarge { len: value.len(), max: self.max_record_size });
+    /// The key this node signs its records with, as peers see it.
+    pub fn owner(&self) -> OwnerKey {
+        OwnerKey::of(&self.signing_key)
+    }
+
+    /// The 32 secret bytes of the signing key (to carry this identity to another device).
+    pub fn signing_key_bytes(&self) -> [u8; 32] {
+        self.signing_key.to_bytes()
+    }
+
+    /// Puts `record` here and at the k closest peers (`cas`: only where the version held is that `seq`).
+    pub async fn put_record(&self, record: Record, cas: Option<u64>) -> Result<PutOutcome, DriverError> {
+        if record.value.len() > self.max_record_size {
+            return Err(DriverError::TooLarge { len: record.value.len(), max: self.max_record_size });
         }
-        self.ask(|tx| Command::Put(Record { key, value }, tx)).await
+        self.ask(|tx| Command::Put(record, cas, tx)).await
     }
 
-    /// The value under `key`, from here or the network.
-    pub async fn get(&self, key: Key) -> Result<Option<Vec<u8>>, DriverError> {
-        Ok(self.ask(|tx| Command::Get(key, tx)).await?.map(|r| r.value))
+    /// Puts `value` as an immutable record; the outcome's `key` (the value's SHA-256) names it.
+    pub async fn put_immutable(&self, value: Vec<u8>) -> Result<PutOutcome, DriverError> {
+        self.put_record(Record::immutable(value), None).await
     }
 
-    /// The value under `key` in this node's own store only (no network): what it holds for others.
-    pub async fn get_local(&self, key: Key) -> Result<Option<Vec<u8>>, DriverError> {
+    /// Puts `value` as the next version of this node's record named `name` (the salt), signed with its
+    /// key. With `cas`, the version replaced must be `cas` (the new one is `cas + 1`); without, the newest
+    /// version found (here or in the network) is replaced, and the first version is 1.
+    pub async fn put_signed(&self, name: &[u8], value: Vec<u8>, cas: Option<u64>) -> Result<PutOutcome, DriverError> {
+        let current = match cas {
+            Some(seq) => Some(seq),
+            None => self.get_signed(self.owner(), name).await?.and_then(|r| r.seq()),
+        };
+        let seq = match current {
+            Some(seq) => seq.checked_add(1).ok_or(DriverError::LastVersion)?,
+            None => 1,
+        };
+        let record = Record::signed(&self.signing_key, name, seq, value)?;
+        self.put_record(record, cas).await
+    }
+
+    /// The record under `key`, from here or the network: the first valid unsigned one, or the newest
+    /// version of a signed one.
+    pub async fn get(&self, key: Key) -> Result<Option<Record>, DriverError> {
+        self.ask(|tx| Command::Get(key, tx)).await
+    }
+
+    /// The newest version of `owner`'s record named `name`.
+    pub async fn get_signed(&self, owner: OwnerKey, name: &[u8]) -> Result<Option<Record>, DriverError> {
+        let record = self.get(owner.record_key(name)).await?;
+        Ok(record.filter(|r| r.owner() == Some(owner)))
+    }
+
+    /// The value of the immutable record named by `key` (its SHA-256).
+    pub async fn get_immutable(&self, key: Key) -> Result<Option<Vec<u8>>, DriverError> {
+        let record = self.get(key).await?;
+        Ok(record.filter(|r| r.verify() == Ok(RecordKind::Immutable)).map(|r| r.value))
+    }
+
+    /// The record under `key` in this node's own store only (no network): what it holds for others.
+    pub async fn get_local(&self, key: Key) -> Result<Option<Record>, DriverError> {
         self.ask(|tx| Command::GetLocal(key, tx)).await
     }
 

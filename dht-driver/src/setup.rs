@@ -4,11 +4,15 @@
 //!
 //! [`start`]: crate::start
 
+use dht_core::SigningKey;
 use dht_link::{Identity, LinkError};
 use kvstore::{Store, StoreError};
 
 /// The metadata entry that holds a node's private key.
 pub const IDENTITY_META: &str = "identity";
+
+/// The metadata entry that holds the ed25519 key a node signs its records with.
+pub const SIGNING_KEY_META: &str = "signing_key";
 
 /// Why a node could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +30,9 @@ pub enum SetupError {
     /// The operating system's random generator failed.
     #[error("randomness: {0}")]
     Randomness(getrandom::Error),
+    /// The stored signing key is not 32 bytes.
+    #[error("stored signing key unusable: {0} bytes, not 32")]
+    StoredSigningKey(usize),
 }
 
 /// The node's identity kept in `store`; on first start a fresh one, stored (durably) before it is returned,
@@ -37,6 +44,20 @@ pub async fn load_identity<S: Store>(store: &S) -> Result<Identity, SetupError> 
     let identity = Identity::generate().map_err(SetupError::KeyGeneration)?;
     store.put_meta(IDENTITY_META, identity.private_bytes()).await?;
     Ok(identity)
+}
+
+/// The key the node signs its records with, kept in `store` beside its identity: on first start a fresh
+/// one, stored (durably) before it is returned, so the node's records stay its own across restarts.
+pub async fn load_signing_key<S: Store>(store: &S) -> Result<SigningKey, SetupError> {
+    if let Some(secret) = store.get_meta(SIGNING_KEY_META).await? {
+        let bytes: [u8; 32] = secret.as_slice().try_into().map_err(|_| SetupError::StoredSigningKey(secret.len()))?;
+        return Ok(SigningKey::from_bytes(&bytes));
+    }
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut secret).map_err(SetupError::Randomness)?;
+    let key = SigningKey::from_bytes(&secret);
+    store.put_meta(SIGNING_KEY_META, &secret).await?;
+    Ok(key)
 }
 
 /// A seed for [`dht_core::Node`]'s randomness (request ids, lookup choices) from the operating system's
@@ -66,6 +87,17 @@ mod tests {
         let store = MemoryStore::new();
         block_on(store.put_meta(IDENTITY_META, &[1; 31])).unwrap();
         assert!(matches!(block_on(load_identity(&store)), Err(SetupError::StoredKey(_))));
+    }
+
+    #[test]
+    fn the_signing_key_is_made_once_and_kept() {
+        let store = MemoryStore::new();
+        let first = block_on(load_signing_key(&store)).unwrap();
+        let again = block_on(load_signing_key(&store)).unwrap();
+        assert_eq!(first.verifying_key(), again.verifying_key());
+        assert_ne!(first.verifying_key(), block_on(load_signing_key(&MemoryStore::new())).unwrap().verifying_key());
+        block_on(store.put_meta(SIGNING_KEY_META, &[1; 33])).unwrap();
+        assert!(matches!(block_on(load_signing_key(&store)), Err(SetupError::StoredSigningKey(33))));
     }
 
     #[test]

@@ -38,19 +38,23 @@ fn twelve_nodes_join_put_and_get() {
             let table: usize = node.routing_table().await.unwrap().iter().map(|(_, es)| es.len()).sum();
             assert!(table >= 5, "{} knows only {table} peers", node.id());
         }
-        // Puts from some nodes, gets from others.
+        // Signed puts from some nodes, gets of them (by owner and name) from others.
         for i in 0..20u32 {
-            let key = Key::from_name(&i.to_be_bytes());
             let from = &nodes[(i % 12) as usize];
-            let outcome = from.put(key, format!("value {i}").into_bytes()).await.unwrap();
-            assert!(outcome.acks >= 10, "put {i}: {outcome:?}");
+            let outcome = from.put_signed(&i.to_be_bytes(), format!("value {i}").into_bytes(), None).await.unwrap();
+            assert!(outcome.acks >= 10 && outcome.seq == Some(1), "put {i}: {outcome:?}");
         }
         for i in 0..20u32 {
-            let key = Key::from_name(&i.to_be_bytes());
+            let owner = nodes[(i % 12) as usize].owner();
             let getter = &nodes[((i + 5) % 12) as usize];
-            assert_eq!(getter.get(key).await.unwrap(), Some(format!("value {i}").into_bytes()), "get {i}");
+            let got = getter.get_signed(owner, &i.to_be_bytes()).await.unwrap().map(|r| r.value);
+            assert_eq!(got, Some(format!("value {i}").into_bytes()), "get {i}");
         }
         assert_eq!(nodes[3].get(Key::from_name(b"never put")).await.unwrap(), None);
+        // An immutable record, named by its hash.
+        let put = nodes[2].put_immutable(b"content".to_vec()).await.unwrap();
+        assert_eq!(put.key, Key::from_name(b"content"));
+        assert_eq!(nodes[9].get_immutable(put.key).await.unwrap(), Some(b"content".to_vec()));
         // find_node returns the true closest among the 12 (other than the caller).
         let target = contact(100).id;
         let mut expect: Vec<NodeId> = (0..12).map(|n| contact(n).id).filter(|id| *id != nodes[4].id()).collect();
@@ -72,7 +76,7 @@ fn oversized_values_are_refused_before_reaching_the_node() {
     let pool = LocalPool::new();
     let net = MemoryNetwork::new();
     let node = spawn_node(&pool, &net, 1, MemoryStore::new());
-    let err = futures::executor::block_on(node.put(Key::from_name(b"k"), vec![0; 70_000])).unwrap_err();
+    let err = futures::executor::block_on(node.put_immutable(vec![0; 70_000])).unwrap_err();
     assert!(matches!(err, dht_driver::DriverError::TooLarge { len: 70_000, .. }), "{err}");
 }
 
@@ -87,7 +91,7 @@ fn a_restarted_node_keeps_its_records_and_routing_table() {
         for node in &nodes[1..] {
             node.bootstrap(vec![contact(0)]).await.unwrap();
         }
-        nodes[5].put(Key::from_name(b"kept"), b"yes".to_vec()).await.unwrap();
+        nodes[5].put_signed(b"kept", b"yes".to_vec(), None).await.unwrap();
         nodes[5].shutdown();
     });
     pool.run_until_stalled();
@@ -96,7 +100,10 @@ fn a_restarted_node_keeps_its_records_and_routing_table() {
     pool.run_until(async {
         let table: usize = again.routing_table().await.unwrap().iter().map(|(_, es)| es.len()).sum();
         assert_eq!(table, 5, "routing table restored");
-        assert_eq!(again.get(Key::from_name(b"kept")).await.unwrap(), Some(b"yes".to_vec()));
+        let kept = again.get_signed(again.owner(), b"kept").await.unwrap();
+        assert_eq!(kept.map(|r| (r.seq(), r.value)), Some((Some(1), b"yes".to_vec())));
+        // The next version follows the one found.
+        assert_eq!(again.put_signed(b"kept", b"still".to_vec(), None).await.unwrap().seq, Some(2));
     });
 }
 
@@ -136,11 +143,10 @@ fn the_link_pool_stays_under_its_cap_and_redials_on_demand() {
         small.bootstrap(vec![contact(0)]).await.unwrap();
         assert!(small.peers().await.unwrap().len() <= 3);
         for i in 0..5u32 {
-            let key = Key::from_name(&[b'p', i as u8]);
-            let out = small.put(key, vec![i as u8]).await.unwrap();
+            let out = small.put_immutable(vec![b'p', i as u8]).await.unwrap();
             assert!(out.acks >= 8, "put {i} through a 3-link pool: {out:?}");
             assert!(small.peers().await.unwrap().len() <= 3);
-            assert_eq!(nodes[(i as usize) % 10].get(key).await.unwrap(), Some(vec![i as u8]));
+            assert_eq!(nodes[(i as usize) % 10].get_immutable(out.key).await.unwrap(), Some(vec![b'p', i as u8]));
         }
         let mut closed = 0;
         while let Some(Some(e)) = futures::FutureExt::now_or_never(events.next()) {

@@ -133,7 +133,11 @@ fn large_messages_span_several_noise_frames_and_any_split_works() {
     pump(&mut a, &mut b).unwrap();
     let big = Message::Response {
         id: RequestId(9),
-        body: Response::Value { record: Record { key: Key::from_name(b"k"), value: vec![5; 100_000] }, ttl_secs: 60 },
+        body: Response::Value {
+            record: Record::unchecked(Key::from_name(b"k"), vec![5; 100_000]),
+            ttl_secs: 60,
+            closer: vec![],
+        },
     };
     a.send(&big).unwrap();
     a.send(&ping(3)).unwrap();
@@ -153,7 +157,11 @@ fn oversized_messages_are_refused_by_the_sender() {
     pump(&mut a, &mut b).unwrap();
     let huge = Message::Request {
         id: RequestId(1),
-        body: Request::Store { record: Record { key: Key::from_name(b"k"), value: vec![0; 200_000] }, ttl_secs: 1 },
+        body: Request::Store {
+            record: Record::unchecked(Key::from_name(b"k"), vec![0; 200_000]),
+            ttl_secs: 1,
+            cas: None,
+        },
     };
     assert!(matches!(a.send(&huge), Err(LinkError::Codec(CodecError::FrameTooLarge { .. }))));
     a.send(&ping(1)).unwrap();

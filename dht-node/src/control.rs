@@ -1,9 +1,17 @@
 //! The control socket: one request line, one answer line, on a loopback TCP port.
 //!
-//! Requests: `PUT <name> <value…>`, `GET <name>`, `LOCAL <name>` (this node's own store only), `PEERS`, `ID`. Answers: `OK acks=<n> of=<m>`,
-//! `VALUE <value…>`, `NOTFOUND`, `PEERS <n> <id>…`, `ID <id> <addr>…`, or `ERR <reason>`.
+//! Requests and answers:
+//! - `PUT [--cas <seq>] <name> <value…>`: the next version of this node's signed record `name` →
+//!   `OK seq=<n> acks=<a> of=<m> owner=<hex>`;
+//! - `GET <name> [<owner>]`: the newest version of `owner`'s record `name` (default: this node's) →
+//!   `VALUE <value…>` or `NOTFOUND`;
+//! - `PUT-IMMUTABLE <value…>` → `OK hash=<hex> acks=<a> of=<m>`; `GET-IMMUTABLE <hash>` → `VALUE <value…>`;
+//! - `LOCAL <name> [<owner>]`, `LOCAL-IMMUTABLE <hash>`: this node's own store only;
+//! - `PEERS` → `PEERS <n> <id>…`; `ID` → `ID <id> <addr>…`; `OWNER` → `OWNER <hex>` (the key it signs with).
+//!
+//! Anything else, or a refused put, is answered `ERR <reason>` on one line.
 
-use dht_core::{Contact, Key};
+use dht_core::{Contact, Key, OwnerKey, RecordKind, StoreRefusal};
 use dht_driver::NodeHandle;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -57,39 +65,106 @@ async fn session(stream: TcpStream, node: NodeHandle, me: Contact) -> std::io::R
     }
 }
 
+const USAGE: &str = "ERR usage: PUT [--cas <seq>] <name> <value> | GET <name> [<owner>] | PUT-IMMUTABLE <value> | \
+                     GET-IMMUTABLE <hash> | LOCAL <name> [<owner>] | LOCAL-IMMUTABLE <hash> | PEERS | ID | OWNER";
+
 async fn answer(line: &str, node: &NodeHandle, me: &Contact) -> String {
-    let mut parts = line.splitn(3, ' ');
-    let verb = parts.next().unwrap_or("").to_ascii_uppercase();
-    match (verb.as_str(), parts.next(), parts.next()) {
-        ("PUT", Some(name), Some(value)) => {
-            match node.put(Key::from_name(name.as_bytes()), value.as_bytes().to_vec()).await {
-                Ok(o) => format!("OK acks={} of={}", o.acks, o.attempted),
-                Err(e) => format!("ERR {e}"),
-            }
-        }
-        ("GET", Some(name), None) => match node.get(Key::from_name(name.as_bytes())).await {
-            Ok(Some(v)) => format!("VALUE {}", String::from_utf8_lossy(&v)),
-            Ok(None) => "NOTFOUND".to_owned(),
-            Err(e) => format!("ERR {e}"),
-        },
-        ("LOCAL", Some(name), None) => match node.get_local(Key::from_name(name.as_bytes())).await {
-            Ok(Some(v)) => format!("VALUE {}", String::from_utf8_lossy(&v)),
-            Ok(None) => "NOTFOUND".to_owned(),
-            Err(e) => format!("ERR {e}"),
-        },
-        ("PEERS", None, None) => match node.peers().await {
-            Ok(peers) => {
-                let ids: Vec<String> = peers.iter().map(|c| format!("{:#}", c.id)).collect();
-                format!("PEERS {} {}", ids.len(), ids.join(" "))
-            }
-            Err(e) => format!("ERR {e}"),
-        },
-        ("ID", None, None) => {
+    let (verb, rest) = line.split_once(' ').unwrap_or((line, ""));
+    let result = match verb.to_ascii_uppercase().as_str() {
+        "PUT" => put(node, rest).await,
+        "GET" => get(node, rest, false).await,
+        "LOCAL" => get(node, rest, true).await,
+        "PUT-IMMUTABLE" if !rest.is_empty() => put_immutable(node, rest).await,
+        "GET-IMMUTABLE" => get_immutable(node, rest, false).await,
+        "LOCAL-IMMUTABLE" => get_immutable(node, rest, true).await,
+        "PEERS" if rest.is_empty() => peers(node).await,
+        "ID" if rest.is_empty() => {
             let addrs: Vec<&str> = me.addrs.iter().map(|a| a.as_str()).collect();
-            format!("ID {:#} {}", me.id, addrs.join(" "))
+            Ok(format!("ID {:#} {}", me.id, addrs.join(" ")))
         }
-        _ => "ERR usage: PUT <name> <value> | GET <name> | LOCAL <name> | PEERS | ID".to_owned(),
+        "OWNER" if rest.is_empty() => Ok(format!("OWNER {}", node.owner())),
+        _ => Err(USAGE.trim_start_matches("ERR ").to_owned()),
+    };
+    result.unwrap_or_else(|e| format!("ERR {e}"))
+}
+
+/// `[--cas <seq>] <name> <value…>`
+async fn put(node: &NodeHandle, rest: &str) -> Result<String, String> {
+    let (cas, rest) = match rest.strip_prefix("--cas ") {
+        Some(r) => {
+            let (seq, r) = r.split_once(' ').ok_or("--cas needs a sequence number, a name and a value")?;
+            (Some(seq.parse::<u64>().map_err(|_| format!("--cas {seq:?} is not a sequence number"))?), r)
+        }
+        None => (None, rest),
+    };
+    let (name, value) = rest.split_once(' ').ok_or("PUT needs a name and a value")?;
+    let o = node.put_signed(name.as_bytes(), value.as_bytes().to_vec(), cas).await.map_err(|e| e.to_string())?;
+    // Refused here, or by a holder with a newer version or another one than `--cas` named.
+    if let Some(refusal) = o.refusal {
+        return Err(refused(refusal));
     }
+    Ok(format!("OK seq={} acks={} of={} owner={}", o.seq.unwrap_or(0), o.acks, o.attempted, node.owner()))
+}
+
+async fn put_immutable(node: &NodeHandle, value: &str) -> Result<String, String> {
+    let o = node.put_immutable(value.as_bytes().to_vec()).await.map_err(|e| e.to_string())?;
+    if let Some(refusal) = o.refusal {
+        return Err(refused(refusal));
+    }
+    Ok(format!("OK hash={:#} acks={} of={}", o.key, o.acks, o.attempted))
+}
+
+/// A refusal as one line.
+fn refused(r: StoreRefusal) -> String {
+    match r {
+        StoreRefusal::Stale { current } => format!("refused: version {current} is newer"),
+        StoreRefusal::CasFailed { current } => {
+            format!("refused: compare-and-swap failed, the version held is {current}")
+        }
+        other => format!("refused: {other:?}"),
+    }
+}
+
+/// `<name> [<owner>]`: from the network, or (`local`) from this node's own store only.
+async fn get(node: &NodeHandle, rest: &str, local: bool) -> Result<String, String> {
+    let mut words = rest.split(' ').filter(|w| !w.is_empty());
+    let (Some(name), owner, None) = (words.next(), words.next(), words.next()) else {
+        return Err("GET and LOCAL need a name and at most an owner".into());
+    };
+    let owner = match owner {
+        Some(hex) => hex.parse::<OwnerKey>().map_err(|_| format!("{hex:?} is not an owner key (64 hex digits)"))?,
+        None => node.owner(),
+    };
+    let record = if local {
+        node.get_local(owner.record_key(name.as_bytes())).await.map_err(|e| e.to_string())?
+    } else {
+        node.get_signed(owner, name.as_bytes()).await.map_err(|e| e.to_string())?
+    };
+    Ok(value_line(record.filter(|r| r.owner() == Some(owner)).map(|r| r.value)))
+}
+
+async fn get_immutable(node: &NodeHandle, hash: &str, local: bool) -> Result<String, String> {
+    let key: Key = hash.trim().parse().map_err(|_| format!("{hash:?} is not a hash (64 hex digits)"))?;
+    let value = if local {
+        let record = node.get_local(key).await.map_err(|e| e.to_string())?;
+        record.filter(|r| r.verify() == Ok(RecordKind::Immutable)).map(|r| r.value)
+    } else {
+        node.get_immutable(key).await.map_err(|e| e.to_string())?
+    };
+    Ok(value_line(value))
+}
+
+fn value_line(value: Option<Vec<u8>>) -> String {
+    match value {
+        Some(v) => format!("VALUE {}", String::from_utf8_lossy(&v)),
+        None => "NOTFOUND".to_owned(),
+    }
+}
+
+async fn peers(node: &NodeHandle) -> Result<String, String> {
+    let peers = node.peers().await.map_err(|e| e.to_string())?;
+    let ids: Vec<String> = peers.iter().map(|c| format!("{:#}", c.id)).collect();
+    Ok(format!("PEERS {} {}", ids.len(), ids.join(" ")))
 }
 
 /// Sends one request to the node whose data directory is `data_dir` and prints the answer.

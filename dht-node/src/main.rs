@@ -101,6 +101,28 @@ fn main() -> ExitCode {
     }
 }
 
+/// The contacts to join through: the bootstrap addresses (each probed by a handshake, so its id is learnt
+/// and authenticated) and peers registered on the signaling server, with the addresses they advertised.
+async fn bootstrap_seeds(
+    bootstrap: &[std::net::SocketAddr],
+    tcp: Option<&TcpTransport>,
+    rtc: Option<&WebRtcTransport>,
+) -> Vec<Contact> {
+    let mut seeds = Vec::new();
+    if let Some(t) = tcp {
+        for addr in bootstrap {
+            match t.probe(*addr).await {
+                Ok(c) => seeds.push(c),
+                Err(e) => tracing::warn!(%addr, "bootstrap node unreachable: {e}"),
+            }
+        }
+    }
+    if let Some(t) = rtc {
+        seeds.extend(t.signaling().seeds(8).await);
+    }
+    seeds
+}
+
 async fn run(args: RunArgs) -> Result<(), String> {
     if !args.control.ip().is_loopback() {
         return Err(format!("--control must be a loopback address, got {}", args.control));
@@ -140,19 +162,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
     }
     let contact = Contact { id: identity.node_id(), addrs };
     tracing::info!(id = %format!("{:#}", contact.id), addrs = ?contact.addrs.iter().map(|a| a.as_str()).collect::<Vec<_>>(), "node starting");
-    let mut seeds = Vec::new();
-    if let Some(t) = &tcp {
-        for addr in &args.bootstrap {
-            match t.probe(*addr).await {
-                Ok(c) => seeds.push(c),
-                Err(e) => tracing::warn!(%addr, "bootstrap node unreachable: {e}"),
-            }
-        }
-    }
-    if let Some(t) = &rtc {
-        // Peers registered on the signaling server, with the addresses they advertised.
-        seeds.extend(t.signaling().seeds(8).await);
-    }
+    let seeds = bootstrap_seeds(&args.bootstrap, tcp.as_ref(), rtc.as_ref()).await;
     if let Some(t) = tcp {
         transports.push(Box::new(t));
     }
@@ -160,8 +170,11 @@ async fn run(args: RunArgs) -> Result<(), String> {
         transports.push(Box::new(t));
     }
     let transport = Transports(transports);
-    let seed = setup::random_seed().map_err(|e| e.to_string())?;
-    let (handle, task) = start(DriverConfig::new(contact.clone(), seed), transport, store, clock);
+    let config = DriverConfig {
+        signing_key: setup::load_signing_key(&store).await.map_err(|e| e.to_string())?,
+        ..DriverConfig::new(contact.clone(), setup::random_seed().map_err(|e| e.to_string())?)
+    };
+    let (handle, task) = start(config, transport, store, clock);
     let node_task = tokio::task::spawn_local(task);
     let control = control::serve(args.control, &args.data_dir, handle.clone(), contact.clone()).await?;
     if !seeds.is_empty() {

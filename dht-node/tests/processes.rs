@@ -27,6 +27,17 @@ fn tcp_addr_dir(dir: &Path) -> (String, String) {
     (node_id, addr)
 }
 
+/// The key node `p` signs its records with (hex).
+fn owner(p: &Proc) -> String {
+    ctl(p, "OWNER").strip_prefix("OWNER ").expect("an OWNER answer").to_owned()
+}
+
+/// The number after `name=` in an answer.
+fn field(answer: &str, name: &str) -> usize {
+    let at = answer.find(&format!("{name}=")).unwrap_or_else(|| panic!("no {name}= in {answer}"));
+    answer[at + name.len() + 1..].split(' ').next().unwrap().parse().unwrap()
+}
+
 #[test]
 fn twenty_processes_put_get_and_survive_kill_minus_nine() {
     let root = tempfile::tempdir().unwrap();
@@ -40,22 +51,27 @@ fn twenty_processes_put_get_and_survive_kill_minus_nine() {
         let peers = ctl(p, "PEERS");
         assert!(peers.starts_with("PEERS "), "{peers}");
     }
-    // 100 puts from some nodes, gets from others.
+    // 100 signed puts from some nodes, gets (by owner and name) from others.
+    let owners: Vec<String> = procs.iter().map(owner).collect();
     for i in 0..100 {
         let answer = ctl(&procs[i % 20], &format!("PUT key{i} value-{i}"));
-        assert!(answer.starts_with("OK acks="), "put {i}: {answer}");
-        let acks: usize = answer["OK acks=".len()..].split(' ').next().unwrap().parse().unwrap();
-        assert!(acks >= 10, "put {i}: {answer}");
+        assert!(answer.starts_with("OK seq=1 acks="), "put {i}: {answer}");
+        assert!(field(&answer, "acks") >= 10, "put {i}: {answer}");
+        assert!(answer.ends_with(&format!("owner={}", owners[i % 20])), "put {i}: {answer}");
     }
     for i in 0..100 {
-        let answer = ctl(&procs[(i + 7) % 20], &format!("GET key{i}"));
+        let answer = ctl(&procs[(i + 7) % 20], &format!("GET key{i} {}", owners[i % 20]));
         assert_eq!(answer, format!("VALUE value-{i}"), "get {i}");
     }
     // kill -9 three nodes, restart them from their data directories.
     let ids_before: Vec<String> = [3, 9, 15].iter().map(|&i| tcp_addr(&procs[i]).0).collect();
     let held_before: Vec<Vec<usize>> = [3usize, 9, 15]
         .iter()
-        .map(|&n| (0..100).filter(|i| ctl(&procs[n], &format!("LOCAL key{i}")).starts_with("VALUE")).collect())
+        .map(|&n| {
+            (0..100)
+                .filter(|i| ctl(&procs[n], &format!("LOCAL key{i} {}", owners[i % 20])).starts_with("VALUE"))
+                .collect()
+        })
         .collect();
     assert!(held_before.iter().all(|h| !h.is_empty()), "each victim held records: {held_before:?}");
     for &i in &[3usize, 9, 15] {
@@ -67,13 +83,14 @@ fn twenty_processes_put_get_and_survive_kill_minus_nine() {
         assert_eq!(tcp_addr(&restarted).0, ids_before[n], "same id after restart");
         // Everything it acknowledged storing is still in its own store.
         for k in &held_before[n] {
-            assert_eq!(ctl(&restarted, &format!("LOCAL key{k}")), format!("VALUE value-{k}"), "node {i} lost key{k}");
+            let local = ctl(&restarted, &format!("LOCAL key{k} {}", owners[k % 20]));
+            assert_eq!(local, format!("VALUE value-{k}"), "node {i} lost key{k}");
         }
         procs[i] = restarted;
     }
     // Every acknowledged record is still retrievable, from restarted nodes too.
     for i in 0..100 {
-        let answer = ctl(&procs[[3usize, 9, 15][i % 3]], &format!("GET key{i}"));
+        let answer = ctl(&procs[[3usize, 9, 15][i % 3]], &format!("GET key{i} {}", owners[i % 20]));
         assert_eq!(answer, format!("VALUE value-{i}"), "get {i} after restarts");
     }
     assert!(ctl(&procs[0], "BOGUS").starts_with("ERR"));
@@ -88,8 +105,9 @@ fn ctrl_c_shuts_down_cleanly_and_a_restart_keeps_the_routing_table() {
     for p in &others {
         assert!(ctl(p, "PUT hello world").starts_with("OK"));
     }
+    let hello = format!("GET hello {}", owner(&others[0]));
     let mut node = spawn(&root.path().join("node"), Some(&seed_addr));
-    assert!(ctl(&node, "GET hello") == "VALUE world");
+    assert!(ctl(&node, &hello) == "VALUE world");
     let status = Command::new("kill").args(["-INT", &node.child.id().to_string()]).status().unwrap();
     assert!(status.success());
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -103,7 +121,7 @@ fn ctrl_c_shuts_down_cleanly_and_a_restart_keeps_the_routing_table() {
     assert!(exit.success(), "clean exit: {exit}");
     // Restarted without --bootstrap: it finds the swarm from its saved routing table.
     let again = spawn(&node.dir.clone(), None);
-    assert_eq!(ctl(&again, "GET hello"), "VALUE world");
+    assert_eq!(ctl(&again, &hello), "VALUE world");
     drop(others);
 }
 

@@ -117,17 +117,18 @@ fn tcp_webrtc_and_mixed_nodes_put_and_get_across_each_other() {
         for j in 0..3 {
             let name = format!("k{i}-{j}");
             let answer = ctl(dir, &format!("PUT {name} v-{i}-{j}"));
-            assert!(answer.starts_with("OK acks="), "put {name} from {:?}: {answer}", kinds[i]);
-            keys.push((name, format!("v-{i}-{j}"), i));
+            assert!(answer.starts_with("OK seq=1 acks="), "put {name} from {:?}: {answer}", kinds[i]);
+            let owner = answer.rsplit_once("owner=").expect("the put names its owner").1.to_owned();
+            keys.push((name, format!("v-{i}-{j}"), i, owner));
         }
     }
     let mut gets = 0;
-    for (name, value, from) in &keys {
+    for (name, value, from, owner) in &keys {
         for (i, dir) in procs.iter().map(|p| &p.dir).enumerate() {
             if i == *from {
                 continue;
             }
-            let answer = ctl(dir, &format!("GET {name}"));
+            let answer = ctl(dir, &format!("GET {name} {owner}"));
             assert_eq!(answer, format!("VALUE {value}"), "get {name} (put by {:?}) from {:?}", kinds[*from], kinds[i]);
             gets += 1;
         }

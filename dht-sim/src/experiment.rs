@@ -34,8 +34,24 @@ pub struct Params {
     /// Fraction of the nodes (the seed node excepted) that lie: see [`Sim::set_malicious`]. Lookups, puts
     /// and gets are started from honest nodes only.
     pub malicious: f64,
+    /// What the puts store.
+    pub put_kind: PutKind,
+    /// Every put is followed, once it has finished, by an update of its record (version 2, signed records
+    /// only) from the same node; the get comes after the update has finished and must return it.
+    pub updates: bool,
     /// Show a progress bar on stderr.
     pub progress: bool,
+}
+
+/// What the experiment's puts store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutKind {
+    /// Records signed by the putting node's key, under a random salt (the default).
+    Signed,
+    /// Immutable records: the key is the value's hash.
+    Immutable,
+    /// Unsigned records under random keys (only a `ClosedSwarm` policy accepts them).
+    Unchecked,
 }
 
 impl Default for Params {
@@ -51,6 +67,8 @@ impl Default for Params {
             value_size: 128,
             malicious: 0.0,
             weibull: None,
+            put_kind: PutKind::Signed,
+            updates: false,
             progress: false,
         }
     }
@@ -121,8 +139,14 @@ pub struct Report {
     pub get_success_rate: f64,
     /// Fraction of malicious nodes.
     pub malicious: f64,
-    /// Gets that returned a value other than the one put (a forgery accepted).
+    /// Gets that returned a value never put (a forgery accepted).
     pub forged_accepted: usize,
+    /// Gets that returned an older version than the newest one whose put had finished (a replay or a
+    /// stale holder accepted).
+    pub stale_accepted: usize,
+    /// Honest holders of a record when its (last) put finished that, at the end of the run, no longer hold
+    /// it or hold it with an earlier expiry, though still live (a shortened or lost record).
+    pub shortened: usize,
     /// With Weibull churn: records whose get at the end of the run returned their value.
     pub records_retrievable_rate: Option<f64>,
     /// Nodes that left (and were replaced).
@@ -139,8 +163,23 @@ pub struct Report {
     pub rss_bytes_per_node: u64,
     /// Why the failed lookups failed.
     pub lookup_failures: FailureCauses,
+    /// What the nodes live at the end refused, summed: the adversary's attempts that reached them.
+    pub refused: Refusals,
     /// A hash of every query outcome in order: equal seeds give equal hashes.
     pub trace_hash: String,
+}
+
+/// Refusals counted by the nodes live at the end (their [`dht_core::NodeStats`]), summed.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct Refusals {
+    /// Stores of an older version than the one held (replays).
+    pub stale: u64,
+    /// Stores whose signature did not verify (forgeries).
+    pub bad_signature: u64,
+    /// Stores failing the record policy (unsigned values under others' keys).
+    pub invalid: u64,
+    /// Values a get received that did not verify (forgeries answered to gets).
+    pub bad_values: u64,
 }
 
 /// Failed lookups by cause.
@@ -157,6 +196,8 @@ pub struct FailureCauses {
 enum Op {
     Lookup,
     Put(usize),
+    /// The second version of put `i`'s record.
+    Update(usize),
     Get(usize),
     Churn,
     /// Node `i`'s session ends.
@@ -189,13 +230,25 @@ impl Timetable {
 enum Pending {
     Lookup { target: NodeId },
     Put(usize),
+    Update(usize),
     Get(usize),
 }
 
 struct PutCase {
     key: Key,
-    value: Vec<u8>,
+    /// Every version put, oldest first (one for unsigned records).
+    versions: Vec<Vec<u8>>,
+    /// The random name of a signed record.
+    salt: [u8; 32],
     from: usize,
+    /// The honest holders when the last put finished, and the expiry each gave the record.
+    holders: Vec<(usize, Instant)>,
+}
+
+/// The key node `n` of the run with `seed` signs its records with (made up from both, so runs repeat).
+fn signing_key(seed: u64, n: usize) -> dht_core::SigningKey {
+    let secret = Key::from_name(&[seed.to_le_bytes(), (n as u64).to_le_bytes()].concat());
+    dht_core::SigningKey::from_bytes(secret.as_bytes())
 }
 
 /// Peak resident set size of this process, from `/proc/self/status` (0 if unavailable).
@@ -263,6 +316,20 @@ impl Swarm {
         self.slot.insert(i, self.live.len());
         self.live.push(i);
         i
+    }
+
+    /// The refusals of the live nodes, summed.
+    fn refusals(&self) -> Refusals {
+        let mut r = Refusals::default();
+        for &i in &self.live {
+            if let Some(s) = self.sim.node(i).map(|n| n.stats()) {
+                r.stale += s.refused_stale;
+                r.bad_signature += s.refused_bad_signature;
+                r.invalid += s.refused_invalid;
+                r.bad_values += s.bad_values;
+            }
+        }
+        r
     }
 
     /// Whether node `id` is malicious.
@@ -471,6 +538,7 @@ struct Tally {
     gets_ok: usize,
     gets_done: usize,
     forged_accepted: usize,
+    stale_accepted: usize,
     departed: usize,
     why: FailureCauses,
 }
@@ -500,7 +568,9 @@ pub fn run(params: &Params) -> Result<Report, dht_core::ConfigError> {
     swarm.bootstrap(params, &bar);
     bar.set_message("operating");
     let (phase, ops) = schedule(&mut swarm, params, churn_count);
-    let op_count = ops.ops.len() + if params.weibull.is_some() { 0 } else { params.puts };
+    // Gets of the uniform model, and updates, are scheduled as the puts before them finish.
+    let later = if params.weibull.is_some() { 0 } else { params.puts } + if params.updates { params.puts } else { 0 };
+    let op_count = ops.ops.len() + later;
     let mut operation = Operation {
         params,
         swarm,
@@ -551,7 +621,7 @@ impl Operation<'_> {
             match p {
                 Pending::Lookup { .. } => self.tally.lookups_done += 1,
                 Pending::Get(_) => self.tally.gets_done += 1,
-                Pending::Put(_) => {}
+                Pending::Put(_) | Pending::Update(_) => {}
             }
         }
     }
@@ -579,21 +649,19 @@ impl Operation<'_> {
                     self.tally.latencies.push(stats.duration.as_millis() as u64);
                     self.tally.msgs += u64::from(stats.requests + stats.responses);
                 }
-                (Pending::Put(i), Event::PutFinished { acks, stats, .. }) => {
+                (Pending::Put(i) | Pending::Update(i), Event::PutFinished { acks, stats, .. }) => {
                     self.trace.mix(acks as u64);
                     self.tally.acks.push(acks);
                     self.tally.put_latencies.push(stats.duration.as_millis() as u64);
-                    if self.params.weibull.is_none() {
-                        let spread = i as u64 * (self.phase.ms / 4) / self.params.puts as u64;
-                        let when =
-                            self.phase.at(self.phase.get_start_ms() + spread).max(ev.at + Duration::from_secs(1));
-                        self.ops.push(when, Op::Get(i));
-                    }
+                    self.put_finished(i, ev.at);
                 }
                 (Pending::Get(i), Event::GetFinished { record, .. }) => {
-                    let value = &self.cases[i].value;
-                    self.tally.forged_accepted += usize::from(record.as_ref().is_some_and(|r| r.value != *value));
-                    let ok = record.is_some_and(|r| r.value == *value);
+                    let versions = &self.cases[i].versions;
+                    let got = record.map(|r| r.value);
+                    let ok = got.as_ref() == versions.last();
+                    let older = got.as_ref().is_some_and(|v| versions[..versions.len() - 1].contains(v));
+                    self.tally.forged_accepted += usize::from(got.is_some() && !ok && !older);
+                    self.tally.stale_accepted += usize::from(older);
                     self.trace.mix(u64::from(ok));
                     self.tally.gets_done += 1;
                     self.tally.gets_ok += usize::from(ok);
@@ -655,6 +723,7 @@ impl Operation<'_> {
                 }
             }
             Op::Put(i) => self.start_put(i),
+            Op::Update(i) => self.start_update(i),
             Op::Get(i) => {
                 let from = self.swarm.random_honest(&[self.cases[i].from]);
                 let key = self.cases[i].key;
@@ -670,17 +739,90 @@ impl Operation<'_> {
     fn start_put(&mut self, i: usize) {
         let swarm = &mut self.swarm;
         let from = swarm.random_honest(&[]);
-        let mut key = Key::from_bytes(*swarm.sim.random_id().as_bytes());
+        let salt = *swarm.sim.random_id().as_bytes();
         let mut value = vec![0u8; self.params.value_size];
         swarm.sim.rng().fill_bytes(&mut value);
-        if self.params.sim.node.record_policy == dht_core::RecordPolicy::ContentAddressed {
-            key = Key::from_name(&value);
-        }
-        let record = Record { key, value: value.clone() };
-        self.cases.push(PutCase { key, value, from });
-        if let Some(q) = swarm.sim.with_node(from, |n, now| n.put(now, record)) {
+        self.cases.push(PutCase { key: Key::from_bytes(salt), versions: vec![value], salt, from, holders: Vec::new() });
+        let record = self.version(i);
+        self.cases[i].key = record.key;
+        if let Some(q) = self.swarm.sim.with_node(from, |n, now| n.put(now, record)) {
             self.pending.insert((from, q), Pending::Put(i));
         }
+    }
+
+    /// The newest version of put `i`'s record, as its kind makes it.
+    fn version(&self, i: usize) -> Record {
+        let case = &self.cases[i];
+        let value = case.versions.last().expect("a case has a version").clone();
+        match self.params.put_kind {
+            PutKind::Signed => {
+                let seq = case.versions.len() as u64;
+                Record::signed(&signing_key(self.params.sim.seed, case.from), &case.salt, seq, value)
+                    .expect("32-byte salts are allowed")
+            }
+            PutKind::Immutable => Record::immutable(value),
+            PutKind::Unchecked => Record::unchecked(Key::from_bytes(case.salt), value),
+        }
+    }
+
+    /// Put `i`'s version 2, from the node that put version 1 (if still live).
+    fn start_update(&mut self, i: usize) {
+        let from = self.cases[i].from;
+        let mut value = vec![0u8; self.params.value_size];
+        self.swarm.sim.rng().fill_bytes(&mut value);
+        self.cases[i].versions.push(value);
+        let record = self.version(i);
+        match self.swarm.sim.with_node(from, |n, now| n.put(now, record)) {
+            Some(q) => {
+                self.pending.insert((from, q), Pending::Update(i));
+            }
+            // Its node left: neither the update nor the get will run.
+            None => self.ops_done += 2,
+        }
+    }
+
+    /// Put `i`'s put (or update) finished at `at`: its honest holders are noted, and what comes next is
+    /// scheduled (the update, or the get of the uniform model).
+    fn put_finished(&mut self, i: usize, at: Instant) {
+        self.cases[i].holders = self.honest_holders(i);
+        let updating = self.params.updates && self.cases[i].versions.len() == 1;
+        if updating {
+            self.ops.push(at + Duration::from_secs(1), Op::Update(i));
+        } else if self.params.weibull.is_none() {
+            let spread = i as u64 * (self.phase.ms / 4) / self.params.puts as u64;
+            let when = self.phase.at(self.phase.get_start_ms() + spread).max(at + Duration::from_secs(1));
+            self.ops.push(when, Op::Get(i));
+        }
+    }
+
+    /// The honest live nodes among the 2k closest to put `i`'s key that hold its newest version, and the
+    /// expiry each holds it with.
+    fn honest_holders(&self, i: usize) -> Vec<(usize, Instant)> {
+        let case = &self.cases[i];
+        let newest = case.versions.last();
+        let target = NodeId::from_key(&case.key);
+        let sim = &self.swarm.sim;
+        self.swarm
+            .alive
+            .closest(&target, 2 * self.params.sim.node.k)
+            .into_iter()
+            .filter_map(|id| sim.index_of(&id))
+            .filter(|&n| !sim.is_malicious(n))
+            .filter_map(|n| {
+                let (record, expires) = sim.store_of(n).get(&case.key)?;
+                (Some(&record.value) == newest).then_some((n, expires))
+            })
+            .collect()
+    }
+
+    /// Holders noted when each put finished that are live and honest but no longer hold the record, or hold
+    /// it with an earlier expiry.
+    fn shortened(&self) -> usize {
+        let sim = &self.swarm.sim;
+        let lost = |key: &Key, &(n, expires): &(usize, Instant)| {
+            sim.is_alive(n) && sim.store_of(n).get(key).is_none_or(|(_, e)| e < expires)
+        };
+        self.cases.iter().map(|c| c.holders.iter().filter(|h| lost(&c.key, h)).count()).sum()
     }
 
     /// The queries of node `victim`, which left: they never report.
@@ -696,8 +838,11 @@ impl Operation<'_> {
         }
         self.swarm.leave(victim);
         for key in self.orphans(victim) {
-            // A lookup or get it ran is not counted, its put stays judged by the get at the end.
-            self.pending.remove(&key);
+            // A lookup or get it ran is not counted, its put stays judged by the get at the end (a put
+            // never finished schedules no update).
+            if let Some(Pending::Put(_)) = self.pending.remove(&key) {
+                self.ops_done += usize::from(self.params.updates);
+            }
             self.ops_done += 1;
         }
         let newcomer = self.swarm.join();
@@ -715,9 +860,11 @@ impl Operation<'_> {
         let victim = self.swarm.random_live(&[self.swarm.seed_node]);
         self.swarm.leave(victim);
         for key in self.orphans(victim) {
-            // Not counted; a put whose node left never schedules its get: both count as done.
-            if let Some(Pending::Put(_)) = self.pending.remove(&key) {
-                self.ops_done += 1;
+            // Not counted; a put whose node left never schedules its update and get: they count as done.
+            match self.pending.remove(&key) {
+                Some(Pending::Put(_)) => self.ops_done += 1 + usize::from(self.params.updates),
+                Some(Pending::Update(_)) => self.ops_done += 1,
+                _ => {}
             }
             self.ops_done += 1;
         }
@@ -728,6 +875,7 @@ impl Operation<'_> {
     }
 
     fn report(mut self, started: std::time::Instant) -> Report {
+        let shortened = self.shortened();
         let (params, t) = (self.params, &mut self.tally);
         let rss = peak_rss_bytes();
         let ratio = |ok: usize, n: usize| if n == 0 { 0.0 } else { ok as f64 / n as f64 };
@@ -752,6 +900,8 @@ impl Operation<'_> {
             get_success_rate: ratio(t.gets_ok, t.gets_done),
             malicious: params.malicious,
             forged_accepted: t.forged_accepted,
+            stale_accepted: t.stale_accepted,
+            shortened,
             records_retrievable_rate: params.weibull.map(|_| ratio(t.gets_ok, t.gets_done)),
             departed: t.departed,
             messages_total: self.swarm.sim.stats().sent,
@@ -760,6 +910,7 @@ impl Operation<'_> {
             peak_rss_bytes: rss,
             rss_bytes_per_node: rss / params.nodes.max(1) as u64,
             lookup_failures: t.why,
+            refused: self.swarm.refusals(),
             trace_hash: format!("{:016x}", self.trace.0),
         }
     }

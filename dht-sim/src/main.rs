@@ -113,10 +113,21 @@ struct Args {
     /// republishing).
     #[arg(long, default_value_t = 60)]
     replicate_min: u64,
-    /// Records accepted: `any`, or `content` (keys are the SHA-256 of their values, so forgeries are
-    /// refused; puts then use content-addressed keys).
-    #[arg(long, default_value = "any")]
+    /// Records accepted: `owned` (immutable and signed records only, the default) or `closed` (also
+    /// unsigned records under any key, which anyone can overwrite: closed swarms only).
+    #[arg(long, default_value = "owned")]
     record_policy: String,
+    /// What the puts store: `signed` (by the putting node, under a random name), `immutable` (key = hash
+    /// of the value) or `unchecked` (a random key; needs `--record-policy closed`).
+    #[arg(long, default_value = "signed")]
+    put_kind: String,
+    /// Follow every put, once it has finished, with an update of its record (version 2) from the same
+    /// node; the get comes after the update has finished and must return it (signed records).
+    #[arg(long)]
+    updates: bool,
+    /// Values of a signed record a get waits for (0: until the k closest have answered).
+    #[arg(long, default_value_t = 0)]
+    get_quorum: usize,
     /// Disjoint paths per lookup (S/Kademlia; 1 = plain Kademlia, at most 8).
     #[arg(long, default_value_t = 1)]
     lookup_paths: usize,
@@ -178,6 +189,8 @@ impl Args {
             value_size: self.value_size,
             malicious: self.malicious,
             weibull: self.weibull()?,
+            put_kind: self.put_kind()?,
+            updates: self.updates,
             progress: std::io::stderr().is_terminal() && self.nodes + self.lookups >= 5000,
         })
     }
@@ -205,12 +218,23 @@ impl Args {
         }
     }
 
+    fn put_kind(&self) -> Result<experiment::PutKind, String> {
+        match (self.put_kind.as_str(), self.record_policy.as_str()) {
+            ("signed", _) => Ok(experiment::PutKind::Signed),
+            ("immutable", _) if !self.updates => Ok(experiment::PutKind::Immutable),
+            ("unchecked", "closed") => Ok(experiment::PutKind::Unchecked),
+            ("immutable", _) => Err("--updates needs --put-kind signed (an immutable record has one version)".into()),
+            ("unchecked", _) => Err("--put-kind unchecked needs --record-policy closed".into()),
+            (other, _) => Err(format!("--put-kind must be `signed`, `immutable` or `unchecked`, not {other:?}")),
+        }
+    }
+
     /// The network model and the nodes' configuration.
     fn sim_config(&self) -> Result<SimConfig, String> {
         let record_policy = match self.record_policy.as_str() {
-            "any" => dht_core::RecordPolicy::Any,
-            "content" => dht_core::RecordPolicy::ContentAddressed,
-            other => return Err(format!("--record-policy must be `any` or `content`, not {other:?}")),
+            "owned" => dht_core::RecordPolicy::Owned,
+            "closed" => dht_core::RecordPolicy::ClosedSwarm,
+            other => return Err(format!("--record-policy must be `owned` or `closed`, not {other:?}")),
         };
         let mut sim = SimConfig {
             seed: self.seed,
@@ -233,6 +257,7 @@ impl Args {
         node.self_lookup_interval = Duration::from_secs(self.self_lookup_secs);
         node.join_refresh_buckets = self.join_refresh;
         node.record_policy = record_policy;
+        node.get_quorum = self.get_quorum;
         node.lookup_paths = self.lookup_paths;
         node.replicate_interval = Duration::from_secs(self.replicate_min * 60);
         node.max_contacts_per_reply = node.max_contacts_per_reply.max(self.k);
@@ -249,8 +274,12 @@ fn print_report(r: &experiment::Report) {
     );
     if r.puts > 0 {
         println!(
-            "  puts     {:>6}  acks mean {:.2}  latency p50 {} ms p90 {} ms  gets ok {:.4}  forged accepted {}",
-            r.puts, r.put_acks_mean, r.put_latency_ms_p50, r.put_latency_ms_p90, r.get_success_rate, r.forged_accepted
+            "  puts     {:>6}  acks mean {:.2}  latency p50 {} ms p90 {} ms  gets ok {:.4}",
+            r.puts, r.put_acks_mean, r.put_latency_ms_p50, r.put_latency_ms_p90, r.get_success_rate
+        );
+        println!(
+            "  accepted {} forged, {} stale; {} records shortened or lost at honest holders",
+            r.forged_accepted, r.stale_accepted, r.shortened
         );
     }
     if let Some(rate) = r.records_retrievable_rate {

@@ -2,12 +2,12 @@
 
 use crate::wheel::Wheel;
 use dht_core::{
-    Config, ConfigError, Contact, Event, Instant, MemoryRecords, Message, Node, NodeId, OutputSink, QueryId, Record,
-    Request, Response, StoreOp, StoreOpId, StoreResult, ValidConfig,
+    Config, ConfigError, Contact, Event, Instant, Key, MemoryRecords, Message, Node, NodeId, OutputSink, QueryId,
+    Record, Request, RequestId, Response, StoreOp, StoreOpId, StoreResult, ValidConfig,
 };
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 
 /// Network model and node configuration of a simulation.
@@ -89,6 +89,9 @@ struct SimNode {
     timer: Option<Instant>,
     /// Lies to everyone (see [`Sim::set_malicious`]).
     malicious: bool,
+    /// A liar's copies of the records it was asked to store: the first version of each (at most
+    /// [`LIAR_MEMORY`]), to replay.
+    seen: BTreeMap<Key, Record>,
     /// The node's own random source for the network's choices about what it sends (loss, lies), so
     /// that nodes handled in parallel draw the same numbers as one after another.
     rng: u64,
@@ -229,6 +232,7 @@ impl Sim {
             store: MemoryRecords::new(),
             timer: None,
             malicious: false,
+            seen: BTreeMap::new(),
             rng,
         });
         self.index.insert(id, i);
@@ -277,8 +281,13 @@ impl Sim {
     }
 
     /// Makes node `i` malicious: it still joins, pings and looks up like anyone, but every `FindNode` and
-    /// `FindValue` it is asked gets lies (made-up ids just around the target, and other malicious nodes), every
-    /// `FindValue` a forged value, and every store an acknowledgement while the record is dropped.
+    /// `FindValue` it is asked gets lies (made-up ids just around the target, and other malicious nodes), and
+    /// every store an acknowledgement while the record is dropped. It keeps the first version of each
+    /// record it is asked to store; a `FindValue` gets that old version replayed or a forged newer one (the
+    /// owner's key and salt, a higher `seq`, another value, a made-up signature), or a forged unsigned value
+    /// for a record it never saw. When it is asked to store a newer version of a record it kept, it
+    /// replays the old one, with a one-second TTL, to the k closest it knows (a replay and an attempt to
+    /// cut the record's life short).
     pub fn set_malicious(&mut self, i: usize) {
         if !self.nodes[i].malicious {
             self.nodes[i].malicious = true;
@@ -544,9 +553,12 @@ fn handle(
                 return;
             }
             if sn.malicious {
-                if let Some(lie) = lie(ctx, sn, &msg) {
+                if let Some((lie, attacks)) = lie(ctx, sn, &msg) {
                     out.stats.delivered += 1;
                     send(ctx, (sn.id, &mut sn.rng), i, now, from, lie, out);
+                    for (to, msg) in attacks {
+                        send(ctx, (sn.id, &mut sn.rng), i, now, to, msg, out);
+                    }
                     return;
                 }
             }
@@ -656,19 +668,60 @@ fn lies(ctx: &Ctx, sn: &mut SimNode, target: &NodeId) -> Vec<Contact> {
     out
 }
 
-/// The answer a malicious node gives instead of its own, if it lies about this request.
-fn lie(ctx: &Ctx, sn: &mut SimNode, msg: &Message) -> Option<Message> {
+/// Records a liar keeps to replay.
+const LIAR_MEMORY: usize = 4096;
+
+/// What a malicious node does instead of answering honestly: its answer, and requests of its own (replays).
+fn lie(ctx: &Ctx, sn: &mut SimNode, msg: &Message) -> Option<(Message, Vec<(NodeId, Message)>)> {
     let Message::Request { id, body } = msg else { return None };
+    let mut attacks = Vec::new();
     let body = match body {
         Request::FindNode { target } => Response::Nodes { closer: lies(ctx, sn, target) },
-        Request::FindValue { key } => {
-            let record = Record { key: *key, value: b"forged".to_vec() };
-            Response::Value { record, ttl_secs: 3600 }
+        Request::FindValue { key } => Response::Value { record: forgery(sn, key), ttl_secs: 3600, closer: Vec::new() },
+        Request::Store { record, .. } => {
+            match sn.seen.get(&record.key) {
+                Some(old) if old.seq() < record.seq() => attacks = replays(ctx, sn, old.clone()),
+                Some(_) => {}
+                None if sn.seen.len() < LIAR_MEMORY => {
+                    sn.seen.insert(record.key, record.clone());
+                }
+                None => {}
+            }
+            Response::StoreAck { refused: None }
         }
-        Request::Store { .. } => Response::StoreAck { refused: None },
         Request::Ping => return None,
     };
-    Some(Message::Response { id: *id, body })
+    Some((Message::Response { id: *id, body }, attacks))
+}
+
+/// A liar's answer to a `FindValue` of `key`: the old version it kept, or a newer one it forged; a
+/// forged unsigned value for a key it never saw.
+fn forgery(sn: &mut SimNode, key: &Key) -> Record {
+    let Some(old) = sn.seen.get(key).cloned() else { return Record::unchecked(*key, b"forged".to_vec()) };
+    let replay = sn.next_u64() % 2 == 0;
+    match old.signed {
+        Some(mut signed) if !replay => {
+            signed.seq = signed.seq.saturating_add(1);
+            signed.signature = [0x5a; 64];
+            Record { key: *key, value: b"forged".to_vec(), signed: Some(signed) }
+        }
+        _ => old,
+    }
+}
+
+/// Stores of `old` with a one-second TTL to the k peers the liar knows closest to its key.
+fn replays(ctx: &Ctx, sn: &mut SimNode, old: Record) -> Vec<(NodeId, Message)> {
+    let Some(node) = sn.node.as_ref() else { return Vec::new() };
+    let target = NodeId::from_key(&old.key);
+    let peers = node.routing_table().closest(&target, ctx.cfg.node.k);
+    peers
+        .into_iter()
+        .map(|p| {
+            let id = RequestId(next_u64(&mut sn.rng));
+            let body = Request::Store { record: old.clone(), ttl_secs: 1, cas: None };
+            (p.id, Message::Request { id, body })
+        })
+        .collect()
 }
 
 /// The query an outcome event belongs to.

@@ -5,8 +5,8 @@
 
 use arbitrary::Arbitrary;
 use dht_core::{
-    Config, Contact, Instant, Key, Message, Node, NodeId, Output, Record, Request, RequestId, Response, StoreOp,
-    StoreOpId, StoreRefusal, StoreResult,
+    Config, Contact, Instant, Key, Message, Node, NodeId, Output, Record, Request, RequestId, Response, SigningKey,
+    StoreOp, StoreOpId, StoreRefusal, StoreResult,
 };
 use libfuzzer_sys::fuzz_target;
 use std::collections::HashMap;
@@ -42,8 +42,8 @@ enum Op {
         target: u8,
     },
     Put {
-        key: u8,
-        len: u16,
+        record: Rec,
+        cas: Option<u8>,
     },
     Get {
         key: u8,
@@ -53,26 +53,36 @@ enum Op {
     },
 }
 
+/// A record of some kind: immutable, signed by one of two owners (under one of four names), signed but
+/// tampered with, or unsigned under a made-up key.
+#[derive(Debug, Arbitrary)]
+enum Rec {
+    Immutable { byte: u8, len: u16 },
+    Signed { owner: bool, name: u8, seq: u8, byte: u8, len: u16 },
+    Tampered { name: u8, seq: u8 },
+    Unchecked { key: u8, len: u16 },
+}
+
 #[derive(Debug, Arbitrary)]
 enum Req {
     Ping,
     FindNode { target: u8 },
     FindValue { key: u8 },
-    Store { key: u8, len: u16, ttl_secs: u32 },
+    Store { record: Rec, ttl_secs: u32, cas: Option<u8> },
 }
 
 #[derive(Debug, Arbitrary)]
 enum Resp {
     Pong,
     Nodes { contacts: Vec<u8> },
-    Value { key: u8, len: u16 },
-    StoreAck { refused: bool },
+    Value { record: Rec, ttl_secs: u32, contacts: Vec<u8> },
+    StoreAck { refused: Option<u8> },
 }
 
 #[derive(Debug, Arbitrary)]
 enum Outcome {
     Done,
-    Found { len: u8 },
+    Found { record: Rec },
     Missing,
     Failed,
 }
@@ -81,8 +91,41 @@ fn peer(n: u8) -> NodeId {
     NodeId::from_public_key(&[n % PEERS + 1; 32])
 }
 
+/// The keys peers ask about: those of immutable records of one byte, and of the signed records' names.
 fn key(n: u8) -> Key {
-    Key::from_name(&[n])
+    match n % 3 {
+        0 => Key::from_name(&[n]),
+        _ => record(Rec::Signed { owner: n % 2 == 0, name: n, seq: 0, byte: 0, len: 0 }).key,
+    }
+}
+
+fn record(r: Rec) -> Record {
+    let signer = |owner: bool| SigningKey::from_bytes(&[if owner { 1 } else { 2 }; 32]);
+    match r {
+        Rec::Immutable { byte, len } => Record::immutable(vec![byte; usize::from(len) % 2048]),
+        Rec::Signed { owner, name, seq, byte, len } => {
+            Record::signed(&signer(owner), &[name % 4], u64::from(seq), vec![byte; usize::from(len) % 2048])
+                .expect("a one-byte salt")
+        }
+        Rec::Tampered { name, seq } => {
+            let mut r = Record::signed(&signer(true), &[name % 4], u64::from(seq), b"value".to_vec())
+                .expect("a one-byte salt");
+            r.value = b"other".to_vec();
+            r
+        }
+        Rec::Unchecked { key: k, len } => Record::unchecked(key(k), vec![k; usize::from(len) % 2048]),
+    }
+}
+
+fn refusal(n: u8) -> StoreRefusal {
+    match n % 6 {
+        0 => StoreRefusal::Full,
+        1 => StoreRefusal::Stale { current: u64::from(n) },
+        2 => StoreRefusal::CasFailed { current: u64::from(n) },
+        3 => StoreRefusal::BadSignature,
+        4 => StoreRefusal::Quota,
+        _ => StoreRefusal::Busy,
+    }
 }
 
 fn contact(n: u8) -> Contact {
@@ -94,8 +137,8 @@ fn request(body: Req) -> Request {
         Req::Ping => Request::Ping,
         Req::FindNode { target } => Request::FindNode { target: peer(target) },
         Req::FindValue { key: k } => Request::FindValue { key: key(k) },
-        Req::Store { key: k, len, ttl_secs } => {
-            Request::Store { record: Record { key: key(k), value: vec![k; usize::from(len) % 2048] }, ttl_secs }
+        Req::Store { record: r, ttl_secs, cas } => {
+            Request::Store { record: record(r), ttl_secs, cas: cas.map(u64::from) }
         }
     }
 }
@@ -104,10 +147,10 @@ fn response(body: Resp) -> Response {
     match body {
         Resp::Pong => Response::Pong,
         Resp::Nodes { contacts } => Response::Nodes { closer: contacts.into_iter().map(contact).collect() },
-        Resp::Value { key: k, len } => {
-            Response::Value { record: Record { key: key(k), value: vec![k; usize::from(len) % 2048] }, ttl_secs: 60 }
+        Resp::Value { record: r, ttl_secs, contacts } => {
+            Response::Value { record: record(r), ttl_secs, closer: contacts.into_iter().map(contact).collect() }
         }
-        Resp::StoreAck { refused } => Response::StoreAck { refused: refused.then_some(StoreRefusal::Full) },
+        Resp::StoreAck { refused } => Response::StoreAck { refused: refused.map(refusal) },
     }
 }
 
@@ -122,7 +165,7 @@ struct World {
     /// Requests received and answers sent, per (peer, request id).
     received: HashMap<(NodeId, RequestId), (u32, u32)>,
     /// Keys we put ourselves: our own records are not held against `max_records`.
-    own: std::collections::HashSet<u8>,
+    own: std::collections::HashSet<Key>,
 }
 
 impl World {
@@ -174,7 +217,7 @@ impl World {
                 let (id, _) = self.store_ops.remove(usize::from(nth) % self.store_ops.len());
                 let result = match outcome {
                     Outcome::Done => StoreResult::Done,
-                    Outcome::Found { len } => StoreResult::Value(Some(vec![len; usize::from(len)])),
+                    Outcome::Found { record: r } => StoreResult::Value(Some(record(r))),
                     Outcome::Missing => StoreResult::Value(None),
                     Outcome::Failed => StoreResult::Failed("disk full".into()),
                 };
@@ -187,9 +230,10 @@ impl World {
             Op::FindNode { target } => {
                 let _ = self.node.find_node(now, peer(target));
             }
-            Op::Put { key: k, len } => {
-                self.own.insert(k);
-                let _ = self.node.put(now, Record { key: key(k), value: vec![k; usize::from(len) % 2048] });
+            Op::Put { record: r, cas } => {
+                let record = record(r);
+                self.own.insert(record.key);
+                let _ = self.node.put_cas(now, record, cas.map(u64::from));
             }
             Op::Get { key: k } => {
                 let _ = self.node.get(now, key(k));

@@ -1,18 +1,23 @@
 //! Browser storage in IndexedDB (through rexie): one object store for records (binary keys, values in the
-//! same layout as sled), one for metadata and the routing table.
+//! same layout as sled), one for what is known of each record without its value (expiry and size, 12
+//! bytes), one for metadata and the routing table.
 //!
 //! A tab may not fill the disk: the store keeps a byte budget, and when a put would pass it — or the
 //! browser refuses it with `QuotaExceededError` — it evicts the records that expire first (never the
-//! one being written) and tries again. [`IdbStore::evicted`] counts them, so the page can say so.
+//! one being written) and tries again. [`IdbStore::evicted`] counts them, so the page can say so. Listing
+//! and evicting read the small entries only (kept in memory as an index since opening), never values.
 
 use crate::{check_name, decode_record, encode_record, record_info, RecordInfo, Store, StoreError, StoredRecord};
 use dht_core::{decode_contacts, encode_contacts, Contact, Instant, Key};
 use rexie::{ObjectStore, Rexie, TransactionMode};
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use wasm_bindgen::{JsCast, JsValue};
 
 const RECORDS: &str = "records";
+/// Per record: expiry (8 bytes, ms) and value size (4 bytes), big-endian.
+const INFO: &str = "record_info";
 const META: &str = "meta";
 const CONTACTS_KEY: &str = "\0routing-table";
 
@@ -26,6 +31,43 @@ pub struct IdbStore {
     /// Bytes of stored records (values plus headers), kept current by every write.
     used: Cell<u64>,
     evicted: Rc<Cell<u64>>,
+    /// Every record's expiry and value size, and the records by expiry: what eviction reads.
+    index: RefCell<Index>,
+}
+
+#[derive(Default)]
+struct Index {
+    info: BTreeMap<Key, (Instant, usize)>,
+    by_expiry: BTreeSet<(Instant, Key)>,
+}
+
+impl Index {
+    fn insert(&mut self, key: Key, expires: Instant, size: usize) {
+        if let Some((old, _)) = self.info.insert(key, (expires, size)) {
+            self.by_expiry.remove(&(old, key));
+        }
+        self.by_expiry.insert((expires, key));
+    }
+
+    fn remove(&mut self, key: &Key) -> Option<(Instant, usize)> {
+        let old = self.info.remove(key)?;
+        self.by_expiry.remove(&(old.0, *key));
+        Some(old)
+    }
+}
+
+fn encode_info(expires: Instant, size: usize) -> Vec<u8> {
+    let mut out = expires.as_millis().to_be_bytes().to_vec();
+    out.extend_from_slice(&u32::try_from(size).unwrap_or(u32::MAX).to_be_bytes());
+    out
+}
+
+fn decode_info(key: &[u8], bytes: &[u8]) -> Result<RecordInfo, StoreError> {
+    let corrupt = || StoreError::Corrupt { entry: "record info".into(), what: "not 12 bytes".into() };
+    let (head, size) = bytes.split_at_checked(8).ok_or_else(corrupt)?;
+    let expires = Instant::from_millis(u64::from_be_bytes(head.try_into().map_err(|_| corrupt())?));
+    let size = u32::from_be_bytes(size.try_into().map_err(|_| corrupt())?) as usize;
+    Ok(RecordInfo { key: crate::decode_key(key)?, expires, size })
 }
 
 impl std::fmt::Debug for IdbStore {
@@ -70,16 +112,53 @@ impl IdbStore {
     /// Opens (creating if needed) the database `name`, allowing at most `budget` bytes of records.
     pub async fn open(name: &str, budget: u64) -> Result<Self, StoreError> {
         let db = Rexie::builder(name)
-            .version(1)
+            .version(2)
             .add_object_store(ObjectStore::new(RECORDS))
+            .add_object_store(ObjectStore::new(INFO))
             .add_object_store(ObjectStore::new(META))
             .build()
             .await
             .map_err(idb)?;
-        let store = IdbStore { db: Some(db), budget, used: Cell::new(0), evicted: Rc::new(Cell::new(0)) };
-        let used = store.records().await?.iter().map(|r| cost(r.size)).sum();
-        store.used.set(used);
+        let store = IdbStore {
+            db: Some(db),
+            budget,
+            used: Cell::new(0),
+            evicted: Rc::new(Cell::new(0)),
+            index: RefCell::new(Index::default()),
+        };
+        let mut infos = store.scan_info().await?;
+        if infos.is_empty() {
+            // A database of the first version has records but no record info: made once from the values.
+            infos = store.index_values().await?;
+        }
+        let mut index = store.index.borrow_mut();
+        for r in infos {
+            store.used.set(store.used.get() + cost(r.size));
+            index.insert(r.key, r.expires, r.size);
+        }
+        drop(index);
         Ok(store)
+    }
+
+    /// The record info entries.
+    async fn scan_info(&self) -> Result<Vec<RecordInfo>, StoreError> {
+        let tx = self.db()?.transaction(&[INFO], TransactionMode::ReadOnly).map_err(idb)?;
+        let all = tx.store(INFO).map_err(idb)?.scan(None, None, None, None).await.map_err(idb)?;
+        all.into_iter().map(|(k, v)| decode_info(&to_vec(&k, "record key")?, &to_vec(&v, "record info")?)).collect()
+    }
+
+    /// Reads every record once to write its info entry (a database from before record info existed).
+    async fn index_values(&self) -> Result<Vec<RecordInfo>, StoreError> {
+        let tx = self.db()?.transaction(&[RECORDS], TransactionMode::ReadOnly).map_err(idb)?;
+        let all = tx.store(RECORDS).map_err(idb)?.scan(None, None, None, None).await.map_err(idb)?;
+        let mut out = Vec::with_capacity(all.len());
+        for (k, v) in all {
+            out.push(record_info(&to_vec(&k, "record key")?, &to_vec(&v, "record")?)?);
+        }
+        for r in &out {
+            self.write(INFO, bytes(r.key.as_bytes()), Some(bytes(&encode_info(r.expires, r.size)))).await?;
+        }
+        Ok(out)
     }
 
     /// Deletes the database `name` (every record, the routing table and the identity key).
@@ -102,6 +181,24 @@ impl IdbStore {
         self.db.as_ref().ok_or_else(|| StoreError::Backend("database closed".into()))
     }
 
+    /// Puts (or deletes) a record and its info entry in one transaction, and waits for it to commit.
+    async fn write_record(&self, key: &Key, value: Option<(JsValue, JsValue)>) -> Result<(), StoreError> {
+        let tx = self.db()?.transaction(&[RECORDS, INFO], TransactionMode::ReadWrite).map_err(idb)?;
+        let (records, info) = (tx.store(RECORDS).map_err(idb)?, tx.store(INFO).map_err(idb)?);
+        match value {
+            Some((record, head)) => {
+                records.put(&record, Some(&bytes(key.as_bytes()))).await.map_err(idb)?;
+                info.put(&head, Some(&bytes(key.as_bytes()))).await.map_err(idb)?;
+            }
+            None => {
+                records.delete(bytes(key.as_bytes())).await.map_err(idb)?;
+                info.delete(bytes(key.as_bytes())).await.map_err(idb)?;
+            }
+        }
+        tx.done().await.map_err(idb)?;
+        Ok(())
+    }
+
     /// Puts (or with `None` deletes) one entry and waits for the transaction to commit.
     async fn write(&self, store: &str, key: JsValue, value: Option<JsValue>) -> Result<(), StoreError> {
         let tx = self.db()?.transaction(&[store], TransactionMode::ReadWrite).map_err(idb)?;
@@ -122,16 +219,19 @@ impl IdbStore {
         Ok(v.filter(|v| !v.is_undefined()))
     }
 
-    /// Evicts about a quarter of the records (at least one), those that expire first, never `keep`.
+    /// Evicts about a quarter of the records (at least one), those that expire first, never `keep`: chosen
+    /// from the index, no value read.
     async fn evict(&self, keep: &Key) -> Result<usize, StoreError> {
-        let mut infos: Vec<RecordInfo> = self.records().await?.into_iter().filter(|r| r.key != *keep).collect();
-        infos.sort_by_key(|r| (r.expires, r.key));
-        let n = infos.len().div_ceil(4);
-        for info in &infos[..n] {
-            self.remove_record(&info.key).await?;
+        let victims: Vec<Key> = {
+            let index = self.index.borrow();
+            let n = index.info.len().saturating_sub(usize::from(index.info.contains_key(keep))).div_ceil(4);
+            index.by_expiry.iter().map(|(_, k)| *k).filter(|k| k != keep).take(n).collect()
+        };
+        for key in &victims {
+            self.remove_record(key).await?;
         }
-        self.evicted.set(self.evicted.get() + n as u64);
-        Ok(n)
+        self.evicted.set(self.evicted.get() + victims.len() as u64);
+        Ok(victims.len())
     }
 }
 
@@ -149,14 +249,16 @@ impl Store for IdbStore {
         if new_cost > self.budget {
             return Err(StoreError::Backend(format!("record of {} bytes exceeds the storage budget", value.len())));
         }
-        let old_cost = self.get_record(&key).await?.map(|r| cost(r.value.len())).unwrap_or(0);
         let encoded = bytes(&encode_record(&value, expires));
+        let head = bytes(&encode_info(expires, value.len()));
         for _ in 0..MAX_EVICTION_ROUNDS {
+            let old_cost = self.index.borrow().info.get(&key).map_or(0, |(_, size)| cost(*size));
             let over_budget = self.used.get().saturating_sub(old_cost) + new_cost > self.budget;
             if !over_budget {
-                match self.write(RECORDS, bytes(key.as_bytes()), Some(encoded.clone())).await {
+                match self.write_record(&key, Some((encoded.clone(), head.clone()))).await {
                     Ok(()) => {
                         self.used.set(self.used.get().saturating_sub(old_cost) + new_cost);
+                        self.index.borrow_mut().insert(key, expires, value.len());
                         return Ok(());
                     }
                     Err(e) if is_quota(&e) => tracing::warn!("the browser's storage quota is reached: evicting"),
@@ -178,33 +280,29 @@ impl Store for IdbStore {
     }
 
     async fn remove_record(&self, key: &Key) -> Result<(), StoreError> {
-        let old = self.get_record(key).await?;
-        self.write(RECORDS, bytes(key.as_bytes()), None).await?;
-        if let Some(r) = old {
-            self.used.set(self.used.get().saturating_sub(cost(r.value.len())));
+        self.write_record(key, None).await?;
+        if let Some((_, size)) = self.index.borrow_mut().remove(key) {
+            self.used.set(self.used.get().saturating_sub(cost(size)));
         }
         Ok(())
     }
 
     async fn records(&self) -> Result<Vec<RecordInfo>, StoreError> {
-        let tx = self.db()?.transaction(&[RECORDS], TransactionMode::ReadOnly).map_err(idb)?;
-        let all = tx.store(RECORDS).map_err(idb)?.scan(None, None, None, None).await.map_err(idb)?;
-        let mut out = Vec::with_capacity(all.len());
-        for (k, v) in all {
-            out.push(record_info(&to_vec(&k, "record key")?, &to_vec(&v, "record")?)?);
-        }
-        Ok(out)
+        let index = self.index.borrow();
+        Ok(index
+            .info
+            .iter()
+            .map(|(key, (expires, size))| RecordInfo { key: *key, expires: *expires, size: *size })
+            .collect())
     }
 
     async fn remove_expired(&self, now: Instant) -> Result<usize, StoreError> {
-        let mut removed = 0;
-        for info in self.records().await? {
-            if info.expires <= now {
-                self.remove_record(&info.key).await?;
-                removed += 1;
-            }
+        let expired: Vec<Key> =
+            self.index.borrow().by_expiry.iter().take_while(|(e, _)| *e <= now).map(|(_, k)| *k).collect();
+        for key in &expired {
+            self.remove_record(key).await?;
         }
-        Ok(removed)
+        Ok(expired.len())
     }
 
     async fn save_contacts(&self, contacts: &[Contact]) -> Result<(), StoreError> {

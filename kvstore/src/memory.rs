@@ -1,14 +1,14 @@
 //! In-process storage: maps behind a shared cell.
 
 use crate::{check_name, RecordInfo, Store, StoreError, StoredRecord};
-use dht_core::{Contact, Instant, Key, MemoryRecords, Record};
+use dht_core::{Contact, Instant, Key, MemoryRecords};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
 #[derive(Debug, Default)]
 struct Inner {
-    records: MemoryRecords,
+    records: MemoryRecords<Vec<u8>>,
     contacts: Vec<Contact>,
     meta: BTreeMap<String, Vec<u8>>,
 }
@@ -29,12 +29,12 @@ impl MemoryStore {
 
 impl Store for MemoryStore {
     async fn put_record(&self, key: Key, value: Vec<u8>, expires: Instant) -> Result<(), StoreError> {
-        self.inner.borrow_mut().records.put(Record { key, value }, expires);
+        self.inner.borrow_mut().records.put(key, value, expires);
         Ok(())
     }
 
     async fn get_record(&self, key: &Key) -> Result<Option<StoredRecord>, StoreError> {
-        Ok(self.inner.borrow().records.get(key).map(|(value, expires)| StoredRecord { value: value.to_vec(), expires }))
+        Ok(self.inner.borrow().records.get(key).map(|(value, expires)| StoredRecord { value: value.clone(), expires }))
     }
 
     async fn remove_record(&self, key: &Key) -> Result<(), StoreError> {

@@ -99,8 +99,9 @@ async fn through_stack(la: &mut PeerLink, lb: &mut PeerLink, mb: usize) -> f64 {
     let t = Instant::now();
     let send = async {
         for i in 0..total {
-            let record = Record { key: Key::from_bytes([i as u8; 32]), value: vec![i as u8; VALUE] };
-            let msg = Message::Request { id: RequestId(i as u64), body: Request::Store { record, ttl_secs: 60 } };
+            let record = Record::unchecked(Key::from_bytes([i as u8; 32]), vec![i as u8; VALUE]);
+            let msg =
+                Message::Request { id: RequestId(i as u64), body: Request::Store { record, ttl_secs: 60, cas: None } };
             la.tx.send(msg).await.expect("link open");
         }
     };

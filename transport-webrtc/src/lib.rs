@@ -276,9 +276,11 @@ mod tests {
         let (mut pool, mut pa, mut pb, [a, b]) = linked_pair(Duration::from_secs(1));
         assert_eq!(pa.remote.id, b);
         assert_eq!(pb.remote.id, a);
-        let record = dht_core::Record { key: dht_core::Key::from_bytes([1; 32]), value: vec![7; 100_000] };
-        let msg =
-            Message::Request { id: dht_core::RequestId(9), body: dht_core::Request::Store { record, ttl_secs: 60 } };
+        let record = dht_core::Record::unchecked(dht_core::Key::from_bytes([1; 32]), vec![7; 100_000]);
+        let msg = Message::Request {
+            id: dht_core::RequestId(9),
+            body: dht_core::Request::Store { record, ttl_secs: 60, cas: None },
+        };
         let got = pool.run_until(async {
             pa.tx.send(msg.clone()).await.unwrap();
             pb.rx.next().await.unwrap()
@@ -315,10 +317,10 @@ mod tests {
         let handshake_chunks = sizes.borrow().len();
         let msgs: Vec<Message> = (0..8u8)
             .map(|i| {
-                let record = dht_core::Record { key: dht_core::Key::from_bytes([i; 32]), value: vec![i; 20_000] };
+                let record = dht_core::Record::unchecked(dht_core::Key::from_bytes([i; 32]), vec![i; 20_000]);
                 Message::Request {
                     id: dht_core::RequestId(i.into()),
-                    body: dht_core::Request::Store { record, ttl_secs: 60 },
+                    body: dht_core::Request::Store { record, ttl_secs: 60, cas: None },
                 }
             })
             .collect();

@@ -2,7 +2,7 @@
 
 mod common;
 
-use dht_core::{Contact, Key};
+use dht_core::Contact;
 use dht_driver::{start, DriverConfig, NodeHandle, SystemClock, Transport, TransportError};
 use dht_link::Identity;
 use futures::{SinkExt, StreamExt};
@@ -80,14 +80,14 @@ async fn driver_nodes_put_and_get_over_webrtc() {
                 assert!(!h.bootstrap(vec![seed_contact.clone()]).await.unwrap().is_empty());
             }
             for i in 0..6u32 {
-                let key = Key::from_name(&i.to_be_bytes());
-                let out = nodes[(i % 4) as usize].0.put(key, vec![i as u8; 40_000]).await.unwrap();
+                let out = nodes[(i % 4) as usize].0.put_signed(&i.to_be_bytes(), vec![i as u8; 40_000], None).await;
+                let out = out.unwrap();
                 assert!(out.acks >= 3, "put {i}: {out:?}");
             }
             for i in 0..6u32 {
-                let key = Key::from_name(&i.to_be_bytes());
-                let got = nodes[((i + 1) % 4) as usize].0.get(key).await.unwrap();
-                assert_eq!(got, Some(vec![i as u8; 40_000]), "get {i}");
+                let owner = nodes[(i % 4) as usize].0.owner();
+                let got = nodes[((i + 1) % 4) as usize].0.get_signed(owner, &i.to_be_bytes()).await.unwrap();
+                assert_eq!(got.map(|r| r.value), Some(vec![i as u8; 40_000]), "get {i}");
             }
         })
         .await;

@@ -1,7 +1,7 @@
 //! The JS API (wasm32 only).
 
 use crate::views::{table_view, EventView, PeerView};
-use dht_core::Contact;
+use dht_core::{Contact, Key, OwnerKey, SigningKey};
 use dht_driver::{key_for, setup, start, DriverConfig, NodeHandle, SharedClock};
 use dht_link::Identity;
 use futures::StreamExt;
@@ -81,6 +81,60 @@ fn now_ms() -> f64 {
     js_sys::Date::now()
 }
 
+/// What `WebNode.start` is given.
+struct StartOptions {
+    signaling: String,
+    db: Option<String>,
+    signing_key: Option<SigningKey>,
+}
+
+impl StartOptions {
+    /// `{ signaling, db?, signingKey? }`, or the signaling URL alone with `db` beside it.
+    fn read(options: &JsValue, db: Option<String>) -> Result<Self, JsError> {
+        if let Some(signaling) = options.as_string() {
+            return Ok(StartOptions { signaling, db, signing_key: None });
+        }
+        let field = |name: &str| js_sys::Reflect::get(options, &name.into()).unwrap_or(JsValue::UNDEFINED);
+        let signaling =
+            field("signaling").as_string().ok_or_else(|| JsError::new("start: `signaling` (a URL) is needed"))?;
+        let db = field("db").as_string().or(db);
+        let key = field("signingKey");
+        let signing_key = if key.is_undefined() || key.is_null() {
+            None
+        } else {
+            let bytes = key.dyn_ref::<js_sys::Uint8Array>().map(|a| a.to_vec()).unwrap_or_default();
+            let bytes: [u8; 32] =
+                bytes.try_into().map_err(|_| JsError::new("start: `signingKey` must be a Uint8Array of 32 bytes"))?;
+            Some(SigningKey::from_bytes(&bytes))
+        };
+        Ok(StartOptions { signaling, db, signing_key })
+    }
+}
+
+/// `options[name]` as a whole number, if given.
+fn number_option(options: &JsValue, name: &str) -> Result<Option<u64>, JsError> {
+    if options.is_undefined() || options.is_null() {
+        return Ok(None);
+    }
+    let v = js_sys::Reflect::get(options, &name.into()).unwrap_or(JsValue::UNDEFINED);
+    match v.as_f64() {
+        None if v.is_undefined() || v.is_null() => Ok(None),
+        Some(n) if n >= 0.0 && n.fract() == 0.0 && n <= 9_007_199_254_740_991.0 => Ok(Some(n as u64)),
+        _ => Err(JsError::new(&format!("`{name}` must be a whole number"))),
+    }
+}
+
+/// `options.owner` as an owner key, if given.
+fn owner_option(options: &JsValue) -> Result<Option<OwnerKey>, JsError> {
+    if options.is_undefined() || options.is_null() {
+        return Ok(None);
+    }
+    match js_sys::Reflect::get(options, &"owner".into()).unwrap_or(JsValue::UNDEFINED).as_string() {
+        Some(hex) => hex.parse().map(Some).map_err(|_| JsError::new("`owner` must be 64 hex digits")),
+        None => Ok(None),
+    }
+}
+
 /// What ids with proof of work cost in this browser: `{ids, difficulty, msPerId, usPerTry}`.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -117,13 +171,19 @@ pub fn id_work_cost(difficulty: u32, count: u32) -> Result<JsValue, JsError> {
 
 #[wasm_bindgen]
 impl WebNode {
-    /// Opens (or creates) the node stored in the IndexedDB database `db_name` (its key, records and
-    /// routing table; `"webdht"` when omitted), registers with the signaling server at `signaling_url` and
-    /// joins the swarm through the peers it names and the saved routing table. Tabs of one origin share
-    /// IndexedDB: give each tab its own `db_name`.
-    pub async fn start(signaling_url: String, db_name: Option<String>) -> Result<WebNode, JsError> {
+    /// Opens (or creates) the node stored in the IndexedDB database `db` (its keys, records and routing
+    /// table; `"webdht"` when omitted), registers with the signaling server at `signaling` and joins the
+    /// swarm through the peers it names and the saved routing table. Tabs of one origin share IndexedDB:
+    /// give each tab its own `db`.
+    ///
+    /// `options` is `{ signaling, db?, signingKey? }` (or the signaling URL alone, with `db` as the second
+    /// argument). `signingKey` (32 bytes, a Uint8Array, as `exportSigningKey` gives it) is the ed25519 key the
+    /// node signs its records with: pass the same one on every device to keep one identity; without it the
+    /// node makes its own and keeps it in IndexedDB.
+    pub async fn start(options: JsValue, db_name: Option<String>) -> Result<WebNode, JsError> {
         console_error_panic_hook::set_once();
-        let db_name = db_name.unwrap_or_else(|| DEFAULT_DB.to_string());
+        let StartOptions { signaling: signaling_url, db, signing_key } = StartOptions::read(&options, db_name)?;
+        let db_name = db.unwrap_or_else(|| DEFAULT_DB.to_string());
         if db_name.is_empty() || db_name.len() > 128 {
             return Err(JsError::new("db_name must be 1 to 128 characters"));
         }
@@ -143,6 +203,10 @@ impl WebNode {
         let seeds = transport.signaling().seeds(SEEDS).await;
         let seed = setup::random_seed().map_err(|e| JsError::new(&e.to_string()))?;
         let mut driver = DriverConfig::new(contact.clone(), seed);
+        driver.signing_key = match signing_key {
+            Some(key) => key,
+            None => setup::load_signing_key(&store).await.map_err(|e| JsError::new(&e.to_string()))?,
+        };
         driver.max_links = MAX_LINKS;
         driver.save_interval = SAVE_INTERVAL;
         let (handle, task) = start(driver, transport, store, clock);
@@ -185,32 +249,103 @@ impl WebNode {
         self.shared.contact.addrs.iter().map(|a| a.as_str().to_string()).collect()
     }
 
-    /// Stores `value` (a string or Uint8Array) under the name `key`, here and at the closest peers.
-    /// Resolves to `{ acks, attempted, ms }`.
-    pub fn put(&self, key: String, value: JsValue) -> js_sys::Promise {
+    /// The key this node signs its records with, as others name it (hex): the `owner` of its records.
+    pub fn owner(&self) -> String {
+        self.shared.handle.owner().to_string()
+    }
+
+    /// The 32 secret bytes of the signing key, to start this node's identity on another device
+    /// (`WebNode.start({ …, signingKey })`). Whoever holds them can change this node's records: keep them
+    /// as a password.
+    #[wasm_bindgen(js_name = exportSigningKey)]
+    pub fn export_signing_key(&self) -> js_sys::Uint8Array {
+        js_sys::Uint8Array::from(self.shared.handle.signing_key_bytes().as_slice())
+    }
+
+    /// Publishes `value` (a string or Uint8Array) as the next version of this node's record `name`, signed
+    /// with its key, here and at the closest peers. `options.cas`: the version it replaces must be this one.
+    /// Resolves to `{ seq, acks, attempted, owner, ms }`; rejects when the put is refused (a newer version
+    /// exists, or `cas` did not match).
+    pub fn put(&self, name: String, value: JsValue, options: JsValue) -> js_sys::Promise {
+        let handle = self.shared.handle.clone();
+        let bytes = value_bytes(&value);
+        let cas = number_option(&options, "cas");
+        future_to_promise(async move {
+            #[derive(Serialize)]
+            struct PutResult {
+                seq: u64,
+                acks: usize,
+                attempted: usize,
+                owner: String,
+                ms: f64,
+            }
+            let (bytes, cas) = (bytes.map_err(JsValue::from)?, cas.map_err(JsValue::from)?);
+            let t0 = now_ms();
+            let out = handle.put_signed(name.as_bytes(), bytes, cas).await.map_err(|e| js_error("put", e))?;
+            if let Some(refusal) = out.refusal {
+                return Err(js_error("put", format!("refused: {refusal:?}")).into());
+            }
+            let owner = handle.owner().to_string();
+            let (seq, acks, attempted) = (out.seq.unwrap_or(0), out.acks, out.attempted);
+            to_js(&PutResult { seq, acks, attempted, owner, ms: now_ms() - t0 })
+        })
+    }
+
+    /// The newest version of the record `name` of `options.owner` (hex; this node's when omitted), here or
+    /// in the network. Resolves to `{ value, seq, owner, ms }`, `value` null when nobody has it (a string
+    /// when it is UTF-8, else a Uint8Array).
+    pub fn get(&self, name: String, options: JsValue) -> js_sys::Promise {
+        let handle = self.shared.handle.clone();
+        let owner = owner_option(&options);
+        future_to_promise(async move {
+            let owner = owner.map_err(JsValue::from)?.unwrap_or_else(|| handle.owner());
+            let t0 = now_ms();
+            let record = handle.get_signed(owner, name.as_bytes()).await.map_err(|e| js_error("get", e))?;
+            let ms = now_ms() - t0;
+            let out = js_sys::Object::new();
+            let seq = record.as_ref().and_then(|r| r.seq());
+            js_sys::Reflect::set(&out, &"value".into(), &record.map(|r| value_js(r.value)).unwrap_or(JsValue::NULL))?;
+            js_sys::Reflect::set(&out, &"seq".into(), &seq.map_or(JsValue::NULL, |s| (s as f64).into()))?;
+            js_sys::Reflect::set(&out, &"owner".into(), &owner.to_string().into())?;
+            js_sys::Reflect::set(&out, &"ms".into(), &ms.into())?;
+            Ok(out.into())
+        })
+    }
+
+    /// Publishes `value` (a string or Uint8Array) as an immutable record, named by its SHA-256. Resolves to
+    /// `{ hash, acks, attempted, ms }`.
+    #[wasm_bindgen(js_name = putImmutable)]
+    pub fn put_immutable(&self, value: JsValue) -> js_sys::Promise {
         let handle = self.shared.handle.clone();
         let bytes = value_bytes(&value);
         future_to_promise(async move {
             #[derive(Serialize)]
             struct PutResult {
+                hash: String,
                 acks: usize,
                 attempted: usize,
                 ms: f64,
             }
             let bytes = bytes.map_err(JsValue::from)?;
             let t0 = now_ms();
-            let out = handle.put(key_for(&key), bytes).await.map_err(|e| JsValue::from(js_error("put", e)))?;
-            to_js(&PutResult { acks: out.acks, attempted: out.attempted, ms: now_ms() - t0 })
+            let out = handle.put_immutable(bytes).await.map_err(|e| js_error("put", e))?;
+            if let Some(refusal) = out.refusal {
+                return Err(js_error("put", format!("refused: {refusal:?}")).into());
+            }
+            let hash = format!("{:#}", out.key);
+            to_js(&PutResult { hash, acks: out.acks, attempted: out.attempted, ms: now_ms() - t0 })
         })
     }
 
-    /// Looks up the value under the name `key`, here or in the network. Resolves to `{ value, ms }`, the
-    /// value `null` when nobody has it (a string when it is UTF-8, else a Uint8Array).
-    pub fn get(&self, key: String) -> js_sys::Promise {
+    /// The value of the immutable record `hash` (hex), here or in the network, checked against it.
+    /// Resolves to `{ value, ms }`, `value` null when nobody has it.
+    #[wasm_bindgen(js_name = getImmutable)]
+    pub fn get_immutable(&self, hash: String) -> js_sys::Promise {
         let handle = self.shared.handle.clone();
         future_to_promise(async move {
+            let key: Key = hash.parse().map_err(|_| js_error("getImmutable", "a hash is 64 hex digits"))?;
             let t0 = now_ms();
-            let value = handle.get(key_for(&key)).await.map_err(|e| JsValue::from(js_error("get", e)))?;
+            let value = handle.get_immutable(key).await.map_err(|e| js_error("get", e))?;
             let ms = now_ms() - t0;
             let out = js_sys::Object::new();
             js_sys::Reflect::set(&out, &"value".into(), &value.map(value_js).unwrap_or(JsValue::NULL))?;
@@ -239,13 +374,18 @@ impl WebNode {
         })
     }
 
-    /// The value under `key` in this tab's own storage only (what it holds for the swarm), or `null`.
+    /// The value of `owner`'s record `name` (this node's when `owner` is omitted) in this tab's own storage
+    /// only (what it holds for the swarm), or `null`.
     #[wasm_bindgen(js_name = getLocal)]
-    pub fn get_local(&self, key: String) -> js_sys::Promise {
+    pub fn get_local(&self, name: String, owner: Option<String>) -> js_sys::Promise {
         let handle = self.shared.handle.clone();
         future_to_promise(async move {
-            let value = handle.get_local(key_for(&key)).await.map_err(|e| JsValue::from(js_error("get", e)))?;
-            Ok(value.map(value_js).unwrap_or(JsValue::NULL))
+            let owner = match owner {
+                Some(hex) => hex.parse::<OwnerKey>().map_err(|_| js_error("getLocal", "an owner is 64 hex digits"))?,
+                None => handle.owner(),
+            };
+            let record = handle.get_local(owner.record_key(name.as_bytes())).await.map_err(|e| js_error("get", e))?;
+            Ok(record.filter(|r| r.owner() == Some(owner)).map(|r| value_js(r.value)).unwrap_or(JsValue::NULL))
         })
     }
 

@@ -117,6 +117,24 @@ async function refresh() {
   }
 }
 
+// This node's records (names put from this tab), kept beside its database: name → { seq, value }.
+function mine() {
+  return JSON.parse(localStorage.getItem(`${page.db}-mine`) || "{}");
+}
+
+function drawMine() {
+  const rows = Object.entries(mine()).map(([name, r]) => {
+    const tr = document.createElement("tr");
+    tr.innerHTML = "<td><code></code></td><td></td><td></td>";
+    tr.children[0].firstChild.textContent = name;
+    tr.children[1].textContent = r.seq;
+    const v = typeof r.value === "string" ? r.value : "(bytes)";
+    tr.children[2].textContent = v.length > 40 ? `${v.slice(0, 40)}…` : v;
+    return tr;
+  });
+  $("mine").replaceChildren(...rows);
+}
+
 async function onSubmit(ev) {
   ev.preventDefault();
   const node = page.node;
@@ -125,15 +143,20 @@ async function onSubmit(ev) {
   const key = $("key").value;
   try {
     if (ev.submitter && ev.submitter.value === "put") {
-      const r = await node.put(key, $("value").value);
+      const value = $("value").value;
+      const r = await node.put(key, value);
       out.className = r.acks > 0 ? "ok" : "bad";
-      out.textContent = `put "${key}": stored at ${r.acks} of ${r.attempted} nodes in ${r.ms.toFixed(0)} ms`;
+      out.textContent = `put "${key}" version ${r.seq}: stored at ${r.acks} of ${r.attempted} nodes in ${r.ms.toFixed(0)} ms`;
+      localStorage.setItem(`${page.db}-mine`, JSON.stringify({ ...mine(), [key]: { seq: r.seq, value } }));
+      drawMine();
     } else {
-      const r = await node.get(key);
+      const owner = $("owner-in").value.trim() || undefined;
+      const r = await node.get(key, { owner });
+      const who = owner ? `${owner.slice(0, 16)}…'s` : "my";
       out.className = r.value === null ? "bad" : "ok";
       out.textContent = r.value === null
-        ? `get "${key}": not found (${r.ms.toFixed(0)} ms)`
-        : `get "${key}" = ${JSON.stringify(r.value)} in ${r.ms.toFixed(0)} ms`;
+        ? `get ${who} "${key}": not found (${r.ms.toFixed(0)} ms)`
+        : `get ${who} "${key}" = ${JSON.stringify(r.value)} (version ${r.seq}) in ${r.ms.toFixed(0)} ms`;
     }
     log(out.textContent);
   } catch (e) {
@@ -158,6 +181,8 @@ async function main() {
     // Join time: from page load (performance.now() counts from navigation) to a finished lookup that found peers.
     if (s.joinedPeers > 0) page.joinMs = performance.now();
     $("node-id").textContent = node.id();
+    $("owner").textContent = node.owner();
+    drawMine();
     $("joined").textContent = s.joinedPeers > 0
       ? `${s.joinedPeers} peers found in ${page.joinMs.toFixed(0)} ms after page load`
       : "no peers yet: this is the first node on the signaling server";

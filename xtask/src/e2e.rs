@@ -193,16 +193,24 @@ impl Tab {
         }
     }
 
-    async fn put(&self, key: &str, value: &str) -> Result<u64, String> {
+    /// Puts version 1 (or the next) of this tab's record `name`; the acks.
+    async fn put(&self, name: &str, value: &str) -> Result<u64, String> {
         let r = self
-            .js("return window.webdht.node.put(arguments[0], arguments[1])", vec![json!(key), json!(value)])
+            .js("return window.webdht.node.put(arguments[0], arguments[1])", vec![json!(name), json!(value)])
             .await?;
         Ok(r["acks"].as_u64().unwrap_or(0))
     }
 
-    /// The value under `key` and the lookup time in ms.
-    async fn get(&self, key: &str) -> Result<(Option<String>, f64), String> {
-        let r = self.js("return window.webdht.node.get(arguments[0])", vec![json!(key)]).await?;
+    /// The key this tab signs its records with.
+    async fn owner(&self) -> Result<String, String> {
+        let r = self.js("return window.webdht.node.owner()", vec![]).await?;
+        r.as_str().map(str::to_string).ok_or_else(|| format!("owner(): {r}"))
+    }
+
+    /// The value of `owner`'s record `name` and the get's time in ms.
+    async fn get(&self, name: &str, owner: &str) -> Result<(Option<String>, f64), String> {
+        let js = "return window.webdht.node.get(arguments[0], { owner: arguments[1] })";
+        let r = self.js(js, vec![json!(name), json!(owner)]).await?;
         Ok((r["value"].as_str().map(str::to_string), r["ms"].as_f64().unwrap_or(f64::NAN)))
     }
 
@@ -212,8 +220,10 @@ impl Tab {
         Ok((r["found"].as_u64().unwrap_or(0), r["ms"].as_f64().unwrap_or(f64::NAN)))
     }
 
-    async fn get_local(&self, key: &str) -> Result<Option<String>, String> {
-        let r = self.js("return window.webdht.node.getLocal(arguments[0])", vec![json!(key)]).await?;
+    /// `owner`'s record `name` in this tab's own storage.
+    async fn get_local(&self, name: &str, owner: &str) -> Result<Option<String>, String> {
+        let js = "return window.webdht.node.getLocal(arguments[0], arguments[1])";
+        let r = self.js(js, vec![json!(name), json!(owner)]).await?;
         Ok(r.as_str().map(str::to_string))
     }
 }
@@ -265,7 +275,8 @@ async fn swarm(opts: &Opts, host: &str, netns: bool) -> Result<(), String> {
     let tabs = open_tabs(opts, &driver, &sig.page, tmp.path(), netns).await?;
     let join_ms = join_times(&tabs).await?;
 
-    let joined = Swarm { opts, tabs: &tabs, natives: &natives };
+    let owners = Owners::of(&tabs, &natives).await?;
+    let joined = Swarm { opts, tabs: &tabs, natives: &natives, owners: &owners };
     let puts = joined.put_all().await?;
     let gets = joined.get_all().await?;
     let (lookups, lookup_ms) = joined.lookup_all().await?;
@@ -274,7 +285,7 @@ async fn swarm(opts: &Opts, host: &str, netns: bool) -> Result<(), String> {
     eprintln!("    ids with 12 bits of work in Chromium: {work}");
     let held_for_others = joined.held_for_others().await?;
     // A screenshot of a tab, then tab 0 reloads and must come back with its records and table.
-    let shot = screenshot_form_get(&tabs[1], &out_dir).await?;
+    let shot = screenshot_form_get(&tabs[1], &owners.natives[0], &out_dir).await?;
     let reload_restored = reload_restores(&tabs[0]).await?;
 
     for tab in tabs {
@@ -399,6 +410,27 @@ struct Swarm<'a> {
     opts: &'a Opts,
     tabs: &'a [Tab],
     natives: &'a [Native],
+    owners: &'a Owners,
+}
+
+/// The keys the tabs and the native nodes sign their records with: a record is read by owner and name.
+struct Owners {
+    tabs: Vec<String>,
+    natives: Vec<String>,
+}
+
+impl Owners {
+    async fn of(tabs: &[Tab], natives: &[Native]) -> Result<Self, String> {
+        let mut owners = Owners { tabs: Vec::new(), natives: Vec::new() };
+        for tab in tabs {
+            owners.tabs.push(tab.owner().await?);
+        }
+        for native in natives {
+            let answer = ctl(&native.dir, "OWNER").await?;
+            owners.natives.push(answer.strip_prefix("OWNER ").ok_or(format!("OWNER: {answer}"))?.to_owned());
+        }
+        Ok(owners)
+    }
 }
 
 /// Gets, by who asked whom, and the time each took. Gets mostly end at home (in a swarm smaller than k every
@@ -424,7 +456,7 @@ impl Swarm<'_> {
         for (n, native) in self.natives.iter().enumerate() {
             for j in 0..PUTS_EACH {
                 let k = native_key(n, j);
-                puts.add(ctl(&native.dir, &format!("PUT {k} {}", value_of(&k))).await?.starts_with("OK acks="));
+                puts.add(ctl(&native.dir, &format!("PUT {k} {}", value_of(&k))).await?.starts_with("OK seq="));
             }
         }
         Ok(puts)
@@ -438,7 +470,7 @@ impl Swarm<'_> {
             for other in (0..self.opts.tabs).filter(|o| *o != t) {
                 for j in 0..PUTS_EACH {
                     let k = tab_key(other, j);
-                    let (v, ms) = tab.get(&k).await?;
+                    let (v, ms) = tab.get(&k, &self.owners.tabs[other]).await?;
                     gets.browser_browser.add(v.as_deref() == Some(value_of(&k).as_str()));
                     gets.ms.push(ms);
                 }
@@ -446,7 +478,7 @@ impl Swarm<'_> {
             for n in 0..self.opts.native {
                 for j in 0..PUTS_EACH {
                     let k = native_key(n, j);
-                    let (v, ms) = tab.get(&k).await?;
+                    let (v, ms) = tab.get(&k, &self.owners.natives[n]).await?;
                     gets.browser_native.add(v.as_deref() == Some(value_of(&k).as_str()));
                     gets.ms.push(ms);
                 }
@@ -457,7 +489,7 @@ impl Swarm<'_> {
                 for j in 0..PUTS_EACH {
                     let k = tab_key(t, j);
                     let t0 = Instant::now();
-                    let reply = ctl(&native.dir, &format!("GET {k}")).await?;
+                    let reply = ctl(&native.dir, &format!("GET {k} {}", self.owners.tabs[t])).await?;
                     gets.ms.push(t0.elapsed().as_secs_f64() * 1000.0);
                     gets.native_browser.add(reply == format!("VALUE {}", value_of(&k)));
                 }
@@ -488,12 +520,12 @@ impl Swarm<'_> {
             let mut held = 0;
             for other in (0..self.opts.tabs).filter(|o| *o != t) {
                 for j in 0..PUTS_EACH {
-                    held += tab.get_local(&tab_key(other, j)).await?.is_some() as usize;
+                    held += tab.get_local(&tab_key(other, j), &self.owners.tabs[other]).await?.is_some() as usize;
                 }
             }
             for n in 0..self.opts.native {
                 for j in 0..PUTS_EACH {
-                    held += tab.get_local(&native_key(n, j)).await?.is_some() as usize;
+                    held += tab.get_local(&native_key(n, j), &self.owners.natives[n]).await?.is_some() as usize;
                 }
             }
             held_for_others.push(held);
@@ -504,9 +536,10 @@ impl Swarm<'_> {
 
 /// Shows a get through the page's own form on `tab`, as a person would use it, and saves a screenshot of it
 /// as `tab1.png` in `out_dir`; returns its path.
-async fn screenshot_form_get(tab: &Tab, out_dir: &Path) -> Result<PathBuf, String> {
-    let form = "document.getElementById('key').value = arguments[0]; document.getElementById('get').click();";
-    tab.js(form, vec![json!(native_key(0, 0))]).await?;
+async fn screenshot_form_get(tab: &Tab, owner: &str, out_dir: &Path) -> Result<PathBuf, String> {
+    let form = "document.getElementById('key').value = arguments[0]; \
+                document.getElementById('owner-in').value = arguments[1]; document.getElementById('get').click();";
+    tab.js(form, vec![json!(native_key(0, 0)), json!(owner)]).await?;
     tokio::time::sleep(Duration::from_millis(1500)).await; // the get, and one page refresh cycle
     let shot = out_dir.join("tab1.png");
     let png = tab.client.screenshot().await.map_err(|e| format!("screenshot: {e}"))?;
@@ -521,7 +554,8 @@ async fn reload_restores(tab: &Tab) -> Result<bool, String> {
     let rejoin_ms = tab.joined().await.map_err(|e| format!("tab 0 after reload: {e}"))?;
     let stats = tab.js("return window.webdht.node.stats()", vec![]).await?;
     let id_after = tab.js("return window.webdht.node.id()", vec![]).await?;
-    let own_local = tab.get_local(&tab_key(0, 0)).await?;
+    let owner = tab.owner().await?;
+    let own_local = tab.get_local(&tab_key(0, 0), &owner).await?;
     let reload_restored = id_before == id_after
         && stats["restoredRecords"].as_u64().unwrap_or(0) > 0
         && stats["restoredContacts"].as_u64().unwrap_or(0) > 0

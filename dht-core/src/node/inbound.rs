@@ -4,7 +4,8 @@ use super::records::{RecordMeta, StorePurpose};
 use super::Node;
 use crate::event::{Event, StoreOp, StoreResult};
 use crate::id::{Key, NodeId};
-use crate::message::{Contact, Record, Request, RequestId, Response, StoreRefusal};
+use crate::message::{Contact, Request, RequestId, Response, StoreRefusal};
+use crate::record::Record;
 use crate::time::Instant;
 use core::time::Duration;
 
@@ -25,23 +26,40 @@ impl Node {
                     self.respond(from, id, body);
                 }
             }
-            Request::Store { record, ttl_secs } => self.handle_store(now, from, id, record, ttl_secs),
+            Request::Store { record, ttl_secs, cas } => self.handle_store(now, from, id, record, (ttl_secs, cas)),
         }
     }
 
     /// A peer's store: refused at once, or written and acknowledged once durable.
-    fn handle_store(&mut self, now: Instant, from: Contact, id: RequestId, record: Record, ttl_secs: u32) {
+    fn handle_store(
+        &mut self,
+        now: Instant,
+        from: Contact,
+        id: RequestId,
+        record: Record,
+        (ttl_secs, cas): (u32, Option<u64>),
+    ) {
         let key = record.key;
         let ttl = Duration::from_secs(u64::from(ttl_secs));
-        if let Some(reason) = self.records.check_store(&record, ttl, &mut self.stats) {
-            self.event(Event::StoreRefused { key, from: from.id, reason });
-            self.respond(from, id, Response::StoreAck { refused: Some(reason) });
-            return;
-        }
-        let expires = now + ttl;
-        let size = record.value.len() as u32;
-        let purpose = StorePurpose::InboundStore { from, request: id, key, expires, size };
-        self.records.push_op(&mut self.outputs, StoreOp::Put { record, expires }, Some(purpose));
+        let checked =
+            self.records.check_store(now, &mut self.outputs, (&from.id, &record), (ttl, cas), &mut self.stats);
+        let meta = match checked {
+            Ok(meta) => meta,
+            Err(reason) => {
+                if reason == StoreRefusal::Busy && self.records.needs_reading(&key) {
+                    let purpose = StorePurpose::LearnVersion { key };
+                    self.records.push_op(&mut self.outputs, StoreOp::Get { key }, Some(purpose));
+                }
+                if reason == StoreRefusal::BadSignature {
+                    self.misbehaved(from.id, "a record whose signature does not verify");
+                }
+                self.event(Event::StoreRefused { key, from: from.id, reason });
+                self.respond(from, id, Response::StoreAck { refused: Some(reason) });
+                return;
+            }
+        };
+        let purpose = StorePurpose::InboundStore { from, request: id, key, meta };
+        self.records.push_op(&mut self.outputs, StoreOp::Put { record, expires: meta.expires }, Some(purpose));
     }
 
     /// A peer's store was written (or failed): index it and answer.
@@ -57,6 +75,7 @@ impl Node {
             self.event(Event::RecordStored { key, from: from.id });
             None
         } else {
+            self.records.write_failed(key, &meta);
             Some(StoreRefusal::StorageFailed)
         };
         self.respond(from, request, Response::StoreAck { refused });
@@ -69,18 +88,24 @@ impl Node {
         (from, request, key): (Contact, RequestId, Key),
         result: StoreResult,
     ) {
+        let target = NodeId::from_key(&key);
         let body = match (result, self.records.meta(&key)) {
-            (StoreResult::Value(Some(value)), Some(meta)) => Response::Value {
-                record: Record { key, value },
-                ttl_secs: super::ttl_secs(meta.expires.saturating_since(now)),
-            },
-            _ => self.nodes_for(&NodeId::from_key(&key), &from.id),
+            (StoreResult::Value(Some(record)), Some(meta)) if record.key == key => {
+                let closer = if record.signed.is_some() { self.closer_for(&target, &from.id) } else { Vec::new() };
+                Response::Value { record, ttl_secs: super::ttl_secs(meta.expires.saturating_since(now)), closer }
+            }
+            _ => self.nodes_for(&target, &from.id),
         };
         self.respond(from, request, body);
     }
 
-    /// The contacts we hand out for `target`.
+    /// The contacts we hand out for `target`, as an answer.
     pub(super) fn nodes_for(&self, target: &NodeId, requester: &NodeId) -> Response {
+        Response::Nodes { closer: self.closer_for(target, requester) }
+    }
+
+    /// The contacts we hand out for `target`.
+    fn closer_for(&self, target: &NodeId, requester: &NodeId) -> Vec<Contact> {
         // Peers whose last request to them failed are suspected gone: they are not handed out, so departed
         // peers do not crowd live ones out of answers. Ask for twice as many only when suspects are present.
         let want = self.config.k.min(self.config.max_contacts_per_reply);
@@ -89,8 +114,7 @@ impl Node {
         if entries.iter().filter(|e| usable(e)).count() < want.min(entries.len()) {
             entries = self.table.closest_entries(target, want * 2);
         }
-        let closer = entries.iter().filter(|e| usable(e)).take(want).map(|e| e.contact()).collect();
-        Response::Nodes { closer }
+        entries.iter().filter(|e| usable(e)).take(want).map(|e| e.contact()).collect()
     }
 
     pub(super) fn respond(&mut self, to: Contact, id: RequestId, body: Response) {

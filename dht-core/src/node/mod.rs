@@ -12,6 +12,7 @@ mod queries;
 mod query;
 mod records;
 mod requests;
+mod room;
 mod stats;
 
 pub use stats::NodeStats;
@@ -19,7 +20,8 @@ pub use stats::NodeStats;
 use crate::config::ValidConfig;
 use crate::event::{Event, Output, QueryId, StoreOp, StoreOpId, StoreResult};
 use crate::id::{Key, NodeId};
-use crate::message::{Contact, Message, Record, Request};
+use crate::message::{Contact, Message, Request};
+use crate::record::Record;
 use crate::routing::{InsertResult, RoutingTable};
 use crate::time::Instant;
 use core::time::Duration;
@@ -27,7 +29,7 @@ use maintenance::Maintenance;
 use query::{Get, GetPhase, Query, QueryKind};
 use rand_chacha::ChaCha8Rng;
 use rand_core::SeedableRng;
-use records::{RecordMeta, Records, StorePurpose};
+use records::{Records, StorePurpose};
 use requests::{Expired, Purpose, Requests};
 use std::collections::{BTreeMap, VecDeque};
 
@@ -123,10 +125,11 @@ impl Node {
         self.observe(now, contact);
     }
 
-    /// Tells the core about a record already in the store (after a restart), so it serves and expires it.
+    /// Tells the core about a record already in the store (after a restart), so it serves and expires it;
+    /// `own`: one this node published, republished from now on and never evicted for others' records.
     /// Records past `expires` are dropped with a `Remove`.
-    pub fn restore_record(&mut self, now: Instant, key: Key, expires: Instant, size: usize) {
-        self.records.restore(now, &mut self.rng, &mut self.outputs, (key, expires, size));
+    pub fn restore_record(&mut self, now: Instant, key: Key, expires: Instant, size: usize, own: bool) {
+        self.records.restore(now, &mut self.rng, &mut self.outputs, (key, expires, size, own));
     }
 
     /// A message arrived from `from`, a peer whose id the transport authenticated. Emits answers,
@@ -169,15 +172,19 @@ impl Node {
             self.stats.store_failures += 1;
         }
         match purpose {
-            StorePurpose::InboundStore { from, request, key, expires, size } => {
-                self.finish_inbound_store(now, (from, request, key), RecordMeta::new(expires, size), &result)
+            StorePurpose::InboundStore { from, request, key, meta } => {
+                self.finish_inbound_store(now, (from, request, key), meta, &result)
             }
             StorePurpose::InboundFindValue { from, request, key } => {
                 self.finish_inbound_find_value(now, (from, request, key), result)
             }
-            StorePurpose::LocalPublish { key, expires, size } => {
-                if result == StoreResult::Done {
-                    self.records.index(now, &mut self.rng, key, RecordMeta::new(expires, size));
+            StorePurpose::LocalPublish { key, meta, query } => {
+                let ok = result == StoreResult::Done;
+                if ok {
+                    self.records.index(now, &mut self.rng, key, meta);
+                }
+                if let Some(query) = query {
+                    self.on_local_write(now, query, ok);
                 }
             }
             StorePurpose::LocalGet { query } => {
@@ -188,22 +195,27 @@ impl Node {
                 self.on_local_read(now, query, value);
             }
             StorePurpose::Republish { key } => match result {
-                StoreResult::Value(Some(value)) => {
-                    let query = self.start_put(now, Record { key, value }, self.config.record_ttl, false);
+                StoreResult::Value(Some(record)) if record.key == key => {
+                    let query = self.start_put(now, record, (self.config.record_ttl, None), false);
                     self.drive_query(now, query);
                 }
                 _ => self.records.unpublish(&key),
             },
             StorePurpose::Replicate { key, expires } => {
-                if let StoreResult::Value(Some(value)) = result {
-                    if expires > now {
+                if let StoreResult::Value(Some(record)) = result {
+                    if expires > now && record.key == key {
                         let ttl = expires.saturating_since(now);
-                        let query = self.start_put(now, Record { key, value }, ttl, false);
+                        let query = self.start_put(now, record, (ttl, None), false);
                         self.drive_query(now, query);
                     }
                 }
                 // Next round: the put's store here (if we are among the k closest) or the next interval.
                 self.records.reschedule(now, &mut self.rng, key);
+            }
+            StorePurpose::LearnVersion { key } => {
+                if let StoreResult::Value(record) = result {
+                    self.records.learn(&mut self.outputs, key, record.as_ref());
+                }
             }
         }
     }
@@ -249,24 +261,43 @@ impl Node {
     }
 
     /// Stores `record` locally and at the k closest peers to its key, and republishes it every
-    /// `republish_interval`. Finishes with [`Event::PutFinished`]. Too large a value finishes at once
-    /// with zero acks.
+    /// `republish_interval`. Finishes with [`Event::PutFinished`]. A record refused here (too large,
+    /// failing the record policy, older than the version held) finishes at once with zero acks and the
+    /// reason.
     pub fn put(&mut self, now: Instant, record: Record) -> QueryId {
-        self.records.publish(now, &mut self.outputs, &record, self.config.record_ttl);
-        let id = self.start_put(now, record, self.config.record_ttl, true);
+        self.put_cas(now, record, None)
+    }
+
+    /// [`Node::put`] as a compare-and-swap of a signed record: each holder (and this node) stores it only
+    /// if the version it holds is `cas` (or it holds none); a holder that holds another refuses with
+    /// [`crate::StoreRefusal::CasFailed`] and its `seq`, which the put reports.
+    pub fn put_cas(&mut self, now: Instant, record: Record, cas: Option<u64>) -> QueryId {
+        let ttl = self.config.record_ttl;
+        let write = match self.records.publish(now, &mut self.outputs, &record, (ttl, cas)) {
+            Ok(op) => op,
+            Err(refusal) => return self.put_refused(record.key, refusal, true),
+        };
+        let id = self.start_put(now, record, (ttl, cas), true);
+        if let Some(q) = self.queries.get_mut(&id) {
+            // The put reports once its own write is durable too.
+            q.local_write = query::LocalWrite::Pending;
+            self.records.attach(write, id);
+        }
         self.drive_queries(now);
         id
     }
 
-    /// Looks `key` up: locally first, then at the peers closest to it, stopping at the first value found
-    /// and caching it at the closest peer that lacked it. Finishes with [`Event::GetFinished`].
+    /// Looks `key` up: locally first, then at the peers closest to it. An unsigned record ends the get at
+    /// the first valid value; for a signed one it asks on until `get_quorum` values (or the k closest) have
+    /// answered and returns the highest `seq`, sending it to the holders that answered with older ones.
+    /// The record is cached at the closest peer that lacked it. Finishes with [`Event::GetFinished`].
     pub fn get(&mut self, now: Instant, key: Key) -> QueryId {
         let target = NodeId::from_key(&key);
         let seeds = self.table.closest(&target, self.config.k);
         let held = self.records.holds(&key);
         // A held record is read first; the lookup is not driven before the read answers.
         let phase = if held { GetPhase::ReadingLocal } else { GetPhase::Looking };
-        let kind = QueryKind::Get(Get { key, phase, found: None, lacking: None });
+        let kind = QueryKind::Get(Get::new(key, phase));
         let id = self.start_query(now, target, seeds, kind);
         if held {
             let purpose = StorePurpose::LocalGet { query: id };
@@ -373,5 +404,7 @@ use maintenance::random_id_in_bucket;
 
 #[cfg(test)]
 mod harness;
+#[cfg(test)]
+mod record_tests;
 #[cfg(test)]
 mod tests;

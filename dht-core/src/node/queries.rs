@@ -1,12 +1,13 @@
 //! Running queries: starting lookups, feeding them answers, and finishing them.
 
-use super::query::{Get, GetPhase, Put, Query, QueryKind, StoreRound};
+use super::query::{Get, GetPhase, LocalWrite, Put, Query, QueryKind, StoreRound};
 use super::requests::Purpose;
 use super::{ttl_secs, Node};
 use crate::event::{Event, QueryId, QueryStats};
 use crate::id::{Distance, NodeId};
 use crate::lookup::{Lookup, LookupParams, Next};
-use crate::message::{Contact, Record, Request, Response};
+use crate::message::{Contact, Request, Response};
+use crate::record::Record;
 use crate::time::Instant;
 
 impl Node {
@@ -39,31 +40,37 @@ impl Node {
                 lookup.set_region_radius(radius);
             }
         }
-        self.queries.insert(id, Query { lookup, started: now, kind });
+        self.queries.insert(id, Query { lookup, started: now, kind, local_write: LocalWrite::Done });
         id
     }
 
-    /// A put whose stores ask the peers to keep the record for `ttl`. A record too large or failing the
-    /// record policy finishes at once with zero acks.
+    /// A put whose stores ask the peers to keep the record for `ttl` (`cas`: only where the version held
+    /// is that `seq`). A record too large or failing the record policy finishes at once with zero acks.
     pub(super) fn start_put(
         &mut self,
         now: Instant,
         record: Record,
-        ttl: core::time::Duration,
+        (ttl, cas): (core::time::Duration, Option<u64>),
         report: bool,
     ) -> QueryId {
-        if !self.records.acceptable(&record) {
-            let query = self.next_query_id();
-            if report {
-                let stats = QueryStats::default();
-                self.event(Event::PutFinished { query, key: record.key, acks: 0, attempted: 0, stats });
-            }
-            return query;
+        if let Err(refusal) = self.records.valid(&record) {
+            return self.put_refused(record.key, refusal, report);
         }
         let target = NodeId::from_key(&record.key);
         let seeds = self.table.closest(&target, self.config.k);
         let ttl_secs = ttl_secs(ttl);
-        self.start_query(now, target, seeds, QueryKind::Put(Put::Looking { record, ttl_secs, report }))
+        self.start_query(now, target, seeds, QueryKind::Put(Put::Looking { record, ttl_secs, cas, report }))
+    }
+
+    /// A put that never went out: it finishes at once with zero acks and the reason.
+    pub(super) fn put_refused(&mut self, key: crate::id::Key, refusal: crate::StoreRefusal, report: bool) -> QueryId {
+        let query = self.next_query_id();
+        if report {
+            let stats = QueryStats::default();
+            let refusal = Some(refusal);
+            self.event(Event::PutFinished { query, key, acks: 0, attempted: 0, refusal, stats });
+        }
+        query
     }
 
     /// Sends what every running query wants next and finishes those that are done.
@@ -80,8 +87,8 @@ impl Node {
             if q.waits_locally() {
                 return;
             }
-            if let QueryKind::Put(Put::Storing { round, .. }) = &q.kind {
-                if round.is_over() {
+            if let QueryKind::Put(Put::Storing { .. }) = &q.kind {
+                if q.put_over() {
                     self.finish_query(now, id);
                 }
                 return;
@@ -114,15 +121,20 @@ impl Node {
     fn finish_query(&mut self, now: Instant, id: QueryId) {
         let Some(q) = self.queries.remove(&id) else { return };
         let stats = q.stats(now);
-        let Query { lookup, started, kind } = q;
+        let Query { lookup, started, kind, local_write } = q;
         match kind {
-            QueryKind::Put(Put::Looking { record, ttl_secs, report }) => {
-                self.store_at_closest(now, id, (lookup, started), (record, ttl_secs, report))
+            QueryKind::Put(Put::Looking { record, ttl_secs, cas, report }) => {
+                let put = (record, ttl_secs, cas, report);
+                self.store_at_closest(now, id, (lookup, started, local_write), put)
             }
             QueryKind::Put(Put::Storing { record, report, round }) => {
                 if report {
                     let (acks, attempted) = (round.acked, round.attempted);
-                    self.event(Event::PutFinished { query: id, key: record.key, acks, attempted, stats });
+                    let refusal = match local_write {
+                        LocalWrite::Failed => Some(crate::StoreRefusal::StorageFailed),
+                        _ => round.conflict,
+                    };
+                    self.event(Event::PutFinished { query: id, key: record.key, acks, attempted, refusal, stats });
                 }
             }
             QueryKind::FindNode => {
@@ -140,19 +152,20 @@ impl Node {
         &mut self,
         now: Instant,
         id: QueryId,
-        (lookup, started): (Lookup, Instant),
-        (record, ttl_secs, report): (Record, u32, bool),
+        (lookup, started, local_write): (Lookup, Instant, LocalWrite),
+        (record, ttl_secs, cas, report): (Record, u32, Option<u64>, bool),
     ) {
         let mut round = StoreRound::default();
         for peer in lookup.closest() {
-            let body = Request::Store { record: record.clone(), ttl_secs };
+            let body = Request::Store { record: record.clone(), ttl_secs, cas };
             if self.send_request(now, peer, body, Purpose::PutStore(id)) {
                 round.attempted += 1;
             }
         }
-        let done = round.attempted == 0;
         let kind = QueryKind::Put(Put::Storing { record, report, round });
-        self.queries.insert(id, Query { lookup, started, kind });
+        let query = Query { lookup, started, kind, local_write };
+        let done = query.put_over();
+        self.queries.insert(id, query);
         if done {
             self.finish_query(now, id);
         }
@@ -173,24 +186,34 @@ impl Node {
         }
     }
 
+    /// A get is over: the record found is cached at the closest peer that lacked it, and a signed record
+    /// is sent to the peers that answered with older versions (read repair).
     fn finish_get(&mut self, now: Instant, id: QueryId, get: Get, stats: QueryStats) {
-        let Get { key, found, lacking, .. } = get;
-        if let (Some(record), Some(peer)) = (found.as_ref(), lacking) {
-            let ttl_secs = ttl_secs(self.config.record_ttl);
-            let body = Request::Store { record: record.clone(), ttl_secs };
-            let _ = self.send_request(now, peer, body, Purpose::FireAndForget);
+        let Get { key, found, found_ttl, lacking, versions, .. } = get;
+        if let Some(record) = found.as_ref() {
+            let ttl_secs = found_ttl.unwrap_or_else(|| ttl_secs(self.config.record_ttl));
+            let newest = record.seq();
+            let behind = versions.into_iter().filter(|(_, seq)| newest.is_some_and(|n| *seq < n)).map(|(c, _)| c);
+            for peer in lacking.into_iter().chain(behind) {
+                let body = Request::Store { record: record.clone(), ttl_secs, cas: None };
+                let _ = self.send_request(now, peer, body, Purpose::FireAndForget);
+            }
         }
         self.event(Event::GetFinished { query: id, key, record: found, stats });
     }
 
-    /// The local store answered a get's read: a value found ends the lookup before it starts.
-    pub(super) fn on_local_read(&mut self, now: Instant, query: QueryId, value: Option<Vec<u8>>) {
+    /// The local store answered a get's read: an unsigned record found ends the lookup before it starts;
+    /// a signed one is the version to beat.
+    pub(super) fn on_local_read(&mut self, now: Instant, query: QueryId, record: Option<Record>) {
+        let quorum = self.config.get_quorum;
         let Some(q) = self.queries.get_mut(&query) else { return };
         if let QueryKind::Get(get) = &mut q.kind {
             get.phase = GetPhase::Looking;
-            if let Some(value) = value {
-                get.found = Some(Record { key: get.key, value });
-                q.lookup.finish();
+            if let Some(record) = record.filter(|r| r.key == get.key) {
+                let ttl = self.records.meta(&get.key).map(|m| super::ttl_secs(m.expires.saturating_since(now)));
+                if get.offer(None, record, ttl, quorum) {
+                    q.lookup.finish();
+                }
             }
         }
         self.drive_query(now, query);
@@ -199,16 +222,19 @@ impl Node {
     /// A peer answered a query's request.
     pub(super) fn on_query_response(&mut self, id: QueryId, from: Contact, body: Response) {
         let body = match body {
-            Response::Nodes { closer } => match self.accept_contacts(&from.id, closer) {
-                Some(closer) => Response::Nodes { closer },
-                None => {
-                    if let Some(q) = self.queries.get_mut(&id) {
-                        q.lookup.on_failure(&from.id);
-                    }
-                    return;
-                }
-            },
-            other => other,
+            Response::Nodes { closer } => {
+                self.accept_contacts(&from.id, closer).map(|closer| Response::Nodes { closer })
+            }
+            Response::Value { record, ttl_secs, closer } => {
+                self.accept_contacts(&from.id, closer).map(|closer| Response::Value { record, ttl_secs, closer })
+            }
+            other => Some(other),
+        };
+        let Some(body) = body else {
+            if let Some(q) = self.queries.get_mut(&id) {
+                q.lookup.on_failure(&from.id);
+            }
+            return;
         };
         let Some(q) = self.queries.get_mut(&id) else { return };
         match (&mut q.kind, body) {
@@ -228,11 +254,12 @@ impl Node {
                 }
                 q.lookup.on_success(&from.id, closer);
             }
-            (QueryKind::Get(get), Response::Value { record, .. }) => {
+            (QueryKind::Get(get), Response::Value { record, ttl_secs, closer }) => {
                 if record.key == get.key && self.records.acceptable(&record) {
-                    get.found = Some(record);
-                    q.lookup.on_success(&from.id, []);
-                    q.lookup.finish();
+                    q.lookup.on_success(&from.id, closer);
+                    if get.offer(Some(from), record, Some(ttl_secs), self.config.get_quorum) {
+                        q.lookup.finish();
+                    }
                 } else {
                     q.lookup.on_failure(&from.id);
                     self.stats.bad_values += 1;
@@ -247,13 +274,20 @@ impl Node {
         }
     }
 
+    /// Our own write for put `id` is done (or failed): the put may report.
+    pub(super) fn on_local_write(&mut self, now: Instant, id: QueryId, ok: bool) {
+        let Some(q) = self.queries.get_mut(&id) else { return };
+        q.local_write = if ok { LocalWrite::Done } else { LocalWrite::Failed };
+        self.drive_query(now, id);
+    }
+
     /// A peer answered one of a put's stores (`None`: the store failed).
     pub(super) fn on_store_answer(&mut self, id: QueryId, from: &NodeId, body: Option<Response>) {
         let Some(q) = self.queries.get_mut(&id) else { return };
         let QueryKind::Put(Put::Storing { round, .. }) = &mut q.kind else { return };
         match body {
             Some(Response::StoreAck { refused: None }) => round.acked += 1,
-            Some(Response::StoreAck { refused: Some(_) }) => round.refused += 1,
+            Some(Response::StoreAck { refused: Some(reason) }) => round.refused(reason),
             None => round.failed += 1,
             Some(_) => {
                 round.failed += 1;

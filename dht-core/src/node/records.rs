@@ -1,11 +1,13 @@
 //! The records this node holds: the index, expiry, replication by holders, republishing of our own, the
 //! storage operations in flight and what each is for, and the rules a peer's record must pass.
 
+use super::room::{Charge, Room};
 use super::NodeStats;
 use crate::config::{Config, RecordPolicy};
 use crate::event::{Output, QueryId, StoreOp, StoreOpId};
-use crate::id::Key;
-use crate::message::{Contact, Record, RequestId, StoreRefusal};
+use crate::id::{Key, NodeId};
+use crate::message::{Contact, RequestId, StoreRefusal};
+use crate::record::{Record, RecordKind};
 use crate::time::Instant;
 use core::time::Duration;
 use rand_chacha::ChaCha8Rng;
@@ -16,23 +18,43 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 #[derive(Debug)]
 pub(super) enum StorePurpose {
     /// A peer's store, acknowledged once durable.
-    InboundStore { from: Contact, request: RequestId, key: Key, expires: Instant, size: u32 },
+    InboundStore { from: Contact, request: RequestId, key: Key, meta: RecordMeta },
     /// A peer's find-value, answered with the value read.
     InboundFindValue { from: Contact, request: RequestId, key: Key },
-    /// Our own put, indexed once durable.
-    LocalPublish { key: Key, expires: Instant, size: u32 },
+    /// Our own put, indexed once durable; the put's query (if it reports) finishes only after.
+    LocalPublish { key: Key, meta: RecordMeta, query: Option<QueryId> },
     /// A get's local read, before it goes to the network.
     LocalGet { query: QueryId },
     /// One of our records read back to put it again.
     Republish { key: Key },
     /// A held record read back to store it again at the k closest (replication by holders).
     Replicate { key: Key, expires: Instant },
+    /// A restored record read back to learn its kind and version.
+    LearnVersion { key: Key },
 }
 
 impl StorePurpose {
     fn is_inbound(&self) -> bool {
         matches!(self, StorePurpose::InboundStore { .. } | StorePurpose::InboundFindValue { .. })
     }
+
+    /// The key this operation writes, if it writes one.
+    fn writes(&self) -> Option<Key> {
+        match self {
+            StorePurpose::InboundStore { key, .. } | StorePurpose::LocalPublish { key, .. } => Some(*key),
+            _ => None,
+        }
+    }
+}
+
+/// The source others' records restored after a restart are charged to (who sent them is not kept).
+const RESTORED: NodeId = NodeId::from_bytes([0; 32]);
+
+/// The version of a signed record held: its `seq` and a digest of its value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Version {
+    pub(super) seq: u64,
+    tag: [u8; 16],
 }
 
 /// What the index knows of a held record (the value itself lives in the store).
@@ -42,11 +64,35 @@ pub(super) struct RecordMeta {
     pub(super) size: u32,
     /// When this node stores it again at the k closest, unless someone stores it here first.
     pub(super) replicate_at: Option<Instant>,
+    pub(super) version: Held,
+    /// Whom it is charged to in the room for others' records; `None` for our own.
+    pub(super) charge: Option<Charge>,
+}
+
+/// What is known of a held record's kind and version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Held {
+    /// Immutable or unchecked.
+    Unsigned,
+    /// Signed, at this version.
+    Signed(Version),
+    /// Restored from the store after a restart, not read since: a peer's store of its key waits until a
+    /// read has told what it is.
+    Unknown,
 }
 
 impl RecordMeta {
-    pub(super) fn new(expires: Instant, size: u32) -> Self {
-        RecordMeta { expires, size, replicate_at: None }
+    /// A record restored from the store: its kind is learnt when it is next read.
+    pub(super) fn restored(expires: Instant, size: u32) -> Self {
+        RecordMeta { expires, size, replicate_at: None, version: Held::Unknown, charge: None }
+    }
+
+    pub(super) fn of(record: &Record, expires: Instant) -> Self {
+        let version = match record.seq() {
+            Some(seq) => Held::Signed(Version { seq, tag: record.value_tag() }),
+            None => Held::Unsigned,
+        };
+        RecordMeta { expires, size: record.value.len() as u32, replicate_at: None, version, charge: None }
     }
 }
 
@@ -61,10 +107,14 @@ pub(super) struct Records {
     /// `held`'s own time, so stale ones are skipped).
     replications: BTreeSet<(Instant, Key)>,
     ops: BTreeMap<StoreOpId, StorePurpose>,
+    /// The room for others' records and who uses it.
+    room: Room,
+    /// Keys with a write in flight: another write of the same key waits ([`StoreRefusal::Busy`]), so writes
+    /// of one key never overtake each other in the store.
+    writing: BTreeSet<Key>,
     next_op: u64,
     /// Operations in flight for peers' requests.
     inbound_ops: usize,
-    max_records: usize,
     max_inbound_ops: usize,
     max_record_size: usize,
     max_ttl: Duration,
@@ -81,9 +131,10 @@ impl Records {
             published: BTreeMap::new(),
             replications: BTreeSet::new(),
             ops: BTreeMap::new(),
+            room: Room::new(config),
+            writing: BTreeSet::new(),
             next_op: 0,
             inbound_ops: 0,
-            max_records: config.max_records,
             max_inbound_ops: config.max_pending_store_ops,
             max_record_size: config.max_record_size,
             max_ttl: config.max_record_ttl,
@@ -111,10 +162,17 @@ impl Records {
         self.held.get(key).copied()
     }
 
-    /// Whether a record may live here: size and record policy (for our own puts and for values a get
-    /// receives).
+    /// Whether a record may live here: size and record policy (for values a get receives).
     pub(super) fn acceptable(&self, record: &Record) -> bool {
-        record.value.len() <= self.max_record_size && self.policy.accepts(&record.key, &record.value)
+        record.value.len() <= self.max_record_size && self.policy.accepts(record)
+    }
+
+    /// Whether a record may be put: size and record policy.
+    pub(super) fn valid(&self, record: &Record) -> Result<(), StoreRefusal> {
+        if record.value.len() > self.max_record_size {
+            return Err(StoreRefusal::TooLarge);
+        }
+        self.policy.check(record).map(|_| ())
     }
 
     /// Whether a value of `len` bytes is within the size limit.
@@ -138,6 +196,9 @@ impl Records {
             if p.is_inbound() {
                 self.inbound_ops += 1;
             }
+            if let Some(key) = p.writes() {
+                self.writing.insert(key);
+            }
             self.ops.insert(id, p);
         }
         out.push_back(Output::Store { id, op });
@@ -149,42 +210,183 @@ impl Records {
         if purpose.is_inbound() {
             self.inbound_ops -= 1;
         }
+        if let Some(key) = purpose.writes() {
+            self.writing.remove(&key);
+        }
         Some(purpose)
     }
 
-    /// Checks a peer's store against the limits and the record policy, counting a refusal.
-    pub(super) fn check_store(&self, record: &Record, ttl: Duration, stats: &mut NodeStats) -> Option<StoreRefusal> {
-        if record.value.len() > self.max_record_size {
-            stats.refused_too_large += 1;
-            Some(StoreRefusal::TooLarge)
+    /// Checks a peer's store: size, TTL, the record policy and signature, the version held, room. On
+    /// success, what the index will hold once it is written.
+    /// A record new here is charged to `from` (and its owner) in the room for others' records, which
+    /// may evict others' records to make way (see [`Room`]); they are forgotten with a `Remove`.
+    pub(super) fn check_store(
+        &mut self,
+        now: Instant,
+        out: &mut VecDeque<Output>,
+        (from, record): (&NodeId, &Record),
+        (ttl, cas): (Duration, Option<u64>),
+        stats: &mut NodeStats,
+    ) -> Result<RecordMeta, StoreRefusal> {
+        let refusal = if record.value.len() > self.max_record_size {
+            StoreRefusal::TooLarge
         } else if ttl.is_zero() || ttl > self.max_ttl {
-            stats.refused_bad_ttl += 1;
-            Some(StoreRefusal::BadTtl)
-        } else if !self.policy.accepts(&record.key, &record.value) {
-            stats.refused_invalid += 1;
-            Some(StoreRefusal::Invalid)
-        } else if (!self.held.contains_key(&record.key) && self.held.len() >= self.max_records)
-            || self.inbound_ops >= self.max_inbound_ops
-        {
-            stats.refused_full += 1;
-            Some(StoreRefusal::Full)
+            StoreRefusal::BadTtl
+        } else if self.writing.contains(&record.key) || self.inbound_ops >= self.max_inbound_ops {
+            StoreRefusal::Busy
         } else {
-            None
+            match self.admit(now, record, (ttl, cas), false).and_then(|meta| self.charge(from, record, meta)) {
+                Ok((meta, evicted)) => {
+                    stats.evicted += evicted.len() as u64;
+                    for key in evicted {
+                        if let Some(old) = self.held.get(&key).copied() {
+                            self.forget(key, &old);
+                            self.push_op(out, StoreOp::Remove { key }, None);
+                        }
+                    }
+                    return Ok(meta);
+                }
+                Err(refusal) => refusal,
+            }
+        };
+        stats.count_refusal(refusal);
+        Err(refusal)
+    }
+
+    /// Charges a peer's record: a new key to `from` and its owner, within the room (evicting others'
+    /// records if `from` is within its fair share: their keys are returned); a replaced one stays charged
+    /// to whom it was (our own stays ours), at its new size and expiry, once written (see [`Records::index`]).
+    fn charge(
+        &mut self,
+        from: &NodeId,
+        record: &Record,
+        mut meta: RecordMeta,
+    ) -> Result<(RecordMeta, Vec<Key>), StoreRefusal> {
+        let resize = |c: Charge| Charge { size: u64::from(meta.size), expires: meta.expires, ..c };
+        if let Some(held) = self.held.get(&record.key) {
+            meta.charge = held.charge.map(resize);
+            return Ok((meta, Vec::new()));
+        }
+        let charge = Charge { source: *from, owner: record.owner(), size: u64::from(meta.size), expires: meta.expires };
+        let evicted = self.room.admit(record.key, charge)?;
+        meta.charge = Some(charge);
+        Ok((meta, evicted.into_iter().map(|(key, _)| key).collect()))
+    }
+
+    /// A peer's store of a key new here failed to be written: its charge goes.
+    pub(super) fn write_failed(&mut self, key: Key, meta: &RecordMeta) {
+        if !self.held.contains_key(&key) {
+            if let Some(c) = &meta.charge {
+                self.room.remove(key, c);
+            }
         }
     }
 
-    /// Our own put: stored locally (indexed once durable) and republished every `republish_interval`.
-    /// Too large a value is neither.
-    pub(super) fn publish(&mut self, now: Instant, out: &mut VecDeque<Output>, record: &Record, ttl: Duration) {
-        if !self.fits(record.value.len()) {
-            return;
+    /// The rules of record kinds and versions: the record is valid under the policy; a signed record
+    /// replaces what is held only with a higher `seq` (with the same `seq` it must carry the same value,
+    /// and a compare-and-swap must name the `seq` held); an unsigned record never replaces a signed one.
+    /// Nothing but a newer signed version, or an unchecked record in a closed swarm, moves the time a held
+    /// record has left earlier: otherwise the later expiry wins. A held record of unknown kind (restored,
+    /// not read since) is `Busy` until a read tells (see [`Records::needs_reading`]).
+    fn admit(
+        &self,
+        now: Instant,
+        record: &Record,
+        (ttl, cas): (Duration, Option<u64>),
+        local: bool,
+    ) -> Result<RecordMeta, StoreRefusal> {
+        let kind = self.policy.check(record)?;
+        let meta = RecordMeta::of(record, now + ttl);
+        let Some(held) = self.held.get(&record.key) else { return Ok(meta) };
+        let keep_later = |mut meta: RecordMeta| {
+            meta.expires = meta.expires.max(held.expires);
+            meta
+        };
+        match (held.version, meta.version) {
+            // Our own put trusts us: we hold the owner's key or the content.
+            (Held::Unknown, _) if local => Ok(meta),
+            (Held::Unknown, _) => Err(StoreRefusal::Busy),
+            (Held::Signed(current), Held::Signed(new)) => {
+                if cas.is_some_and(|c| c != current.seq) {
+                    Err(StoreRefusal::CasFailed { current: current.seq })
+                } else if new.seq < current.seq {
+                    Err(StoreRefusal::Stale { current: current.seq })
+                } else if new.seq > current.seq {
+                    Ok(meta)
+                } else if new.tag != current.tag {
+                    Err(StoreRefusal::Conflict)
+                } else {
+                    Ok(keep_later(meta))
+                }
+            }
+            (Held::Signed(_), _) => Err(StoreRefusal::Invalid),
+            // A signed record takes its key from an unsigned one whose value happens to hash to it.
+            (Held::Unsigned, Held::Signed(_)) => Ok(meta),
+            (Held::Unsigned, _) if kind == RecordKind::Unchecked => Ok(meta),
+            (Held::Unsigned, _) => Ok(keep_later(meta)),
         }
+    }
+
+    /// Whether a peer's store of `key` waits for the held record's kind to be read (see [`Held::Unknown`]).
+    pub(super) fn needs_reading(&self, key: &Key) -> bool {
+        self.held.get(key).is_some_and(|m| m.version == Held::Unknown)
+            && !self.ops.values().any(|p| matches!(p, StorePurpose::LearnVersion { key: k } if k == key))
+    }
+
+    /// A held record was read back: its kind and version are known from now on. A record that does not
+    /// verify any more (a store written by an older version) is forgotten.
+    pub(super) fn learn(&mut self, out: &mut VecDeque<Output>, key: Key, record: Option<&Record>) {
+        let Some(meta) = self.held.get_mut(&key) else { return };
+        match record.filter(|r| r.key == key && self.policy.accepts(r)) {
+            Some(r) => meta.version = RecordMeta::of(r, meta.expires).version,
+            None => {
+                let old = *meta;
+                self.forget(key, &old);
+                self.push_op(out, StoreOp::Remove { key }, None);
+            }
+        }
+    }
+
+    fn forget(&mut self, key: Key, old: &RecordMeta) {
+        if let Some(c) = &old.charge {
+            self.room.remove(key, c);
+        }
+        self.held.remove(&key);
+        self.expiries.remove(&(old.expires, key));
+        if let Some(t) = old.replicate_at {
+            self.replications.remove(&(t, key));
+        }
+    }
+
+    /// Our own put: checked like a peer's store (minus room: our own records are not charged and never
+    /// make way for others'), stored locally (indexed once durable) and republished every `republish_interval`.
+    pub(super) fn publish(
+        &mut self,
+        now: Instant,
+        out: &mut VecDeque<Output>,
+        record: &Record,
+        (ttl, cas): (Duration, Option<u64>),
+    ) -> Result<StoreOpId, StoreRefusal> {
+        if !self.fits(record.value.len()) {
+            return Err(StoreRefusal::TooLarge);
+        }
+        if self.writing.contains(&record.key) {
+            return Err(StoreRefusal::Busy);
+        }
+        let meta = self.admit(now, record, (ttl, cas), true)?;
         let key = record.key;
-        let expires = now + ttl;
-        let size = record.value.len() as u32;
-        let purpose = StorePurpose::LocalPublish { key, expires, size };
-        self.push_op(out, StoreOp::Put { record: record.clone(), expires }, Some(purpose));
+        let id = StoreOpId(self.next_op);
+        let purpose = StorePurpose::LocalPublish { key, meta, query: None };
+        self.push_op(out, StoreOp::Put { record: record.clone(), expires: meta.expires }, Some(purpose));
         self.published.insert(key, now + self.republish_interval);
+        Ok(id)
+    }
+
+    /// The put `query` waits for our own write `op` (see [`Records::publish`]).
+    pub(super) fn attach(&mut self, op: StoreOpId, query: QueryId) {
+        if let Some(StorePurpose::LocalPublish { query: q, .. }) = self.ops.get_mut(&op) {
+            *q = Some(query);
+        }
     }
 
     /// Our own record could not be read back to republish it: it is no longer ours to keep alive.
@@ -203,6 +405,12 @@ impl Records {
             if let Some(t) = old.replicate_at {
                 self.replications.remove(&(t, key));
             }
+            if let Some(c) = &old.charge {
+                self.room.remove(key, c);
+            }
+        }
+        if let Some(c) = meta.charge {
+            self.room.add(key, c);
         }
         self.expiries.insert((meta.expires, key));
         if let Some(t) = meta.replicate_at {
@@ -210,19 +418,27 @@ impl Records {
         }
     }
 
-    /// A record already in the store after a restart: indexed, or removed when past `expires`.
+    /// A record already in the store after a restart: indexed, or removed when past `expires`. Our own
+    /// (`own`) is republished from now on and not charged; others' are charged to [`RESTORED`], the first
+    /// to make way when the room is full.
     pub(super) fn restore(
         &mut self,
         now: Instant,
         rng: &mut ChaCha8Rng,
         out: &mut VecDeque<Output>,
-        (key, expires, size): (Key, Instant, usize),
+        (key, expires, size, own): (Key, Instant, usize, bool),
     ) {
         if expires <= now {
             self.push_op(out, StoreOp::Remove { key }, None);
             return;
         }
-        self.index(now, rng, key, RecordMeta::new(expires, u32::try_from(size).unwrap_or(u32::MAX)));
+        let mut meta = RecordMeta::restored(expires, u32::try_from(size).unwrap_or(u32::MAX));
+        if own {
+            self.published.insert(key, now + self.republish_interval);
+        } else {
+            meta.charge = Some(Charge { source: RESTORED, owner: None, size: u64::from(meta.size), expires });
+        }
+        self.index(now, rng, key, meta);
     }
 
     /// After a replication round of `key`: when no store received meanwhile gave it a new turn, it gets
@@ -258,8 +474,8 @@ impl Records {
                 break;
             }
             self.expiries.pop_first();
-            if self.held.get(&key).is_some_and(|m| m.expires == expires) {
-                self.held.remove(&key);
+            if let Some(old) = self.held.get(&key).copied().filter(|m| m.expires == expires) {
+                self.forget(key, &old);
                 stats.expired += 1;
                 self.push_op(out, StoreOp::Remove { key }, None);
             }

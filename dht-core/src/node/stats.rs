@@ -31,12 +31,46 @@ pub struct NodeStats {
     pub refused_bad_ttl: u64,
     /// Records refused because they fail the record policy.
     pub refused_invalid: u64,
+    /// Signed records refused because their signature does not verify.
+    pub refused_bad_signature: u64,
+    /// Signed records refused because a newer version is held (replays of older versions).
+    pub refused_stale: u64,
+    /// Signed records refused because they carry another value for the version held.
+    pub refused_conflict: u64,
+    /// Compare-and-swap stores refused because another version is held.
+    pub refused_cas: u64,
+    /// Records refused because their sender or owner holds its share of the room for others' records.
+    pub refused_quota: u64,
+    /// Records refused because a write of their key was under way.
+    pub refused_busy: u64,
     /// Values returned for a key other than the one asked, too large, or failing the record policy.
     pub bad_values: u64,
     /// Storage operations that failed.
     pub store_failures: u64,
     /// Records expired.
     pub expired: u64,
+    /// Others' records evicted to make room for a source within its fair share.
+    pub evicted: u64,
     /// Peers and contacts refused for lacking the ids' proof of work.
     pub weak_ids: u64,
+}
+
+impl NodeStats {
+    /// Counts a refused store under its reason.
+    pub(crate) fn count_refusal(&mut self, reason: crate::StoreRefusal) {
+        use crate::StoreRefusal as R;
+        let counter = match reason {
+            R::TooLarge => &mut self.refused_too_large,
+            R::Full | R::StorageFailed => &mut self.refused_full,
+            R::BadTtl => &mut self.refused_bad_ttl,
+            R::Invalid => &mut self.refused_invalid,
+            R::BadSignature => &mut self.refused_bad_signature,
+            R::Stale { .. } => &mut self.refused_stale,
+            R::Conflict => &mut self.refused_conflict,
+            R::CasFailed { .. } => &mut self.refused_cas,
+            R::Quota => &mut self.refused_quota,
+            R::Busy => &mut self.refused_busy,
+        };
+        *counter += 1;
+    }
 }

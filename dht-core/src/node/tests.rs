@@ -6,24 +6,24 @@
 use super::harness::Pair;
 use super::*;
 use crate::message::{RequestId, Response, StoreRefusal};
-use crate::{Config, RecordPolicy};
+use crate::Config;
 use rand_chacha::ChaCha8Rng;
 use rand_core::SeedableRng;
 
-fn id(n: u8) -> NodeId {
+pub(super) fn id(n: u8) -> NodeId {
     NodeId::from_public_key(&[n; 32])
 }
 
-fn t(ms: u64) -> Instant {
+pub(super) fn t(ms: u64) -> Instant {
     Instant::from_millis(1_000_000 + ms)
 }
 
-fn node_with(config: Config) -> Node {
+pub(super) fn node_with(config: Config) -> Node {
     Node::new(config.validate().expect("a valid test config"), Contact::bare(id(0)), 7, t(0))
 }
 
 /// A node with `cfg` that knows the peers `ids`, its outputs so far drained.
-fn node_knowing(cfg: Config, ids: &[u8]) -> Node {
+pub(super) fn node_knowing(cfg: Config, ids: &[u8]) -> Node {
     let mut node = node_with(cfg);
     for &n in ids {
         node.add_contact(t(0), Contact::bare(id(n)));
@@ -32,11 +32,11 @@ fn node_knowing(cfg: Config, ids: &[u8]) -> Node {
     node
 }
 
-fn drain(node: &mut Node) -> Vec<Output> {
+pub(super) fn drain(node: &mut Node) -> Vec<Output> {
     std::iter::from_fn(|| node.poll_output()).collect()
 }
 
-fn sends(outs: &[Output]) -> Vec<(NodeId, Message)> {
+pub(super) fn sends(outs: &[Output]) -> Vec<(NodeId, Message)> {
     outs.iter()
         .filter_map(|o| match o {
             Output::Send { to, msg } => Some((to.id, msg.clone())),
@@ -45,14 +45,14 @@ fn sends(outs: &[Output]) -> Vec<(NodeId, Message)> {
         .collect()
 }
 
-fn request(msg: &Message) -> (RequestId, &Request) {
+pub(super) fn request(msg: &Message) -> (RequestId, &Request) {
     match msg {
         Message::Request { id, body } => (*id, body),
         other => panic!("expected a request, got {other:?}"),
     }
 }
 
-fn store_ops(outs: &[Output]) -> Vec<(StoreOpId, StoreOp)> {
+pub(super) fn store_ops(outs: &[Output]) -> Vec<(StoreOpId, StoreOp)> {
     outs.iter()
         .filter_map(|o| match o {
             Output::Store { id, op } => Some((*id, op.clone())),
@@ -61,7 +61,7 @@ fn store_ops(outs: &[Output]) -> Vec<(StoreOpId, StoreOp)> {
         .collect()
 }
 
-fn events(outs: &[Output]) -> Vec<Event> {
+pub(super) fn events(outs: &[Output]) -> Vec<Event> {
     outs.iter()
         .filter_map(|o| match o {
             Output::Event(e) => Some(e.clone()),
@@ -70,9 +70,14 @@ fn events(outs: &[Output]) -> Vec<Event> {
         .collect()
 }
 
+/// An immutable record of `len` bytes `n`.
+pub(super) fn rec(n: u8, len: usize) -> Record {
+    Record::immutable(vec![n; len])
+}
+
 fn store_req(n: u8, len: usize, ttl_secs: u32) -> Message {
-    let record = Record { key: Key::from_name(&[n]), value: vec![n; len] };
-    Message::Request { id: RequestId(u64::from(n)), body: Request::Store { record, ttl_secs } }
+    let record = rec(n, len);
+    Message::Request { id: RequestId(u64::from(n)), body: Request::Store { record, ttl_secs, cas: None } }
 }
 
 #[test]
@@ -137,9 +142,9 @@ fn inbound_store_is_acked_only_after_the_store_confirms() {
     let outs = drain(&mut node);
     let acks = sends(&outs);
     assert_eq!(acks, vec![(id(1), Message::Response { id: RequestId(5), body: Response::StoreAck { refused: None } })]);
-    assert!(node.holds(&Key::from_name(&[5])));
+    assert!(node.holds(&rec(5, 10).key));
     assert_eq!(node.stored_bytes(), 10);
-    assert!(events(&outs).contains(&Event::RecordStored { key: Key::from_name(&[5]), from: id(1) }));
+    assert!(events(&outs).contains(&Event::RecordStored { key: rec(5, 10).key, from: id(1) }));
 }
 
 #[test]
@@ -165,17 +170,18 @@ fn refusals_are_answered_and_counted() {
     let (op, _) = store_ops(&drain(&mut node))[0].clone();
     node.handle_store_result(t(0), op, StoreResult::Done);
     drain(&mut node);
+    // Full: the only source holds its whole share.
     node.handle_message(t(0), Contact::bare(id(1)), store_req(6, 1, 60));
-    assert_eq!(refused(&mut node), Some(StoreRefusal::Full));
+    assert_eq!(refused(&mut node), Some(StoreRefusal::Quota));
     let s = node.stats();
-    assert_eq!((s.refused_too_large, s.refused_bad_ttl, s.refused_full), (1, 2, 1));
+    assert_eq!((s.refused_too_large, s.refused_bad_ttl, s.refused_quota), (1, 2, 1));
     // A failed store is reported to the peer, not acknowledged.
     let mut node = node_with(Config::default());
     node.handle_message(t(0), Contact::bare(id(1)), store_req(7, 1, 60));
     let (op, _) = store_ops(&drain(&mut node))[0].clone();
     node.handle_store_result(t(0), op, StoreResult::Failed("disk full".into()));
     assert_eq!(refused(&mut node), Some(StoreRefusal::StorageFailed));
-    assert!(!node.holds(&Key::from_name(&[7])));
+    assert!(!node.holds(&rec(7, 1).key));
 }
 
 #[test]
@@ -272,7 +278,7 @@ fn find_value_is_served_from_the_store_and_records_expire() {
     let (op, _) = store_ops(&drain(&mut node))[0].clone();
     node.handle_store_result(t(0), op, StoreResult::Done);
     drain(&mut node);
-    let key = Key::from_name(&[3]);
+    let key = rec(3, 4).key;
     node.handle_message(
         t(1_000),
         Contact::bare(id(2)),
@@ -280,9 +286,9 @@ fn find_value_is_served_from_the_store_and_records_expire() {
     );
     let ops = store_ops(&drain(&mut node));
     assert_eq!(ops[0].1, StoreOp::Get { key });
-    node.handle_store_result(t(1_000), ops[0].0, StoreResult::Value(Some(vec![3; 4])));
+    node.handle_store_result(t(1_000), ops[0].0, StoreResult::Value(Some(rec(3, 4))));
     let out = sends(&drain(&mut node));
-    let expect = Response::Value { record: Record { key, value: vec![3; 4] }, ttl_secs: 9 };
+    let expect = Response::Value { record: rec(3, 4), ttl_secs: 9, closer: vec![] };
     assert_eq!(out, vec![(id(2), Message::Response { id: RequestId(8), body: expect })]);
     // Expiry at 10 s removes it.
     assert!(node.poll_timeout().unwrap() <= t(10_000));
@@ -298,18 +304,20 @@ fn put_stores_locally_and_republishes() {
     let mut cfg = Config::default();
     cfg.republish_interval = core::time::Duration::from_secs(60);
     let mut node = node_with(cfg);
-    let record = Record { key: Key::from_name(b"r"), value: b"v".to_vec() };
+    let record = Record::immutable(b"v".to_vec());
     node.put(t(0), record.clone());
     let outs = drain(&mut node);
     let ops = store_ops(&outs);
     assert!(matches!(&ops[0].1, StoreOp::Put { record: r, .. } if *r == record));
-    // No peers: the put ends at once with zero acks.
-    assert!(events(&outs).iter().any(|e| matches!(e, Event::PutFinished { acks: 0, attempted: 0, .. })));
+    // No peers: the put ends with zero acks, but only once its own write is durable.
+    assert!(!events(&outs).iter().any(|e| matches!(e, Event::PutFinished { .. })), "reported before its write");
     node.handle_store_result(t(0), ops[0].0, StoreResult::Done);
+    let finished = events(&drain(&mut node));
+    assert!(finished.iter().any(|e| matches!(e, Event::PutFinished { acks: 0, attempted: 0, refusal: None, .. })));
     // A local get answers from the store.
     let q = node.get(t(1), record.key);
     let ops = store_ops(&drain(&mut node));
-    node.handle_store_result(t(1), ops[0].0, StoreResult::Value(Some(record.value.clone())));
+    node.handle_store_result(t(1), ops[0].0, StoreResult::Value(Some(record.clone())));
     let got = events(&drain(&mut node)).into_iter().find_map(|e| match e {
         Event::GetFinished { query, record, .. } if query == q => Some(record),
         _ => None,
@@ -321,7 +329,7 @@ fn put_stores_locally_and_republishes() {
     assert_eq!(ops[0].1, StoreOp::Get { key: record.key });
     node.add_contact(t(60_000), Contact::bare(id(4)));
     drain(&mut node);
-    node.handle_store_result(t(60_000), ops[0].0, StoreResult::Value(Some(record.value.clone())));
+    node.handle_store_result(t(60_000), ops[0].0, StoreResult::Value(Some(record.clone())));
     let out = sends(&drain(&mut node));
     assert!(matches!(request(&out[0].1).1, Request::FindNode { .. }), "republish starts with a lookup");
 }
@@ -331,7 +339,7 @@ fn oversized_put_finishes_with_zero_acks() {
     let mut cfg = Config::default();
     cfg.max_record_size = 8;
     let mut node = node_with(cfg);
-    node.put(t(0), Record { key: Key::from_name(b"x"), value: vec![0; 9] });
+    node.put(t(0), Record::immutable(vec![0; 9]));
     let outs = drain(&mut node);
     assert!(store_ops(&outs).is_empty());
     assert!(events(&outs).iter().any(|e| matches!(e, Event::PutFinished { acks: 0, .. })));
@@ -455,19 +463,18 @@ fn a_slow_peer_that_never_answers_fails_at_the_full_timeout() {
 }
 
 #[test]
-fn content_addressed_records_refuse_forgeries() {
+fn immutable_records_refuse_forgeries() {
     let mut cfg = Config::default();
-    cfg.record_policy = RecordPolicy::ContentAddressed;
     cfg.alpha = 1;
     let mut node = node_with(cfg);
     let value = b"the real value".to_vec();
     let key = Key::from_name(&value);
     // A store whose key is not its value's hash is refused.
-    let forged = Record { key, value: b"forged".to_vec() };
+    let forged = Record::unchecked(key, b"forged".to_vec());
     node.handle_message(
         t(0),
         Contact::bare(id(1)),
-        Message::Request { id: RequestId(1), body: Request::Store { record: forged.clone(), ttl_secs: 60 } },
+        Message::Request { id: RequestId(1), body: Request::Store { record: forged.clone(), ttl_secs: 60, cas: None } },
     );
     let acks: Vec<_> = sends(&drain(&mut node));
     assert!(matches!(
@@ -492,8 +499,8 @@ fn content_addressed_records_refuse_forgeries() {
     for round in 0..6 {
         for (to, msg) in sends(&outs) {
             let (rid, _) = request(&msg);
-            let record = if to == liar { forged.clone() } else { Record { key, value: value.clone() } };
-            let reply = Message::Response { id: rid, body: Response::Value { record, ttl_secs: 60 } };
+            let record = if to == liar { forged.clone() } else { Record::immutable(value.clone()) };
+            let reply = Message::Response { id: rid, body: Response::Value { record, ttl_secs: 60, closer: vec![] } };
             node.handle_message(t(10 + round), Contact::bare(to), reply);
         }
         outs = drain(&mut node);
@@ -521,7 +528,7 @@ fn holders_replicate_their_records_with_the_time_left() {
     publisher.replicate_interval = Duration::ZERO;
     publisher.record_ttl = Duration::from_secs(7200);
     let mut pair = Pair::new([holder, publisher], t(0));
-    let record = Record { key: Key::from_name(&[5]), value: vec![5; 10] };
+    let record = rec(5, 10);
     pair.nodes[1].put(pair.now, record.clone());
     pair.drive();
     let (_, expires) = pair.stores[0].get(&record.key).expect("the holder stored the record");
@@ -547,7 +554,7 @@ fn a_pair_puts_and_finds_each_other() {
     let mut pair = Pair::new([Config::default(), Config::default()], t(0));
     let [a, b] = pair.ids();
     assert!(pair.nodes[0].routing_table().contains(&b) && pair.nodes[1].routing_table().contains(&a));
-    let record = Record { key: Key::from_name(b"greeting"), value: b"hello".to_vec() };
+    let record = Record::immutable(b"hello".to_vec());
     let q = pair.nodes[0].put(pair.now, record.clone());
     pair.drive();
     let put = pair.take_events(0).into_iter().find_map(|e| match e {
@@ -555,7 +562,7 @@ fn a_pair_puts_and_finds_each_other() {
         _ => None,
     });
     assert_eq!(put, Some((1, 1)), "the one other node acknowledged");
-    assert_eq!(pair.stores[1].get(&record.key).map(|(v, _)| v.to_vec()), Some(record.value.clone()));
+    assert_eq!(pair.stores[1].get(&record.key).map(|(r, _)| r.clone()), Some(record.clone()));
     assert!(pair.nodes[1].holds(&record.key));
     let q = pair.nodes[1].find_node(pair.now, a);
     pair.drive();
