@@ -11,8 +11,8 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
-use dht_core::{Address, Contact};
-use dht_driver::{timeout, Clock, PeerLink, SharedClock, Transport, TransportError};
+use dht_core::{Address, Contact, Instant};
+use dht_driver::{timeout, Clock, PeerLink, SharedClock, SystemClock, Transport, TransportError};
 use dht_link::{Identity, Link, LinkConfig};
 use dht_link_io::{handshake, handshake_error, Pipe};
 use futures::channel::mpsc;
@@ -59,6 +59,9 @@ pub struct TcpConfig {
     /// Messages a peer may send at once before `peer_rate` applies.
     pub peer_burst: u32,
     /// Where deadlines, linger and the budget's refill take their time (give the node's driver the same).
+    /// By default [`TokioClock`]: on a `LocalSet`, a sleep of [`dht_driver::SystemClock`] wakes its link
+    /// from `futures-timer`'s thread, and such wakes wait behind the set's local work (hundreds of
+    /// milliseconds under load), long enough for a lingering link to close on unread answers.
     pub clock: SharedClock,
 }
 
@@ -71,7 +74,7 @@ impl Default for TcpConfig {
             linger: Duration::from_secs(1),
             peer_rate: 1000,
             peer_burst: 2000,
-            clock: SharedClock::default(),
+            clock: SharedClock::new(TokioClock),
         }
     }
 }
@@ -85,6 +88,24 @@ impl TcpConfig {
             peer_rate: self.peer_rate,
             peer_burst: self.peer_burst,
         }
+    }
+}
+
+/// The system clock's time with tokio's timers for sleeps, so that they wake their task on the runtime's
+/// thread. A `LocalSet` runs wakes from another thread (`futures-timer`'s, [`dht_driver::SystemClock`]'s
+/// sleeps) from a remote queue it serves once in 31 tasks while local work is pending: under load a link's
+/// linger deadline then runs late while the link reads nothing, and it closes on the answers that came in
+/// meanwhile. Needs a tokio runtime with time enabled (as the transport's sockets need one with I/O).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TokioClock;
+
+impl Clock for TokioClock {
+    fn now(&self) -> Instant {
+        SystemClock.now()
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> LocalBoxFuture<'static, ()> {
+        Box::pin(tokio::time::sleep(deadline.saturating_since(self.now())))
     }
 }
 
