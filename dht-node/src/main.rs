@@ -133,8 +133,9 @@ async fn run(args: RunArgs) -> Result<(), String> {
     if args.no_tcp && args.signaling.is_none() {
         return Err("--no-tcp needs --signaling (the node would be unreachable)".into());
     }
-    // One clock for the transports and the driver.
-    let clock = SharedClock::default();
+    // One clock for the transports and the driver, with tokio's timers: on the LocalSet they wake their
+    // task at once, where futures-timer's wakes from another thread wait behind local work.
+    let clock = SharedClock::new(transport_tcp::TokioClock);
     let mut transports: Vec<Box<dyn Transport>> = Vec::new();
     let mut addrs = Vec::new();
     let mut tcp = None;
