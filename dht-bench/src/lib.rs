@@ -180,6 +180,21 @@ pub fn make_ids(difficulty: u32, count: u32) -> u64 {
     (0..count).map(|_| dht_link::Identity::generate_with_work(difficulty).map(|(_, tries)| tries).unwrap_or(0)).sum()
 }
 
+/// `count` versions of one signed record of 256 bytes, signed.
+pub fn sign_records(count: u32) -> Vec<dht_core::Record> {
+    let key = dht_core::SigningKey::from_bytes(&[7; 32]);
+    (0..count)
+        .map(|seq| {
+            dht_core::Record::signed(&key, b"bench", u64::from(seq), vec![seq as u8; 256]).expect("a short salt")
+        })
+        .collect()
+}
+
+/// Checks each record as a holder checks a store; returns how many verified (all, or the workload is broken).
+pub fn verify_records(records: &[dht_core::Record]) -> usize {
+    records.iter().filter(|r| r.verify() == Ok(dht_core::RecordKind::Signed)).count()
+}
+
 /// The wasm32 entry points, for Node.js (`cargo xtask bench`).
 #[cfg(target_arch = "wasm32")]
 mod wasm {
@@ -194,6 +209,19 @@ mod wasm {
     #[wasm_bindgen(js_name = makeIds)]
     pub fn make_ids(difficulty: u32, count: u32) -> f64 {
         super::make_ids(difficulty, count) as f64
+    }
+
+    /// Signs `count` records (timed by the caller); returns how many.
+    #[wasm_bindgen(js_name = signRecords)]
+    pub fn sign_records(count: u32) -> f64 {
+        super::sign_records(count).len() as f64
+    }
+
+    /// Signs `count` records and verifies them (timed by the caller: the verifying is the difference with
+    /// `signRecords`); returns the records verified.
+    #[wasm_bindgen(js_name = signAndVerify)]
+    pub fn sign_and_verify(count: u32) -> f64 {
+        super::verify_records(&super::sign_records(count)) as f64
     }
 
     #[wasm_bindgen]
@@ -214,6 +242,15 @@ mod wasm {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn signed_records_verify() {
+        let records = sign_records(3);
+        assert_eq!(verify_records(&records), 3);
+        let mut forged = records;
+        forged[1].value[0] ^= 1;
+        assert_eq!(verify_records(&forged), 2);
+    }
 
     #[test]
     fn the_workload_is_deterministic_and_answers_every_request() {

@@ -1,6 +1,7 @@
 //! `dht-bench core [--messages N] [--seed S]`: the core benchmark natively.
 //! `dht-bench codec`: one-shot versus chunked and byte-at-a-time decoding of the same stream.
 //! `dht-bench pow`: the cost of an id with 12 bits of proof of work.
+//! `dht-bench sign`: ed25519 signatures of records made and checked per second.
 //! Each prints one JSON line per figure: `{"name","value","unit"}`.
 
 /// Frames per second decoding `bytes` in pieces of each of `chunks` bytes, per round: 41 rounds of at least
@@ -61,6 +62,25 @@ fn main() -> std::process::ExitCode {
         Some("core") => {}
         Some("codec") => {
             codec();
+            return std::process::ExitCode::SUCCESS;
+        }
+        Some("sign") => {
+            let count = 2_000;
+            let t0 = std::time::Instant::now();
+            let records = dht_bench::sign_records(count);
+            let sign = t0.elapsed().as_secs_f64();
+            let t1 = std::time::Instant::now();
+            let ok = dht_bench::verify_records(&records);
+            let verify = t1.elapsed().as_secs_f64();
+            eprintln!("sign: {count} records signed in {sign:.3} s, {ok} verified in {verify:.3} s");
+            println!(
+                "{{\"name\":\"ed25519_signs_per_s_native\",\"value\":{:.0},\"unit\":\"1/s\"}}",
+                f64::from(count) / sign
+            );
+            println!(
+                "{{\"name\":\"ed25519_verifies_per_s_native\",\"value\":{:.0},\"unit\":\"1/s\"}}",
+                ok as f64 / verify
+            );
             return std::process::ExitCode::SUCCESS;
         }
         Some("pow") => {

@@ -129,6 +129,21 @@ fn pow_wasm(module: &str) -> Result<(f64, f64), String> {
     Ok((num("pow_ms_per_id")?, num("pow_us_per_try")?))
 }
 
+/// Records signed and verified per second in wasm32 (the verifying time is that of signing and verifying
+/// less that of signing alone).
+fn sign_wasm(module: &str) -> Result<(f64, f64), String> {
+    let script = format!(
+        "const m = require({module:?});
+         const time = (f) => {{ const t = process.hrtime.bigint(); const n = f(); return [n, Number(process.hrtime.bigint() - t) / 1e9]; }};
+         const [signed, s] = time(() => m.signRecords(2000));
+         const [verified, sv] = time(() => m.signAndVerify(2000));
+         console.log(JSON.stringify({{ signs_per_s: signed / s, verifies_per_s: verified / Math.max(sv - s, 1e-9) }}));"
+    );
+    let v = node("ed25519 records signed and verified in wasm32 under Node.js", &script)?;
+    let num = |k: &str| v[k].as_f64().ok_or(format!("node printed no {k}"));
+    Ok((num("signs_per_s")?, num("verifies_per_s")?))
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -201,6 +216,11 @@ fn codec_and_core(f: &mut Figures) -> Result<(), String> {
     f.take_lines(&out, "dht-bench pow");
     f.add("id_work_12_ms_per_id_wasm_node", pow_ms, "ms", "dht-bench (wasm32, Node.js)");
     f.add("id_work_us_per_try_wasm_node", pow_us, "us", "dht-bench (wasm32, Node.js)");
+    let out = run("ed25519 records signed and verified, native", release("dht-bench").arg("sign"))?;
+    f.take_lines(&out, "dht-bench sign");
+    let (signs, verifies) = sign_wasm(&module)?;
+    f.add("ed25519_signs_per_s_wasm_node", signs, "1/s", "dht-bench (wasm32, Node.js)");
+    f.add("ed25519_verifies_per_s_wasm_node", verifies, "1/s", "dht-bench (wasm32, Node.js)");
     Ok(())
 }
 
