@@ -278,6 +278,21 @@ impl<T: Transport, S: Store + 'static> Driver<T, S> {
                     .boxed_local(),
                 );
             }
+            Command::OwnRecords(tx) => {
+                let store = Rc::clone(&self.io.store);
+                let keys: Vec<Key> = self.io.published.iter().copied().collect();
+                self.io.reads.push(
+                    async move {
+                        let mut records = Vec::with_capacity(keys.len());
+                        for key in keys {
+                            let stored = store.get_record(&key).await.ok().flatten();
+                            records.extend(stored.and_then(|r| decode_record(&r.value).ok()).filter(|r| r.key == key));
+                        }
+                        let _ = tx.send(records);
+                    }
+                    .boxed_local(),
+                );
+            }
             Command::Peers(tx) => {
                 let _ = tx.send(self.io.links.values().map(|l| l.remote.clone()).collect());
             }

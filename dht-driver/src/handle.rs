@@ -79,6 +79,7 @@ pub(crate) enum Command {
     Put(Record, Option<u64>, oneshot::Sender<PutOutcome>),
     Get(Key, oneshot::Sender<Option<Record>>),
     GetLocal(Key, oneshot::Sender<Option<Record>>),
+    OwnRecords(oneshot::Sender<Vec<Record>>),
     Peers(oneshot::Sender<Vec<Contact>>),
     RoutingTable(oneshot::Sender<Vec<(usize, Vec<Contact>)>>),
     Subscribe(mpsc::UnboundedSender<NodeEvent>),
@@ -182,6 +183,11 @@ impl NodeHandle {
     /// The record under `key` in this node's own store only (no network): what it holds for others.
     pub async fn get_local(&self, key: Key) -> Result<Option<Record>, DriverError> {
         self.ask(|tx| Command::GetLocal(key, tx)).await
+    }
+
+    /// The records this node put (the newest version of each it holds), from its own store.
+    pub async fn own_records(&self) -> Result<Vec<Record>, DriverError> {
+        self.ask(Command::OwnRecords).await
     }
 
     /// Peers with a live link.

@@ -102,8 +102,13 @@ fn a_restarted_node_keeps_its_records_and_routing_table() {
         assert_eq!(table, 5, "routing table restored");
         let kept = again.get_signed(again.owner(), b"kept").await.unwrap();
         assert_eq!(kept.map(|r| (r.seq(), r.value)), Some((Some(1), b"yes".to_vec())));
-        // The next version follows the one found.
+        // The next version follows the one found, and the node lists it among its own.
         assert_eq!(again.put_signed(b"kept", b"still".to_vec(), None).await.unwrap().seq, Some(2));
+        let own = again.own_records().await.unwrap();
+        assert_eq!(
+            own.iter().map(|r| (r.seq(), r.value.clone())).collect::<Vec<_>>(),
+            vec![(Some(2), b"still".to_vec())]
+        );
     });
 }
 

@@ -389,6 +389,32 @@ impl WebNode {
         })
     }
 
+    /// The records this node put, from its own storage: `[{ name, seq, value }]` for signed ones (`name`
+    /// the salt as text), `[{ hash, value }]` for immutable ones.
+    #[wasm_bindgen(js_name = ownRecords)]
+    pub fn own_records(&self) -> js_sys::Promise {
+        let handle = self.shared.handle.clone();
+        future_to_promise(async move {
+            let records = handle.own_records().await.map_err(|e| js_error("own records", e))?;
+            let out = js_sys::Array::new();
+            for r in records {
+                let o = js_sys::Object::new();
+                match &r.signed {
+                    Some(s) => {
+                        js_sys::Reflect::set(&o, &"name".into(), &String::from_utf8_lossy(&s.salt).as_ref().into())?;
+                        js_sys::Reflect::set(&o, &"seq".into(), &(s.seq as f64).into())?;
+                    }
+                    None => {
+                        js_sys::Reflect::set(&o, &"hash".into(), &format!("{:#}", r.key).into())?;
+                    }
+                }
+                js_sys::Reflect::set(&o, &"value".into(), &value_js(r.value))?;
+                out.push(&o);
+            }
+            Ok(out.into())
+        })
+    }
+
     /// Peers with a live link: `[{ id, short, kind, bucket, addrs }]`.
     pub fn peers(&self) -> js_sys::Promise {
         let (handle, own) = (self.shared.handle.clone(), self.shared.contact.id);

@@ -106,6 +106,7 @@ async function refresh() {
     const [peers, table] = await Promise.all([node.peers(), node.routingTable()]);
     drawPeers(peers);
     drawTable(table);
+    await drawMine();
     const s = (page.stats = node.stats());
     const size = table.reduce((n, b) => n + b.peers.length, 0);
     $("storage").textContent =
@@ -117,17 +118,14 @@ async function refresh() {
   }
 }
 
-// This node's records (names put from this tab), kept beside its database: name → { seq, value }.
-function mine() {
-  return JSON.parse(localStorage.getItem(`${page.db}-mine`) || "{}");
-}
-
-function drawMine() {
-  const rows = Object.entries(mine()).map(([name, r]) => {
+// This node's records, as its own storage holds them.
+async function drawMine() {
+  const records = await page.node.ownRecords();
+  const rows = records.map((r) => {
     const tr = document.createElement("tr");
     tr.innerHTML = "<td><code></code></td><td></td><td></td>";
-    tr.children[0].firstChild.textContent = name;
-    tr.children[1].textContent = r.seq;
+    tr.children[0].firstChild.textContent = r.name ?? `${r.hash.slice(0, 16)}…`;
+    tr.children[1].textContent = r.seq ?? "immutable";
     const v = typeof r.value === "string" ? r.value : "(bytes)";
     tr.children[2].textContent = v.length > 40 ? `${v.slice(0, 40)}…` : v;
     return tr;
@@ -147,8 +145,7 @@ async function onSubmit(ev) {
       const r = await node.put(key, value);
       out.className = r.acks > 0 ? "ok" : "bad";
       out.textContent = `put "${key}" version ${r.seq}: stored at ${r.acks} of ${r.attempted} nodes in ${r.ms.toFixed(0)} ms`;
-      localStorage.setItem(`${page.db}-mine`, JSON.stringify({ ...mine(), [key]: { seq: r.seq, value } }));
-      drawMine();
+      await drawMine();
     } else {
       const owner = $("owner-in").value.trim() || undefined;
       const r = await node.get(key, { owner });
@@ -182,7 +179,7 @@ async function main() {
     if (s.joinedPeers > 0) page.joinMs = performance.now();
     $("node-id").textContent = node.id();
     $("owner").textContent = node.owner();
-    drawMine();
+    await drawMine();
     $("joined").textContent = s.joinedPeers > 0
       ? `${s.joinedPeers} peers found in ${page.joinMs.toFixed(0)} ms after page load`
       : "no peers yet: this is the first node on the signaling server";
