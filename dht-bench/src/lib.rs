@@ -49,7 +49,7 @@ impl Workload {
                     let mut value = vec![0u8; 100];
                     rng.fill_bytes(&mut value);
                     let record = Record::immutable(value);
-                    Request::Store { record, ttl_secs: 3600, cas: None }
+                    Request::Store { record: Box::new(record), ttl_secs: 3600, cas: None }
                 }
                 _ => Request::Ping,
             };
@@ -146,7 +146,7 @@ pub fn codec_stream() -> (Vec<u8>, usize) {
             Message::Request {
                 id: RequestId(i),
                 body: Request::Store {
-                    record: Record::immutable([i.to_be_bytes().as_slice(), &[7; 248]].concat()),
+                    record: Box::new(Record::immutable([i.to_be_bytes().as_slice(), &[7; 248]].concat())),
                     ttl_secs: 60,
                     cas: None,
                 },

@@ -366,14 +366,16 @@ mod tests {
             },
             Message::Request {
                 id: RequestId(3),
-                body: Request::Store { record: Record::immutable(vec![9; 3000]), ttl_secs: 60, cas: None },
+                body: Request::Store { record: Box::new(Record::immutable(vec![9; 3000])), ttl_secs: 60, cas: None },
             },
             Message::Response { id: RequestId(3), body: Response::StoreAck { refused: None } },
             Message::Request {
                 id: RequestId(4),
                 body: Request::Store {
-                    record: Record::signed(&crate::SigningKey::from_bytes(&[3; 32]), b"name", 7, vec![1; 40])
-                        .expect("a short salt"),
+                    record: Box::new(
+                        Record::signed(&crate::SigningKey::from_bytes(&[3; 32]), b"name", 7, vec![1; 40])
+                            .expect("a short salt"),
+                    ),
                     ttl_secs: 60,
                     cas: Some(6),
                 },
@@ -525,7 +527,7 @@ mod tests {
     fn encoder_caps_frame_size_and_queue() {
         let big = Message::Request {
             id: RequestId(1),
-            body: Request::Store { record: Record::immutable(vec![0; 2000]), ttl_secs: 1, cas: None },
+            body: Request::Store { record: Box::new(Record::immutable(vec![0; 2000])), ttl_secs: 1, cas: None },
         };
         let mut enc = FrameEncoder::new(1000, 1 << 20);
         assert!(matches!(enc.push(&big), Err(CodecError::FrameTooLarge { .. })));

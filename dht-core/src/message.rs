@@ -116,8 +116,8 @@ pub enum Request {
     },
     /// Keep this record for `ttl_secs`. Answered by [`Response::StoreAck`].
     Store {
-        /// The record.
-        record: Record,
+        /// The record (boxed: a message is as large as its largest kind, and most carry none).
+        record: Box<Record>,
         /// How long to keep it, in seconds. A store never shortens the time a held record has left,
         /// unless it brings a newer version signed by the owner.
         ttl_secs: u32,
@@ -138,8 +138,8 @@ pub enum Response {
     },
     /// The record asked for by [`Request::FindValue`].
     Value {
-        /// The record.
-        record: Record,
+        /// The record (boxed, as in [`Request::Store`]).
+        record: Box<Record>,
         /// Seconds it has left to live at the responder.
         ttl_secs: u32,
         /// For a signed record, the closest contacts the responder knows to its key (as in

@@ -112,7 +112,10 @@ fn a_handshake_then_large_messages_both_ways_over_tiny_chunks() {
     let Pair { mut pool, mut a, mut b, ids, .. } = pair(Config::default(), 100);
     assert_eq!((a.remote.id, b.remote.id), (ids[1], ids[0]), "each side proved the other");
     let record = Record::unchecked(Key::from_bytes([1; 32]), vec![7; 100_000]);
-    let store = Message::Request { id: RequestId(9), body: Request::Store { record, ttl_secs: 60, cas: None } };
+    let store = Message::Request {
+        id: RequestId(9),
+        body: Request::Store { record: Box::new(record), ttl_secs: 60, cas: None },
+    };
     let pong = Message::Response { id: RequestId(9), body: Response::Pong };
     let (at_b, at_a) = pool.run_until(async {
         a.tx.send(store.clone()).await.unwrap();

@@ -134,7 +134,7 @@ fn large_messages_span_several_noise_frames_and_any_split_works() {
     let big = Message::Response {
         id: RequestId(9),
         body: Response::Value {
-            record: Record::unchecked(Key::from_name(b"k"), vec![5; 100_000]),
+            record: Box::new(Record::unchecked(Key::from_name(b"k"), vec![5; 100_000])),
             ttl_secs: 60,
             closer: vec![],
         },
@@ -158,7 +158,7 @@ fn oversized_messages_are_refused_by_the_sender() {
     let huge = Message::Request {
         id: RequestId(1),
         body: Request::Store {
-            record: Record::unchecked(Key::from_name(b"k"), vec![0; 200_000]),
+            record: Box::new(Record::unchecked(Key::from_name(b"k"), vec![0; 200_000])),
             ttl_secs: 1,
             cas: None,
         },

@@ -62,7 +62,7 @@ fn refusal(answer: Response) -> Option<StoreRefusal> {
 }
 
 fn store(record: &Record, ttl_secs: u32) -> Request {
-    Request::Store { record: record.clone(), ttl_secs, cas: None }
+    Request::Store { record: Box::new(record.clone()), ttl_secs, cas: None }
 }
 
 #[tokio::test(flavor = "current_thread")]

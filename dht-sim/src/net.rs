@@ -677,13 +677,15 @@ fn lie(ctx: &Ctx, sn: &mut SimNode, msg: &Message) -> Option<(Message, Vec<(Node
     let mut attacks = Vec::new();
     let body = match body {
         Request::FindNode { target } => Response::Nodes { closer: lies(ctx, sn, target) },
-        Request::FindValue { key } => Response::Value { record: forgery(sn, key), ttl_secs: 3600, closer: Vec::new() },
+        Request::FindValue { key } => {
+            Response::Value { record: Box::new(forgery(sn, key)), ttl_secs: 3600, closer: Vec::new() }
+        }
         Request::Store { record, .. } => {
             match sn.seen.get(&record.key) {
                 Some(old) if old.seq() < record.seq() => attacks = replays(ctx, sn, old.clone()),
                 Some(_) => {}
                 None if sn.seen.len() < LIAR_MEMORY => {
-                    sn.seen.insert(record.key, record.clone());
+                    sn.seen.insert(record.key, (**record).clone());
                 }
                 None => {}
             }
@@ -718,7 +720,7 @@ fn replays(ctx: &Ctx, sn: &mut SimNode, old: Record) -> Vec<(NodeId, Message)> {
         .into_iter()
         .map(|p| {
             let id = RequestId(next_u64(&mut sn.rng));
-            let body = Request::Store { record: old.clone(), ttl_secs: 1, cas: None };
+            let body = Request::Store { record: Box::new(old.clone()), ttl_secs: 1, cas: None };
             (p.id, Message::Request { id, body })
         })
         .collect()

@@ -138,7 +138,7 @@ fn request(body: Req) -> Request {
         Req::FindNode { target } => Request::FindNode { target: peer(target) },
         Req::FindValue { key: k } => Request::FindValue { key: key(k) },
         Req::Store { record: r, ttl_secs, cas } => {
-            Request::Store { record: record(r), ttl_secs, cas: cas.map(u64::from) }
+            Request::Store { record: Box::new(record(r)), ttl_secs, cas: cas.map(u64::from) }
         }
     }
 }
@@ -148,7 +148,7 @@ fn response(body: Resp) -> Response {
         Resp::Pong => Response::Pong,
         Resp::Nodes { contacts } => Response::Nodes { closer: contacts.into_iter().map(contact).collect() },
         Resp::Value { record: r, ttl_secs, contacts } => {
-            Response::Value { record: record(r), ttl_secs, closer: contacts.into_iter().map(contact).collect() }
+            Response::Value { record: Box::new(record(r)), ttl_secs, closer: contacts.into_iter().map(contact).collect() }
         }
         Resp::StoreAck { refused } => Response::StoreAck { refused: refused.map(refusal) },
     }

@@ -100,8 +100,10 @@ async fn through_stack(la: &mut PeerLink, lb: &mut PeerLink, mb: usize) -> f64 {
     let send = async {
         for i in 0..total {
             let record = Record::unchecked(Key::from_bytes([i as u8; 32]), vec![i as u8; VALUE]);
-            let msg =
-                Message::Request { id: RequestId(i as u64), body: Request::Store { record, ttl_secs: 60, cas: None } };
+            let msg = Message::Request {
+                id: RequestId(i as u64),
+                body: Request::Store { record: Box::new(record), ttl_secs: 60, cas: None },
+            };
             la.tx.send(msg).await.expect("link open");
         }
     };

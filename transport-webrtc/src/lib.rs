@@ -279,7 +279,7 @@ mod tests {
         let record = dht_core::Record::unchecked(dht_core::Key::from_bytes([1; 32]), vec![7; 100_000]);
         let msg = Message::Request {
             id: dht_core::RequestId(9),
-            body: dht_core::Request::Store { record, ttl_secs: 60, cas: None },
+            body: dht_core::Request::Store { record: Box::new(record), ttl_secs: 60, cas: None },
         };
         let got = pool.run_until(async {
             pa.tx.send(msg.clone()).await.unwrap();
@@ -320,7 +320,7 @@ mod tests {
                 let record = dht_core::Record::unchecked(dht_core::Key::from_bytes([i; 32]), vec![i; 20_000]);
                 Message::Request {
                     id: dht_core::RequestId(i.into()),
-                    body: dht_core::Request::Store { record, ttl_secs: 60, cas: None },
+                    body: dht_core::Request::Store { record: Box::new(record), ttl_secs: 60, cas: None },
                 }
             })
             .collect();

@@ -26,7 +26,7 @@ impl Node {
                     self.respond(from, id, body);
                 }
             }
-            Request::Store { record, ttl_secs, cas } => self.handle_store(now, from, id, record, (ttl_secs, cas)),
+            Request::Store { record, ttl_secs, cas } => self.handle_store(now, from, id, *record, (ttl_secs, cas)),
         }
     }
 
@@ -92,7 +92,11 @@ impl Node {
         let body = match (result, self.records.meta(&key)) {
             (StoreResult::Value(Some(record)), Some(meta)) if record.key == key => {
                 let closer = if record.signed.is_some() { self.closer_for(&target, &from.id) } else { Vec::new() };
-                Response::Value { record, ttl_secs: super::ttl_secs(meta.expires.saturating_since(now)), closer }
+                Response::Value {
+                    record: Box::new(record),
+                    ttl_secs: super::ttl_secs(meta.expires.saturating_since(now)),
+                    closer,
+                }
             }
             _ => self.nodes_for(&target, &from.id),
         };

@@ -157,7 +157,7 @@ impl Node {
     ) {
         let mut round = StoreRound::default();
         for peer in lookup.closest() {
-            let body = Request::Store { record: record.clone(), ttl_secs, cas };
+            let body = Request::Store { record: Box::new(record.clone()), ttl_secs, cas };
             if self.send_request(now, peer, body, Purpose::PutStore(id)) {
                 round.attempted += 1;
             }
@@ -195,7 +195,7 @@ impl Node {
             let newest = record.seq();
             let behind = versions.into_iter().filter(|(_, seq)| newest.is_some_and(|n| *seq < n)).map(|(c, _)| c);
             for peer in lacking.into_iter().chain(behind) {
-                let body = Request::Store { record: record.clone(), ttl_secs, cas: None };
+                let body = Request::Store { record: Box::new(record.clone()), ttl_secs, cas: None };
                 let _ = self.send_request(now, peer, body, Purpose::FireAndForget);
             }
         }
@@ -257,7 +257,7 @@ impl Node {
             (QueryKind::Get(get), Response::Value { record, ttl_secs, closer }) => {
                 if record.key == get.key && self.records.acceptable(&record) {
                     q.lookup.on_success(&from.id, closer);
-                    if get.offer(Some(from), record, Some(ttl_secs), self.config.get_quorum) {
+                    if get.offer(Some(from), *record, Some(ttl_secs), self.config.get_quorum) {
                         q.lookup.finish();
                     }
                 } else {

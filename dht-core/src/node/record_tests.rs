@@ -19,7 +19,7 @@ fn version(seq: u64, value: &[u8]) -> Record {
 /// A peer (`from`) stores `record`; the store answers every write at once. Returns the refusal, if any,
 /// and the expiry written.
 fn store(node: &mut Node, now: Instant, from: u8, record: &Record, ttl_secs: u32, cas: Option<u64>) -> Answer {
-    let body = Request::Store { record: record.clone(), ttl_secs, cas };
+    let body = Request::Store { record: Box::new(record.clone()), ttl_secs, cas };
     node.handle_message(now, Contact::bare(id(from)), Message::Request { id: RequestId(1), body });
     let mut written = None;
     let mut outs = drain(node);
@@ -185,7 +185,7 @@ fn a_get_returns_the_newest_version_and_repairs_older_holders() {
             match body {
                 Request::FindValue { .. } => {
                     let reply = match answers(to) {
-                        Some(record) => Response::Value { record, ttl_secs: 600, closer: vec![] },
+                        Some(record) => Response::Value { record: Box::new(record), ttl_secs: 600, closer: vec![] },
                         None => Response::Nodes { closer: vec![] },
                     };
                     node.handle_message(t(10 + round), Contact::bare(to), Message::Response { id: rid, body: reply });
@@ -238,7 +238,7 @@ fn a_restored_record_is_read_before_a_peer_replaces_it() {
 #[test]
 fn a_write_under_way_holds_off_another_of_the_same_key() {
     let mut node = node_with(Config::default());
-    let body = Request::Store { record: version(1, b"one"), ttl_secs: 60, cas: None };
+    let body = Request::Store { record: Box::new(version(1, b"one")), ttl_secs: 60, cas: None };
     node.handle_message(t(0), Contact::bare(id(1)), Message::Request { id: RequestId(1), body });
     let first = store_ops(&drain(&mut node));
     assert_eq!(first.len(), 1, "the first write goes to the store");
@@ -305,11 +305,13 @@ fn a_signed_get_goes_on_through_the_holders_contacts() {
         for (to, msg) in sends(&outs) {
             let (rid, body) = request(&msg);
             let reply = match body {
-                Request::FindValue { .. } if to == id(1) => {
-                    Response::Value { record: version(1, b"one"), ttl_secs: 60, closer: vec![Contact::bare(id(2))] }
-                }
+                Request::FindValue { .. } if to == id(1) => Response::Value {
+                    record: Box::new(version(1, b"one")),
+                    ttl_secs: 60,
+                    closer: vec![Contact::bare(id(2))],
+                },
                 Request::FindValue { .. } => {
-                    Response::Value { record: version(2, b"two"), ttl_secs: 60, closer: vec![] }
+                    Response::Value { record: Box::new(version(2, b"two")), ttl_secs: 60, closer: vec![] }
                 }
                 Request::Store { .. } => continue,
                 other => panic!("unexpected {other:?}"),

@@ -76,7 +76,7 @@ pub(super) fn rec(n: u8, len: usize) -> Record {
 }
 
 fn store_req(n: u8, len: usize, ttl_secs: u32) -> Message {
-    let record = rec(n, len);
+    let record = Box::new(rec(n, len));
     Message::Request { id: RequestId(u64::from(n)), body: Request::Store { record, ttl_secs, cas: None } }
 }
 
@@ -288,7 +288,7 @@ fn find_value_is_served_from_the_store_and_records_expire() {
     assert_eq!(ops[0].1, StoreOp::Get { key });
     node.handle_store_result(t(1_000), ops[0].0, StoreResult::Value(Some(rec(3, 4))));
     let out = sends(&drain(&mut node));
-    let expect = Response::Value { record: rec(3, 4), ttl_secs: 9, closer: vec![] };
+    let expect = Response::Value { record: Box::new(rec(3, 4)), ttl_secs: 9, closer: vec![] };
     assert_eq!(out, vec![(id(2), Message::Response { id: RequestId(8), body: expect })]);
     // Expiry at 10 s removes it.
     assert!(node.poll_timeout().unwrap() <= t(10_000));
@@ -474,7 +474,10 @@ fn immutable_records_refuse_forgeries() {
     node.handle_message(
         t(0),
         Contact::bare(id(1)),
-        Message::Request { id: RequestId(1), body: Request::Store { record: forged.clone(), ttl_secs: 60, cas: None } },
+        Message::Request {
+            id: RequestId(1),
+            body: Request::Store { record: Box::new(forged.clone()), ttl_secs: 60, cas: None },
+        },
     );
     let acks: Vec<_> = sends(&drain(&mut node));
     assert!(matches!(
@@ -500,7 +503,10 @@ fn immutable_records_refuse_forgeries() {
         for (to, msg) in sends(&outs) {
             let (rid, _) = request(&msg);
             let record = if to == liar { forged.clone() } else { Record::immutable(value.clone()) };
-            let reply = Message::Response { id: rid, body: Response::Value { record, ttl_secs: 60, closer: vec![] } };
+            let reply = Message::Response {
+                id: rid,
+                body: Response::Value { record: Box::new(record), ttl_secs: 60, closer: vec![] },
+            };
             node.handle_message(t(10 + round), Contact::bare(to), reply);
         }
         outs = drain(&mut node);
