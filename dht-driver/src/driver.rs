@@ -61,6 +61,13 @@ fn decode_keys(bytes: &[u8]) -> BTreeSet<Key> {
     bytes.chunks_exact(32).map(|c| Key::from_bytes(c.try_into().expect("chunks of 32"))).collect()
 }
 
+/// The record under `key` in `store`, decoded; one that no longer decodes, or that sits under another key,
+/// reads as absent (the core then forgets it).
+async fn read_record<S: Store>(store: &S, key: &Key) -> Result<Option<Record>, kvstore::StoreError> {
+    let stored = store.get_record(key).await?;
+    Ok(stored.and_then(|r| decode_record(&r.value).ok()).filter(|r| r.key == *key))
+}
+
 enum Waiter {
     Lookup(oneshot::Sender<Vec<Contact>>),
     Put(oneshot::Sender<PutOutcome>, Option<u64>),
@@ -272,8 +279,7 @@ impl<T: Transport, S: Store + 'static> Driver<T, S> {
                 let store = Rc::clone(&self.io.store);
                 self.io.reads.push(
                     async move {
-                        let record = store.get_record(&key).await.ok().flatten();
-                        let _ = tx.send(record.and_then(|r| decode_record(&r.value).ok()).filter(|r| r.key == key));
+                        let _ = tx.send(read_record(&*store, &key).await.ok().flatten());
                     }
                     .boxed_local(),
                 );
@@ -285,8 +291,7 @@ impl<T: Transport, S: Store + 'static> Driver<T, S> {
                     async move {
                         let mut records = Vec::with_capacity(keys.len());
                         for key in keys {
-                            let stored = store.get_record(&key).await.ok().flatten();
-                            records.extend(stored.and_then(|r| decode_record(&r.value).ok()).filter(|r| r.key == key));
+                            records.extend(read_record(&*store, &key).await.ok().flatten());
                         }
                         let _ = tx.send(records);
                     }
@@ -376,9 +381,8 @@ impl<T: Transport, S: Store + 'static> Io<T, S> {
                     },
                     Err(e) => StoreResult::Failed(e.to_string()),
                 },
-                // A stored record that no longer decodes is absent (the core forgets it).
-                StoreOp::Get { key } => match store.get_record(&key).await {
-                    Ok(r) => StoreResult::Value(r.and_then(|r| decode_record(&r.value).ok())),
+                StoreOp::Get { key } => match read_record(&*store, &key).await {
+                    Ok(r) => StoreResult::Value(r),
                     Err(e) => StoreResult::Failed(e.to_string()),
                 },
                 StoreOp::Remove { key } => match store.remove_record(&key).await {

@@ -164,7 +164,7 @@ impl Records {
 
     /// Whether a record may live here: size and record policy (for values a get receives).
     pub(super) fn acceptable(&self, record: &Record) -> bool {
-        record.value.len() <= self.max_record_size && self.policy.accepts(record)
+        self.valid(record).is_ok()
     }
 
     /// Whether a record may be put: size and record policy.
@@ -189,7 +189,12 @@ impl Records {
     // ---- storage operations ----------------------------------------------------------------------------
 
     /// Queues a storage operation; its result goes to `purpose` (none: fire and forget).
-    pub(super) fn push_op(&mut self, out: &mut VecDeque<Output>, op: StoreOp, purpose: Option<StorePurpose>) {
+    pub(super) fn push_op(
+        &mut self,
+        out: &mut VecDeque<Output>,
+        op: StoreOp,
+        purpose: Option<StorePurpose>,
+    ) -> StoreOpId {
         let id = StoreOpId(self.next_op);
         self.next_op += 1;
         if let Some(p) = purpose {
@@ -202,6 +207,7 @@ impl Records {
             self.ops.insert(id, p);
         }
         out.push_back(Output::Store { id, op });
+        id
     }
 
     /// The purpose of a finished operation, `None` for an unknown id.
@@ -375,9 +381,8 @@ impl Records {
         }
         let meta = self.admit(now, record, (ttl, cas), true)?;
         let key = record.key;
-        let id = StoreOpId(self.next_op);
         let purpose = StorePurpose::LocalPublish { key, meta, query: None };
-        self.push_op(out, StoreOp::Put { record: record.clone(), expires: meta.expires }, Some(purpose));
+        let id = self.push_op(out, StoreOp::Put { record: record.clone(), expires: meta.expires }, Some(purpose));
         self.published.insert(key, now + self.republish_interval);
         Ok(id)
     }
