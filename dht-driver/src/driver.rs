@@ -11,6 +11,7 @@ use futures::channel::{mpsc, oneshot};
 use futures::future::{FutureExt, LocalBoxFuture};
 use futures::stream::{FuturesUnordered, LocalBoxStream, SelectAll, StreamExt};
 use kvstore::Store;
+use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::rc::Rc;
 
@@ -120,6 +121,8 @@ where
             reads: FuturesUnordered::new(),
             waiters: BTreeMap::new(),
             published: BTreeSet::new(),
+            published_dirty: false,
+            published_saving: Rc::new(Cell::new(false)),
             subscribers: Vec::new(),
             generation: 0,
             tick: 0,
@@ -151,6 +154,10 @@ struct Io<T, S> {
     waiters: BTreeMap<QueryId, Waiter>,
     /// The keys of the records we put (kept in the store's metadata).
     published: BTreeSet<Key>,
+    /// `published` changed since it was last saved.
+    published_dirty: bool,
+    /// A save of `published` is under way (one at a time, so an older list never lands after a newer one).
+    published_saving: Rc<Cell<bool>>,
     subscribers: Vec<mpsc::UnboundedSender<NodeEvent>>,
     generation: u64,
     tick: u64,
@@ -193,6 +200,9 @@ impl<T: Transport, S: Store + 'static> Driver<T, S> {
         let mut next_save = clock.now() + self.io.config.save_interval;
         loop {
             self.dispatch_outputs(clock.now());
+            if self.io.published_dirty && !self.io.published_saving.get() {
+                self.save_published();
+            }
             if clock.now() >= next_save {
                 next_save = clock.now() + self.io.config.save_interval;
                 self.save_routing_table();
@@ -212,6 +222,12 @@ impl<T: Transport, S: Store + 'static> Driver<T, S> {
                 _ = wake.fuse() => self.node.handle_timeout(clock.now()),
             }
         }
+        if self.io.published_dirty {
+            let bytes: Vec<u8> = self.io.published.iter().flat_map(|k| *k.as_bytes()).collect();
+            if let Err(e) = self.io.store.put_meta(PUBLISHED_META, &bytes).await {
+                tracing::warn!("the list of our own records not saved: {e}");
+            }
+        }
         let contacts = self.table_snapshot();
         if let Err(e) = self.io.store.save_contacts(&contacts).await {
             tracing::warn!("routing table not saved: {e}");
@@ -225,15 +241,20 @@ impl<T: Transport, S: Store + 'static> Driver<T, S> {
     }
 
     /// Saves the keys of our own records in the background: after a restart they are republished and
-    /// never make way for others'.
+    /// never make way for others'. The loop calls it when the list changed and no save is under way, so a
+    /// file's thousands of chunk puts cost a few saves, not one each.
     fn save_published(&mut self) {
         let bytes: Vec<u8> = self.io.published.iter().flat_map(|k| *k.as_bytes()).collect();
         let store = Rc::clone(&self.io.store);
+        let saving = Rc::clone(&self.io.published_saving);
+        saving.set(true);
+        self.io.published_dirty = false;
         self.io.reads.push(
             async move {
                 if let Err(e) = store.put_meta(PUBLISHED_META, &bytes).await {
                     tracing::warn!("the list of our own records not saved: {e}");
                 }
+                saving.set(false);
             }
             .boxed_local(),
         );
@@ -267,9 +288,7 @@ impl<T: Transport, S: Store + 'static> Driver<T, S> {
                 let (seq, key) = (record.seq(), record.key);
                 let q = self.node.put_cas(now, record, cas);
                 self.io.waiters.insert(q, Waiter::Put(tx, seq));
-                if self.io.published.insert(key) {
-                    self.save_published();
-                }
+                self.io.published_dirty |= self.io.published.insert(key);
             }
             Command::Get(key, tx) => {
                 let q = self.node.get(now, key);
@@ -283,6 +302,9 @@ impl<T: Transport, S: Store + 'static> Driver<T, S> {
                     }
                     .boxed_local(),
                 );
+            }
+            Command::IsPublished(key, tx) => {
+                let _ = tx.send(self.io.published.contains(&key));
             }
             Command::OwnRecords(tx) => {
                 let store = Rc::clone(&self.io.store);

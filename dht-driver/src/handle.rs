@@ -80,6 +80,7 @@ pub(crate) enum Command {
     Get(Key, oneshot::Sender<Option<Record>>),
     GetLocal(Key, oneshot::Sender<Option<Record>>),
     OwnRecords(oneshot::Sender<Vec<Record>>),
+    IsPublished(Key, oneshot::Sender<bool>),
     Peers(oneshot::Sender<Vec<Contact>>),
     RoutingTable(oneshot::Sender<Vec<(usize, Vec<Contact>)>>),
     Subscribe(mpsc::UnboundedSender<NodeEvent>),
@@ -188,6 +189,11 @@ impl NodeHandle {
     /// The records this node put (the newest version of each it holds), from its own store.
     pub async fn own_records(&self) -> Result<Vec<Record>, DriverError> {
         self.ask(Command::OwnRecords).await
+    }
+
+    /// Whether this node has put the record under `key` (it keeps and republishes it).
+    pub async fn is_published(&self, key: Key) -> Result<bool, DriverError> {
+        self.ask(|tx| Command::IsPublished(key, tx)).await
     }
 
     /// Peers with a live link.
