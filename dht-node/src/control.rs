@@ -7,10 +7,14 @@
 //!   `VALUE <value…>` or `NOTFOUND`;
 //! - `PUT-IMMUTABLE <value…>` → `OK hash=<hex> acks=<a> of=<m>`; `GET-IMMUTABLE <hash>` → `VALUE <value…>`;
 //! - `LOCAL <name> [<owner>]`, `LOCAL-IMMUTABLE <hash>`: this node's own store only;
-//! - `PEERS` → `PEERS <n> <id>…`; `ID` → `ID <id> <addr>…`; `OWNER` → `OWNER <hex>` (the key it signs with).
+//! - `PEERS` → `PEERS <n> <id>…`; `ID` → `ID <id> <addr>…`; `OWNER` → `OWNER <hex>` (the key it signs with);
+//! - `PUBLISH <path>` → `OK hash=<hex> bytes=<n> chunks=<c> sent=<s> reused=<r> …` (the file at `path`, as the
+//!   node reads it); `FETCH <hash> <path>` → `OK bytes=<n> resumed=<r> path=<path>`: both send
+//!   `PROGRESS <done> <total>` lines first (see [`crate::files`]).
 //!
 //! Anything else, or a refused put, is answered `ERR <reason>` on one line.
 
+use crate::files;
 use dht_core::{Contact, Key, OwnerKey, RecordKind, StoreRefusal};
 use dht_driver::NodeHandle;
 use std::net::SocketAddr;
@@ -27,6 +31,7 @@ pub async fn serve(
     data_dir: &Path,
     node: NodeHandle,
     me: Contact,
+    max_file_len: u64,
 ) -> Result<impl std::future::Future<Output = ()>, String> {
     let listener = TcpListener::bind(addr).await.map_err(|e| format!("control socket {addr}: {e}"))?;
     let bound = listener.local_addr().map_err(|e| e.to_string())?;
@@ -37,7 +42,7 @@ pub async fn serve(
             let Ok((stream, _)) = listener.accept().await else { continue };
             let (node, me) = (node.clone(), me.clone());
             tokio::task::spawn_local(async move {
-                if let Err(e) = session(stream, node, me).await {
+                if let Err(e) = session(stream, node, me, max_file_len).await {
                     tracing::debug!("control session ended: {e}");
                 }
             });
@@ -45,7 +50,7 @@ pub async fn serve(
     })
 }
 
-async fn session(stream: TcpStream, node: NodeHandle, me: Contact) -> std::io::Result<()> {
+async fn session(stream: TcpStream, node: NodeHandle, me: Contact, max_file_len: u64) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read);
     let mut line = String::new();
@@ -55,10 +60,16 @@ async fn session(stream: TcpStream, node: NodeHandle, me: Contact) -> std::io::R
         if n == 0 {
             return Ok(());
         }
+        let request = line.trim_end();
+        let (verb, rest) = request.split_once(' ').unwrap_or((request, ""));
         let answer = if n > MAX_LINE {
             "ERR request line too long".to_owned()
+        } else if verb.eq_ignore_ascii_case("PUBLISH") {
+            files::publish(&node, rest, max_file_len, &mut write).await?.unwrap_or_else(|e| format!("ERR {e}"))
+        } else if verb.eq_ignore_ascii_case("FETCH") {
+            files::fetch(&node, rest, max_file_len, &mut write).await?.unwrap_or_else(|e| format!("ERR {e}"))
         } else {
-            answer(line.trim_end(), &node, &me).await
+            answer(request, &node, &me).await
         };
         write.write_all(answer.as_bytes()).await?;
         write.write_all(b"\n").await?;
@@ -66,7 +77,8 @@ async fn session(stream: TcpStream, node: NodeHandle, me: Contact) -> std::io::R
 }
 
 const USAGE: &str = "ERR usage: PUT [--cas <seq>] <name> <value> | GET <name> [<owner>] | PUT-IMMUTABLE <value> | \
-                     GET-IMMUTABLE <hash> | LOCAL <name> [<owner>] | LOCAL-IMMUTABLE <hash> | PEERS | ID | OWNER";
+                     GET-IMMUTABLE <hash> | LOCAL <name> [<owner>] | LOCAL-IMMUTABLE <hash> | PEERS | ID | OWNER | \
+                     PUBLISH <path> | FETCH <hash> <path>";
 
 async fn answer(line: &str, node: &NodeHandle, me: &Contact) -> String {
     let (verb, rest) = line.split_once(' ').unwrap_or((line, ""));
@@ -174,8 +186,19 @@ pub async fn client(data_dir: &Path, request: &str) -> Result<(), String> {
     let mut stream =
         TcpStream::connect(addr.trim()).await.map_err(|e| format!("control socket {}: {e}", addr.trim()))?;
     stream.write_all(format!("{request}\n").as_bytes()).await.map_err(|e| e.to_string())?;
+    let mut lines = BufReader::new(stream);
+    let mut bar = files::Bar::new();
     let mut reply = String::new();
-    BufReader::new(stream).read_line(&mut reply).await.map_err(|e| e.to_string())?;
+    loop {
+        reply.clear();
+        if lines.read_line(&mut reply).await.map_err(|e| e.to_string())? == 0 {
+            return Err("the node closed the control socket without an answer".into());
+        }
+        if !bar.update(reply.trim_end()) {
+            break;
+        }
+    }
+    bar.finish();
     let reply = reply.trim_end();
     println!("{reply}");
     if reply.starts_with("ERR") {
@@ -183,4 +206,19 @@ pub async fn client(data_dir: &Path, request: &str) -> Result<(), String> {
     } else {
         Ok(())
     }
+}
+
+/// The request with the paths of `publish` and `fetch` made absolute (the node has its own working
+/// directory).
+pub fn absolute_paths(mut request: Vec<String>) -> Result<Vec<String>, String> {
+    let path_at = match request.first().map(|v| v.to_ascii_uppercase()) {
+        Some(v) if v == "PUBLISH" => 1,
+        Some(v) if v == "FETCH" => 2,
+        _ => return Ok(request),
+    };
+    if let Some(path) = request.get_mut(path_at) {
+        let absolute = std::path::absolute(&*path).map_err(|e| format!("{path}: {e}"))?;
+        *path = absolute.to_str().ok_or_else(|| format!("{}: not valid UTF-8", absolute.display()))?.to_owned();
+    }
+    Ok(request)
 }

@@ -6,6 +6,7 @@
 //! `get NAME`, `peers`, `id` (see README: one request line, one answer line).
 
 mod control;
+mod files;
 
 use clap::{Parser, Subcommand};
 use dht_core::Contact;
@@ -56,6 +57,9 @@ struct RunArgs {
     /// Do not listen on TCP: a WebRTC-only node (needs --signaling).
     #[arg(long)]
     no_tcp: bool,
+    /// Largest file the control socket's PUBLISH and FETCH accept, in bytes.
+    #[arg(long, default_value_t = dht_files::DEFAULT_MAX_FILE_LEN)]
+    max_file_bytes: u64,
 }
 
 /// Commands sent to a running node's control socket.
@@ -66,7 +70,8 @@ enum Ctl {
         /// The running node's data directory (its control address is read from there).
         #[arg(long)]
         data_dir: PathBuf,
-        /// put NAME VALUE | get NAME | peers | id
+        /// put NAME VALUE | get NAME [OWNER] | put-immutable VALUE | get-immutable HASH | publish PATH |
+        /// fetch HASH PATH | peers | id | owner (paths are taken from the current directory)
         #[arg(required = true, num_args = 1..)]
         request: Vec<String>,
     },
@@ -86,7 +91,10 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Some(Ctl::Ctl { data_dir, request }) => rt.block_on(control::client(&data_dir, &request.join(" "))),
+        Some(Ctl::Ctl { data_dir, request }) => match control::absolute_paths(request) {
+            Ok(request) => rt.block_on(control::client(&data_dir, &request.join(" "))),
+            Err(e) => Err(e),
+        },
         None => {
             let local = tokio::task::LocalSet::new();
             local.block_on(&rt, run(cli.run))
@@ -177,7 +185,8 @@ async fn run(args: RunArgs) -> Result<(), String> {
     };
     let (handle, task) = start(config, transport, store, clock);
     let node_task = tokio::task::spawn_local(task);
-    let control = control::serve(args.control, &args.data_dir, handle.clone(), contact.clone()).await?;
+    let control =
+        control::serve(args.control, &args.data_dir, handle.clone(), contact.clone(), args.max_file_bytes).await?;
     if !seeds.is_empty() {
         let found = handle.bootstrap(seeds).await.map_err(|e| e.to_string())?;
         tracing::info!(peers = found.len(), "joined");

@@ -1,8 +1,14 @@
 //! Native storage in sled. sled flushes on its own only every 500 ms, so every write that is acknowledged
 //! (a record put, the identity key) is flushed first.
+//!
+//! Flushes go through one thread of the store's own ([`Flusher`]): sled 0.34's `flush_async` deadlocks
+//! when several are in flight at once (its issue 1308, fixed only after that release; a node storing a
+//! file's chunks has dozens in flight), and a blocking flush on the node's thread would stall its links.
+//! The thread takes every request waiting, flushes once and answers them all (a group commit).
 
 use crate::{check_name, decode_record, encode_record, record_info, RecordInfo, Store, StoreError, StoredRecord};
 use dht_core::{decode_contacts, encode_contacts, Contact, Instant, Key};
+use futures::channel::oneshot;
 use std::path::Path;
 
 const RECORDS: &str = "records";
@@ -15,6 +21,43 @@ pub struct SledStore {
     db: sled::Db,
     records: sled::Tree,
     meta: sled::Tree,
+    flusher: Flusher,
+}
+
+/// A flush request: the database to flush (the thread holds it only while flushing, so a store dropped
+/// and opened again finds it unlocked) and where to answer.
+type FlushRequest = (sled::Db, oneshot::Sender<Result<(), String>>);
+
+/// Where flush requests go: each is answered once a flush that began after it was asked for has ended.
+#[derive(Debug, Clone)]
+struct Flusher(std::sync::mpsc::Sender<FlushRequest>);
+
+impl Flusher {
+    /// Starts the flushing thread; it ends when the last store holding this flusher is dropped.
+    fn start() -> Result<Self, StoreError> {
+        let (tx, rx) = std::sync::mpsc::channel::<FlushRequest>();
+        std::thread::Builder::new()
+            .name("sled-flush".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let (dbs, waiting): (Vec<_>, Vec<_>) = std::iter::once(first).chain(rx.try_iter()).unzip();
+                    let result = dbs[0].flush().map(|_| ()).map_err(|e| e.to_string());
+                    drop(dbs);
+                    for w in waiting {
+                        let _ = w.send(result.clone());
+                    }
+                }
+            })
+            .map_err(|e| StoreError::Backend(format!("cannot start the flushing thread: {e}")))?;
+        Ok(Flusher(tx))
+    }
+
+    async fn flush(&self, db: &sled::Db) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        let stopped = || StoreError::Backend("the flushing thread has stopped".into());
+        self.0.send((db.clone(), tx)).map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?.map_err(StoreError::Backend)
+    }
 }
 
 fn backend(e: sled::Error) -> StoreError {
@@ -27,12 +70,11 @@ impl SledStore {
         let db = sled::open(path).map_err(backend)?;
         let records = db.open_tree(RECORDS).map_err(backend)?;
         let meta = db.open_tree(META).map_err(backend)?;
-        Ok(SledStore { db, records, meta })
+        Ok(SledStore { db, records, meta, flusher: Flusher::start()? })
     }
 
     async fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush_async().await.map_err(backend)?;
-        Ok(())
+        self.flusher.flush(&self.db).await
     }
 }
 

@@ -34,6 +34,7 @@ pub fn spawn(dir: &Path, bootstrap: Option<&str>) -> Proc {
 }
 
 /// One control request to the node whose data directory is `dir`; waits (bounded) for its control socket.
+/// `PROGRESS` lines before the answer are skipped (each must come within 30 s).
 pub fn ctl_dir(dir: &Path, request: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -41,8 +42,13 @@ pub fn ctl_dir(dir: &Path, request: &str) -> String {
             if let Ok(mut s) = TcpStream::connect(addr.trim()) {
                 s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
                 writeln!(s, "{request}").unwrap();
+                let mut reader = BufReader::new(s);
                 let mut line = String::new();
-                BufReader::new(s).read_line(&mut line).unwrap();
+                while line.is_empty() || line.starts_with("PROGRESS ") {
+                    line.clear();
+                    reader.read_line(&mut line).unwrap();
+                    assert!(!line.is_empty(), "the control socket closed without an answer");
+                }
                 return line.trim_end().to_owned();
             }
         }
