@@ -82,6 +82,20 @@ impl<B: Blocks> Fetch<B> {
     }
 }
 
+impl<B: Blocks + Clone + 'static> Fetch<B> {
+    /// [`Fetch::stream_from`] owning the fetch (for a caller that keeps the stream, such as a JS object).
+    pub fn into_stream(self, first: usize) -> impl Stream<Item = Result<Vec<u8>, FileError>> + 'static {
+        let (blocks, retries) = (self.blocks, self.options.retries);
+        let entries: Vec<Entry> = self.chunks.get(first..).unwrap_or_default().to_vec();
+        stream::iter(entries)
+            .map(move |e| {
+                let blocks = blocks.clone();
+                async move { block(&blocks, e.key(), Some(e.len), "chunk", retries).await }
+            })
+            .buffered(self.options.parallel.max(1))
+    }
+}
+
 /// The manifests named by `entries`, merged into one level (their entries in order), each checked to
 /// cover the length its entry gives; all of one kind, and at most `max_entries` entries in all.
 async fn next_level<B: Blocks>(
@@ -178,6 +192,21 @@ mod tests {
             let root = publish(&blocks, &data);
             assert_eq!(fetch_all(elsewhere(&blocks), root, FetchOptions::default()).unwrap(), data);
         }
+    }
+
+    #[test]
+    fn an_owned_stream_gives_the_same_chunks() {
+        let blocks = MapBlocks::default();
+        let data = random_bytes(250_000, 13);
+        let root = publish(&blocks, &data);
+        let got: Vec<Vec<u8>> = block_on(async {
+            let f = Fetch::open(elsewhere(&blocks), root, FetchOptions::default()).await.unwrap();
+            let first = f.chunks()[0].len as usize;
+            let rest: Vec<Vec<u8>> = f.into_stream(1).try_collect().await.unwrap();
+            assert_eq!(rest.concat(), data[first..]);
+            rest
+        });
+        assert!(!got.is_empty());
     }
 
     #[test]

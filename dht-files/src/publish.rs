@@ -17,7 +17,7 @@ pub struct PublishOptions {
 
 impl Default for PublishOptions {
     fn default() -> Self {
-        PublishOptions { parallel: 16, max_len: DEFAULT_MAX_FILE_LEN }
+        PublishOptions { parallel: 64, max_len: DEFAULT_MAX_FILE_LEN }
     }
 }
 

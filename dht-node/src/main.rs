@@ -57,6 +57,11 @@ struct RunArgs {
     /// Do not listen on TCP: a WebRTC-only node (needs --signaling).
     #[arg(long)]
     no_tcp: bool,
+    /// Messages a peer may send a second on one TCP link (after a burst of twice as many); past it the link
+    /// stops reading from that peer for a while. A file's chunk costs two (a lookup and a store), so this
+    /// bounds what one peer can upload to this node, and what this node publishes through a swarm of one.
+    #[arg(long, default_value_t = 1000)]
+    peer_rate: u32,
     /// Largest file the control socket's PUBLISH and FETCH accept, in bytes.
     #[arg(long, default_value_t = dht_files::DEFAULT_MAX_FILE_LEN)]
     max_file_bytes: u64,
@@ -148,7 +153,12 @@ async fn run(args: RunArgs) -> Result<(), String> {
     let mut addrs = Vec::new();
     let mut tcp = None;
     if !args.no_tcp {
-        let config = TcpConfig { clock: clock.clone(), ..TcpConfig::default() };
+        let config = TcpConfig {
+            clock: clock.clone(),
+            peer_rate: args.peer_rate,
+            peer_burst: args.peer_rate.saturating_mul(2),
+            ..TcpConfig::default()
+        };
         let t = TcpTransport::bind(args.listen, identity.clone(), vec![], config)
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;

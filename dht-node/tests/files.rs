@@ -1,11 +1,12 @@
 //! Files between real processes over TCP on loopback: node A publishes a file (B holds it too), node C
 //! joins afterwards and fetches it whole from them; a one-byte edit re-sends only the chunks around it;
 //! bad requests get one clear error line. Size: `WEBDHT_FILE_MIB` (default 8; `cargo xtask bench` runs
-//! 64 in release and reports the rates this prints as its last line).
+//! 64 in release and reports the rates this prints as its last line); `WEBDHT_PEER_RATE` sets the nodes'
+//! `--peer-rate` (the per-link message budget: a chunk costs a lookup and a store on the one link there is).
 
 mod common;
 
-use common::{ctl_dir, spawn, Proc};
+use common::{ctl_dir, spawn_with, Proc};
 use std::time::{Duration, Instant};
 
 fn ctl(p: &Proc, request: &str) -> String {
@@ -57,10 +58,13 @@ fn mb_per_s(bytes: usize, took: Duration) -> f64 {
 #[test]
 fn a_file_goes_from_one_node_to_another_and_an_edit_sends_little() {
     let mib: usize = std::env::var("WEBDHT_FILE_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(8);
+    let rate = std::env::var("WEBDHT_PEER_RATE").unwrap_or_else(|_| "1000".into());
+    let flags = ["--peer-rate", rate.as_str()];
     let root = tempfile::tempdir().unwrap();
-    let a = spawn(&root.path().join("a"), None);
+    let spawn = |name: &str, seed: Option<&str>| spawn_with(&root.path().join(name), seed, &flags);
+    let a = spawn("a", None);
     let seed = field(&ctl(&a, "ID").replace("ID ", "ID=").replace(" tcp:", " tcp="), "tcp").to_owned();
-    let b = spawn(&root.path().join("b"), Some(&seed));
+    let b = spawn("b", Some(&seed));
     wait_for_peers(&a, 1);
     wait_for_peers(&b, 1);
 
@@ -77,7 +81,7 @@ fn a_file_goes_from_one_node_to_another_and_an_edit_sends_little() {
     let hash = field(&published, "hash").to_owned();
 
     // C joins after the publish, so it holds none of the file: every chunk comes over TCP.
-    let c = spawn(&root.path().join("c"), Some(&seed));
+    let c = spawn("c", Some(&seed));
     wait_for_peers(&c, 2);
     let out = root.path().join("out.bin");
     let started = Instant::now();
@@ -109,7 +113,7 @@ fn a_file_goes_from_one_node_to_another_and_an_edit_sends_little() {
     assert!(ctl(&c, "PEERS").starts_with("PEERS 2"), "C still runs");
 
     println!(
-        "{{\"file_mib\":{mib},\"publish_mb_s\":{:.1},\"fetch_mb_s\":{:.1},\"chunks\":{chunks},\"edit_sent\":{sent}}}",
+        "{{\"file_mib\":{mib},\"peer_rate\":{rate},\"publish_mb_s\":{:.1},\"fetch_mb_s\":{:.1},\"chunks\":{chunks},\"edit_sent\":{sent}}}",
         mb_per_s(data.len(), publish_took),
         mb_per_s(data.len(), fetch_took)
     );

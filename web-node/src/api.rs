@@ -354,6 +354,24 @@ impl WebNode {
         })
     }
 
+    /// Starts publishing a file (at most 256 MiB): feed it the chunks a [`crate::files::FileChunker`] gives
+    /// (in a Web Worker), then `finish()`. See `files-worker.js` beside the page.
+    #[wasm_bindgen(js_name = publishFile)]
+    pub fn publish_file(&self) -> crate::files::FilePublish {
+        crate::files::FilePublish::new(self.shared.handle.clone(), dht_files::DEFAULT_MAX_FILE_LEN)
+    }
+
+    /// Opens the file named `hash` (its manifests are read and checked). Resolves to a `FileFetch`: `len`,
+    /// `chunks`, and `next()` for each chunk in order.
+    #[wasm_bindgen(js_name = openFile)]
+    pub fn open_file(&self, hash: String) -> js_sys::Promise {
+        let handle = self.shared.handle.clone();
+        future_to_promise(async move {
+            let fetch = crate::files::FileFetch::open(handle, &hash, dht_files::DEFAULT_MAX_FILE_LEN).await?;
+            Ok(fetch.into())
+        })
+    }
+
     /// An iterative lookup over the network for the node ids closest to the hash of `name` (what routing
     /// costs, whatever is stored). Resolves to `{ found, closest: [short ids], ms }`.
     #[wasm_bindgen(js_name = findNode)]

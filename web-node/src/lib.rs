@@ -21,4 +21,8 @@ pub mod views;
 #[cfg(target_arch = "wasm32")]
 mod api;
 #[cfg(target_arch = "wasm32")]
+mod files;
+#[cfg(target_arch = "wasm32")]
 pub use api::WebNode;
+#[cfg(target_arch = "wasm32")]
+pub use files::{FileChunker, FileFetch, FilePublish};

@@ -20,7 +20,17 @@ function dbName() {
   return name;
 }
 
-const page = (window.webdht = { state: "loading", error: null, joinMs: null, node: null, stats: null, idWorkCost });
+const page = (window.webdht = {
+  state: "loading", error: null, joinMs: null, node: null, stats: null, idWorkCost,
+  // The longest main-thread task seen (PerformanceObserver "longtask": tasks over 50 ms), in ms.
+  longestTaskMs: 0,
+});
+
+if (typeof PerformanceObserver !== "undefined" && PerformanceObserver.supportedEntryTypes?.includes("longtask")) {
+  new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) page.longestTaskMs = Math.max(page.longestTaskMs, e.duration);
+  }).observe({ type: "longtask", buffered: true });
+}
 
 function setState(text, cls = "") {
   page.state = text;
@@ -106,7 +116,6 @@ async function refresh() {
     const [peers, table] = await Promise.all([node.peers(), node.routingTable()]);
     drawPeers(peers);
     drawTable(table);
-    await drawMine();
     const s = (page.stats = node.stats());
     const size = table.reduce((n, b) => n + b.peers.length, 0);
     $("storage").textContent =
@@ -118,9 +127,10 @@ async function refresh() {
   }
 }
 
-// This node's records, as its own storage holds them.
+// This node's signed records, as its own storage holds them (drawn at start and after a put; a file's
+// chunks are its records too, but not listed).
 async function drawMine() {
-  const records = await page.node.ownRecords();
+  const records = (await page.node.ownRecords()).filter((r) => r.name !== undefined && r.name !== null);
   const rows = records.map((r) => {
     const tr = document.createElement("tr");
     tr.innerHTML = "<td><code></code></td><td></td><td></td>";
@@ -163,9 +173,107 @@ async function onSubmit(ev) {
   }
 }
 
+// Publishes `file` (a File or Blob): a worker cuts and hashes it, this thread stores the chunks.
+// `onProgress(stored, total)`; resolves to { hash, len, chunks, sent, reused, manifests, unacked }.
+async function publishFile(file, onProgress = () => {}) {
+  const publish = page.node.publishFile();
+  const worker = new Worker(new URL("./files-worker.js", import.meta.url), { type: "module" });
+  try {
+    await new Promise((resolve, reject) => {
+      worker.onerror = (e) => reject(new Error(e.message || "the chunking worker failed"));
+      worker.onmessage = async ({ data }) => {
+        try {
+          if (data.type === "error") throw new Error(data.message);
+          for (const c of data.chunks) await publish.addChunk(c.hash, c.bytes);
+          onProgress(publish.stored(), data.total);
+          if (data.last) resolve();
+          else worker.postMessage({ type: "next" });
+        } catch (e) {
+          reject(e);
+        }
+      };
+      worker.postMessage({ type: "file", file });
+    });
+    const done = await publish.finish();
+    onProgress(done.len, done.len);
+    return done;
+  } finally {
+    worker.terminate();
+  }
+}
+
+// Fetches the file named `hash`, each chunk checked; `onProgress(done, total)`; resolves to a Blob.
+async function fetchFile(hash, onProgress = () => {}) {
+  const file = await page.node.openFile(hash);
+  const parts = [];
+  let done = 0;
+  onProgress(0, file.len);
+  for (let chunk; (chunk = await file.next()) !== null; ) {
+    parts.push(chunk);
+    done += chunk.length;
+    onProgress(done, file.len);
+  }
+  return new Blob(parts);
+}
+
+function showProgress(verb) {
+  const bar = $("file-progress");
+  return (done, total) => {
+    bar.max = total || 1;
+    bar.value = done;
+    $("file-status").textContent = `${verb} ${(done / 1048576).toFixed(1)} of ${(total / 1048576).toFixed(1)} MiB`;
+  };
+}
+
+function fileLink(hash, name) {
+  const url = new URL(location.href);
+  url.search = "";
+  url.searchParams.set("file", hash);
+  if (name) url.searchParams.set("name", name);
+  return url.href;
+}
+
+async function onPublish(ev) {
+  ev.preventDefault();
+  const file = $("file-in").files[0];
+  if (!page.node || !file) return;
+  const t0 = performance.now();
+  try {
+    const r = await publishFile(file, showProgress("stored"));
+    const s = (performance.now() - t0) / 1000;
+    $("file-status").textContent = `published ${r.chunks} chunks (${r.sent} sent, ${r.reused} already stored) in ${s.toFixed(1)} s`;
+    const a = Object.assign(document.createElement("a"), { href: fileLink(r.hash, file.name), textContent: fileLink(r.hash, file.name) });
+    $("file-link").replaceChildren("Open in another tab: ", a);
+    log(`published ${file.name}: ${r.hash}`);
+  } catch (e) {
+    $("file-status").textContent = `${e}`;
+    log(`publish failed: ${e}`, "warn");
+  }
+}
+
+// `?file=HASH[&name=NAME]`: fetch it with a progress bar, then offer it to save.
+async function openFileLink(hash, name = "file") {
+  const t0 = performance.now();
+  try {
+    const blob = await fetchFile(hash, showProgress("fetched"));
+    const s = (performance.now() - t0) / 1000;
+    $("file-status").textContent = `fetched ${(blob.size / 1048576).toFixed(1)} MiB in ${s.toFixed(1)} s, every chunk checked`;
+    const a = Object.assign(document.createElement("a"), { href: URL.createObjectURL(blob), download: name, textContent: `Save ${name}` });
+    $("file-link").replaceChildren(a);
+    return blob;
+  } catch (e) {
+    $("file-status").textContent = `${e}`;
+    log(`fetch failed: ${e}`, "warn");
+    throw e;
+  }
+}
+
+Object.assign(page, { publishFile, fetchFile, openFileLink });
+
 async function main() {
   $("signaling").textContent = signalingUrl;
   $("kv-form").addEventListener("submit", onSubmit);
+  $("file-form").addEventListener("submit", onPublish);
   page.db = dbName();
   try {
     setState("loading wasm");
@@ -186,6 +294,7 @@ async function main() {
     log(`node ${node.id().slice(0, 16)} started (${s.restoredRecords} records, ${s.restoredContacts} contacts restored)`);
     await refresh();
     setInterval(refresh, 1000);
+    if (params.get("file")) openFileLink(params.get("file"), params.get("name") || "file").catch(() => {});
   } catch (e) {
     page.error = `${e}`;
     setState("failed", "bad");

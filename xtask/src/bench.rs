@@ -177,6 +177,7 @@ pub fn bench() -> Result<(), String> {
     simulator(&mut f)?;
     webrtc_link(&mut f)?;
     signaling_server(&mut f)?;
+    files(&mut f)?;
     vs_libp2p(&mut f)?;
     write_table(&f, started.elapsed().as_secs())
 }
@@ -310,6 +311,24 @@ fn signaling_server(f: &mut Figures) -> Result<(), String> {
             ("abuse_p99_ratio", "x"),
             ("closed_for_cause", "connections"),
         ],
+    )
+}
+
+/// A 64 MiB file between `dht-node` processes over TCP on loopback: published by one (a second holds it
+/// too), fetched by a third that joined after; and the chunks a one-byte edit sends again.
+fn files(f: &mut Figures) -> Result<(), String> {
+    let what = "WEBDHT_FILE_MIB=64 cargo test --release -p dht-node --test files";
+    let out = run(
+        what,
+        cargo()
+            .args(["test", "--release", "--locked", "-p", "dht-node", "--test", "files", "--", "--nocapture"])
+            .env("WEBDHT_FILE_MIB", "64"),
+    )?;
+    f.take_fields(
+        &out,
+        what,
+        "file64",
+        &[("publish_mb_s", "MB/s"), ("fetch_mb_s", "MB/s"), ("chunks", "chunks"), ("edit_sent", "chunks")],
     )
 }
 

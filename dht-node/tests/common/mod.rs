@@ -23,8 +23,15 @@ impl Drop for Proc {
 // Each test binary compiles this module; webrtc_swarm starts its nodes with its own flags.
 #[allow(dead_code)]
 pub fn spawn(dir: &Path, bootstrap: Option<&str>) -> Proc {
+    spawn_with(dir, bootstrap, &[])
+}
+
+/// [`spawn`] with more flags.
+#[allow(dead_code)]
+pub fn spawn_with(dir: &Path, bootstrap: Option<&str>, flags: &[&str]) -> Proc {
     let _ = std::fs::remove_file(dir.join("control.addr"));
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_dht-node"));
+    cmd.args(flags);
     cmd.args(["--listen", "127.0.0.1:0", "--data-dir"]).arg(dir).env("RUST_LOG", "warn");
     if let Some(b) = bootstrap {
         cmd.args(["--bootstrap", b]);
