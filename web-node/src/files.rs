@@ -142,12 +142,15 @@ fn busy() -> JsValue {
     JsError::new("the publish is finished, or another call on it has not resolved yet").into()
 }
 
+/// The checked chunks of a file, in order.
+type ChunkStream = LocalBoxStream<'static, Result<Vec<u8>, FileError>>;
+
 /// A file being fetched (from [`crate::WebNode::open_file`]): its length is known, its chunks come in order.
 #[wasm_bindgen]
 pub struct FileFetch {
     len: u64,
     chunks: usize,
-    stream: Rc<RefCell<Option<LocalBoxStream<'static, Result<Vec<u8>, FileError>>>>>,
+    stream: Rc<RefCell<Option<ChunkStream>>>,
 }
 
 impl FileFetch {

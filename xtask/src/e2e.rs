@@ -4,6 +4,8 @@
 //! network namespace (loopback plus a veth pair whose both ends stay inside), so nothing leaves the machine
 //! and Chromium has an interface to gather candidates on.
 
+mod files;
+
 use crate::web::{build_web, bundle_dir, ensure_chromium, CHROMEDRIVER, CHROMIUM};
 use crate::{cargo, root, step, target_dir};
 use serde_json::{json, Value};
@@ -284,6 +286,7 @@ async fn swarm(opts: &Opts, host: &str, netns: bool) -> Result<(), String> {
     let work = tabs[0].js("return window.webdht.idWorkCost(12, 8)", vec![]).await?;
     eprintln!("    ids with 12 bits of work in Chromium: {work}");
     let held_for_others = joined.held_for_others().await?;
+    let files = files::files_between_tabs(&tabs, &out_dir).await?;
     // A screenshot of a tab, then tab 0 reloads and must come back with its records and table.
     let shot = screenshot_form_get(&tabs[1], &owners.natives[0], &out_dir).await?;
     let reload_restored = reload_restores(&tabs[0]).await?;
@@ -293,7 +296,8 @@ async fn swarm(opts: &Opts, host: &str, netns: bool) -> Result<(), String> {
     }
     drop(natives);
     let _ = sig.process.kill().await;
-    let outcome = Outcome { join_ms, puts, gets, lookups, lookup_ms, work, held_for_others, reload_restored, shot };
+    let outcome =
+        Outcome { join_ms, puts, gets, lookups, lookup_ms, work, held_for_others, reload_restored, shot, files };
     outcome.report(opts, netns)
 }
 
@@ -576,6 +580,7 @@ struct Outcome {
     held_for_others: Vec<usize>,
     reload_restored: bool,
     shot: PathBuf,
+    files: files::FilesOutcome,
 }
 
 impl Outcome {
@@ -592,7 +597,12 @@ impl Outcome {
         self.print_table();
         println!("{}", self.json(opts, netns, &all));
         let (lookups, held) = (&self.lookups, &self.held_for_others);
-        if all.ok != all.total || lookups.ok != lookups.total || !self.reload_restored || held.contains(&0) {
+        if all.ok != all.total
+            || lookups.ok != lookups.total
+            || !self.reload_restored
+            || held.contains(&0)
+            || !self.files.same
+        {
             return Err("e2e: some checks failed (see the summary above)".into());
         }
         Ok(())
@@ -613,6 +623,10 @@ impl Outcome {
         eprintln!("  records held for others  {:?} (per tab)", self.held_for_others);
         eprintln!("  reload restored          {}", self.reload_restored);
         eprintln!("  screenshot               {}", self.shot.display());
+        let f = &self.files;
+        eprintln!("  20 MiB file, tab → tab   publish {:.1} MB/s, fetch {:.1} MB/s, same {}", f.publish_mb_s, f.fetch_mb_s, f.same);
+        eprintln!("  longest task publishing  {:.0} ms (main thread of the publishing tab)", f.longest_task_ms);
+        eprintln!("  file screenshots         {}", f.shots.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" "));
     }
 
     /// The summary as one JSON object (times sorted; `all` tallies the puts and every kind of get).
@@ -638,6 +652,12 @@ impl Outcome {
             "id_work_12_ms_per_id_chromium": self.work["msPerId"],
             "id_work_us_per_try_chromium": self.work["usPerTry"],
             "screenshot": self.shot.display().to_string(),
+            "file_mib": 20,
+            "file_chunks": self.files.chunks,
+            "file_publish_mb_s": self.files.publish_mb_s,
+            "file_fetch_mb_s": self.files.fetch_mb_s,
+            "file_same": self.files.same,
+            "file_longest_task_ms": self.files.longest_task_ms,
         })
     }
 }
