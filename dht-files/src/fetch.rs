@@ -108,7 +108,12 @@ async fn next_level<B: Blocks>(
     for e in entries {
         let m = manifest(blocks, e.key(), retries).await?;
         if m.len() != e.len {
-            return Err(FileError::BadManifest(format!("manifest {:#} covers {} bytes, not {}", e.key(), m.len(), e.len)));
+            return Err(FileError::BadManifest(format!(
+                "manifest {:#} covers {} bytes, not {}",
+                e.key(),
+                m.len(),
+                e.len
+            )));
         }
         match m {
             Manifest::Chunks(es) => chunks.extend(es),

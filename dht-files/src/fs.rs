@@ -1,7 +1,7 @@
 //! Files on disk: publish a path, fetch into a path (resuming a partial download).
 
-use crate::{Blocks, FetchOptions, FileError, PublishOptions, Published, Publisher};
 use crate::Fetch;
+use crate::{Blocks, FetchOptions, FileError, PublishOptions, Published, Publisher};
 use dht_core::Key;
 use futures::StreamExt;
 use std::fs::{File, OpenOptions};
@@ -122,7 +122,8 @@ mod tests {
         std::fs::write(&src, &data).unwrap();
         let blocks = MapBlocks::default();
         let mut calls = 0;
-        let published = block_on(publish_path(blocks.clone(), &src, PublishOptions::default(), |_, _| calls += 1)).unwrap();
+        let published =
+            block_on(publish_path(blocks.clone(), &src, PublishOptions::default(), |_, _| calls += 1)).unwrap();
         assert!(calls >= 2);
         let reader = MapBlocks { swarm: blocks.swarm.clone(), ..MapBlocks::default() };
 
@@ -130,17 +131,24 @@ mod tests {
         let mut partial = data[..300_000].to_vec();
         *partial.last_mut().unwrap() ^= 1;
         std::fs::write(partial_path(&out), &partial).unwrap();
-        let fetched = block_on(fetch_path(reader.clone(), published.hash, &out, FetchOptions::default(), |_, _| {})).unwrap();
+        let fetched =
+            block_on(fetch_path(reader.clone(), published.hash, &out, FetchOptions::default(), |_, _| {})).unwrap();
         assert_eq!(std::fs::read(&out).unwrap(), data);
         assert!(!partial_path(&out).exists());
         assert!(fetched.resumed > 0 && fetched.resumed < 300_000, "{fetched:?}");
-        let chunks_total = block_on(Fetch::open(reader.clone(), published.hash, FetchOptions::default())).unwrap().chunks().len();
+        let chunks_total =
+            block_on(Fetch::open(reader.clone(), published.hash, FetchOptions::default())).unwrap().chunks().len();
         assert!(reader.gets.get() < chunks_total + 2, "resumed chunks were not fetched again");
     }
 
     #[test]
     fn a_missing_source_is_an_error() {
-        let err = block_on(publish_path(MapBlocks::default(), Path::new("/nonexistent/x"), PublishOptions::default(), |_, _| {}));
+        let err = block_on(publish_path(
+            MapBlocks::default(),
+            Path::new("/nonexistent/x"),
+            PublishOptions::default(),
+            |_, _| {},
+        ));
         assert!(matches!(err, Err(FileError::Io(_))));
     }
 }

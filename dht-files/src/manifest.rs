@@ -230,7 +230,9 @@ mod tests {
 
     #[test]
     fn trees_name_every_chunk_in_order() {
-        for (n, fanout, manifests) in [(0, 4, 1), (1, 4, 1), (4, 4, 1), (5, 4, 3), (16, 4, 5), (17, 4, 8), (100, 1024, 1)] {
+        for (n, fanout, manifests) in
+            [(0, 4, 1), (1, 4, 1), (4, 4, 1), (5, 4, 3), (16, 4, 5), (17, 4, 8), (100, 1024, 1)]
+        {
             let (root, blocks) = build(n, fanout);
             assert_eq!(blocks.len(), manifests, "{n} chunks, fanout {fanout}");
             assert_eq!(blocks.last().unwrap().key, root.key(), "the root comes last");

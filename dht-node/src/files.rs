@@ -27,7 +27,9 @@ pub async fn publish<W: AsyncWriteExt + Unpin>(
     }
     let options = PublishOptions { max_len, ..PublishOptions::default() };
     with_progress(out, |progress| async move {
-        let p = fs::publish_path(node.clone(), Path::new(path), options, progress).await.map_err(|e| format!("{path}: {e}"))?;
+        let p = fs::publish_path(node.clone(), Path::new(path), options, progress)
+            .await
+            .map_err(|e| format!("{path}: {e}"))?;
         Ok(format!(
             "OK hash={:#} bytes={} chunks={} sent={} reused={} manifests={} unacked={}",
             p.hash, p.len, p.chunks, p.sent, p.reused, p.manifests, p.unacked
@@ -51,7 +53,8 @@ pub async fn fetch<W: AsyncWriteExt + Unpin>(
     };
     let options = FetchOptions { max_len, ..FetchOptions::default() };
     with_progress(out, |progress| async move {
-        let f = fs::fetch_path(node.clone(), root, Path::new(path), options, progress).await.map_err(|e| e.to_string())?;
+        let f =
+            fs::fetch_path(node.clone(), root, Path::new(path), options, progress).await.map_err(|e| e.to_string())?;
         Ok(format!("OK bytes={} resumed={} path={path}", f.len, f.resumed))
     })
     .await

@@ -103,7 +103,8 @@ impl FilePublish {
     pub fn add_chunk(&self, hash: String, bytes: Vec<u8>) -> js_sys::Promise {
         let publisher = Rc::clone(&self.publisher);
         future_to_promise(async move {
-            let key: Key = hash.parse().map_err(|_| JsValue::from(JsError::new("addChunk: a hash is 64 hex digits")))?;
+            let key: Key =
+                hash.parse().map_err(|_| JsValue::from(JsError::new("addChunk: a hash is 64 hex digits")))?;
             let mut p = publisher.borrow_mut().take().ok_or_else(busy)?;
             let result = p.add_chunk(key, bytes).await;
             *publisher.borrow_mut() = Some(p);

@@ -624,9 +624,15 @@ impl Outcome {
         eprintln!("  reload restored          {}", self.reload_restored);
         eprintln!("  screenshot               {}", self.shot.display());
         let f = &self.files;
-        eprintln!("  20 MiB file, tab → tab   publish {:.1} MB/s, fetch {:.1} MB/s, same {}", f.publish_mb_s, f.fetch_mb_s, f.same);
+        eprintln!(
+            "  20 MiB file, tab → tab   publish {:.1} MB/s, fetch {:.1} MB/s, same {}",
+            f.publish_mb_s, f.fetch_mb_s, f.same
+        );
         eprintln!("  longest task publishing  {:.0} ms (main thread of the publishing tab)", f.longest_task_ms);
-        eprintln!("  file screenshots         {}", f.shots.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" "));
+        eprintln!(
+            "  file screenshots         {}",
+            f.shots.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" ")
+        );
     }
 
     /// The summary as one JSON object (times sorted; `all` tallies the puts and every kind of get).
