@@ -6,9 +6,15 @@
 //! browser refuses it with `QuotaExceededError` — it evicts the records that expire first (never the
 //! one being written) and tries again. [`IdbStore::evicted`] counts them, so the page can say so. Listing
 //! and evicting read the small entries only (kept in memory as an index since opening), never values.
+//!
+//! Record writes are committed in groups: IndexedDB runs read-write transactions over the same stores one at
+//! a time, and each commit costs tens of milliseconds in a loaded browser, so a write that finds another
+//! in progress waits for it and then commits every write queued meanwhile in one transaction (a file's
+//! chunks, or a peer's stores, arrive dozens at once).
 
 use crate::{check_name, decode_record, encode_record, record_info, RecordInfo, Store, StoreError, StoredRecord};
 use dht_core::{decode_contacts, encode_contacts, Contact, Instant, Key};
+use futures::channel::oneshot;
 use rexie::{ObjectStore, Rexie, TransactionMode};
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
@@ -33,7 +39,14 @@ pub struct IdbStore {
     evicted: Rc<Cell<u64>>,
     /// Every record's expiry and value size, and the records by expiry: what eviction reads.
     index: RefCell<Index>,
+    /// Record writes waiting for the next commit, and the turn to commit.
+    queued: RefCell<Vec<QueuedWrite>>,
+    committing: futures::lock::Mutex<()>,
 }
+
+/// A record write waiting for a commit: the key, the record and its info (or `None`: delete), and where
+/// the commit's result goes.
+type QueuedWrite = (Key, Option<(JsValue, JsValue)>, oneshot::Sender<Result<(), StoreError>>);
 
 #[derive(Default)]
 struct Index {
@@ -125,6 +138,8 @@ impl IdbStore {
             used: Cell::new(0),
             evicted: Rc::new(Cell::new(0)),
             index: RefCell::new(Index::default()),
+            queued: RefCell::new(Vec::new()),
+            committing: futures::lock::Mutex::new(()),
         };
         let mut infos = store.scan_info().await?;
         if infos.is_empty() {
@@ -182,17 +197,52 @@ impl IdbStore {
     }
 
     /// Puts (or deletes) a record and its info entry in one transaction, and waits for it to commit.
+    /// Writes (or with `None` deletes) a record and its info, and waits for the commit: the write is
+    /// queued, and whoever holds the turn commits everything queued in one transaction.
     async fn write_record(&self, key: &Key, value: Option<(JsValue, JsValue)>) -> Result<(), StoreError> {
+        let (tx, mut rx) = oneshot::channel();
+        self.queued.borrow_mut().push((*key, value, tx));
+        let _turn = self.committing.lock().await;
+        let abandoned = || StoreError::Backend("the commit carrying this write was abandoned".into());
+        match rx.try_recv() {
+            Ok(Some(done)) => return done, // committed by the turn before ours
+            Ok(None) => {}
+            Err(_) => return Err(abandoned()),
+        }
+        let batch = std::mem::take(&mut *self.queued.borrow_mut());
+        let (writes, waiting): (Vec<_>, Vec<_>) = batch.into_iter().map(|(k, v, tx)| ((k, v), tx)).unzip();
+        let result = self.commit(&writes).await;
+        for w in waiting {
+            let _ = w.send(result.clone());
+        }
+        // Our own write was queued, so it was in this batch.
+        rx.try_recv().ok().flatten().unwrap_or_else(|| Err(abandoned()))
+    }
+
+    /// One read-write transaction over the records and their info.
+    async fn commit(&self, writes: &[(Key, Option<(JsValue, JsValue)>)]) -> Result<(), StoreError> {
         let tx = self.db()?.transaction(&[RECORDS, INFO], TransactionMode::ReadWrite).map_err(idb)?;
         let (records, info) = (tx.store(RECORDS).map_err(idb)?, tx.store(INFO).map_err(idb)?);
-        match value {
-            Some((record, head)) => {
-                records.put(&record, Some(&bytes(key.as_bytes()))).await.map_err(idb)?;
-                info.put(&head, Some(&bytes(key.as_bytes()))).await.map_err(idb)?;
-            }
-            None => {
-                records.delete(bytes(key.as_bytes())).await.map_err(idb)?;
-                info.delete(bytes(key.as_bytes())).await.map_err(idb)?;
+        if writes.iter().all(|(_, v)| v.is_some()) {
+            // Puts only (the usual case): every request goes out at once, and a failed one aborts the
+            // transaction, which `done` reports; waiting on each in turn cost a round trip per record.
+            let key = |k: &Key| Some(bytes(k.as_bytes()));
+            let puts = || writes.iter().filter_map(|(k, v)| v.as_ref().map(|v| (k, v)));
+            records.put_all(puts().map(|(k, (record, _))| (record.clone(), key(k)))).await.map_err(idb)?;
+            info.put_all(puts().map(|(k, (_, head))| (head.clone(), key(k)))).await.map_err(idb)?;
+            tx.done().await.map_err(idb)?;
+            return Ok(());
+        }
+        for (key, value) in writes {
+            match value {
+                Some((record, head)) => {
+                    records.put(record, Some(&bytes(key.as_bytes()))).await.map_err(idb)?;
+                    info.put(head, Some(&bytes(key.as_bytes()))).await.map_err(idb)?;
+                }
+                None => {
+                    records.delete(bytes(key.as_bytes())).await.map_err(idb)?;
+                    info.delete(bytes(key.as_bytes())).await.map_err(idb)?;
+                }
             }
         }
         tx.done().await.map_err(idb)?;

@@ -46,7 +46,7 @@ pub struct RecordInfo {
 }
 
 /// Why a storage operation failed. Nothing is assumed stored after an error.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
     /// The backend failed (disk, database, quota).

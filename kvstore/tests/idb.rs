@@ -47,3 +47,26 @@ async fn the_budget_evicts_the_records_that_expire_first() {
     drop(store);
     IdbStore::delete(name).await.unwrap();
 }
+
+/// Writes in flight at once are committed in groups, and each is there afterwards, with deletes among them.
+#[wasm_bindgen_test]
+async fn concurrent_writes_commit_together_and_all_land() {
+    let name = "kvstore-concurrent";
+    IdbStore::delete(name).await.unwrap();
+    let store = IdbStore::open(name, 1 << 30).await.unwrap();
+    let key = |n: u32| Key::from_name(&n.to_be_bytes());
+    let writes = (0..100u32).map(|n| store.put_record(key(n), vec![n as u8; 5000], Instant::from_millis(n as u64)));
+    let results = futures::future::join_all(writes).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let gone: Vec<Key> = (0..100u32).step_by(2).map(key).collect();
+    let removes = gone.iter().map(|k| store.remove_record(k));
+    let puts = (100..110u32).map(|n| store.put_record(key(n), vec![1; 10], Instant::from_millis(1)));
+    let (removed, put) = futures::join!(futures::future::join_all(removes), futures::future::join_all(puts));
+    assert!(removed.iter().chain(&put).all(Result::is_ok));
+    assert_eq!(store.records().await.unwrap().len(), 60);
+    for n in [1u32, 51, 99, 105] {
+        assert!(store.get_record(&key(n)).await.unwrap().is_some(), "record {n}");
+    }
+    assert!(store.get_record(&key(50)).await.unwrap().is_none());
+    IdbStore::delete(name).await.unwrap();
+}

@@ -76,6 +76,16 @@ pub(super) async fn files_between_tabs(tabs: &[Tab], out_dir: &Path) -> Result<F
     let mut shots = mid_shot.into_iter().collect::<Vec<_>>();
     shots.push(screenshot(&tabs[0], &out_dir.join("files-publish.png")).await?);
 
+    // What the publishing tab's log said meanwhile: links that closed and peers dropped from its table
+    // (requests timing out under the load) are what slow a publish down.
+    let log = tabs[0].js("return document.getElementById('log').innerText", vec![]).await?;
+    let count = |what: &str| log.as_str().unwrap_or_default().lines().filter(|l| l.contains(what)).count();
+    eprintln!(
+        "    tab 0 during the run: {} links closed, {} peers left its routing table, {} misbehaved",
+        count("link closed"),
+        count("routing table −"),
+        count("misbehaved")
+    );
     let fetched = tabs[1].js(&format!("{CHECKSUM}\n{FETCH}"), vec![json!(hash)]).await?;
     shots.push(screenshot(&tabs[1], &out_dir.join("files-fetch.png")).await?);
     let same = fetched["size"].as_u64() == Some(size as u64) && fetched["digest"] == digest;
