@@ -14,7 +14,7 @@ use crate::id::{Key, NodeId};
 use crate::message::StoreRefusal;
 use crate::record::OwnerKey;
 use crate::time::Instant;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// A record's charge: who sent it, who owns it, its size and its expiry (to evict the soonest first).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +42,9 @@ pub(super) struct Room {
     records: usize,
     bytes: u64,
     sources: BTreeMap<NodeId, Usage>,
+    /// The sources holding records here by bytes held (then id): who makes way is the last, found without
+    /// a pass over every source (a full node evicts on every store).
+    by_bytes: BTreeSet<(u64, NodeId)>,
     owners: BTreeMap<OwnerKey, (usize, u64)>,
 }
 
@@ -55,6 +58,7 @@ impl Room {
             records: 0,
             bytes: 0,
             sources: BTreeMap::new(),
+            by_bytes: BTreeSet::new(),
             owners: BTreeMap::new(),
         }
     }
@@ -99,11 +103,8 @@ impl Room {
 
     /// The record expiring first of the source (other than `except`) charged the most bytes.
     fn soonest_of_largest(&self, except: &NodeId) -> Option<(Key, Charge)> {
-        let (source, usage) = self
-            .sources
-            .iter()
-            .filter(|(id, u)| *id != except && !u.held.is_empty())
-            .max_by_key(|(id, u)| (u.bytes, **id))?;
+        let (_, source) = self.by_bytes.iter().rev().find(|(_, id)| id != except)?;
+        let usage = self.sources.get(source)?;
         let (&(expires, key), &(size, owner)) = usage.held.iter().next()?;
         Some((key, Charge { source: *source, owner, size, expires }))
     }
@@ -114,7 +115,9 @@ impl Room {
         if usage.held.insert((c.expires, key), (c.size, c.owner)).is_some() {
             return;
         }
+        self.by_bytes.remove(&(usage.bytes, c.source));
         usage.bytes += c.size;
+        self.by_bytes.insert((usage.bytes, c.source));
         self.records += 1;
         self.bytes += c.size;
         if let Some(owner) = c.owner {
@@ -128,9 +131,12 @@ impl Room {
     pub(super) fn remove(&mut self, key: Key, c: &Charge) {
         let Some(usage) = self.sources.get_mut(&c.source) else { return };
         let Some((size, owner)) = usage.held.remove(&(c.expires, key)) else { return };
+        self.by_bytes.remove(&(usage.bytes, c.source));
         usage.bytes -= size;
         if usage.held.is_empty() {
             self.sources.remove(&c.source);
+        } else {
+            self.by_bytes.insert((usage.bytes, c.source));
         }
         self.records -= 1;
         self.bytes -= size;
