@@ -306,6 +306,9 @@ impl<T: Transport, S: Store + 'static> Driver<T, S> {
             Command::IsPublished(key, tx) => {
                 let _ = tx.send(self.io.published.contains(&key));
             }
+            Command::Stats(tx) => {
+                let _ = tx.send(self.node.stats().clone());
+            }
             Command::OwnRecords(tx) => {
                 let store = Rc::clone(&self.io.store);
                 let keys: Vec<Key> = self.io.published.iter().copied().collect();

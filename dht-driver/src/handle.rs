@@ -1,6 +1,8 @@
 //! The program-facing side of a running node.
 
-use dht_core::{Contact, Key, NodeId, OwnerKey, QueryStats, Record, RecordError, RecordKind, SigningKey, StoreRefusal};
+use dht_core::{
+    Contact, Key, NodeId, NodeStats, OwnerKey, QueryStats, Record, RecordError, RecordKind, SigningKey, StoreRefusal,
+};
 use futures::channel::{mpsc, oneshot};
 
 /// Why a request to the node failed.
@@ -81,6 +83,7 @@ pub(crate) enum Command {
     GetLocal(Key, oneshot::Sender<Option<Record>>),
     OwnRecords(oneshot::Sender<Vec<Record>>),
     IsPublished(Key, oneshot::Sender<bool>),
+    Stats(oneshot::Sender<NodeStats>),
     Peers(oneshot::Sender<Vec<Contact>>),
     RoutingTable(oneshot::Sender<Vec<(usize, Vec<Contact>)>>),
     Subscribe(mpsc::UnboundedSender<NodeEvent>),
@@ -194,6 +197,11 @@ impl NodeHandle {
     /// Whether this node has put the record under `key` (it keeps and republishes it).
     pub async fn is_published(&self, key: Key) -> Result<bool, DriverError> {
         self.ask(|tx| Command::IsPublished(key, tx)).await
+    }
+
+    /// The node's counters since it started (requests, timeouts, refusals by reason, ...).
+    pub async fn stats(&self) -> Result<NodeStats, DriverError> {
+        self.ask(Command::Stats).await
     }
 
     /// Peers with a live link.

@@ -433,6 +433,38 @@ impl WebNode {
         })
     }
 
+    /// The node's counters since it started: `{ requestsIn, responsesIn, timeouts, slowRequests,
+    /// lateAnswers, refusedBusy, refusedQuota, storeFailures, evicted, ... }` (what a slow or failing
+    /// swarm looks like from here).
+    pub fn counters(&self) -> js_sys::Promise {
+        let handle = self.shared.handle.clone();
+        future_to_promise(async move {
+            let s = handle.stats().await.map_err(|e| JsValue::from(js_error("counters", e)))?;
+            let out = js_sys::Object::new();
+            let fields = [
+                ("requestsIn", s.requests_in),
+                ("responsesIn", s.responses_in),
+                ("timeouts", s.timeouts),
+                ("slowRequests", s.slow_requests),
+                ("lateAnswers", s.late_answers),
+                ("unexpectedResponses", s.unexpected_responses),
+                ("refusedFull", s.refused_full),
+                ("refusedInvalid", s.refused_invalid),
+                ("refusedBadSignature", s.refused_bad_signature),
+                ("refusedStale", s.refused_stale),
+                ("refusedQuota", s.refused_quota),
+                ("refusedBusy", s.refused_busy),
+                ("storeFailures", s.store_failures),
+                ("expired", s.expired),
+                ("evicted", s.evicted),
+            ];
+            for (name, value) in fields {
+                js_sys::Reflect::set(&out, &name.into(), &(value as f64).into())?;
+            }
+            Ok(out.into())
+        })
+    }
+
     /// Peers with a live link: `[{ id, short, kind, bucket, addrs }]`.
     pub fn peers(&self) -> js_sys::Promise {
         let (handle, own) = (self.shared.handle.clone(), self.shared.contact.id);

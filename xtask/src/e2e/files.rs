@@ -86,6 +86,11 @@ pub(super) async fn files_between_tabs(tabs: &[Tab], out_dir: &Path) -> Result<F
         count("routing table −"),
         count("misbehaved")
     );
+    // And the counters of tab 0 and of a tab that stored the chunks (requests that timed out, stores refused).
+    for t in [0, tabs.len() - 1] {
+        let counters = tabs[t].js("return window.webdht.node.counters()", vec![]).await?;
+        eprintln!("    tab {t} counters after the publish: {counters}");
+    }
     let fetched = tabs[1].js(&format!("{CHECKSUM}\n{FETCH}"), vec![json!(hash)]).await?;
     shots.push(screenshot(&tabs[1], &out_dir.join("files-fetch.png")).await?);
     let same = fetched["size"].as_u64() == Some(size as u64) && fetched["digest"] == digest;
