@@ -39,6 +39,12 @@ struct Outgoing {
     grace: Option<Instant>,
     /// The lookup stopped waiting for it (its adaptive timeout passed).
     slow: bool,
+    /// The other attempt of the same request, when this one was sent again or is the resend: an answer to
+    /// either ends both. A replaced attempt keeps waiting until its full timeout (its answer may only be
+    /// late), then goes without a word; the resend reports the failure.
+    sibling: Option<RequestId>,
+    /// Replaced by a resend: it reports nothing when it times out.
+    replaced: bool,
 }
 
 /// Smoothed round-trip time of answered requests, kept as RFC 6298 does for TCP: in ms, `srtt` and
@@ -132,7 +138,7 @@ impl Requests {
         out: &mut VecDeque<Output>,
         (to, body, retries_left): (Contact, Request, u8),
         purpose: Purpose,
-    ) {
+    ) -> RequestId {
         let mut id = RequestId(rng.next_u64());
         while self.pending.contains_key(&id) {
             id = RequestId(rng.next_u64());
@@ -141,10 +147,21 @@ impl Requests {
         let resend = (retries_left > 0).then(|| (to.clone(), body.clone(), retries_left));
         let full = now + self.timeout;
         let grace = (matches!(purpose, Purpose::Query(_)) && resend.is_none() && full > deadline).then_some(full);
-        let outgoing = Outgoing { peer: to.id, deadline, purpose, resend, sent: now, grace, slow: false };
+        let outgoing = Outgoing {
+            peer: to.id,
+            deadline,
+            purpose,
+            resend,
+            sent: now,
+            grace,
+            slow: false,
+            sibling: None,
+            replaced: false,
+        };
         self.pending.insert(id, outgoing);
         self.deadlines.insert((deadline, id));
         out.push_back(Output::Send { to, msg: Message::Request { id, body } });
+        id
     }
 
     /// How long to wait for an answer: lookup requests and pings adapt to the round trips seen (RFC 6298,
@@ -174,6 +191,9 @@ impl Requests {
             return None;
         }
         let out = self.pending.remove(&id).expect("the request is pending: checked just above");
+        if let Some(other) = out.sibling {
+            self.forget(other);
+        }
         if matches!(out.purpose, Purpose::Query(_) | Purpose::StalePing) {
             let ms = now.saturating_since(out.sent).as_millis() as f64;
             self.rtt = Some(RttEstimate::sample(self.rtt, ms));
@@ -214,13 +234,48 @@ impl Requests {
                 continue;
             }
             let req = self.pending.remove(&id).expect("the request is pending: looked up just above");
+            if req.replaced {
+                // Its resend is on its way and will report.
+                if let Some(other) = req.sibling.and_then(|s| self.pending.get_mut(&s)) {
+                    other.sibling = None;
+                }
+                continue;
+            }
             stats.timeouts += 1;
             match req.resend {
-                Some((to, body, left @ 1..)) => self.dispatch(now, rng, out, (to, body, left - 1), req.purpose),
-                _ => return Some(Expired::Failed { peer: req.peer, purpose: req.purpose }),
+                Some((to, body, left @ 1..)) => {
+                    let resend = self.dispatch(now, rng, out, (to, body, left - 1), req.purpose);
+                    // The first attempt's answer may be late, not lost: it still counts until its full timeout.
+                    let full = req.sent + self.timeout;
+                    if full > now {
+                        if let Some(older) = req.sibling {
+                            self.forget(older);
+                        }
+                        let replaced =
+                            Outgoing { deadline: full, sibling: Some(resend), replaced: true, resend: None, ..req };
+                        self.pending.insert(id, replaced);
+                        self.deadlines.insert((full, id));
+                        if let Some(r) = self.pending.get_mut(&resend) {
+                            r.sibling = Some(id);
+                        }
+                    }
+                }
+                _ => {
+                    if let Some(other) = req.sibling {
+                        self.forget(other);
+                    }
+                    return Some(Expired::Failed { peer: req.peer, purpose: req.purpose });
+                }
             }
         }
         None
+    }
+
+    /// Drops a pending attempt without a word (its sibling answered or failed).
+    fn forget(&mut self, id: RequestId) {
+        if let Some(o) = self.pending.remove(&id) {
+            self.deadlines.remove(&(o.deadline, id));
+        }
     }
 
     /// The earliest deadline.

@@ -387,6 +387,49 @@ fn a_timed_out_lookup_request_is_sent_once_more() {
 }
 
 #[test]
+fn a_late_answer_to_a_resent_request_counts_and_ends_both_attempts() {
+    let mut cfg = Config::default();
+    cfg.request_retries = 1;
+    let mut node = node_knowing(cfg.clone(), &[1]);
+    // Teach the node a 10 ms round trip, so that its adaptive timeout is the floor (200 ms).
+    node.find_node(t(0), id(9));
+    let (_, warm) = sends(&drain(&mut node)).remove(0);
+    let (rid, _) = request(&warm);
+    node.handle_message(
+        t(10),
+        Contact::bare(id(1)),
+        Message::Response { id: rid, body: Response::Nodes { closer: vec![] } },
+    );
+    drain(&mut node);
+    node.find_node(t(1_000), id(7));
+    let (_, first) = sends(&drain(&mut node)).remove(0);
+    let deadline = node.poll_timeout().unwrap();
+    assert!(deadline < t(2_000), "the adaptive timeout, not the full one");
+    node.handle_timeout(deadline);
+    assert_eq!(sends(&drain(&mut node)).len(), 1, "resent");
+    // The first attempt answers, late: the lookup finishes with the peer, and the resend is forgotten.
+    let (rid1, _) = request(&first);
+    node.handle_message(
+        t(1_400),
+        Contact::bare(id(1)),
+        Message::Response { id: rid1, body: Response::Nodes { closer: vec![] } },
+    );
+    let outs = drain(&mut node);
+    assert!(events(&outs).iter().any(|e| matches!(e, Event::LookupFinished { stats, .. } if stats.failures == 0)));
+    // Nothing is left waiting: no deadline fires a failure for the peer later.
+    while let Some(at) = node.poll_timeout() {
+        if at > t(10_000) {
+            break;
+        }
+        node.handle_timeout(at);
+        drain(&mut node);
+    }
+    assert_eq!(node.stats().timeouts, 1, "only the first attempt's adaptive timeout");
+    assert!(node.routing_table().contains(&id(1)));
+    assert_eq!(node.routing_table().get(&id(1)).map(|e| e.failures), Some(0));
+}
+
+#[test]
 fn a_slow_peer_is_passed_over_but_its_late_answer_counts() {
     let mut cfg = Config::default();
     cfg.k = 2;
