@@ -2,7 +2,7 @@
 
 use crate::{Block, Blocks, Chunker, Entry, FileError, PutReport, TreeBuilder, DEFAULT_MAX_FILE_LEN, MAX_CHUNK};
 use dht_core::Key;
-use futures::future::LocalBoxFuture;
+use futures::future::{FutureExt, LocalBoxFuture};
 use futures::stream::{FuturesUnordered, StreamExt};
 use std::collections::HashSet;
 
@@ -174,11 +174,23 @@ impl<B: Blocks + Clone + 'static> Publisher<B> {
         }
         let blocks = self.blocks.clone();
         self.in_flight.push(Box::pin(async move { (counted, blocks.put(key, value).await) }));
+        // Poll the new put once now, so that it goes out at once: otherwise it would wait for the next
+        // call to poll the set (the next chunk, which may be a worker's round trip away), and take the
+        // puts that finished meanwhile.
+        while let Some(Some(done)) = self.in_flight.next().now_or_never() {
+            self.settled(done)?;
+        }
         Ok(true)
     }
 
     async fn settle_one(&mut self) -> Result<(), FileError> {
-        let Some((counted, result)) = self.in_flight.next().await else { return Ok(()) };
+        match self.in_flight.next().await {
+            Some(done) => self.settled(done),
+            None => Ok(()),
+        }
+    }
+
+    fn settled(&mut self, (counted, result): (u64, Result<PutReport, FileError>)) -> Result<(), FileError> {
         let report = result?;
         if report.acks == 0 {
             self.unacked += 1;
