@@ -257,13 +257,16 @@ async function openFileLink(hash, name = "file") {
   try {
     const blob = await fetchFile(hash, showProgress("fetched"));
     const s = (performance.now() - t0) / 1000;
+    page.lastFetch = { ms: s * 1000, size: blob.size, url: null };
     $("file-status").textContent = `fetched ${(blob.size / 1048576).toFixed(1)} MiB in ${s.toFixed(1)} s, every chunk checked`;
     const a = Object.assign(document.createElement("a"), { href: URL.createObjectURL(blob), download: name, textContent: `Save ${name}` });
+    page.lastFetch.url = a.href;
     $("file-link").replaceChildren(a);
     return blob;
   } catch (e) {
     $("file-status").textContent = `${e}`;
     log(`fetch failed: ${e}`, "warn");
+    page.lastFetch = { error: `${e}` };
     throw e;
   }
 }

@@ -286,7 +286,13 @@ async fn swarm(opts: &Opts, host: &str, netns: bool) -> Result<(), String> {
     let work = tabs[0].js("return window.webdht.idWorkCost(12, 8)", vec![]).await?;
     eprintln!("    ids with 12 bits of work in Chromium: {work}");
     let held_for_others = joined.held_for_others().await?;
-    let files = files::files_between_tabs(&tabs, &out_dir).await?;
+    let source = files::TabSource {
+        driver: &driver,
+        page: &sig.page,
+        profile: tmp.path().join("chrome-link"),
+        host_mode_flags: !netns,
+    };
+    let files = files::files_between_tabs(&tabs, &out_dir, source).await?;
     // A screenshot of a tab, then tab 0 reloads and must come back with its records and table.
     let shot = screenshot_form_get(&tabs[1], &owners.natives[0], &out_dir).await?;
     let reload_restored = reload_restores(&tabs[0]).await?;
@@ -602,6 +608,7 @@ impl Outcome {
             || !self.reload_restored
             || held.contains(&0)
             || !self.files.same
+            || !self.files.link_same
         {
             return Err("e2e: some checks failed (see the summary above)".into());
         }
@@ -627,6 +634,10 @@ impl Outcome {
         eprintln!(
             "  20 MiB file, tab → tab   publish {:.1} MB/s, fetch {:.1} MB/s, same {}",
             f.publish_mb_s, f.fetch_mb_s, f.same
+        );
+        eprintln!(
+            "  ?file= link, new tab     fetch {:.1} MB/s (every chunk from the network), same {}",
+            f.link_fetch_mb_s, f.link_same
         );
         eprintln!("  longest task publishing  {:.0} ms (main thread of the publishing tab)", f.longest_task_ms);
         eprintln!(
@@ -664,6 +675,8 @@ impl Outcome {
             "file_fetch_mb_s": self.files.fetch_mb_s,
             "file_same": self.files.same,
             "file_longest_task_ms": self.files.longest_task_ms,
+            "file_link_fetch_mb_s": self.files.link_fetch_mb_s,
+            "file_link_same": self.files.link_same,
         })
     }
 }

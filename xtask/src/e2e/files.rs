@@ -1,6 +1,8 @@
 //! The e2e's file step: tab 0 publishes a 20 MiB file through the page's Files panel (chunked and hashed in
-//! its Web Worker), tab 1 fetches it through the same code as a `?file=HASH` link; both with the page's
-//! progress bar, screenshots of each, the rates, and the longest main-thread task of the publishing tab.
+//! its Web Worker), tab 1 fetches it through the same code as a `?file=HASH` link, and a new tab opened on
+//! that link after the publish (it holds none of the chunks, so every one comes over the network) fetches it
+//! as a person would; the page's progress bars, screenshots of each, the rates, and the longest
+//! main-thread task of the publishing tab.
 
 use super::{Tab, CALL_TIMEOUT};
 use serde_json::{json, Value};
@@ -19,6 +21,10 @@ pub(super) struct FilesOutcome {
     /// The fetched file is the published one (same length, same checksum).
     pub same: bool,
     pub chunks: u64,
+    /// The tab opened on the link: its fetch rate (every chunk from the network), and whether its bytes are
+    /// the published ones.
+    pub link_fetch_mb_s: f64,
+    pub link_same: bool,
     pub shots: Vec<PathBuf>,
 }
 
@@ -65,7 +71,28 @@ const FETCH: &str = r#"return (async () => {
   return { ms, size: blob.size, digest: checksum(new Uint8Array(await blob.arrayBuffer())) };
 })()"#;
 
-pub(super) async fn files_between_tabs(tabs: &[Tab], out_dir: &Path) -> Result<FilesOutcome, String> {
+/// The checksum of the file behind the page's Save link, and the page's fetch figures.
+const LINK_STATE: &str = r#"return (async () => {
+  const f = window.webdht.lastFetch;
+  if (!f) return null;
+  if (f.error) return { error: f.error };
+  const bytes = new Uint8Array(await (await fetch(f.url)).arrayBuffer());
+  return { ms: f.ms, size: f.size, digest: checksum(bytes) };
+})()"#;
+
+/// Where new tabs are opened.
+pub(super) struct TabSource<'a> {
+    pub driver: &'a str,
+    pub page: &'a str,
+    pub profile: PathBuf,
+    pub host_mode_flags: bool,
+}
+
+pub(super) async fn files_between_tabs(
+    tabs: &[Tab],
+    out_dir: &Path,
+    source: TabSource<'_>,
+) -> Result<FilesOutcome, String> {
     let size = FILE_MIB << 20;
     let digest = tabs[0].js(&format!("{CHECKSUM}\n{START_PUBLISH}"), vec![json!(size)]).await?;
     let (state, mid_shot) = wait_for_publish(&tabs[0], out_dir).await?;
@@ -95,19 +122,58 @@ pub(super) async fn files_between_tabs(tabs: &[Tab], out_dir: &Path) -> Result<F
     shots.push(screenshot(&tabs[1], &out_dir.join("files-fetch.png")).await?);
     let same = fetched["size"].as_u64() == Some(size as u64) && fetched["digest"] == digest;
     let mb = size as f64 / 1e6;
+    let (link_state, shot) = open_link(&source, hash, out_dir).await?;
+    shots.push(shot);
+    let link_same = link_state["size"].as_u64() == Some(size as u64) && link_state["digest"] == digest;
+    let link_fetch_mb_s = mb / (link_state["ms"].as_f64().unwrap_or(f64::NAN) / 1e3);
     let outcome = FilesOutcome {
         publish_mb_s: mb / (state["ms"].as_f64().unwrap_or(f64::NAN) / 1e3),
         fetch_mb_s: mb / (fetched["ms"].as_f64().unwrap_or(f64::NAN) / 1e3),
         longest_task_ms: state["longest"].as_f64().unwrap_or(f64::NAN),
         same,
         chunks,
+        link_fetch_mb_s,
+        link_same,
         shots,
     };
     eprintln!(
         "    {FILE_MIB} MiB file: published by tab 0 at {:.1} MB/s ({status}), fetched by tab 1 at {:.1} MB/s, same bytes {same}, longest main-thread task while publishing {:.0} ms",
         outcome.publish_mb_s, outcome.fetch_mb_s, outcome.longest_task_ms
     );
+    eprintln!(
+        "    a new tab opened on the link fetched it at {:.1} MB/s (every chunk from the network), same bytes {link_same}",
+        outcome.link_fetch_mb_s
+    );
     Ok(outcome)
+}
+
+/// Opens a new tab on `?file=HASH`, as a person following the link would; waits (bounded) for its fetch
+/// to end and returns its figures and checksum, and a screenshot.
+async fn open_link(source: &TabSource<'_>, hash: &str, out_dir: &Path) -> Result<(Value, PathBuf), String> {
+    let tab = Tab::open(source.driver, &source.profile, source.host_mode_flags).await?;
+    let url = format!("{}?node=link&file={hash}&name=e2e.bin", source.page);
+    tab.client.goto(&url).await.map_err(|e| format!("link tab: {e}"))?;
+    let result = async {
+        tab.joined().await.map_err(|e| format!("link tab: {e}"))?;
+        let started = Instant::now();
+        loop {
+            let state = tab.js(&format!("{CHECKSUM}\n{LINK_STATE}"), vec![]).await?;
+            if let Some(e) = state["error"].as_str() {
+                return Err(format!("the link tab's fetch failed: {e}"));
+            }
+            if !state.is_null() {
+                let shot = screenshot(&tab, &out_dir.join("files-link.png")).await?;
+                return Ok((state, shot));
+            }
+            if started.elapsed() > CALL_TIMEOUT * 2 {
+                return Err(format!("the link tab's fetch not done after {:?}", CALL_TIMEOUT * 2));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    .await;
+    let _ = tab.client.close().await;
+    result
 }
 
 /// Polls tab 0 until its publish shows a link (or fails); takes a screenshot the first time the bar is
