@@ -59,7 +59,7 @@ struct RunArgs {
     no_tcp: bool,
     /// Messages a peer may send a second on one TCP link (after a burst of twice as many); past it the link
     /// stops reading from that peer for a while. A file's chunk costs two (a lookup and a store), so this
-    /// bounds what one peer can upload to this node, and what this node publishes through a swarm of one.
+    /// bounds what one peer can upload to this node (and, in a swarm of two, how fast a file goes out).
     #[arg(long, default_value_t = 1000)]
     peer_rate: u32,
     /// Largest file the control socket's PUBLISH and FETCH accept, in bytes.
