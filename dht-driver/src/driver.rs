@@ -57,6 +57,24 @@ impl DriverConfig {
 /// The metadata entry that lists the keys of the records a node put (32 bytes each).
 pub const PUBLISHED_META: &str = "published";
 
+/// Metadata entry holding the keys of the signed ones among them (so that listing them reads no chunk of a
+/// file this node published). Absent in a store older than it: the list is then made once from the records.
+pub const PUBLISHED_SIGNED_META: &str = "published_signed";
+
+/// Our own records' keys, and the signed ones among them, as saved.
+struct PublishedLists {
+    all: Vec<u8>,
+    signed: Vec<u8>,
+}
+
+async fn save_lists<S: Store>(store: &S, lists: PublishedLists) {
+    for (name, bytes) in [(PUBLISHED_META, lists.all), (PUBLISHED_SIGNED_META, lists.signed)] {
+        if let Err(e) = store.put_meta(name, &bytes).await {
+            tracing::warn!("the list of our own records ({name}) not saved: {e}");
+        }
+    }
+}
+
 /// The keys of [`PUBLISHED_META`] (a trailing partial key is ignored).
 fn decode_keys(bytes: &[u8]) -> BTreeSet<Key> {
     bytes.chunks_exact(32).map(|c| Key::from_bytes(c.try_into().expect("chunks of 32"))).collect()
@@ -121,6 +139,7 @@ where
             reads: FuturesUnordered::new(),
             waiters: BTreeMap::new(),
             published: BTreeSet::new(),
+            published_signed: BTreeSet::new(),
             published_dirty: false,
             published_saving: Rc::new(Cell::new(false)),
             subscribers: Vec::new(),
@@ -154,6 +173,8 @@ struct Io<T, S> {
     waiters: BTreeMap<QueryId, Waiter>,
     /// The keys of the records we put (kept in the store's metadata).
     published: BTreeSet<Key>,
+    /// The keys of the signed records among them (see [`PUBLISHED_SIGNED_META`]).
+    published_signed: BTreeSet<Key>,
     /// `published` changed since it was last saved.
     published_dirty: bool,
     /// A save of `published` is under way (one at a time, so an older list never lands after a newer one).
@@ -170,6 +191,24 @@ impl<T: Transport, S: Store + 'static> Driver<T, S> {
             Ok(Some(bytes)) => self.io.published = decode_keys(&bytes),
             Ok(None) => {}
             Err(e) => tracing::warn!("the list of our own records not read (they are kept as others'): {e}"),
+        }
+        match self.io.store.get_meta(PUBLISHED_SIGNED_META).await {
+            Ok(Some(bytes)) => self.io.published_signed = decode_keys(&bytes),
+            Ok(None) if self.io.published.is_empty() => {}
+            // A store older than the list, or a list that cannot be read: made once from our records.
+            other => {
+                if let Err(e) = other {
+                    tracing::warn!("the list of our own signed records not read (made again): {e}");
+                }
+                for key in &self.io.published {
+                    if let Ok(Some(r)) = read_record(&*self.io.store, key).await {
+                        if r.signed.is_some() {
+                            self.io.published_signed.insert(*key);
+                        }
+                    }
+                }
+                self.io.published_dirty = true;
+            }
         }
         match self.io.store.records().await {
             Ok(records) => {
@@ -223,10 +262,7 @@ impl<T: Transport, S: Store + 'static> Driver<T, S> {
             }
         }
         if self.io.published_dirty {
-            let bytes: Vec<u8> = self.io.published.iter().flat_map(|k| *k.as_bytes()).collect();
-            if let Err(e) = self.io.store.put_meta(PUBLISHED_META, &bytes).await {
-                tracing::warn!("the list of our own records not saved: {e}");
-            }
+            save_lists(&*self.io.store, self.io.published_lists()).await;
         }
         let contacts = self.table_snapshot();
         if let Err(e) = self.io.store.save_contacts(&contacts).await {
@@ -244,16 +280,14 @@ impl<T: Transport, S: Store + 'static> Driver<T, S> {
     /// never make way for others'. The loop calls it when the list changed and no save is under way, so a
     /// file's thousands of chunk puts cost a few saves, not one each.
     fn save_published(&mut self) {
-        let bytes: Vec<u8> = self.io.published.iter().flat_map(|k| *k.as_bytes()).collect();
+        let lists = self.io.published_lists();
         let store = Rc::clone(&self.io.store);
         let saving = Rc::clone(&self.io.published_saving);
         saving.set(true);
         self.io.published_dirty = false;
         self.io.reads.push(
             async move {
-                if let Err(e) = store.put_meta(PUBLISHED_META, &bytes).await {
-                    tracing::warn!("the list of our own records not saved: {e}");
-                }
+                save_lists(&*store, lists).await;
                 saving.set(false);
             }
             .boxed_local(),
@@ -289,6 +323,9 @@ impl<T: Transport, S: Store + 'static> Driver<T, S> {
                 let q = self.node.put_cas(now, record, cas);
                 self.io.waiters.insert(q, Waiter::Put(tx, seq));
                 self.io.published_dirty |= self.io.published.insert(key);
+                if seq.is_some() {
+                    self.io.published_dirty |= self.io.published_signed.insert(key);
+                }
             }
             Command::Get(key, tx) => {
                 let q = self.node.get(now, key);
@@ -309,9 +346,14 @@ impl<T: Transport, S: Store + 'static> Driver<T, S> {
             Command::Stats(tx) => {
                 let _ = tx.send(self.node.stats().clone());
             }
-            Command::OwnRecords(tx) => {
+            Command::OwnRecords(signed_only, tx) => {
+                // The signed ones are listed apart, so listing them reads no chunk of a file.
                 let store = Rc::clone(&self.io.store);
-                let keys: Vec<Key> = self.io.published.iter().copied().collect();
+                let keys: Vec<Key> = if signed_only {
+                    self.io.published_signed.intersection(&self.io.published).copied().collect()
+                } else {
+                    self.io.published.iter().copied().collect()
+                };
                 self.io.reads.push(
                     async move {
                         let mut records = Vec::with_capacity(keys.len());
@@ -365,6 +407,12 @@ impl<T: Transport, S: Store + 'static> Driver<T, S> {
 }
 
 impl<T: Transport, S: Store + 'static> Io<T, S> {
+    /// The lists of our own records to save.
+    fn published_lists(&self) -> PublishedLists {
+        let bytes = |keys: &BTreeSet<Key>| keys.iter().flat_map(|k| *k.as_bytes()).collect();
+        PublishedLists { all: bytes(&self.published), signed: bytes(&self.published_signed) }
+    }
+
     fn emit(&mut self, event: NodeEvent) {
         self.subscribers.retain(|s| s.unbounded_send(event.clone()).is_ok());
     }

@@ -81,7 +81,8 @@ pub(crate) enum Command {
     Put(Record, Option<u64>, oneshot::Sender<PutOutcome>),
     Get(Key, oneshot::Sender<Option<Record>>),
     GetLocal(Key, oneshot::Sender<Option<Record>>),
-    OwnRecords(oneshot::Sender<Vec<Record>>),
+    /// `true`: the signed ones only.
+    OwnRecords(bool, oneshot::Sender<Vec<Record>>),
     IsPublished(Key, oneshot::Sender<bool>),
     Stats(oneshot::Sender<NodeStats>),
     Peers(oneshot::Sender<Vec<Contact>>),
@@ -191,7 +192,13 @@ impl NodeHandle {
 
     /// The records this node put (the newest version of each it holds), from its own store.
     pub async fn own_records(&self) -> Result<Vec<Record>, DriverError> {
-        self.ask(Command::OwnRecords).await
+        self.ask(|tx| Command::OwnRecords(false, tx)).await
+    }
+
+    /// The signed records this node put (the newest version of each it holds): [`NodeHandle::own_records`]
+    /// without reading the immutable ones (a file's chunks).
+    pub async fn own_signed_records(&self) -> Result<Vec<Record>, DriverError> {
+        self.ask(|tx| Command::OwnRecords(true, tx)).await
     }
 
     /// Whether this node has put the record under `key` (it keeps and republishes it).

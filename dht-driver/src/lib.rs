@@ -16,6 +16,6 @@ pub mod setup;
 mod transport;
 
 pub use clock::{timeout, Clock, Elapsed, SharedClock, SystemClock};
-pub use driver::{key_for, start, DriverConfig, PUBLISHED_META};
+pub use driver::{key_for, start, DriverConfig, PUBLISHED_META, PUBLISHED_SIGNED_META};
 pub use handle::{DriverError, NodeEvent, NodeHandle, PutOutcome};
 pub use transport::{BoxError, MessageBudget, PeerLink, Transport, TransportError, Transports};

@@ -92,6 +92,9 @@ fn a_restarted_node_keeps_its_records_and_routing_table() {
             node.bootstrap(vec![contact(0)]).await.unwrap();
         }
         nodes[5].put_signed(b"kept", b"yes".to_vec(), None).await.unwrap();
+        nodes[5].put_immutable(b"a chunk".to_vec()).await.unwrap();
+        assert_eq!(nodes[5].own_records().await.unwrap().len(), 2);
+        assert_eq!(nodes[5].own_signed_records().await.unwrap().len(), 1);
         nodes[5].shutdown();
     });
     pool.run_until_stalled();
@@ -104,11 +107,12 @@ fn a_restarted_node_keeps_its_records_and_routing_table() {
         assert_eq!(kept.map(|r| (r.seq(), r.value)), Some((Some(1), b"yes".to_vec())));
         // The next version follows the one found, and the node lists it among its own.
         assert_eq!(again.put_signed(b"kept", b"still".to_vec(), None).await.unwrap().seq, Some(2));
-        let own = again.own_records().await.unwrap();
+        let own = again.own_signed_records().await.unwrap();
         assert_eq!(
             own.iter().map(|r| (r.seq(), r.value.clone())).collect::<Vec<_>>(),
             vec![(Some(2), b"still".to_vec())]
         );
+        assert_eq!(again.own_records().await.unwrap().len(), 2, "the immutable one too");
     });
 }
 
@@ -217,4 +221,69 @@ async fn futures_timer_sleep(ms: u64) {
     use dht_driver::Clock;
     let clock = SystemClock;
     clock.sleep_until(clock.now() + std::time::Duration::from_millis(ms)).await;
+}
+
+/// A store written before the list of signed records existed: it has no such list to give.
+#[derive(Clone)]
+struct WithoutSignedList(MemoryStore);
+
+impl kvstore::Store for WithoutSignedList {
+    async fn put_record(
+        &self,
+        key: Key,
+        value: Vec<u8>,
+        expires: dht_core::Instant,
+    ) -> Result<(), kvstore::StoreError> {
+        self.0.put_record(key, value, expires).await
+    }
+    async fn get_record(&self, key: &Key) -> Result<Option<kvstore::StoredRecord>, kvstore::StoreError> {
+        self.0.get_record(key).await
+    }
+    async fn remove_record(&self, key: &Key) -> Result<(), kvstore::StoreError> {
+        self.0.remove_record(key).await
+    }
+    async fn records(&self) -> Result<Vec<kvstore::RecordInfo>, kvstore::StoreError> {
+        self.0.records().await
+    }
+    async fn remove_expired(&self, now: dht_core::Instant) -> Result<usize, kvstore::StoreError> {
+        self.0.remove_expired(now).await
+    }
+    async fn save_contacts(&self, contacts: &[Contact]) -> Result<(), kvstore::StoreError> {
+        self.0.save_contacts(contacts).await
+    }
+    async fn load_contacts(&self) -> Result<Vec<Contact>, kvstore::StoreError> {
+        self.0.load_contacts().await
+    }
+    async fn put_meta(&self, name: &str, value: &[u8]) -> Result<(), kvstore::StoreError> {
+        self.0.put_meta(name, value).await
+    }
+    async fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>, kvstore::StoreError> {
+        if name == dht_driver::PUBLISHED_SIGNED_META {
+            return Ok(None);
+        }
+        self.0.get_meta(name).await
+    }
+}
+
+#[test]
+fn a_store_without_the_list_of_signed_records_gets_one_made_from_its_records() {
+    let mut pool = LocalPool::new();
+    let net = MemoryNetwork::new();
+    let store = MemoryStore::new();
+    let local = contact(7);
+    let first = spawn_node(&pool, &net, 7, store.clone());
+    pool.run_until(async {
+        first.put_signed(b"name", b"v".to_vec(), None).await.unwrap();
+        first.put_immutable(b"chunk".to_vec()).await.unwrap();
+        first.shutdown();
+    });
+    pool.run_until_stalled();
+    let (again, task) =
+        start(DriverConfig::new(local.clone(), 7), net.transport(local), WithoutSignedList(store), SystemClock);
+    pool.spawner().spawn_local(task).expect("the pool accepts tasks");
+    pool.run_until(async {
+        let signed = again.own_signed_records().await.unwrap();
+        assert_eq!(signed.iter().map(|r| r.value.clone()).collect::<Vec<_>>(), vec![b"v".to_vec()]);
+        assert_eq!(again.own_records().await.unwrap().len(), 2);
+    });
 }

@@ -408,12 +408,17 @@ impl WebNode {
     }
 
     /// The records this node put, from its own storage: `[{ name, seq, value }]` for signed ones (`name`
-    /// the salt as text), `[{ hash, value }]` for immutable ones.
+    /// the salt as text), `[{ hash, value }]` for immutable ones. With `{ signed: true }`, the signed ones
+    /// only (without reading the immutable ones: a published file's chunks are among them).
     #[wasm_bindgen(js_name = ownRecords)]
-    pub fn own_records(&self) -> js_sys::Promise {
+    pub fn own_records(&self, options: JsValue) -> js_sys::Promise {
         let handle = self.shared.handle.clone();
+        let signed_only = !options.is_undefined()
+            && !options.is_null()
+            && js_sys::Reflect::get(&options, &"signed".into()).map(|v| v.is_truthy()).unwrap_or(false);
         future_to_promise(async move {
-            let records = handle.own_records().await.map_err(|e| js_error("own records", e))?;
+            let records = if signed_only { handle.own_signed_records().await } else { handle.own_records().await };
+            let records = records.map_err(|e| js_error("own records", e))?;
             let out = js_sys::Array::new();
             for r in records {
                 let o = js_sys::Object::new();

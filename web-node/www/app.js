@@ -128,9 +128,9 @@ async function refresh() {
 }
 
 // This node's signed records, as its own storage holds them (drawn at start and after a put; a file's
-// chunks are its records too, but not listed).
+// chunks are its records too, but neither read nor listed).
 async function drawMine() {
-  const records = (await page.node.ownRecords()).filter((r) => r.name !== undefined && r.name !== null);
+  const records = await page.node.ownRecords({ signed: true });
   const rows = records.map((r) => {
     const tr = document.createElement("tr");
     tr.innerHTML = "<td><code></code></td><td></td><td></td>";
