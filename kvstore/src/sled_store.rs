@@ -67,7 +67,20 @@ fn backend(e: sled::Error) -> StoreError {
 impl SledStore {
     /// Opens (creating if needed) the database in directory `path`.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
-        let db = sled::open(path).map_err(backend)?;
+        // The lock of a store just dropped in this process may outlive it by a moment (sled's own
+        // background flusher lets go of the database on its next round): wait a little for it.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        let db = loop {
+            match sled::open(path.as_ref()) {
+                // sled reports it as an I/O error of kind `Other` whose text says so.
+                Err(sled::Error::Io(e))
+                    if e.to_string().contains("could not acquire lock") && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => break other.map_err(backend)?,
+            }
+        };
         let records = db.open_tree(RECORDS).map_err(backend)?;
         let meta = db.open_tree(META).map_err(backend)?;
         Ok(SledStore { db, records, meta, flusher: Flusher::start()? })

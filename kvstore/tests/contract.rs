@@ -53,3 +53,19 @@ fn concurrent_sled_writes_all_finish() {
     let done = rx.recv_timeout(std::time::Duration::from_secs(60)).expect("200 concurrent writes finish within 60 s");
     assert_eq!(done, (0, 200), "(failed writes, records held)");
 }
+
+/// A store opened while another instance of it is still being let go of waits for it (a restart in the
+/// same process, or sled's flusher finishing its round) instead of failing at once.
+#[test]
+fn opening_waits_for_a_store_being_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let first = SledStore::open(&path).unwrap();
+    let closer = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        drop(first);
+    });
+    let second = SledStore::open(&path);
+    closer.join().unwrap();
+    assert!(second.is_ok(), "{:?}", second.err());
+}
