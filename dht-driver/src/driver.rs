@@ -322,9 +322,12 @@ impl<T: Transport, S: Store + 'static> Driver<T, S> {
                 let (seq, key) = (record.seq(), record.key);
                 let q = self.node.put_cas(now, record, cas);
                 self.io.waiters.insert(q, Waiter::Put(tx, seq));
-                self.io.published_dirty |= self.io.published.insert(key);
-                if seq.is_some() {
-                    self.io.published_dirty |= self.io.published_signed.insert(key);
+                // A put refused here (an older version, a record the policy refuses) made nothing ours.
+                if self.node.is_own(&key) {
+                    self.io.published_dirty |= self.io.published.insert(key);
+                    if seq.is_some() {
+                        self.io.published_dirty |= self.io.published_signed.insert(key);
+                    }
                 }
             }
             Command::Get(key, tx) => {
@@ -341,7 +344,7 @@ impl<T: Transport, S: Store + 'static> Driver<T, S> {
                 );
             }
             Command::IsPublished(key, tx) => {
-                let _ = tx.send(self.io.published.contains(&key));
+                let _ = tx.send(self.node.is_own(&key));
             }
             Command::Stats(tx) => {
                 let _ = tx.send(self.node.stats().clone());

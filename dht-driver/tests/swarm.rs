@@ -72,6 +72,24 @@ fn twelve_nodes_join_put_and_get() {
 }
 
 #[test]
+fn a_put_refused_here_does_not_make_the_record_ours() {
+    let mut pool = LocalPool::new();
+    let net = MemoryNetwork::new();
+    let node = spawn_node(&pool, &net, 1, MemoryStore::new());
+    pool.run_until(async {
+        // A value under a key that is not its hash: the default policy refuses such a record.
+        let wrong = dht_core::Record::unchecked(Key::from_name(b"not the hash"), b"value".to_vec());
+        let key = wrong.key;
+        let outcome = node.put_record(wrong, None).await.unwrap();
+        assert!(outcome.refusal.is_some(), "{outcome:?}");
+        assert!(!node.is_published(key).await.unwrap(), "a refused record is not ours");
+        assert!(node.own_records().await.unwrap().is_empty());
+        let good = node.put_immutable(b"value".to_vec()).await.unwrap();
+        assert!(node.is_published(good.key).await.unwrap());
+    });
+}
+
+#[test]
 fn oversized_values_are_refused_before_reaching_the_node() {
     let pool = LocalPool::new();
     let net = MemoryNetwork::new();

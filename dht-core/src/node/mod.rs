@@ -106,6 +106,12 @@ impl Node {
         self.records.holds(key)
     }
 
+    /// Whether the record under `key` is one of ours: put here (and not refused) or restored as ours, and
+    /// republished from here.
+    pub fn is_own(&self, key: &Key) -> bool {
+        self.records.is_own(key)
+    }
+
     /// Queries still running.
     pub fn active_queries(&self) -> usize {
         self.queries.len()

@@ -154,6 +154,10 @@ impl Records {
         self.held.values().map(|m| u64::from(m.size)).sum()
     }
 
+    pub(super) fn is_own(&self, key: &Key) -> bool {
+        self.published.contains_key(key)
+    }
+
     pub(super) fn holds(&self, key: &Key) -> bool {
         self.held.contains_key(key)
     }
