@@ -71,19 +71,11 @@ impl<B: Blocks> Fetch<B> {
     pub fn chunks(&self) -> &[Entry] {
         &self.chunks
     }
-
-    /// The chunks from index `first` on, in order, each checked (taken from this node's store when it
-    /// holds it, else from the swarm).
-    pub fn stream_from(&self, first: usize) -> impl Stream<Item = Result<Vec<u8>, FileError>> + '_ {
-        let entries = self.chunks.get(first..).unwrap_or_default();
-        stream::iter(entries)
-            .map(move |e| block(&self.blocks, e.key(), Some(e.len), "chunk", self.options.retries))
-            .buffered(self.options.parallel.max(1))
-    }
 }
 
 impl<B: Blocks + Clone + 'static> Fetch<B> {
-    /// [`Fetch::stream_from`] owning the fetch (for a caller that keeps the stream, such as a JS object).
+    /// The chunks from index `first` on, in order, each checked (taken from this node's store when it
+    /// holds it, else from the swarm), `parallel` gets in flight.
     pub fn into_stream(self, first: usize) -> impl Stream<Item = Result<Vec<u8>, FileError>> + 'static {
         let (blocks, retries) = (self.blocks, self.options.retries);
         let entries: Vec<Entry> = self.chunks.get(first..).unwrap_or_default().to_vec();
@@ -179,7 +171,7 @@ mod tests {
     fn fetch_all(blocks: MapBlocks, root: Key, options: FetchOptions) -> Result<Vec<u8>, FileError> {
         block_on(async {
             let f = Fetch::open(blocks, root, options).await?;
-            let chunks: Vec<Vec<u8>> = f.stream_from(0).try_collect().await?;
+            let chunks: Vec<Vec<u8>> = f.into_stream(0).try_collect().await?;
             Ok(chunks.concat())
         })
     }
@@ -200,7 +192,7 @@ mod tests {
     }
 
     #[test]
-    fn an_owned_stream_gives_the_same_chunks() {
+    fn a_stream_from_a_later_chunk_gives_the_rest() {
         let blocks = MapBlocks::default();
         let data = random_bytes(250_000, 13);
         let root = publish(&blocks, &data);

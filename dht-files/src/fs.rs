@@ -57,7 +57,7 @@ pub fn partial_path(out: &Path) -> PathBuf {
 /// Fetches the file named `root` into `out`: written to [`partial_path`] first, whose chunks already
 /// there and good are kept (a fetch stopped half-way goes on where it stopped), synced, then renamed to
 /// `out`. `progress(done, total)` is called after each chunk.
-pub async fn fetch_path<B: Blocks>(
+pub async fn fetch_path<B: Blocks + Clone + 'static>(
     blocks: B,
     root: Key,
     out: &Path,
@@ -70,19 +70,19 @@ pub async fn fetch_path<B: Blocks>(
     let (first, resumed) = good_prefix(&mut file, &fetch)?;
     file.set_len(resumed)?;
     file.seek(SeekFrom::Start(resumed))?;
-    let mut done = resumed;
-    progress(done, fetch.len());
-    let mut chunks = fetch.stream_from(first);
+    let (mut done, total) = (resumed, fetch.len());
+    progress(done, total);
+    let mut chunks = std::pin::pin!(fetch.into_stream(first));
     while let Some(chunk) = chunks.next().await {
         let chunk = chunk?;
         file.write_all(&chunk)?;
         done += chunk.len() as u64;
-        progress(done, fetch.len());
+        progress(done, total);
     }
     file.sync_all()?;
     drop(file);
     std::fs::rename(&part, out)?;
-    Ok(Fetched { len: fetch.len(), resumed })
+    Ok(Fetched { len: total, resumed })
 }
 
 /// How many of the file's chunks the partial file already holds, in order and intact, and their bytes.

@@ -63,7 +63,7 @@ pub struct Publisher<B> {
     /// Blocks already put or found put in this publish.
     seen: HashSet<Key>,
     progress: PublishProgress,
-    chunks: usize,
+    /// Chunks put by this publish, and chunks not sent (put before): every chunk is one or the other.
     sent: usize,
     reused: usize,
     manifests: usize,
@@ -81,7 +81,6 @@ impl<B: Blocks + Clone + 'static> Publisher<B> {
             in_flight: FuturesUnordered::new(),
             seen: HashSet::new(),
             progress: PublishProgress::default(),
-            chunks: 0,
             sent: 0,
             reused: 0,
             manifests: 0,
@@ -119,7 +118,6 @@ impl<B: Blocks + Clone + 'static> Publisher<B> {
             return Err(FileError::TooLarge { max: self.options.max_len });
         }
         self.progress.chunked += len;
-        self.chunks += 1;
         let mut closed = Vec::new();
         self.tree.push_chunk(Entry { hash: *key.as_bytes(), len }, &mut closed);
         if self.store(key, chunk, len).await? {
@@ -146,7 +144,7 @@ impl<B: Blocks + Clone + 'static> Publisher<B> {
         Ok(Published {
             hash: root.key(),
             len: root.len,
-            chunks: self.chunks,
+            chunks: self.sent + self.reused,
             sent: self.sent,
             reused: self.reused,
             manifests: self.manifests,
