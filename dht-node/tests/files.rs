@@ -6,25 +6,8 @@
 
 mod common;
 
-use common::{ctl_dir, spawn_with, Proc};
+use common::{ctl, spawn_with, wait_for_peers};
 use std::time::{Duration, Instant};
-
-fn ctl(p: &Proc, request: &str) -> String {
-    ctl_dir(&p.dir, request)
-}
-
-/// Waits (at most 30 s) until node `p` has links to `n` peers.
-fn wait_for_peers(p: &Proc, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let peers = ctl(p, "PEERS");
-        if peers.split(' ').nth(1).and_then(|c| c.parse::<usize>().ok()).is_some_and(|c| c >= n) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{} has no {n} peers: {peers}", p.dir.display());
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 /// The value of `name=` in an `OK …` answer.
 fn field<'a>(answer: &'a str, name: &str) -> &'a str {

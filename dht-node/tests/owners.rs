@@ -4,17 +4,13 @@
 
 mod common;
 
-use common::{ctl_dir, spawn, Proc};
+use common::{ctl, spawn, wait_for_peers, Proc};
 use dht_core::{Contact, Message, NodeId, OwnerKey, Record, Request, RequestId, Response, StoreRefusal};
 use dht_driver::{PeerLink, Transport};
 use dht_link::Identity;
 use futures::{SinkExt, StreamExt};
 use std::time::Duration;
 use transport_tcp::{TcpConfig, TcpTransport};
-
-fn ctl(p: &Proc, request: &str) -> String {
-    ctl_dir(&p.dir, request)
-}
 
 /// The node's id and TCP address, from `ID`.
 fn contact(p: &Proc) -> Contact {
@@ -23,19 +19,6 @@ fn contact(p: &Proc) -> Contact {
     let node: NodeId = words.next().expect("an id").parse().expect("a hex id");
     let addrs = words.filter(|a| a.starts_with("tcp:")).map(dht_core::Address::new).collect();
     Contact { id: node, addrs }
-}
-
-/// Waits (at most 30 s) until node `p` has links to `n` peers.
-fn wait_for_peers(p: &Proc, n: usize) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let peers = ctl(p, "PEERS");
-        if peers.split(' ').nth(1).and_then(|c| c.parse::<usize>().ok()).is_some_and(|c| c >= n) {
-            return;
-        }
-        assert!(std::time::Instant::now() < deadline, "{} has no {n} peers: {peers}", p.dir.display());
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// One request on `link`, and its answer (bounded in time).

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{ctl_dir, spawn, Proc};
+use common::{ctl, ctl_dir, spawn, Proc};
 use std::io::Write;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -11,10 +11,6 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// One control request; waits for the control socket to appear (bounded).
-fn ctl(p: &Proc, request: &str) -> String {
-    ctl_dir(&p.dir, request)
-}
-
 fn tcp_addr(p: &Proc) -> (String, String) {
     tcp_addr_dir(&p.dir)
 }

@@ -63,3 +63,23 @@ pub fn ctl_dir(dir: &Path, request: &str) -> String {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// One control request to node `p` (see [`ctl_dir`]).
+#[allow(dead_code)]
+pub fn ctl(p: &Proc, request: &str) -> String {
+    ctl_dir(&p.dir, request)
+}
+
+/// Waits (at most 30 s) until node `p` has links to `n` peers.
+#[allow(dead_code)]
+pub fn wait_for_peers(p: &Proc, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let peers = ctl(p, "PEERS");
+        if peers.split(' ').nth(1).and_then(|c| c.parse::<usize>().ok()).is_some_and(|c| c >= n) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{} has no {n} peers: {peers}", p.dir.display());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
