@@ -95,8 +95,13 @@ pub struct Config {
     pub adaptive_timeout: bool,
     /// Lower bound of the adaptive timeout.
     pub min_request_timeout: Duration,
-    /// Times a lookup or store request that timed out is sent again before the peer counts as failed
-    /// (covers a lost message on lossy paths; reliable transports lose messages only with the link).
+    /// Times a store request that timed out is sent again before the peer counts as failed (covers a lost
+    /// message on lossy paths; reliable transports lose messages only with the link). A lookup request is
+    /// sent again once (when this is above 0), at its adaptive timeout, and the lookup goes on without the
+    /// peer at once; while the node sees such resends answered (a lossy path, not a departed peer: the
+    /// outcomes of its recent resends decide, and a node without history counts as lossy), the lookup does
+    /// not finish while a resent peer among its k closest may still answer. 10,000 simulated nodes at 1 %
+    /// loss: lookups that find the true k closest 0.46 → 0.99 (see BENCHMARKS.md).
     pub request_retries: u8,
     /// Contacts waiting per bucket for a stale entry to fail.
     pub replacement_cache: usize,
@@ -197,7 +202,7 @@ impl Default for Config {
             replacement_cache: 4,
             bucket_growth: 4,
             shed_after: Duration::from_secs(15 * 60),
-            request_retries: 0,
+            request_retries: 2,
             adaptive_timeout: true,
             min_request_timeout: Duration::from_millis(200),
             max_failures: 2,

@@ -74,7 +74,7 @@ struct Args {
     #[arg(long)]
     fixed_timeout: bool,
     /// Times a timed-out request is sent again before the peer counts as failed.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = dht_core::Config::default().request_retries)]
     request_retries: u8,
     /// Bucket i of a routing table holds up to k·2^min(i, this) entries (0 = k everywhere; at most 8).
     #[arg(long, default_value_t = dht_core::Config::default().bucket_growth)]

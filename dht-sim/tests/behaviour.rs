@@ -76,12 +76,12 @@ fn survives_churn_and_loss() {
 
     let mut p = params(22, 300);
     p.sim.loss = 0.01;
-    // On a lossy path a timed-out request is worth one more try.
-    p.sim.node.request_retries = 1;
+    // The default config: a lost message costs a resend, not the lookup (without retries, about half the
+    // lookups here miss one of the true k closest).
     let r = run(&p).expect("a valid configuration");
     eprintln!("loss: {r:?}");
     assert!(r.success_rate >= 0.98, "success under loss {}", r.success_rate);
-    assert!(r.get_success_rate >= 0.98, "gets under loss {}", r.get_success_rate);
+    assert!(r.get_success_rate >= 0.99, "gets under loss {}", r.get_success_rate);
 }
 
 #[test]
@@ -127,6 +127,8 @@ fn records_outlive_their_holders_under_weibull_churn() {
 #[test]
 fn disjoint_paths_get_past_more_liars() {
     let mut p = among_liars(7, 600, 0.3);
+    // Enough lookups that one or two unlucky ones do not decide the 0.99 below.
+    p.lookups = 600;
     let one = run(&p).expect("a valid configuration");
     p.sim.node.lookup_paths = 3;
     let three = run(&p).expect("a valid configuration");

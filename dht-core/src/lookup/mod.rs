@@ -42,6 +42,8 @@ struct Candidate {
     path: u8,
     /// Failed by being slow ([`Lookup::on_slow`]): a late answer still counts.
     late: bool,
+    /// Late, and asked again ([`Lookup::on_resent`]): among the k closest, it holds the lookup's end.
+    resent: bool,
 }
 
 /// The state of one disjoint path.
@@ -187,8 +189,19 @@ impl Lookup {
         if pos >= self.params.max_candidates {
             return false;
         }
-        self.candidates
-            .insert(pos, Candidate { contact, distance, state: PeerState::NotContacted, hops, via, path, late: false });
+        self.candidates.insert(
+            pos,
+            Candidate {
+                contact,
+                distance,
+                state: PeerState::NotContacted,
+                hops,
+                via,
+                path,
+                late: false,
+                resent: false,
+            },
+        );
         if self.candidates.len() > self.params.max_candidates && !self.drop_failed() {
             let victim = self.eviction_victim().unwrap_or(pos);
             self.candidates.remove(victim);
@@ -206,6 +219,7 @@ impl Lookup {
         for (i, c) in self.candidates.iter().enumerate().rev() {
             match c.state {
                 PeerState::Waiting => {}
+                PeerState::Failed if c.resent => {}
                 PeerState::Succeeded if answered <= self.params.k => answered -= 1,
                 _ => return Some(i),
             }
@@ -219,7 +233,8 @@ impl Lookup {
         let before = self.candidates.len();
         let dropped = &mut self.dropped;
         self.candidates.retain(|c| {
-            let keep = c.state != PeerState::Failed;
+            // A resent one is still waited on.
+            let keep = c.state != PeerState::Failed || c.resent;
             if !keep {
                 dropped.push(c.contact.id);
             }
@@ -301,10 +316,12 @@ impl Lookup {
                     return Some(c.contact.clone());
                 }
                 PeerState::Waiting => waiting_closer = true,
+                // A lost message, maybe: its resend may still put it in the result.
+                PeerState::Failed if c.resent => waiting_closer = true,
                 PeerState::Failed => {}
             }
         }
-        path.finished = path.in_flight == 0;
+        path.finished = path.in_flight == 0 && !waiting_closer;
         None
     }
 
@@ -319,6 +336,7 @@ impl Lookup {
         };
         c.state = PeerState::Succeeded;
         c.late = false;
+        c.resent = false;
         let hops = c.hops.saturating_add(1);
         let via = c.via;
         let p = c.path;
@@ -376,9 +394,27 @@ impl Lookup {
         }
     }
 
+    /// `peer` has not answered within the expected round trip and was asked again: the lookup goes on as
+    /// if it failed ([`Lookup::on_slow`]), but does not finish while it ranks among the k closest and the
+    /// resend may still be answered ([`Lookup::on_success`] or [`Lookup::on_failure`] ends the wait).
+    pub fn on_resent(&mut self, peer: &NodeId) {
+        if self.state_of(peer) != Some(PeerState::Waiting) {
+            return;
+        }
+        self.on_slow(peer);
+        if let Some(c) = self.find(peer) {
+            c.resent = true;
+        }
+    }
+
     /// `peer` failed to answer usefully (timeout, refusal, invalid answer).
     pub fn on_failure(&mut self, peer: &NodeId) {
         let Some(c) = self.find(peer) else { return };
+        if c.resent {
+            // The resend failed too: the lookup stops waiting for it.
+            c.resent = false;
+            return;
+        }
         if c.state != PeerState::Waiting {
             return;
         }

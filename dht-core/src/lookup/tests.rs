@@ -335,3 +335,57 @@ fn failed_candidates_make_room_and_are_not_taken_again() {
     assert_eq!(l.state_of(&id(10)), None, "a failed peer is not taken again");
     assert_eq!(drain(&mut l), vec![id(20), id(21)]);
 }
+
+#[test]
+fn a_resent_peer_among_the_k_closest_holds_the_end_and_its_answer_counts() {
+    let mut l = Lookup::new(id(0), [id(1), id(2), id(3)].map(Contact::bare), params(2, 3));
+    assert_eq!(drain(&mut l), vec![id(1), id(2), id(3)]);
+    // 1's first attempt timed out and was sent again: the lookup goes on without it…
+    l.on_resent(&id(1));
+    l.on_success(&id(2), []);
+    l.on_success(&id(3), []);
+    // …but does not end while 1 may still answer.
+    assert_eq!(l.poll_next(), Next::Wait);
+    l.on_success(&id(1), []);
+    assert_eq!(l.poll_next(), Next::Finished);
+    let got: Vec<_> = l.closest().into_iter().map(|c| c.id).collect();
+    assert_eq!(got, vec![id(1), id(2)]);
+    assert_eq!(l.failures(), 0, "a late answer is not a failure");
+}
+
+#[test]
+fn a_failed_resend_ends_the_wait() {
+    let mut l = Lookup::new(id(0), [id(1), id(2), id(3)].map(Contact::bare), params(2, 3));
+    drain(&mut l);
+    l.on_resent(&id(1));
+    l.on_success(&id(2), []);
+    l.on_success(&id(3), []);
+    assert_eq!(l.poll_next(), Next::Wait);
+    l.on_failure(&id(1));
+    assert_eq!(l.poll_next(), Next::Finished);
+    let got: Vec<_> = l.closest().into_iter().map(|c| c.id).collect();
+    assert_eq!(got, vec![id(2), id(3)]);
+}
+
+#[test]
+fn a_resent_peer_is_not_forgotten_to_make_room() {
+    let p = LookupParams { k: 2, alpha: 3, max_candidates: 3, stall_after: 3, distrust_after: 0, paths: 1 };
+    let mut l = Lookup::new(id(0), [id(5), id(6), id(7)].map(Contact::bare), p);
+    drain(&mut l);
+    l.on_resent(&id(5));
+    l.on_success(&id(6), [id(1), id(2)].map(Contact::bare));
+    assert_eq!(l.state_of(&id(5)), Some(PeerState::Failed), "kept while its resend may answer");
+    l.on_success(&id(5), []);
+    assert_eq!(l.state_of(&id(5)), Some(PeerState::Succeeded));
+}
+
+#[test]
+fn a_lookup_whose_only_peer_was_resent_waits_for_it() {
+    // A join through one seed whose first request was lost must not end empty.
+    let mut l = Lookup::new(id(0), [id(1)].map(Contact::bare), params(2, 3));
+    drain(&mut l);
+    l.on_resent(&id(1));
+    assert_eq!(l.poll_next(), Next::Wait);
+    l.on_success(&id(1), [id(2)].map(Contact::bare));
+    assert_eq!(drain(&mut l), vec![id(2)]);
+}

@@ -308,6 +308,18 @@ impl Node {
         }
     }
 
+    /// A lookup request to `peer` timed out and went again: the lookup goes on without the peer, and with
+    /// `hold` waits for the resend before it finishes.
+    pub(super) fn on_lookup_resent(&mut self, id: QueryId, peer: &NodeId, hold: bool) {
+        if let Some(q) = self.queries.get_mut(&id) {
+            if hold {
+                q.lookup.on_resent(peer);
+            } else {
+                q.lookup.on_slow(peer);
+            }
+        }
+    }
+
     /// Checks a `Nodes` answer against the limits: too many contacts refuses it whole; our own id and ids
     /// without the required proof of work are skipped.
     fn accept_contacts(&mut self, from: &NodeId, closer: Vec<Contact>) -> Option<Vec<Contact>> {

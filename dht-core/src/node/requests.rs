@@ -1,5 +1,5 @@
-//! Requests in flight: ids, deadlines, retries, the slow-then-failed grace of lookup requests, and the
-//! round-trip estimate their timeouts adapt to.
+//! Requests in flight: ids, deadlines, retries (and whether lookups hold their end for a resend), the
+//! slow-then-failed grace of lookup requests, and the round-trip estimate their timeouts adapt to.
 
 use super::NodeStats;
 use crate::config::Config;
@@ -45,6 +45,9 @@ struct Outgoing {
     sibling: Option<RequestId>,
     /// Replaced by a resend: it reports nothing when it times out.
     replaced: bool,
+    /// A lookup request's resend: the lookup went on without the peer at the first timeout, and waits
+    /// for this attempt only before it finishes. It is the last attempt, and waits its own adaptive timeout.
+    background: bool,
 }
 
 /// Smoothed round-trip time of answered requests, kept as RFC 6298 does for TCP: in ms, `srtt` and
@@ -78,8 +81,42 @@ pub(super) enum Expired {
     /// A lookup request outlived its adaptive timeout: the lookup goes on without `peer`, whose answer
     /// still counts until the full `request_timeout`.
     Slow { peer: NodeId, query: QueryId },
+    /// A lookup request timed out and was sent once more: the lookup goes on without `peer`, and with
+    /// `hold` does not finish while the resend may still bring it into the result (a lost message, not a
+    /// departed peer).
+    Resent { peer: NodeId, query: QueryId, hold: bool },
     /// A request failed for good (no attempts left).
     Failed { peer: NodeId, purpose: Purpose },
+}
+
+/// How likely a lookup request sent again is to be answered, from the outcomes seen lately: on lossy
+/// paths nearly always, so a lookup holds its end for the resends among its k closest; where timeouts mean
+/// departed peers or made-up contacts almost never, so it does not. Outcomes count with a decay (about the
+/// last twenty weigh) on top of a prior of half an answer and one failure: a node without history holds,
+/// one failure stops it, one answer restarts it.
+#[derive(Debug, Clone, Copy, Default)]
+struct ResendOdds {
+    answered: f64,
+    failed: f64,
+}
+
+impl ResendOdds {
+    /// Weight an outcome keeps at each later one.
+    const DECAY: f64 = 0.95;
+    /// Counts before any outcome: answered, failed.
+    const PRIOR: (f64, f64) = (0.5, 1.0);
+    /// At or above it, lookups hold their end for resends.
+    const HOLD_AT: f64 = 0.3;
+
+    fn sample(&mut self, answered: bool) {
+        self.answered = self.answered * Self::DECAY + f64::from(u8::from(answered));
+        self.failed = self.failed * Self::DECAY + f64::from(u8::from(!answered));
+    }
+
+    fn hold(&self) -> bool {
+        let (a, f) = Self::PRIOR;
+        (self.answered + a) / (self.answered + self.failed + a + f) >= Self::HOLD_AT
+    }
 }
 
 /// The requests this node waits on.
@@ -88,6 +125,7 @@ pub(super) struct Requests {
     pending: BTreeMap<RequestId, Outgoing>,
     deadlines: BTreeSet<(Instant, RequestId)>,
     rtt: Option<RttEstimate>,
+    resend_odds: ResendOdds,
     max_pending: usize,
     retries: u8,
     timeout: Duration,
@@ -101,6 +139,7 @@ impl Requests {
             pending: BTreeMap::new(),
             deadlines: BTreeSet::new(),
             rtt: None,
+            resend_odds: ResendOdds::default(),
             max_pending: config.max_pending_requests,
             retries: config.request_retries,
             timeout: config.request_timeout,
@@ -126,7 +165,7 @@ impl Requests {
             Purpose::Query(_) | Purpose::PutStore(_) => self.retries,
             Purpose::StalePing | Purpose::FireAndForget => 0,
         };
-        self.dispatch(now, rng, out, (to, body, retries), purpose);
+        self.dispatch(now, rng, out, (to, body, retries), purpose, false);
         true
     }
 
@@ -138,15 +177,17 @@ impl Requests {
         out: &mut VecDeque<Output>,
         (to, body, retries_left): (Contact, Request, u8),
         purpose: Purpose,
+        background: bool,
     ) -> RequestId {
         let mut id = RequestId(rng.next_u64());
         while self.pending.contains_key(&id) {
             id = RequestId(rng.next_u64());
         }
         let deadline = now + self.timeout_for(&purpose);
-        let resend = (retries_left > 0).then(|| (to.clone(), body.clone(), retries_left));
+        let resend = (retries_left > 0 && !background).then(|| (to.clone(), body.clone(), retries_left));
         let full = now + self.timeout;
-        let grace = (matches!(purpose, Purpose::Query(_)) && resend.is_none() && full > deadline).then_some(full);
+        let grace = (matches!(purpose, Purpose::Query(_)) && resend.is_none() && !background && full > deadline)
+            .then_some(full);
         let outgoing = Outgoing {
             peer: to.id,
             deadline,
@@ -157,6 +198,7 @@ impl Requests {
             slow: false,
             sibling: None,
             replaced: false,
+            background,
         };
         self.pending.insert(id, outgoing);
         self.deadlines.insert((deadline, id));
@@ -198,8 +240,11 @@ impl Requests {
             let ms = now.saturating_since(out.sent).as_millis() as f64;
             self.rtt = Some(RttEstimate::sample(self.rtt, ms));
         }
-        if out.slow {
+        if out.slow || out.background {
             stats.late_answers += 1;
+        }
+        if matches!(out.purpose, Purpose::Query(_)) && (out.background || out.replaced) {
+            self.resend_odds.sample(true);
         }
         self.deadlines.remove(&(out.deadline, id));
         stats.responses_in += 1;
@@ -242,9 +287,19 @@ impl Requests {
                 continue;
             }
             stats.timeouts += 1;
+            if req.background {
+                // A resend unanswered in its time: the odds of the next one fall (a late answer raises them).
+                self.resend_odds.sample(false);
+            }
             match req.resend {
                 Some((to, body, left @ 1..)) => {
-                    let resend = self.dispatch(now, rng, out, (to, body, left - 1), req.purpose);
+                    // A lookup does not wait on a resend: the peer may have left, and the lookup goes on. A
+                    // store's resend is waited for (the put counts its acks).
+                    let query = match req.purpose {
+                        Purpose::Query(query) => Some(query),
+                        _ => None,
+                    };
+                    let resend = self.dispatch(now, rng, out, (to, body, left - 1), req.purpose, query.is_some());
                     // The first attempt's answer may be late, not lost: it still counts until its full timeout.
                     let full = req.sent + self.timeout;
                     if full > now {
@@ -258,6 +313,10 @@ impl Requests {
                         if let Some(r) = self.pending.get_mut(&resend) {
                             r.sibling = Some(id);
                         }
+                    }
+                    if let (Some(query), false) = (query, req.background) {
+                        stats.slow_requests += 1;
+                        return Some(Expired::Resent { peer: req.peer, query, hold: self.resend_odds.hold() });
                     }
                 }
                 _ => {

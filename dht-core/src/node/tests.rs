@@ -434,6 +434,7 @@ fn a_slow_peer_is_passed_over_but_its_late_answer_counts() {
     let mut cfg = Config::default();
     cfg.k = 2;
     cfg.alpha = 1;
+    cfg.request_retries = 0;
     let mut node = node_knowing(cfg.clone(), &[1, 2]);
     let answer = |node: &mut Node, at: u64, to: NodeId, msg: &Message| {
         let (rid, _) = request(msg);
@@ -472,6 +473,84 @@ fn a_slow_peer_is_passed_over_but_its_late_answer_counts() {
     assert_eq!((node.stats().late_answers, node.stats().timeouts), (1, 0));
     node.handle_timeout(t(start + 5_000));
     assert!(node.routing_table().get(&slow).is_some_and(|e| e.failures == 0), "no failure recorded");
+}
+
+/// A node with k = 2, α = 1 and one retry that knows peers 1 and 2 and has learnt a 10 ms round trip
+/// (its adaptive timeout is then the floor).
+fn node_with_retries() -> (Node, Config) {
+    let mut cfg = Config::default();
+    cfg.k = 2;
+    cfg.alpha = 1;
+    cfg.request_retries = 1;
+    let mut node = node_knowing(cfg.clone(), &[1, 2]);
+    node.find_node(t(0), id(9));
+    let mut outs = drain(&mut node);
+    while let Some((to, msg)) = sends(&outs).pop() {
+        let (rid, _) = request(&msg);
+        let reply = Message::Response { id: rid, body: Response::Nodes { closer: vec![] } };
+        node.handle_message(t(10), Contact::bare(to), reply);
+        outs = drain(&mut node);
+    }
+    (node, cfg)
+}
+
+fn answer(node: &mut Node, at: u64, to: NodeId, msg: &Message) -> Vec<Output> {
+    let (rid, _) = request(msg);
+    let reply = Message::Response { id: rid, body: Response::Nodes { closer: vec![] } };
+    node.handle_message(t(at), Contact::bare(to), reply);
+    drain(node)
+}
+
+fn finished(outs: &[Output]) -> Option<Vec<NodeId>> {
+    events(outs).into_iter().find_map(|e| match e {
+        Event::LookupFinished { closest, .. } => Some(closest.iter().map(|c| c.id).collect()),
+        _ => None,
+    })
+}
+
+#[test]
+fn a_resent_peer_among_the_closest_holds_the_lookup_until_its_resend_answers() {
+    let (mut node, cfg) = node_with_retries();
+    let start = 1_000;
+    node.find_node(t(start), id(7));
+    let (slow, _lost) = sends(&drain(&mut node)).remove(0);
+    node.handle_timeout(t(start) + cfg.min_request_timeout);
+    let outs = sends(&drain(&mut node));
+    let resend = outs.iter().find(|(to, _)| *to == slow).expect("sent again").1.clone();
+    let (other, msg) = outs.into_iter().find(|(to, _)| *to != slow).expect("the lookup went on");
+    // The other peer answers: the lookup still waits, since the resend may bring the slow one in.
+    assert_eq!(finished(&answer(&mut node, start + 250, other, &msg)), None, "held for the resend");
+    let got = finished(&answer(&mut node, start + 260, slow, &resend)).expect("finished on the resend's answer");
+    assert_eq!(got.len(), 2, "both peers in the result");
+    assert!(got.contains(&slow));
+}
+
+#[test]
+fn once_a_resend_goes_unanswered_lookups_stop_holding_for_resends() {
+    let (mut node, cfg) = node_with_retries();
+    let start = 1_000;
+    node.find_node(t(start), id(7));
+    let (slow, _) = sends(&drain(&mut node)).remove(0);
+    node.handle_timeout(t(start) + cfg.min_request_timeout);
+    let (other, msg) = sends(&drain(&mut node)).into_iter().find(|(to, _)| *to != slow).unwrap();
+    assert_eq!(finished(&answer(&mut node, start + 250, other, &msg)), None, "held for the resend");
+    // The resend goes unanswered too: the lookup ends without the peer.
+    let mut got = None;
+    while got.is_none() {
+        let at = node.poll_timeout().expect("a deadline");
+        node.handle_timeout(at);
+        got = finished(&drain(&mut node));
+    }
+    assert_eq!(got.unwrap(), vec![other]);
+    // The next lookup meets the same silent peer: it ends as soon as the other answers.
+    let start = 5_000;
+    node.find_node(t(start), id(6));
+    let first = sends(&drain(&mut node));
+    node.handle_timeout(t(start) + cfg.min_request_timeout);
+    let outs: Vec<_> = first.into_iter().chain(sends(&drain(&mut node))).filter(|(to, _)| *to == other).collect();
+    let (_, msg) = outs.last().expect("the other peer asked").clone();
+    let got = finished(&answer(&mut node, start + 250, other, &msg)).expect("not held");
+    assert_eq!(got, vec![other]);
 }
 
 #[test]
