@@ -117,6 +117,13 @@ impl ResendOdds {
         let (a, f) = Self::PRIOR;
         (self.answered + a) / (self.answered + self.failed + a + f) >= Self::HOLD_AT
     }
+
+    /// Whether a resend that went unanswered is worth another, held the same way: only on evidence (resends
+    /// answered lately), not on the prior alone, so that a node new to a swarm with departed peers pays for
+    /// one resend each, not two.
+    fn hold_again(&self) -> bool {
+        self.answered >= 0.5 && self.hold()
+    }
 }
 
 /// The requests this node waits on.
@@ -184,7 +191,7 @@ impl Requests {
             id = RequestId(rng.next_u64());
         }
         let deadline = now + self.timeout_for(&purpose);
-        let resend = (retries_left > 0 && !background).then(|| (to.clone(), body.clone(), retries_left));
+        let resend = (retries_left > 0).then(|| (to.clone(), body.clone(), retries_left));
         let full = now + self.timeout;
         let grace = (matches!(purpose, Purpose::Query(_)) && resend.is_none() && !background && full > deadline)
             .then_some(full);
@@ -278,7 +285,7 @@ impl Requests {
                 }
                 continue;
             }
-            let req = self.pending.remove(&id).expect("the request is pending: looked up just above");
+            let mut req = self.pending.remove(&id).expect("the request is pending: looked up just above");
             if req.replaced {
                 // Its resend is on its way and will report.
                 if let Some(other) = req.sibling.and_then(|s| self.pending.get_mut(&s)) {
@@ -291,7 +298,8 @@ impl Requests {
                 // A resend unanswered in its time: the odds of the next one fall (a late answer raises them).
                 self.resend_odds.sample(false);
             }
-            match req.resend {
+            let resend = req.resend.take().filter(|_| !req.background || self.resend_odds.hold_again());
+            match resend {
                 Some((to, body, left @ 1..)) => {
                     // A lookup does not wait on a resend: the peer may have left, and the lookup goes on. A
                     // store's resend is waited for (the put counts its acks).

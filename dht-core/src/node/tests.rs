@@ -478,10 +478,15 @@ fn a_slow_peer_is_passed_over_but_its_late_answer_counts() {
 /// A node with k = 2, α = 1 and one retry that knows peers 1 and 2 and has learnt a 10 ms round trip
 /// (its adaptive timeout is then the floor).
 fn node_with_retries() -> (Node, Config) {
+    small_node_with_retries(1)
+}
+
+/// The same with `retries` retries.
+fn small_node_with_retries(retries: u8) -> (Node, Config) {
     let mut cfg = Config::default();
     cfg.k = 2;
     cfg.alpha = 1;
-    cfg.request_retries = 1;
+    cfg.request_retries = retries;
     let mut node = node_knowing(cfg.clone(), &[1, 2]);
     node.find_node(t(0), id(9));
     let mut outs = drain(&mut node);
@@ -780,4 +785,41 @@ fn deep_buckets_shed_quiet_peers_on_the_nodes_timer() {
         assert!(removed.contains(&Event::PeerRemoved { id: *id }), "{id:?} shed");
     }
     assert_eq!(node.routing_table().len(), 2, "down to k");
+}
+
+#[test]
+fn a_second_resend_goes_only_where_resends_were_answered() {
+    // Sends to the slow peer after its first attempt, until the lookup gives up on it.
+    let resends_to_silent_peer = |node: &mut Node, start: u64, target: u8| {
+        node.find_node(t(start), id(target));
+        let (slow, _) = sends(&drain(node)).remove(0);
+        let mut n = 0;
+        let mut other = None;
+        for _ in 0..6 {
+            let Some(at) = node.poll_timeout().filter(|at| *at < t(start + 3_000)) else { break };
+            node.handle_timeout(at);
+            for (to, msg) in sends(&drain(node)) {
+                if to == slow {
+                    n += 1;
+                } else {
+                    other = Some((to, msg));
+                }
+            }
+        }
+        (slow, n, other)
+    };
+    let fresh = || small_node_with_retries(2).0;
+    // Without history: one resend to a silent peer.
+    let mut node = fresh();
+    assert_eq!(resends_to_silent_peer(&mut node, 1_000, 7).1, 1);
+    // After a resend was answered (a lost message), an unanswered one gets another.
+    let mut node = fresh();
+    node.find_node(t(1_000), id(7));
+    drain(&mut node);
+    node.handle_timeout(node.poll_timeout().unwrap());
+    for (to, msg) in sends(&drain(&mut node)) {
+        answer(&mut node, 1_250, to, &msg);
+    }
+    assert!(node.poll_timeout().is_none_or(|at| at > t(5_000)), "nothing left to fail");
+    assert_eq!(resends_to_silent_peer(&mut node, 5_000, 6).1, 2);
 }
