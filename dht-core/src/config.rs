@@ -97,7 +97,7 @@ pub struct Config {
     pub min_request_timeout: Duration,
     /// Times a store request that timed out is sent again before the peer counts as failed (covers a lost
     /// message on lossy paths; reliable transports lose messages only with the link). A lookup request is
-    /// sent again once (when this is above 0), at its adaptive timeout, and the lookup goes on without the
+    /// sent again (when this is above 0) at its adaptive timeout, and the lookup goes on without the
     /// peer at once; while the node sees such resends answered (a lossy path, not a departed peer: the
     /// outcomes of its recent resends decide, and a node without history counts as lossy), the lookup does
     /// not finish while a resent peer among its k closest may still answer; where resends were answered

@@ -232,7 +232,7 @@ impl Node {
         while let Some(expired) = self.requests.next_expired(now, &mut self.rng, &mut self.outputs, &mut self.stats) {
             match expired {
                 Expired::Slow { peer, query } => self.on_lookup_failure(query, &peer, true),
-                Expired::Resent { peer, query, hold } => self.on_lookup_resent(query, &peer, hold),
+                Expired::Resent { peer, query } => self.on_lookup_resent(query, &peer),
                 Expired::Failed { peer, purpose } => self.on_request_failed(now, peer, purpose),
             }
         }

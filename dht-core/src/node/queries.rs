@@ -308,15 +308,11 @@ impl Node {
         }
     }
 
-    /// A lookup request to `peer` timed out and went again: the lookup goes on without the peer, and with
-    /// `hold` waits for the resend before it finishes.
-    pub(super) fn on_lookup_resent(&mut self, id: QueryId, peer: &NodeId, hold: bool) {
+    /// A lookup request to `peer` timed out and went again: the lookup goes on without the peer, but waits
+    /// for the resend before it finishes.
+    pub(super) fn on_lookup_resent(&mut self, id: QueryId, peer: &NodeId) {
         if let Some(q) = self.queries.get_mut(&id) {
-            if hold {
-                q.lookup.on_resent(peer);
-            } else {
-                q.lookup.on_slow(peer);
-            }
+            q.lookup.on_resent(peer);
         }
     }
 

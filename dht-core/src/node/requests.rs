@@ -45,8 +45,9 @@ struct Outgoing {
     sibling: Option<RequestId>,
     /// Replaced by a resend: it reports nothing when it times out.
     replaced: bool,
-    /// A lookup request's resend: the lookup went on without the peer at the first timeout, and waits
-    /// for this attempt only before it finishes. It is the last attempt, and waits its own adaptive timeout.
+    /// A lookup request's resend: the lookup went on without the peer at the first timeout, and may hold
+    /// its end for this attempt. It waits its own adaptive timeout; another follows only where resends
+    /// were answered lately ([`ResendOdds::hold_again`]).
     background: bool,
 }
 
@@ -81,10 +82,10 @@ pub(super) enum Expired {
     /// A lookup request outlived its adaptive timeout: the lookup goes on without `peer`, whose answer
     /// still counts until the full `request_timeout`.
     Slow { peer: NodeId, query: QueryId },
-    /// A lookup request timed out and was sent once more: the lookup goes on without `peer`, and with
-    /// `hold` does not finish while the resend may still bring it into the result (a lost message, not a
-    /// departed peer).
-    Resent { peer: NodeId, query: QueryId, hold: bool },
+    /// A lookup request timed out and was sent once more, where resends tend to be answered: the lookup
+    /// goes on without `peer` but does not finish while the resend may still bring it into the result (a
+    /// lost message, not a departed peer). Elsewhere the resend reports [`Expired::Slow`].
+    Resent { peer: NodeId, query: QueryId },
     /// A request failed for good (no attempts left).
     Failed { peer: NodeId, purpose: Purpose },
 }
@@ -324,7 +325,13 @@ impl Requests {
                     }
                     if let (Some(query), false) = (query, req.background) {
                         stats.slow_requests += 1;
-                        return Some(Expired::Resent { peer: req.peer, query, hold: self.resend_odds.hold() });
+                        let peer = req.peer;
+                        let held = self.resend_odds.hold();
+                        return Some(if held {
+                            Expired::Resent { peer, query }
+                        } else {
+                            Expired::Slow { peer, query }
+                        });
                     }
                 }
                 _ => {
