@@ -1,11 +1,13 @@
-//! Keeping the routing table current: the periodic self-lookup, bucket refreshes, and shedding of deep
-//! buckets' stale entries.
+//! Keeping the routing table current: the join (tried again while it reaches nobody), the periodic
+//! self-lookup, bucket refreshes, and shedding of deep buckets' stale entries.
 
 use super::query::QueryKind;
 use super::Node;
 use crate::config::Config;
 use crate::event::Event;
+use crate::event::QueryId;
 use crate::id::{NodeId, ID_LEN};
+use crate::message::Contact;
 use crate::time::Instant;
 use core::time::Duration;
 use rand_chacha::ChaCha8Rng;
@@ -21,23 +23,45 @@ pub(super) struct Maintenance {
     /// A lower bound of when the next bucket refresh is due (buckets only get fresher between checks, so a
     /// stale value just means one early, harmless wake-up). Kept so `poll_timeout` does not walk the buckets.
     pub(super) refresh_at: Option<Instant>,
+    /// The seeds of the last join (at most k), for trying it again.
+    pub(super) seeds: Vec<Contact>,
+    /// When a join that reached nobody is tried again, and the pause after that one if it fails too.
+    pub(super) rejoin_at: Option<Instant>,
+    rejoin_pause: Duration,
 }
+
+/// The pause before a join that reached nobody is tried again; it doubles with each failed try, up to
+/// [`REJOIN_MAX`].
+const REJOIN_FIRST: Duration = Duration::from_secs(1);
+const REJOIN_MAX: Duration = Duration::from_secs(300);
 
 impl Maintenance {
     pub(super) fn new(config: &Config, now: Instant) -> Self {
         let shed = config.bucket_growth > 0 && config.shed_after > Duration::ZERO;
-        Maintenance { self_lookup_at: None, shed_at: shed.then(|| now + config.shed_after), refresh_at: None }
+        Maintenance {
+            self_lookup_at: None,
+            shed_at: shed.then(|| now + config.shed_after),
+            refresh_at: None,
+            seeds: Vec::new(),
+            rejoin_at: None,
+            rejoin_pause: REJOIN_FIRST,
+        }
     }
 
     /// The earliest of the table's timers.
     pub(super) fn poll_timeout(&self) -> Option<Instant> {
-        [self.refresh_at, self.self_lookup_at, self.shed_at].into_iter().flatten().min()
+        [self.refresh_at, self.self_lookup_at, self.shed_at, self.rejoin_at].into_iter().flatten().min()
     }
 }
 
 impl Node {
     /// Runs the table's timers that are due: shedding, the self-lookup, bucket refreshes.
     pub(super) fn handle_maintenance(&mut self, now: Instant) {
+        if self.maintenance.rejoin_at.is_some_and(|t| t <= now) {
+            self.maintenance.rejoin_at = None;
+            let seeds = self.maintenance.seeds.clone();
+            self.join(now, seeds, false);
+        }
         if self.maintenance.shed_at.is_some_and(|t| t <= now) {
             self.maintenance.shed_at = Some(now + self.config.shed_after);
             for id in self.table.shed_stale(now, self.config.shed_after) {
@@ -51,6 +75,28 @@ impl Node {
             self.start_query(now, target, seeds, QueryKind::Refresh);
         }
         self.refresh_buckets(now);
+    }
+
+    /// Starts a join: a lookup of our own id from the closest we know and `seeds` (reported when `report`).
+    pub(super) fn join(&mut self, now: Instant, seeds: Vec<Contact>, report: bool) -> QueryId {
+        let target = self.local.id;
+        let mut initial = self.table.closest(&target, self.config.k);
+        initial.extend(seeds);
+        self.start_query(now, target, initial, QueryKind::Bootstrap { report })
+    }
+
+    /// A join ended, having reached someone or nobody: the latter is tried again after a pause that grows
+    /// with each failed try (a node whose every answer was lost, or whose seeds are down, stays out of the
+    /// swarm otherwise: nobody knows it, and lookups for ids near its own miss it).
+    pub(super) fn joined(&mut self, now: Instant, reached: bool) {
+        let m = &mut self.maintenance;
+        if reached {
+            m.rejoin_at = None;
+            m.rejoin_pause = REJOIN_FIRST;
+        } else if !m.seeds.is_empty() || !self.table.is_empty() {
+            m.rejoin_at = Some(now + m.rejoin_pause);
+            m.rejoin_pause = (m.rejoin_pause * 2).min(REJOIN_MAX);
+        }
     }
 
     /// Schedules the next periodic self-lookup, jittered so that nodes started together spread out.

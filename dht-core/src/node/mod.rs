@@ -244,17 +244,13 @@ impl Node {
     // ---- commands --------------------------------------------------------------------------------------
 
     /// Joins the network: a lookup of our own id through `seeds` (unauthenticated contacts, e.g. a
-    /// bootstrap node's address). Finishes with [`Event::LookupFinished`] for our id.
+    /// bootstrap node's address). Finishes with [`Event::LookupFinished`] for our id. A join that reaches
+    /// nobody is tried again through the same seeds (the first k), with a growing pause, until one answers.
     pub fn bootstrap(&mut self, now: Instant, seeds: Vec<Contact>) -> QueryId {
         let target = self.local.id;
-        let mut initial = self.table.closest(&target, self.config.k);
-        for seed in seeds {
-            if seed.id != target {
-                let seed = self.sanitize(seed);
-                initial.push(seed);
-            }
-        }
-        let id = self.start_query(now, target, initial, QueryKind::Bootstrap);
+        let seeds: Vec<Contact> = seeds.into_iter().filter(|s| s.id != target).map(|s| self.sanitize(s)).collect();
+        self.maintenance.seeds = seeds.iter().take(self.config.k).cloned().collect();
+        let id = self.join(now, seeds, true);
         self.drive_queries(now);
         id
     }
@@ -411,6 +407,8 @@ use maintenance::random_id_in_bucket;
 
 #[cfg(test)]
 mod harness;
+#[cfg(test)]
+mod join_tests;
 #[cfg(test)]
 mod record_tests;
 #[cfg(test)]

@@ -141,7 +141,7 @@ impl Node {
                 let closest = lookup.closest();
                 self.event(Event::LookupFinished { query: id, target: *lookup.target(), closest, stats });
             }
-            QueryKind::Bootstrap => self.finish_bootstrap(now, id, &lookup, stats),
+            QueryKind::Bootstrap { report } => self.finish_bootstrap(now, id, &lookup, (stats, report)),
             QueryKind::Refresh => {}
             QueryKind::Get(get) => self.finish_get(now, id, get, stats),
         }
@@ -171,10 +171,14 @@ impl Node {
         }
     }
 
-    fn finish_bootstrap(&mut self, now: Instant, id: QueryId, lookup: &Lookup, stats: QueryStats) {
+    fn finish_bootstrap(&mut self, now: Instant, id: QueryId, lookup: &Lookup, (stats, report): (QueryStats, bool)) {
         let closest = lookup.closest();
         let nearest = closest.first().and_then(|c| self.local.id.distance(&c.id).bucket_index());
-        self.event(Event::LookupFinished { query: id, target: *lookup.target(), closest, stats });
+        // A join that reached nobody (its seeds down, or every answer lost) is tried again later.
+        self.joined(now, !closest.is_empty());
+        if report {
+            self.event(Event::LookupFinished { query: id, target: *lookup.target(), closest, stats });
+        }
         self.schedule_self_lookup(now);
         if let Some(c) = nearest {
             // Buckets the self-lookup already reached need no refresh.
@@ -242,7 +246,10 @@ impl Node {
                 // A late answer to the put's lookup: nothing more to learn from it.
             }
             (
-                QueryKind::FindNode | QueryKind::Bootstrap | QueryKind::Refresh | QueryKind::Put(Put::Looking { .. }),
+                QueryKind::FindNode
+                | QueryKind::Bootstrap { .. }
+                | QueryKind::Refresh
+                | QueryKind::Put(Put::Looking { .. }),
                 Response::Nodes { closer },
             ) => {
                 q.lookup.on_success(&from.id, closer);

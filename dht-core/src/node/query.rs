@@ -29,8 +29,11 @@ pub(super) enum LocalWrite {
 #[derive(Debug)]
 pub(super) enum QueryKind {
     FindNode,
-    /// The self-lookup of a join: reports like `FindNode`, then refreshes the buckets beyond.
-    Bootstrap,
+    /// The self-lookup of a join: reports like `FindNode` (unless it is a retry of a join that reached
+    /// nobody), then refreshes the buckets beyond.
+    Bootstrap {
+        report: bool,
+    },
     /// A bucket refresh or periodic self-lookup: no event.
     Refresh,
     Put(Put),
