@@ -138,6 +138,22 @@ impl Record {
         Ok(Record { key: owner.record_key(salt), value, signed: Some(Box::new(signed)) })
     }
 
+    /// Version `seq` of `owner`'s record named `salt`, with a `signature` of [`signing_buffer`] made
+    /// elsewhere (a key the platform keeps, such as WebCrypto's non-extractable keys); checked here, so a
+    /// wrong signature never leaves the node.
+    pub fn signed_by(
+        owner: OwnerKey,
+        salt: &[u8],
+        seq: u64,
+        value: Vec<u8>,
+        signature: [u8; 64],
+    ) -> Result<Self, RecordError> {
+        let signed = Signed { owner, salt: salt.to_vec(), seq, signature };
+        let record = Record { key: owner.record_key(salt), value, signed: Some(Box::new(signed)) };
+        record.verify()?;
+        Ok(record)
+    }
+
     /// An unsigned record under any key: only closed swarms accept it, and anyone can overwrite it.
     pub fn unchecked(key: Key, value: Vec<u8>) -> Self {
         Record { key, value, signed: None }
@@ -218,6 +234,19 @@ mod tests {
     fn bep44_signing_buffers_are_bep44s() {
         assert_eq!(signing_buffer(b"", 1, b"Hello World!"), b"3:seqi1e1:v12:Hello World!");
         assert_eq!(signing_buffer(b"foobar", 1, b"Hello World!"), b"4:salt6:foobar3:seqi1e1:v12:Hello World!");
+    }
+
+    #[test]
+    fn a_signature_made_elsewhere_is_checked() {
+        let key = SigningKey::from_bytes(&[5; 32]);
+        let owner = OwnerKey::of(&key);
+        let signature = key.sign(&signing_buffer(b"name", 3, b"value")).to_bytes();
+        let record = Record::signed_by(owner, b"name", 3, b"value".to_vec(), signature).unwrap();
+        assert_eq!(record, Record::signed(&key, b"name", 3, b"value".to_vec()).unwrap());
+        let wrong = Record::signed_by(owner, b"name", 4, b"value".to_vec(), signature);
+        assert_eq!(wrong, Err(RecordError::BadSignature));
+        let long = Record::signed_by(owner, &[0; 65], 3, b"value".to_vec(), signature);
+        assert_eq!(long, Err(RecordError::SaltTooLong(65)));
     }
 
     #[test]

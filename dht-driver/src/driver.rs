@@ -2,6 +2,7 @@
 
 use crate::clock::Clock;
 use crate::handle::{Command, NodeEvent, NodeHandle, PutOutcome};
+use crate::signer::Signer;
 use crate::transport::{PeerLink, Transport, TransportError};
 use dht_core::{
     decode_record, encode_record, Config, Contact, Event, Instant, Key, Message, Node, NodeId, OutputSink, QueryId,
@@ -25,7 +26,7 @@ pub struct DriverConfig {
     /// Seed of the core's randomness.
     pub seed: u64,
     /// The key the node signs its records with ([`NodeHandle::put_signed`]).
-    pub signing_key: SigningKey,
+    pub signer: Signer,
     /// Live links kept at most; beyond it the least recently used one closes.
     pub max_links: usize,
     /// Messages queued per peer while its link is being dialed.
@@ -46,7 +47,7 @@ impl DriverConfig {
             core: Config::default().validate().expect("the default configuration is valid"),
             local,
             seed,
-            signing_key: SigningKey::from_bytes(made_up.as_bytes()),
+            signer: SigningKey::from_bytes(made_up.as_bytes()).into(),
             max_links: 64,
             max_queued_per_dial: 64,
             save_interval: std::time::Duration::from_secs(60),
@@ -120,7 +121,7 @@ where
     let handle = NodeHandle {
         id: config.local.id,
         max_record_size: config.core.max_record_size,
-        signing_key: config.signing_key.clone(),
+        signer: config.signer.clone(),
         commands: tx,
     };
     let incoming = transport.incoming();

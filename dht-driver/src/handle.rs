@@ -1,7 +1,9 @@
 //! The program-facing side of a running node.
 
+use crate::signer::Signer;
 use dht_core::{
-    Contact, Key, NodeId, NodeStats, OwnerKey, QueryStats, Record, RecordError, RecordKind, SigningKey, StoreRefusal,
+    signing_buffer, Contact, Key, NodeId, NodeStats, OwnerKey, QueryStats, Record, RecordError, RecordKind,
+    StoreRefusal, MAX_SALT_LEN,
 };
 use futures::channel::{mpsc, oneshot};
 
@@ -26,6 +28,9 @@ pub enum DriverError {
     /// The version found is the last one there can be (`u64::MAX`).
     #[error("the record is at its last version")]
     LastVersion,
+    /// The platform keeping the signing key refused to sign.
+    #[error("signing: {0}")]
+    Signing(String),
 }
 
 /// The result of a put.
@@ -96,7 +101,7 @@ pub(crate) enum Command {
 pub struct NodeHandle {
     pub(crate) id: NodeId,
     pub(crate) max_record_size: usize,
-    pub(crate) signing_key: SigningKey,
+    pub(crate) signer: Signer,
     pub(crate) commands: mpsc::UnboundedSender<Command>,
 }
 
@@ -130,12 +135,13 @@ impl NodeHandle {
 
     /// The key this node signs its records with, as peers see it.
     pub fn owner(&self) -> OwnerKey {
-        OwnerKey::of(&self.signing_key)
+        self.signer.owner()
     }
 
-    /// The 32 secret bytes of the signing key (to carry this identity to another device).
-    pub fn signing_key_bytes(&self) -> [u8; 32] {
-        self.signing_key.to_bytes()
+    /// The 32 secret bytes of the signing key (to carry this identity to another device); `None` when
+    /// the platform keeps the key and never hands it out ([`Signer::External`]).
+    pub fn signing_key_bytes(&self) -> Option<[u8; 32]> {
+        self.signer.secret_bytes()
     }
 
     /// Puts `record` here and at the k closest peers (`cas`: only where the version held is that `seq`).
@@ -163,7 +169,11 @@ impl NodeHandle {
             Some(seq) => seq.checked_add(1).ok_or(DriverError::LastVersion)?,
             None => 1,
         };
-        let record = Record::signed(&self.signing_key, name, seq, value)?;
+        if name.len() > MAX_SALT_LEN {
+            return Err(RecordError::SaltTooLong(name.len()).into());
+        }
+        let signature = self.signer.sign(signing_buffer(name, seq, &value)).await.map_err(DriverError::Signing)?;
+        let record = Record::signed_by(self.owner(), name, seq, value, signature)?;
         self.put_record(record, cas).await
     }
 

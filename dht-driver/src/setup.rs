@@ -49,15 +49,21 @@ pub async fn load_identity<S: Store>(store: &S) -> Result<Identity, SetupError> 
 /// The key the node signs its records with, kept in `store` beside its identity: on first start a fresh
 /// one, stored (durably) before it is returned, so the node's records stay its own across restarts.
 pub async fn load_signing_key<S: Store>(store: &S) -> Result<SigningKey, SetupError> {
-    if let Some(secret) = store.get_meta(SIGNING_KEY_META).await? {
-        let bytes: [u8; 32] = secret.as_slice().try_into().map_err(|_| SetupError::StoredSigningKey(secret.len()))?;
-        return Ok(SigningKey::from_bytes(&bytes));
+    if let Some(key) = stored_signing_key(store).await? {
+        return Ok(key);
     }
     let mut secret = [0u8; 32];
     getrandom::fill(&mut secret).map_err(SetupError::Randomness)?;
     let key = SigningKey::from_bytes(&secret);
     store.put_meta(SIGNING_KEY_META, &secret).await?;
     Ok(key)
+}
+
+/// The signing key kept in `store`, if one was made ([`load_signing_key`]); nothing is made here.
+pub async fn stored_signing_key<S: Store>(store: &S) -> Result<Option<SigningKey>, SetupError> {
+    let Some(secret) = store.get_meta(SIGNING_KEY_META).await? else { return Ok(None) };
+    let bytes: [u8; 32] = secret.as_slice().try_into().map_err(|_| SetupError::StoredSigningKey(secret.len()))?;
+    Ok(Some(SigningKey::from_bytes(&bytes)))
 }
 
 /// A seed for [`dht_core::Node`]'s randomness (request ids, lookup choices) from the operating system's

@@ -305,3 +305,64 @@ fn a_store_without_the_list_of_signed_records_gets_one_made_from_its_records() {
         assert_eq!(again.own_records().await.unwrap().len(), 2);
     });
 }
+
+/// A key kept "elsewhere": signs through the async path, or refuses, or signs something else.
+struct Platform {
+    key: dht_core::SigningKey,
+    mode: &'static str,
+    signed: std::rc::Rc<std::cell::Cell<u32>>,
+}
+
+impl dht_driver::ExternalSigner for Platform {
+    fn owner(&self) -> dht_core::OwnerKey {
+        dht_core::OwnerKey::of(&self.key)
+    }
+
+    fn sign(&self, message: Vec<u8>) -> futures::future::LocalBoxFuture<'static, Result<[u8; 64], String>> {
+        use ed25519_dalek::Signer as _;
+        self.signed.set(self.signed.get() + 1);
+        let result = match self.mode {
+            "refuse" => Err("the user said no".to_string()),
+            "wrong" => Ok(self.key.sign(b"something else").to_bytes()),
+            _ => Ok(self.key.sign(&message).to_bytes()),
+        };
+        Box::pin(async move { result })
+    }
+}
+
+#[test]
+fn a_key_the_platform_keeps_signs_records_and_cannot_be_exported() {
+    let mut pool = LocalPool::new();
+    let net = MemoryNetwork::new();
+    let other = spawn_node(&pool, &net, 1, MemoryStore::new());
+    let signed = std::rc::Rc::new(std::cell::Cell::new(0));
+    let key = dht_core::SigningKey::from_bytes(&[9; 32]);
+    let node_with = |n: u32, mode: &'static str| {
+        let local = contact(n);
+        let mut config = DriverConfig::new(local.clone(), u64::from(n));
+        config.signer =
+            dht_driver::Signer::External(std::rc::Rc::new(Platform { key: key.clone(), mode, signed: signed.clone() }));
+        let (handle, task) = start(config, net.transport(local), MemoryStore::new(), SystemClock);
+        pool.spawner().spawn_local(task).expect("the pool accepts tasks");
+        handle
+    };
+    let (good, refusing, wrong) = (node_with(2, "sign"), node_with(3, "refuse"), node_with(4, "wrong"));
+    pool.run_until(async {
+        for node in [&good, &refusing, &wrong] {
+            node.bootstrap(vec![contact(1)]).await.unwrap();
+        }
+        assert_eq!(good.owner(), dht_core::OwnerKey::of(&key));
+        assert_eq!(good.signing_key_bytes(), None, "not exportable");
+        let put = good.put_signed(b"name", b"v1".to_vec(), None).await.unwrap();
+        assert_eq!((put.seq, put.acks), (Some(1), 3));
+        let got = other.get_signed(good.owner(), b"name").await.unwrap().expect("found");
+        assert_eq!((got.value.as_slice(), got.seq()), (b"v1".as_slice(), Some(1)));
+        let err = refusing.put_signed(b"name", b"v2".to_vec(), None).await.unwrap_err();
+        assert!(matches!(err, dht_driver::DriverError::Signing(ref m) if m == "the user said no"), "{err}");
+        let err = wrong.put_signed(b"name", b"v2".to_vec(), None).await.unwrap_err();
+        assert!(err.to_string().contains("signature does not verify"), "{err}");
+        assert_eq!(signed.get(), 3);
+        let still = other.get_signed(good.owner(), b"name").await.unwrap().map(|r| r.value);
+        assert_eq!(still, Some(b"v1".to_vec()), "nothing bad went out");
+    });
+}

@@ -190,7 +190,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
     }
     let transport = Transports(transports);
     let config = DriverConfig {
-        signing_key: setup::load_signing_key(&store).await.map_err(|e| e.to_string())?,
+        signer: setup::load_signing_key(&store).await.map_err(|e| e.to_string())?.into(),
         ..DriverConfig::new(contact.clone(), setup::random_seed().map_err(|e| e.to_string())?)
     };
     let (handle, task) = start(config, transport, store, clock);

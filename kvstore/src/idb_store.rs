@@ -249,6 +249,19 @@ impl IdbStore {
         Ok(())
     }
 
+    /// Keeps a JavaScript value that IndexedDB can store as it is, but that has no bytes to give: a
+    /// non-extractable `CryptoKey`, which the browser stores without ever handing out its secret.
+    pub async fn put_meta_value(&self, name: &str, value: &JsValue) -> Result<(), StoreError> {
+        check_name(name)?;
+        self.write(META, name.into(), Some(value.clone())).await
+    }
+
+    /// The value kept by [`IdbStore::put_meta_value`].
+    pub async fn get_meta_value(&self, name: &str) -> Result<Option<JsValue>, StoreError> {
+        check_name(name)?;
+        self.read(META, name.into()).await
+    }
+
     /// Puts (or with `None` deletes) one entry and waits for the transaction to commit.
     async fn write(&self, store: &str, key: JsValue, value: Option<JsValue>) -> Result<(), StoreError> {
         let tx = self.db()?.transaction(&[store], TransactionMode::ReadWrite).map_err(idb)?;

@@ -1,8 +1,9 @@
 //! The JS API (wasm32 only).
 
 use crate::views::{table_view, EventView, PeerView};
+use crate::webcrypto::WebCryptoKey;
 use dht_core::{Contact, Key, OwnerKey, SigningKey};
-use dht_driver::{key_for, setup, start, DriverConfig, NodeHandle, SharedClock};
+use dht_driver::{key_for, setup, start, DriverConfig, NodeHandle, SharedClock, Signer};
 use dht_link::Identity;
 use futures::StreamExt;
 use kvstore::{IdbStore, Store};
@@ -32,6 +33,8 @@ struct Shared {
     restored_records: usize,
     restored_contacts: usize,
     joined: Cell<usize>,
+    /// Where the signing key lives ([`WebNode::signing_key_kind`]).
+    key_kind: &'static str,
 }
 
 impl Shared {
@@ -169,6 +172,25 @@ pub fn id_work_cost(difficulty: u32, count: u32) -> Result<JsValue, JsError> {
     serde_wasm_bindgen::to_value(&cost).map_err(|e| js_error("result", e))
 }
 
+/// The key the node signs with, and where it lives: the one the application gave; else the one a node of
+/// this database made before (kept in IndexedDB, so its records stay its own); else a non-extractable
+/// WebCrypto key, made once and kept; else (no ed25519 in this browser's WebCrypto) one made and kept.
+async fn signer(store: &IdbStore, given: Option<SigningKey>) -> Result<(Signer, &'static str), JsError> {
+    let setup_error = |e: setup::SetupError| JsError::new(&format!("signing key: {e}"));
+    if let Some(key) = given {
+        return Ok((key.into(), "given"));
+    }
+    if let Some(key) = setup::stored_signing_key(store).await.map_err(setup_error)? {
+        return Ok((key.into(), "stored"));
+    }
+    match WebCryptoKey::load_or_make(store).await {
+        Ok(Some(key)) => return Ok((Signer::External(Rc::new(key)), "webcrypto")),
+        Ok(None) => {}
+        Err(e) => return Err(JsError::new(&format!("signing key (WebCrypto): {e}"))),
+    }
+    Ok((setup::load_signing_key(store).await.map_err(setup_error)?.into(), "stored"))
+}
+
 #[wasm_bindgen]
 impl WebNode {
     /// Opens (or creates) the node stored in the IndexedDB database `db` (its keys, records and routing
@@ -179,7 +201,8 @@ impl WebNode {
     /// `options` is `{ signaling, db?, signingKey? }` (or the signaling URL alone, with `db` as the second
     /// argument). `signingKey` (32 bytes, a Uint8Array, as `exportSigningKey` gives it) is the ed25519 key the
     /// node signs its records with: pass the same one on every device to keep one identity; without it the
-    /// node makes its own and keeps it in IndexedDB.
+    /// node uses the key it made before, or makes one: a non-extractable WebCrypto ed25519 key where the
+    /// browser has one (kept in IndexedDB as a `CryptoKey`; `signingKeyKind()` tells which).
     pub async fn start(options: JsValue, db_name: Option<String>) -> Result<WebNode, JsError> {
         console_error_panic_hook::set_once();
         let StartOptions { signaling: signaling_url, db, signing_key } = StartOptions::read(&options, db_name)?;
@@ -203,10 +226,8 @@ impl WebNode {
         let seeds = transport.signaling().seeds(SEEDS).await;
         let seed = setup::random_seed().map_err(|e| JsError::new(&e.to_string()))?;
         let mut driver = DriverConfig::new(contact.clone(), seed);
-        driver.signing_key = match signing_key {
-            Some(key) => key,
-            None => setup::load_signing_key(&store).await.map_err(|e| JsError::new(&e.to_string()))?,
-        };
+        let (signer, key_kind) = signer(&store, signing_key).await?;
+        driver.signer = signer;
         driver.max_links = MAX_LINKS;
         driver.save_interval = SAVE_INTERVAL;
         let (handle, task) = start(driver, transport, store, clock);
@@ -219,6 +240,7 @@ impl WebNode {
             restored_records,
             restored_contacts,
             joined: Cell::new(0),
+            key_kind,
         });
         let events = Rc::downgrade(&shared);
         let mut rx = handle.events();
@@ -256,10 +278,25 @@ impl WebNode {
 
     /// The 32 secret bytes of the signing key, to start this node's identity on another device
     /// (`WebNode.start({ …, signingKey })`). Whoever holds them can change this node's records: keep them
-    /// as a password.
+    /// as a password. Throws when the browser keeps the key (`signingKeyKind()` is `"webcrypto"`): it
+    /// never leaves the browser; to carry an identity across devices, start with your own `signingKey`.
     #[wasm_bindgen(js_name = exportSigningKey)]
-    pub fn export_signing_key(&self) -> js_sys::Uint8Array {
-        js_sys::Uint8Array::from(self.shared.handle.signing_key_bytes().as_slice())
+    pub fn export_signing_key(&self) -> Result<js_sys::Uint8Array, JsError> {
+        match self.shared.handle.signing_key_bytes() {
+            Some(bytes) => Ok(js_sys::Uint8Array::from(bytes.as_slice())),
+            None => Err(JsError::new(
+                "exportSigningKey: this node's key is kept by the browser (WebCrypto, non-extractable) and \
+                 cannot be exported; start the node with your own `signingKey` to carry an identity",
+            )),
+        }
+    }
+
+    /// Where the signing key lives: `"webcrypto"` (kept by the browser, non-extractable: the default where
+    /// the browser has ed25519 in WebCrypto), `"stored"` (made by the node, kept in IndexedDB: older nodes
+    /// and browsers without it) or `"given"` (the `signingKey` passed to `start`).
+    #[wasm_bindgen(js_name = signingKeyKind)]
+    pub fn signing_key_kind(&self) -> String {
+        self.shared.key_kind.to_string()
     }
 
     /// Publishes `value` (a string or Uint8Array) as the next version of this node's record `name`, signed

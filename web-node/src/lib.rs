@@ -23,6 +23,8 @@ mod api;
 #[cfg(target_arch = "wasm32")]
 mod files;
 #[cfg(target_arch = "wasm32")]
+mod webcrypto;
+#[cfg(target_arch = "wasm32")]
 pub use api::WebNode;
 #[cfg(target_arch = "wasm32")]
 pub use files::{FileChunker, FileFetch, FilePublish};

@@ -137,8 +137,17 @@ struct Tab {
     client: fantoccini::Client,
 }
 
+/// The `scheme://host:port` of a URL.
+fn origin(url: &str) -> &str {
+    let rest = url.find("://").map_or(0, |i| i + 3);
+    url[rest..].find('/').map_or(url, |i| &url[..rest + i])
+}
+
 impl Tab {
-    async fn open(driver: &str, profile: &Path, host_mode_flags: bool) -> Result<Tab, String> {
+    /// A Chromium session on its own `profile`, for pages of `page`'s origin. That origin is treated as
+    /// secure, as the https origin of a deployment would be (the run serves plain http on a private
+    /// address, where the browser would otherwise withhold WebCrypto's `subtle`).
+    async fn open(driver: &str, profile: &Path, page: &str, host_mode_flags: bool) -> Result<Tab, String> {
         let mut args = vec![
             "--headless".to_string(),
             "--no-sandbox".into(),
@@ -152,6 +161,7 @@ impl Tab {
             "--disable-features=WebRtcHideLocalIpsWithMdns".into(),
             "--window-size=1280,1000".into(),
             format!("--user-data-dir={}", profile.display()),
+            format!("--unsafely-treat-insecure-origin-as-secure={}", origin(page)),
         ];
         if host_mode_flags {
             args.push("--allow-loopback-in-peer-connection".into());
@@ -296,14 +306,26 @@ async fn swarm(opts: &Opts, host: &str, netns: bool) -> Result<(), String> {
     // A screenshot of a tab, then tab 0 reloads and must come back with its records and table.
     let shot = screenshot_form_get(&tabs[1], &owners.natives[0], &out_dir).await?;
     let reload_restored = reload_restores(&tabs[0]).await?;
+    let signing_key = browser_keeps_the_key(&tabs[1]).await?;
 
     for tab in tabs {
         let _ = tab.client.close().await;
     }
     drop(natives);
     let _ = sig.process.kill().await;
-    let outcome =
-        Outcome { join_ms, puts, gets, lookups, lookup_ms, work, held_for_others, reload_restored, shot, files };
+    let outcome = Outcome {
+        join_ms,
+        puts,
+        gets,
+        lookups,
+        lookup_ms,
+        work,
+        held_for_others,
+        reload_restored,
+        signing_key,
+        shot,
+        files,
+    };
     outcome.report(opts, netns)
 }
 
@@ -382,7 +404,7 @@ async fn start_chromedriver(out_dir: &Path) -> Result<(Child, String), String> {
 async fn open_tabs(opts: &Opts, driver: &str, page: &str, tmp: &Path, netns: bool) -> Result<Vec<Tab>, String> {
     let mut tabs = Vec::new();
     for t in 0..opts.tabs {
-        let tab = Tab::open(driver, &tmp.join(format!("chrome-{t}")), !netns).await?;
+        let tab = Tab::open(driver, &tmp.join(format!("chrome-{t}")), page, !netns).await?;
         tab.client.goto(&format!("{page}?node=tab{t}")).await.map_err(|e| format!("tab {t}: {e}"))?;
         tabs.push(tab);
     }
@@ -560,6 +582,7 @@ async fn screenshot_form_get(tab: &Tab, owner: &str, out_dir: &Path) -> Result<P
 /// Reloads tab 0, which must come back with the same id, its own records and its routing table.
 async fn reload_restores(tab: &Tab) -> Result<bool, String> {
     let id_before = tab.js("return window.webdht.node.id()", vec![]).await?;
+    let owner_before = tab.owner().await?;
     tab.client.refresh().await.map_err(|e| format!("reload: {e}"))?;
     let rejoin_ms = tab.joined().await.map_err(|e| format!("tab 0 after reload: {e}"))?;
     let stats = tab.js("return window.webdht.node.stats()", vec![]).await?;
@@ -567,11 +590,29 @@ async fn reload_restores(tab: &Tab) -> Result<bool, String> {
     let owner = tab.owner().await?;
     let own_local = tab.get_local(&tab_key(0, 0), &owner).await?;
     let reload_restored = id_before == id_after
+        && owner == owner_before
         && stats["restoredRecords"].as_u64().unwrap_or(0) > 0
         && stats["restoredContacts"].as_u64().unwrap_or(0) > 0
         && own_local.is_some();
-    eprintln!("    tab 0 reloaded: same id {}, {stats}, rejoined in {rejoin_ms:.0} ms", id_before == id_after);
+    eprintln!(
+        "    tab 0 reloaded: same id {}, same owner {}, {stats}, rejoined in {rejoin_ms:.0} ms",
+        id_before == id_after,
+        owner == owner_before
+    );
     Ok(reload_restored)
+}
+
+/// Where the tab's signing key lives (`signingKeyKind()`): Chromium has ed25519 in WebCrypto, so
+/// `"webcrypto"`, and then the key must refuse to be exported.
+async fn browser_keeps_the_key(tab: &Tab) -> Result<String, String> {
+    let js = "const n = window.webdht.node; let e = null; \
+              try { n.exportSigningKey(); } catch (err) { e = String(err.message || err); } \
+              return [n.signingKeyKind(), e];";
+    let r = tab.js(js, vec![]).await?;
+    let kind = r[0].as_str().unwrap_or("?").to_string();
+    let refused = r[1].as_str().is_some_and(|m| m.contains("cannot be exported"));
+    eprintln!("    tab 1 signing key: {kind}, export refused: {refused}");
+    Ok(if kind == "webcrypto" && !refused { format!("{kind} (exported!)") } else { kind })
 }
 
 /// What the run measured.
@@ -585,6 +626,8 @@ struct Outcome {
     work: Value,
     held_for_others: Vec<usize>,
     reload_restored: bool,
+    /// Where tab 1's signing key lives (`"webcrypto"` expected in Chromium).
+    signing_key: String,
     shot: PathBuf,
     files: files::FilesOutcome,
 }
@@ -606,6 +649,7 @@ impl Outcome {
         if all.ok != all.total
             || lookups.ok != lookups.total
             || !self.reload_restored
+            || self.signing_key != "webcrypto"
             || held.contains(&0)
             || !self.files.same
             || !self.files.link_same
@@ -629,6 +673,7 @@ impl Outcome {
         eprintln!("  get ms p50 / p99         {:.1} / {:.1}", percentile(&g.ms, 0.5), percentile(&g.ms, 0.99));
         eprintln!("  records held for others  {:?} (per tab)", self.held_for_others);
         eprintln!("  reload restored          {}", self.reload_restored);
+        eprintln!("  signing key (tab 1)      {} (non-extractable expected)", self.signing_key);
         eprintln!("  screenshot               {}", self.shot.display());
         let f = &self.files;
         eprintln!(
@@ -666,6 +711,7 @@ impl Outcome {
             "native_browser_rate": g.native_browser.rate(),
             "held_for_others_min": self.held_for_others.iter().min().copied().unwrap_or(0),
             "reload_restored": self.reload_restored,
+            "signing_key": self.signing_key,
             "id_work_12_ms_per_id_chromium": self.work["msPerId"],
             "id_work_us_per_try_chromium": self.work["usPerTry"],
             "screenshot": self.shot.display().to_string(),
