@@ -224,12 +224,18 @@ impl IdbStore {
         let tx = self.db()?.transaction(&[RECORDS, INFO], TransactionMode::ReadWrite).map_err(idb)?;
         let (records, info) = (tx.store(RECORDS).map_err(idb)?, tx.store(INFO).map_err(idb)?);
         if writes.iter().all(|(_, v)| v.is_some()) {
-            // Puts only (the usual case): every request goes out at once, and a failed one aborts the
-            // transaction, which `done` reports; waiting on each in turn cost a round trip per record.
+            // Puts only (the usual case): every request of both stores goes out at once, and a failed one
+            // aborts the transaction, which `done` reports; waiting on each in turn cost a round trip per
+            // record, and waiting on the records before the info one more per commit (under a file's load
+            // in the e2e a round trip to the browser's storage takes ~10 ms: commits 30 → 25 ms).
             let key = |k: &Key| Some(bytes(k.as_bytes()));
             let puts = || writes.iter().filter_map(|(k, v)| v.as_ref().map(|v| (k, v)));
-            records.put_all(puts().map(|(k, (record, _))| (record.clone(), key(k)))).await.map_err(idb)?;
-            info.put_all(puts().map(|(k, (_, head))| (head.clone(), key(k)))).await.map_err(idb)?;
+            let (records_put, info_put) = futures::join!(
+                records.put_all(puts().map(|(k, (record, _))| (record.clone(), key(k)))),
+                info.put_all(puts().map(|(k, (_, head))| (head.clone(), key(k))))
+            );
+            records_put.map_err(idb)?;
+            info_put.map_err(idb)?;
             tx.done().await.map_err(idb)?;
             return Ok(());
         }
