@@ -168,6 +168,16 @@ impl Lookup {
         lookup
     }
 
+    /// A lookup over before it starts: `peers` are known to be the closest (all there are), as answered.
+    pub fn known(target: NodeId, peers: impl IntoIterator<Item = Contact>, params: LookupParams) -> Self {
+        let mut lookup = Lookup::new(target, peers, params);
+        for c in &mut lookup.candidates {
+            c.state = PeerState::Succeeded;
+        }
+        lookup.finished = true;
+        lookup
+    }
+
     /// The point looked up.
     pub fn target(&self) -> &NodeId {
         &self.target
@@ -489,6 +499,18 @@ impl Lookup {
     /// Whether the lookup is over.
     pub fn is_finished(&self) -> bool {
         self.finished
+    }
+
+    /// Whether the lookup ran to its end and reached every peer it heard of: all answered (none failed,
+    /// none dropped, none left unasked), fewer than k of them, and no request budget cut it short. Then
+    /// these are all the peers there are, as far as anyone it asked knows.
+    pub fn reached_everyone(&self) -> bool {
+        self.finished
+            && self.budget.is_none()
+            && self.failures == 0
+            && self.dropped.is_empty()
+            && self.candidates.len() < self.params.k
+            && self.candidates.iter().all(|c| c.state == PeerState::Succeeded)
     }
 
     /// The k closest peers that answered, nearest first.

@@ -13,6 +13,7 @@ mod query;
 mod records;
 mod requests;
 mod room;
+mod small_swarm;
 mod stats;
 
 pub use stats::NodeStats;
@@ -45,6 +46,8 @@ pub struct Node {
     queries: BTreeMap<QueryId, Query>,
     next_query: u64,
     maintenance: Maintenance,
+    /// Every peer there is, while the swarm is known to be smaller than k.
+    small_swarm: Option<small_swarm::SmallSwarm>,
     outputs: VecDeque<Output>,
     stats: NodeStats,
 }
@@ -60,6 +63,7 @@ impl Node {
             requests: Requests::new(&config),
             records: Records::new(&config),
             maintenance: Maintenance::new(&config, now),
+            small_swarm: None,
             config,
             local,
             table,
@@ -231,9 +235,18 @@ impl Node {
     pub fn handle_timeout(&mut self, now: Instant) {
         while let Some(expired) = self.requests.next_expired(now, &mut self.rng, &mut self.outputs, &mut self.stats) {
             match expired {
-                Expired::Slow { peer, query } => self.on_lookup_failure(query, &peer, true),
-                Expired::Resent { peer, query } => self.on_lookup_resent(query, &peer),
-                Expired::Failed { peer, purpose } => self.on_request_failed(now, peer, purpose),
+                Expired::Slow { peer, query } => {
+                    self.forget_swarm_size();
+                    self.on_lookup_failure(query, &peer, true)
+                }
+                Expired::Resent { peer, query } => {
+                    self.forget_swarm_size();
+                    self.on_lookup_resent(query, &peer)
+                }
+                Expired::Failed { peer, purpose } => {
+                    self.forget_swarm_size();
+                    self.on_request_failed(now, peer, purpose)
+                }
             }
         }
         self.records.handle_timeout(now, &mut self.outputs, &mut self.stats);
@@ -364,6 +377,7 @@ impl Node {
         }
         match self.table.insert(contact, now) {
             InsertResult::Inserted => {
+                self.forget_swarm_size();
                 self.on_peer_added();
                 self.event(Event::PeerAdded { id });
             }

@@ -24,24 +24,31 @@ impl Node {
         seeds: Vec<Contact>,
         kind: QueryKind,
     ) -> QueryId {
+        self.table.touch(&target, now);
+        let mut lookup = Lookup::new(target, seeds, self.lookup_params());
+        if self.config.widen_in_region {
+            if let Some(radius) = self.region_radius() {
+                lookup.set_region_radius(radius);
+            }
+        }
+        self.insert_query(now, lookup, kind)
+    }
+
+    fn insert_query(&mut self, now: Instant, lookup: Lookup, kind: QueryKind) -> QueryId {
         let id = self.next_query_id();
-        let params = LookupParams {
+        self.queries.insert(id, Query { lookup, started: now, kind, local_write: LocalWrite::Done });
+        id
+    }
+
+    fn lookup_params(&self) -> LookupParams {
+        LookupParams {
             k: self.config.k,
             alpha: self.config.alpha,
             max_candidates: self.config.max_lookup_candidates,
             stall_after: self.config.stall_after,
             distrust_after: self.config.distrust_after,
             paths: self.config.lookup_paths,
-        };
-        self.table.touch(&target, now);
-        let mut lookup = Lookup::new(target, seeds, params);
-        if self.config.widen_in_region {
-            if let Some(radius) = self.region_radius() {
-                lookup.set_region_radius(radius);
-            }
         }
-        self.queries.insert(id, Query { lookup, started: now, kind, local_write: LocalWrite::Done });
-        id
     }
 
     /// A put whose stores ask the peers to keep the record for `ttl` (`cas`: only where the version held
@@ -57,9 +64,15 @@ impl Node {
             return self.put_refused(record.key, refusal, report);
         }
         let target = NodeId::from_key(&record.key);
-        let seeds = self.table.closest(&target, self.config.k);
         let ttl_secs = ttl_secs(ttl);
-        self.start_query(now, target, seeds, QueryKind::Put(Put::Looking { record, ttl_secs, cas, report }))
+        let kind = QueryKind::Put(Put::Looking { record, ttl_secs, cas, report });
+        if let Some(everyone) = self.whole_small_swarm(now, &target) {
+            // Every peer there is, known from a lookup moments ago: no need to look the key up.
+            let lookup = Lookup::known(target, everyone, self.lookup_params());
+            return self.insert_query(now, lookup, kind);
+        }
+        let seeds = self.table.closest(&target, self.config.k);
+        self.start_query(now, target, seeds, kind)
     }
 
     /// A put that never went out: it finishes at once with zero acks and the reason.
@@ -120,6 +133,9 @@ impl Node {
     /// Called when a query's lookup is over (or a put's stores are all answered).
     fn finish_query(&mut self, now: Instant, id: QueryId) {
         let Some(q) = self.queries.remove(&id) else { return };
+        if !matches!(q.kind, QueryKind::Put(Put::Storing { .. })) {
+            self.learn_swarm_size(now, &q.lookup);
+        }
         let stats = q.stats(now);
         let Query { lookup, started, kind, local_write } = q;
         match kind {
