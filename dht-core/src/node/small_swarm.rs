@@ -99,6 +99,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::field_reassign_with_default)] // `Config` is non-exhaustive
     fn a_failed_request_or_a_swarm_of_k_means_lookups_again() {
         let mut cfg = Config::default();
         cfg.request_retries = 0;
