@@ -1,4 +1,7 @@
-//! The control socket: one request line, one answer line, on a loopback TCP port.
+//! The control socket: one request line, one answer line, on a loopback TCP port, one request a
+//! connection. Each request line starts with the token the node writes at start to
+//! `DATA_DIR/control.token` (readable by its owner only): other users and processes of the machine that
+//! reach the port cannot drive the node (`<token> PEERS`); a line without it is answered `ERR unauthorized`.
 //!
 //! Requests and answers:
 //! - `PUT [--cas <seq>] <name> <value…>`: the next version of this node's signed record `name` →
@@ -25,7 +28,43 @@ use tokio::net::{TcpListener, TcpStream};
 /// Longest request line accepted.
 const MAX_LINE: usize = 80 * 1024;
 
-/// Binds the control socket, writes its address to `DATA_DIR/control.addr`, and serves it until an error.
+/// The file holding the token, in the data directory.
+pub const TOKEN_FILE: &str = "control.token";
+
+/// A fresh token (32 random bytes, hex), written to `DATA_DIR/control.token` with mode 0600 (replacing an
+/// older one, so a token read from an earlier run stops working).
+fn new_token(data_dir: &Path) -> Result<String, String> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| format!("no randomness for the control token: {e}"))?;
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let path = data_dir.join(TOKEN_FILE);
+    let fresh = data_dir.join(format!("{TOKEN_FILE}.new"));
+    let _ = std::fs::remove_file(&fresh);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let write = |f: &mut std::fs::File| std::io::Write::write_all(f, token.as_bytes());
+    options.open(&fresh).and_then(|mut f| write(&mut f)).map_err(|e| format!("{}: {e}", fresh.display()))?;
+    std::fs::rename(&fresh, &path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(token)
+}
+
+/// The request line for `request` to the node whose data directory is `data_dir`: its token, then the
+/// request; and the control socket's address.
+pub fn request_line(data_dir: &Path, request: &str) -> Result<(String, String), String> {
+    let read = |name: &str| {
+        let path = data_dir.join(name);
+        std::fs::read_to_string(&path).map_err(|e| format!("{}: {e} (is the node running?)", path.display()))
+    };
+    let addr = read("control.addr")?;
+    let token = read(TOKEN_FILE)?;
+    Ok((addr.trim().to_owned(), format!("{} {request}", token.trim())))
+}
+
+/// Binds the control socket, writes a fresh token to `DATA_DIR/control.token` and the socket's address to
+/// `DATA_DIR/control.addr` (in that order: a client that finds the address finds the token), and serves it
+/// until an error.
 pub async fn serve(
     addr: SocketAddr,
     data_dir: &Path,
@@ -35,45 +74,58 @@ pub async fn serve(
 ) -> Result<impl std::future::Future<Output = ()>, String> {
     let listener = TcpListener::bind(addr).await.map_err(|e| format!("control socket {addr}: {e}"))?;
     let bound = listener.local_addr().map_err(|e| e.to_string())?;
+    let token = std::rc::Rc::new(new_token(data_dir)?);
     std::fs::write(data_dir.join("control.addr"), bound.to_string()).map_err(|e| e.to_string())?;
     tracing::info!(%bound, "control socket ready");
     Ok(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
-            let (node, me) = (node.clone(), me.clone());
+            let Ok((stream, from)) = listener.accept().await else { continue };
+            let (node, me, token) = (node.clone(), me.clone(), token.clone());
             tokio::task::spawn_local(async move {
-                if let Err(e) = session(stream, node, me, max_file_len).await {
-                    tracing::debug!("control session ended: {e}");
+                if let Err(e) = session(stream, &token, node, me, max_file_len).await {
+                    tracing::debug!(%from, "control session ended: {e}");
                 }
             });
         }
     })
 }
 
-async fn session(stream: TcpStream, node: NodeHandle, me: Contact, max_file_len: u64) -> std::io::Result<()> {
+/// Whether `given` is the token, compared in constant time.
+fn authorized(given: &str, token: &str) -> bool {
+    given.len() == token.len() && bool::from(subtle::ConstantTimeEq::ct_eq(given.as_bytes(), token.as_bytes()))
+}
+
+/// One connection: one request line (the token, then the request), its answer, and the connection closes.
+async fn session(
+    stream: TcpStream,
+    token: &str,
+    node: NodeHandle,
+    me: Contact,
+    max_file_len: u64,
+) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
-    let mut lines = BufReader::new(read);
     let mut line = String::new();
-    loop {
-        line.clear();
-        let n = (&mut lines).take(MAX_LINE as u64 + 1).read_line(&mut line).await?;
-        if n == 0 {
-            return Ok(());
-        }
-        let request = line.trim_end();
-        let (verb, rest) = request.split_once(' ').unwrap_or((request, ""));
-        let answer = if n > MAX_LINE {
-            "ERR request line too long".to_owned()
-        } else if verb.eq_ignore_ascii_case("PUBLISH") {
-            files::publish(&node, rest, max_file_len, &mut write).await?.unwrap_or_else(|e| format!("ERR {e}"))
-        } else if verb.eq_ignore_ascii_case("FETCH") {
-            files::fetch(&node, rest, max_file_len, &mut write).await?.unwrap_or_else(|e| format!("ERR {e}"))
-        } else {
-            answer(request, &node, &me).await
-        };
-        write.write_all(answer.as_bytes()).await?;
-        write.write_all(b"\n").await?;
+    let n = BufReader::new(read).take(MAX_LINE as u64 + 1).read_line(&mut line).await?;
+    if n == 0 {
+        return Ok(());
     }
+    let (given, request) = line.trim_end().split_once(' ').unwrap_or((line.trim_end(), ""));
+    let (verb, rest) = request.split_once(' ').unwrap_or((request, ""));
+    let answer = if n > MAX_LINE {
+        "ERR request line too long".to_owned()
+    } else if !authorized(given, token) {
+        tracing::warn!("control request without the token refused");
+        format!("ERR unauthorized: a request line starts with the token in DATA_DIR/{TOKEN_FILE}")
+    } else if verb.eq_ignore_ascii_case("PUBLISH") {
+        files::publish(&node, rest, max_file_len, &mut write).await?.unwrap_or_else(|e| format!("ERR {e}"))
+    } else if verb.eq_ignore_ascii_case("FETCH") {
+        files::fetch(&node, rest, max_file_len, &mut write).await?.unwrap_or_else(|e| format!("ERR {e}"))
+    } else {
+        answer(request, &node, &me).await
+    };
+    write.write_all(answer.as_bytes()).await?;
+    write.write_all(b"\n").await?;
+    write.shutdown().await
 }
 
 const USAGE: &str = "ERR usage: PUT [--cas <seq>] <name> <value> | GET <name> [<owner>] | PUT-IMMUTABLE <value> | \
@@ -181,11 +233,9 @@ async fn peers(node: &NodeHandle) -> Result<String, String> {
 
 /// Sends one request to the node whose data directory is `data_dir` and prints the answer.
 pub async fn client(data_dir: &Path, request: &str) -> Result<(), String> {
-    let path = data_dir.join("control.addr");
-    let addr = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e} (is the node running?)", path.display()))?;
-    let mut stream =
-        TcpStream::connect(addr.trim()).await.map_err(|e| format!("control socket {}: {e}", addr.trim()))?;
-    stream.write_all(format!("{request}\n").as_bytes()).await.map_err(|e| e.to_string())?;
+    let (addr, line) = request_line(data_dir, request)?;
+    let mut stream = TcpStream::connect(&addr).await.map_err(|e| format!("control socket {addr}: {e}"))?;
+    stream.write_all(format!("{line}\n").as_bytes()).await.map_err(|e| e.to_string())?;
     let mut lines = BufReader::new(stream);
     let mut bar = files::Bar::new();
     let mut reply = String::new();

@@ -9,7 +9,7 @@ mod control;
 mod files;
 
 use clap::{Parser, Subcommand};
-use dht_core::Contact;
+use dht_core::{Contact, NodeId};
 use dht_driver::{setup, start, DriverConfig, SharedClock, Transport, Transports};
 use kvstore::SledStore;
 use std::net::SocketAddr;
@@ -37,10 +37,11 @@ struct RunArgs {
     /// Directory for the key, the sled database and the control address (created if missing).
     #[arg(long, default_value = "dht-data")]
     data_dir: PathBuf,
-    /// TCP address of a node to join through; repeat for several. Its identity is learned and checked in
-    /// the handshake.
+    /// A node to join through, as ID@ADDR (the node must prove that id in the handshake: anyone else at
+    /// that address is refused) or a bare TCP ADDR (its id is taken from its first handshake: trusted on
+    /// first use); repeat for several. A node's id is in the answer to `ID` on its control socket.
     #[arg(long)]
-    bootstrap: Vec<SocketAddr>,
+    bootstrap: Vec<BootstrapPeer>,
     /// Address of the control socket (loopback only); its actual address is written to DATA_DIR/control.addr.
     #[arg(long, default_value = "127.0.0.1:0")]
     control: SocketAddr,
@@ -114,19 +115,52 @@ fn main() -> ExitCode {
     }
 }
 
-/// The contacts to join through: the bootstrap addresses (each probed by a handshake, so its id is learnt
-/// and authenticated) and peers registered on the signaling server, with the addresses they advertised.
+/// A node to join through (`--bootstrap`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum BootstrapPeer {
+    /// `ID@ADDR`: the node at ADDR must prove the id.
+    Pinned(NodeId, SocketAddr),
+    /// `ADDR`: whoever answers there, its id learned in the handshake.
+    Addr(SocketAddr),
+}
+
+impl std::str::FromStr for BootstrapPeer {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let addr = |a: &str| a.parse::<SocketAddr>().map_err(|e| format!("{a:?} is not a TCP address: {e}"));
+        match s.split_once('@') {
+            Some((id, rest)) => {
+                let id = id.parse::<NodeId>().map_err(|e| format!("the id before '@': {e}"))?;
+                Ok(BootstrapPeer::Pinned(id, addr(rest)?))
+            }
+            None => Ok(BootstrapPeer::Addr(addr(s)?)),
+        }
+    }
+}
+
+/// The contacts to join through: pinned bootstrap nodes as given (the dial checks their id, and a join
+/// that reaches nobody is tried again), bare addresses probed by a handshake (their id learned on first
+/// use), and peers registered on the signaling server, with the addresses they advertised.
 async fn bootstrap_seeds(
-    bootstrap: &[std::net::SocketAddr],
+    bootstrap: &[BootstrapPeer],
     tcp: Option<&TcpTransport>,
     rtc: Option<&WebRtcTransport>,
 ) -> Vec<Contact> {
     let mut seeds = Vec::new();
     if let Some(t) = tcp {
-        for addr in bootstrap {
-            match t.probe(*addr).await {
-                Ok(c) => seeds.push(c),
-                Err(e) => tracing::warn!(%addr, "bootstrap node unreachable: {e}"),
+        for peer in bootstrap {
+            match peer {
+                BootstrapPeer::Pinned(id, addr) => {
+                    seeds.push(Contact { id: *id, addrs: vec![transport_tcp::address(*addr)] });
+                }
+                BootstrapPeer::Addr(addr) => {
+                    tracing::warn!(%addr, "bootstrap node not pinned: its id is trusted on first use (give it as ID@ADDR)");
+                    match t.probe(*addr).await {
+                        Ok(c) => seeds.push(c),
+                        Err(e) => tracing::warn!(%addr, "bootstrap node unreachable: {e}"),
+                    }
+                }
             }
         }
     }

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{ctl_dir, spawn, Proc};
+use common::{control, ctl_dir, spawn, Control, Proc};
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 const ROUNDS: u64 = 50;
 
 /// One control request that may fail (the node may die under it).
-fn try_ctl(addr: &str, request: &str) -> Option<String> {
-    let mut s = TcpStream::connect(addr).ok()?;
+fn try_ctl(c: &Control, request: &str) -> Option<String> {
+    let mut s = TcpStream::connect(&c.addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    writeln!(s, "{request}").ok()?;
+    writeln!(s, "{} {request}", c.token).ok()?;
     let mut line = String::new();
     BufReader::new(s).read_line(&mut line).ok()?;
     (!line.is_empty()).then(|| line.trim_end().to_owned())
@@ -47,7 +47,7 @@ fn acknowledged_puts_survive_fifty_kill_minus_nine() {
         let mut victim = spawn(&victim_dir, Some(&seed));
         ctl_dir(&victim_dir, "ID"); // up and answering
                                     // Everything acknowledged before this start is still there.
-        let addr = std::fs::read_to_string(victim_dir.join("control.addr")).unwrap().trim().to_owned();
+        let addr = control(&victim_dir).expect("the node's control files");
         let recent = acknowledged.iter().rev().take(200);
         for name in recent {
             let got = try_ctl(&addr, &format!("LOCAL {name}")).expect("the restarted node answers");
@@ -81,7 +81,7 @@ fn acknowledged_puts_survive_fifty_kill_minus_nine() {
     // A last restart: every put acknowledged over all rounds is there.
     let _victim = spawn(&victim_dir, Some(&seed));
     ctl_dir(&victim_dir, "ID");
-    let addr = std::fs::read_to_string(victim_dir.join("control.addr")).unwrap().trim().to_owned();
+    let addr = control(&victim_dir).expect("the node's control files");
     for name in &acknowledged {
         assert_eq!(try_ctl(&addr, &format!("LOCAL {name}")), Some(format!("VALUE v-{name}")), "{name} lost");
     }

@@ -123,9 +123,10 @@ async fn wait_for<T, F: std::future::Future<Output = Option<T>>>(
 /// One request line to a native node's control socket.
 async fn ctl(data_dir: &Path, request: &str) -> Result<String, String> {
     let addr = std::fs::read_to_string(data_dir.join("control.addr")).map_err(|e| format!("control.addr: {e}"))?;
+    let token = std::fs::read_to_string(data_dir.join("control.token")).map_err(|e| format!("control.token: {e}"))?;
     let call = async {
         let mut s = tokio::net::TcpStream::connect(addr.trim()).await.map_err(|e| e.to_string())?;
-        s.write_all(format!("{request}\n").as_bytes()).await.map_err(|e| e.to_string())?;
+        s.write_all(format!("{} {request}\n", token.trim()).as_bytes()).await.map_err(|e| e.to_string())?;
         let mut line = String::new();
         BufReader::new(s).read_line(&mut line).await.map_err(|e| e.to_string())?;
         Ok(line.trim().to_string())

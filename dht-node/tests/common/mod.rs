@@ -30,6 +30,7 @@ pub fn spawn(dir: &Path, bootstrap: Option<&str>) -> Proc {
 #[allow(dead_code)]
 pub fn spawn_with(dir: &Path, bootstrap: Option<&str>, flags: &[&str]) -> Proc {
     let _ = std::fs::remove_file(dir.join("control.addr"));
+    let _ = std::fs::remove_file(dir.join("control.token"));
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_dht-node"));
     cmd.args(flags);
     cmd.args(["--listen", "127.0.0.1:0", "--data-dir"]).arg(dir).env("RUST_LOG", "warn");
@@ -40,15 +41,29 @@ pub fn spawn_with(dir: &Path, bootstrap: Option<&str>, flags: &[&str]) -> Proc {
     Proc { child, dir: dir.to_owned() }
 }
 
+/// Where a running node's control socket is, and the token its requests start with.
+#[derive(Debug, Clone)]
+pub struct Control {
+    pub addr: String,
+    pub token: String,
+}
+
+/// The control socket of the node whose data directory is `dir`, once it has written both files.
+pub fn control(dir: &Path) -> Option<Control> {
+    let addr = std::fs::read_to_string(dir.join("control.addr")).ok()?;
+    let token = std::fs::read_to_string(dir.join("control.token")).ok()?;
+    Some(Control { addr: addr.trim().to_owned(), token: token.trim().to_owned() })
+}
+
 /// One control request to the node whose data directory is `dir`; waits (bounded) for its control socket.
 /// `PROGRESS` lines before the answer are skipped (each must come within 30 s).
 pub fn ctl_dir(dir: &Path, request: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Ok(addr) = std::fs::read_to_string(dir.join("control.addr")) {
-            if let Ok(mut s) = TcpStream::connect(addr.trim()) {
+        if let Some(c) = control(dir) {
+            if let Ok(mut s) = TcpStream::connect(&c.addr) {
                 s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-                writeln!(s, "{request}").unwrap();
+                writeln!(s, "{} {request}", c.token).unwrap();
                 let mut reader = BufReader::new(s);
                 let mut line = String::new();
                 while line.is_empty() || line.starts_with("PROGRESS ") {
