@@ -420,6 +420,8 @@ fn ttl_secs(d: Duration) -> u32 {
 use maintenance::random_id_in_bucket;
 
 #[cfg(test)]
+mod hardening_tests;
+#[cfg(test)]
 mod harness;
 #[cfg(test)]
 mod join_tests;

@@ -171,7 +171,9 @@ impl Requests {
         }
         let retries = match purpose {
             Purpose::Query(_) | Purpose::PutStore(_) => self.retries,
-            Purpose::StalePing | Purpose::FireAndForget => 0,
+            // A long-lived entry is not evicted for one lost message: its ping goes twice.
+            Purpose::StalePing => 1,
+            Purpose::FireAndForget => 0,
         };
         self.dispatch(now, rng, out, (to, body, retries), purpose, false);
         true
@@ -214,15 +216,15 @@ impl Requests {
         id
     }
 
-    /// How long to wait for an answer: lookup requests and pings adapt to the round trips seen (RFC 6298,
-    /// between `min_request_timeout` and `request_timeout`); stores, which wait on the peer's disk, get
-    /// the full `request_timeout`.
+    /// How long to wait for an answer: lookup requests adapt to the round trips seen (RFC 6298, between
+    /// `min_request_timeout` and `request_timeout`); stores, which wait on the peer's disk, and the pings
+    /// that decide whether a stale entry makes way for a newcomer get the full `request_timeout`: fast
+    /// answers from others (a swarm of sybils next door) must not shrink the time an old, farther peer has
+    /// to answer before it loses its place.
     fn timeout_for(&self, purpose: &Purpose) -> Duration {
         let max = self.timeout;
         match (purpose, self.rtt) {
-            (Purpose::Query(_) | Purpose::StalePing, Some(rtt)) if self.adaptive => {
-                rtt.timeout().clamp(self.min_timeout.min(max), max)
-            }
+            (Purpose::Query(_), Some(rtt)) if self.adaptive => rtt.timeout().clamp(self.min_timeout.min(max), max),
             _ => max,
         }
     }
