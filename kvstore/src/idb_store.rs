@@ -159,16 +159,37 @@ impl IdbStore {
     async fn scan_info(&self) -> Result<Vec<RecordInfo>, StoreError> {
         let tx = self.db()?.transaction(&[INFO], TransactionMode::ReadOnly).map_err(idb)?;
         let all = tx.store(INFO).map_err(idb)?.scan(None, None, None, None).await.map_err(idb)?;
-        all.into_iter().map(|(k, v)| decode_info(&to_vec(&k, "record key")?, &to_vec(&v, "record info")?)).collect()
+        drop(tx);
+        let decode = |k: &JsValue, v: &JsValue| decode_info(&to_vec(k, "record key")?, &to_vec(v, "record info")?);
+        let mut out = Vec::with_capacity(all.len());
+        for (k, v) in all {
+            match decode(&k, &v) {
+                Ok(info) => out.push(info),
+                Err(e) => self.drop_corrupt(k, e).await?,
+            }
+        }
+        Ok(out)
+    }
+
+    /// An entry that does not decode: reported and removed with its record, so that it costs that entry
+    /// and not the others (nor the tab's start).
+    async fn drop_corrupt(&self, key: JsValue, e: StoreError) -> Result<(), StoreError> {
+        tracing::warn!("{e}: skipped and removed");
+        self.write(RECORDS, key.clone(), None).await?;
+        self.write(INFO, key, None).await
     }
 
     /// Reads every record once to write its info entry (a database from before record info existed).
     async fn index_values(&self) -> Result<Vec<RecordInfo>, StoreError> {
         let tx = self.db()?.transaction(&[RECORDS], TransactionMode::ReadOnly).map_err(idb)?;
         let all = tx.store(RECORDS).map_err(idb)?.scan(None, None, None, None).await.map_err(idb)?;
+        drop(tx);
         let mut out = Vec::with_capacity(all.len());
         for (k, v) in all {
-            out.push(record_info(&to_vec(&k, "record key")?, &to_vec(&v, "record")?)?);
+            match to_vec(&k, "record key").and_then(|key| record_info(&key, &to_vec(&v, "record")?)) {
+                Ok(info) => out.push(info),
+                Err(e) => self.drop_corrupt(k, e).await?,
+            }
         }
         for r in &out {
             self.write(INFO, bytes(r.key.as_bytes()), Some(bytes(&encode_info(r.expires, r.size)))).await?;

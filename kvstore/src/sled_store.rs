@@ -111,9 +111,20 @@ impl Store for SledStore {
 
     async fn records(&self) -> Result<Vec<RecordInfo>, StoreError> {
         let mut out = Vec::new();
+        let mut corrupt = Vec::new();
         for item in self.records.iter() {
             let (k, v) = item.map_err(backend)?;
-            out.push(record_info(&k, &v)?);
+            match record_info(&k, &v) {
+                Ok(info) => out.push(info),
+                Err(e) => {
+                    // One bad entry costs that entry, not the others.
+                    tracing::warn!("{e}: skipped and removed");
+                    corrupt.push(k);
+                }
+            }
+        }
+        for k in corrupt {
+            self.records.remove(k).map_err(backend)?;
         }
         Ok(out)
     }

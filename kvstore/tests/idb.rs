@@ -70,3 +70,44 @@ async fn concurrent_writes_commit_together_and_all_land() {
     assert!(store.get_record(&key(50)).await.unwrap().is_none());
     IdbStore::delete(name).await.unwrap();
 }
+
+/// A corrupt entry (an info entry that does not decode) costs that entry alone: the database still opens
+/// (the tab starts), the other records are there, and the bad entry is gone.
+#[wasm_bindgen_test]
+async fn a_corrupt_entry_does_not_stop_the_store_from_opening() {
+    use rexie::{ObjectStore, Rexie, TransactionMode};
+    let name = "kvstore-corrupt";
+    IdbStore::delete(name).await.unwrap();
+    let key = |n: u32| Key::from_name(&n.to_be_bytes());
+    {
+        let store = IdbStore::open(name, 1 << 30).await.unwrap();
+        for n in 0..3u32 {
+            store.put_record(key(n), vec![n as u8; 100], Instant::from_millis(5_000)).await.unwrap();
+        }
+    }
+    {
+        let db = Rexie::builder(name)
+            .version(2)
+            .add_object_store(ObjectStore::new("records"))
+            .add_object_store(ObjectStore::new("record_info"))
+            .add_object_store(ObjectStore::new("meta"))
+            .build()
+            .await
+            .unwrap();
+        let tx = db.transaction(&["record_info", "records"], TransactionMode::ReadWrite).unwrap();
+        let bytes = |b: &[u8]| wasm_bindgen::JsValue::from(js_sys::Uint8Array::from(b));
+        tx.store("record_info").unwrap().put(&bytes(b"xy"), Some(&bytes(&[7; 32]))).await.unwrap();
+        tx.store("records").unwrap().put(&bytes(b"junk"), Some(&bytes(&[7; 32]))).await.unwrap();
+        tx.done().await.unwrap();
+        db.close();
+    }
+    let store = IdbStore::open(name, 1 << 30).await.expect("opens despite the corrupt entry");
+    let mut listed: Vec<Key> = store.records().await.unwrap().into_iter().map(|r| r.key).collect();
+    listed.sort();
+    let mut expect: Vec<Key> = (0..3).map(key).collect();
+    expect.sort();
+    assert_eq!(listed, expect);
+    assert_eq!(store.get_record(&Key::from_bytes([7; 32])).await.unwrap(), None, "the corrupt entry is gone");
+    drop(store);
+    IdbStore::delete(name).await.unwrap();
+}
