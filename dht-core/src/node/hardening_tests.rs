@@ -1,7 +1,7 @@
 //! Attacks one hostile peer (or a few sybils) can mount on the node's state machine, with the defence.
 #![allow(clippy::field_reassign_with_default)] // `Config` is non-exhaustive
 
-use super::tests::{drain, events, id, node_with, request, sends, t};
+use super::tests::{drain, events, id, let_time_out, node_with, request, sends, t};
 use super::*;
 use crate::message::{RequestId, Response};
 use crate::Config;
@@ -45,7 +45,20 @@ fn node_with_fast_neighbours(old: NodeId, sybils: &[NodeId]) -> Node {
     node
 }
 
-/// The ping of `old` that a newcomer's arrival set off.
+/// The attacker's `newcomer` speaks to the node at `at` ms: the stale `old` entry is pinged (the id of
+/// that ping).
+fn newcomer_arrives(node: &mut Node, at: u64, newcomer: NodeId, old: NodeId) -> RequestId {
+    node.handle_message(t(at), Contact::bare(newcomer), Message::Request { id: RequestId(1), body: Request::Ping });
+    ping_of(&drain(node), old)
+}
+
+/// `old` answers ping `id` at `at`.
+fn pong(node: &mut Node, at: Instant, old: NodeId, id: RequestId) {
+    node.handle_message(at, Contact::bare(old), Message::Response { id, body: Response::Pong });
+    drain(node);
+}
+
+/// The ping of `old` among `outs`.
 fn ping_of(outs: &[Output], old: NodeId) -> RequestId {
     sends(outs)
         .into_iter()
@@ -60,15 +73,10 @@ fn fast_sybils_cannot_shrink_the_time_a_stale_entry_has_to_answer() {
     let mut node = node_with_fast_neighbours(old, &sybils);
     // The attacker's newcomer arrives: the old entry is pinged. It is farther away and answers in 500 ms.
     let start = 1_000;
-    node.handle_message(t(start), Contact::bare(newcomer), Message::Request { id: RequestId(1), body: Request::Ping });
-    let ping = ping_of(&drain(&mut node), old);
-    while let Some(at) = node.poll_timeout().filter(|at| *at < t(start + 500)) {
-        node.handle_timeout(at);
-        drain(&mut node);
-    }
+    let ping = newcomer_arrives(&mut node, start, newcomer, old);
+    let_time_out(&mut node, t(start + 499));
     assert!(node.routing_table().contains(&old), "evicted before it could answer (timeout shrunk by sybils)");
-    node.handle_message(t(start + 500), Contact::bare(old), Message::Response { id: ping, body: Response::Pong });
-    drain(&mut node);
+    pong(&mut node, t(start + 500), old, ping);
     assert!(node.routing_table().contains(&old) && !node.routing_table().contains(&newcomer));
 }
 
@@ -77,19 +85,10 @@ fn one_lost_ping_does_not_evict_a_long_lived_entry() {
     let (old, newcomer, sybils) = bucket_mates();
     let mut node = node_with_fast_neighbours(old, &sybils);
     let start = 1_000;
-    node.handle_message(t(start), Contact::bare(newcomer), Message::Request { id: RequestId(1), body: Request::Ping });
-    let _lost = ping_of(&drain(&mut node), old);
+    let _lost = newcomer_arrives(&mut node, start, newcomer, old);
     // The first ping goes unanswered: it goes again, and the entry stays meanwhile.
-    let mut outs = Vec::new();
-    let mut now = t(start);
-    while let Some(at) = node.poll_timeout().filter(|at| *at <= t(start + 1_000)) {
-        node.handle_timeout(at);
-        outs.extend(drain(&mut node));
-        now = at;
-    }
+    let outs = let_time_out(&mut node, t(start + 1_000));
     assert!(!events(&outs).contains(&Event::PeerRemoved { id: old }));
-    let again = ping_of(&outs, old);
-    node.handle_message(now, Contact::bare(old), Message::Response { id: again, body: Response::Pong });
-    drain(&mut node);
+    pong(&mut node, t(start + 1_000), old, ping_of(&outs, old));
     assert!(node.routing_table().contains(&old) && !node.routing_table().contains(&newcomer));
 }

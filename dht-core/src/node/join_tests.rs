@@ -1,21 +1,11 @@
 //! Joins: one that reaches nobody is tried again, with a growing pause, until a seed answers.
 #![allow(clippy::field_reassign_with_default)]
 
-use super::tests::{drain, events, id, node_with, request, sends, t};
+use super::tests::{drain, events, id, let_time_out, node_with, request, sends, t};
 use super::*;
 use crate::message::Response;
 use crate::Config;
 use core::time::Duration;
-
-/// Runs the node's timers until its requests are all over, never answering; returns what it sent.
-fn let_time_out(node: &mut Node, deadline: Instant) -> Vec<Output> {
-    let mut outs = Vec::new();
-    while let Some(at) = node.poll_timeout().filter(|at| *at <= deadline) {
-        node.handle_timeout(at);
-        outs.extend(drain(node));
-    }
-    outs
-}
 
 fn reports(outs: &[Output]) -> usize {
     events(outs).iter().filter(|e| matches!(e, Event::LookupFinished { .. })).count()

@@ -4,8 +4,7 @@
 use super::query::QueryKind;
 use super::Node;
 use crate::config::Config;
-use crate::event::Event;
-use crate::event::QueryId;
+use crate::event::{Event, QueryId};
 use crate::id::{NodeId, ID_LEN};
 use crate::message::Contact;
 use crate::time::Instant;

@@ -66,7 +66,7 @@ impl Node {
         let target = NodeId::from_key(&record.key);
         let ttl_secs = ttl_secs(ttl);
         let kind = QueryKind::Put(Put::Looking { record, ttl_secs, cas, report });
-        if let Some(everyone) = self.whole_small_swarm(now, &target) {
+        if let Some(everyone) = self.whole_small_swarm(now) {
             // Every peer there is, known from a lookup moments ago: no need to look the key up.
             let lookup = Lookup::known(target, everyone, self.lookup_params());
             return self.insert_query(now, lookup, kind);

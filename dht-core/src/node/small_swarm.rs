@@ -6,7 +6,6 @@
 //! Swarms of k or more peers never take this path: there a lookup finds k peers.
 
 use super::Node;
-use crate::id::NodeId;
 use crate::lookup::Lookup;
 use crate::message::Contact;
 use crate::time::Instant;
@@ -36,13 +35,10 @@ impl Node {
         self.small_swarm = None;
     }
 
-    /// The peers a put for `target` stores at without a lookup, nearest first, when the swarm is known to
-    /// be smaller than k.
-    pub(super) fn whole_small_swarm(&self, now: Instant, target: &NodeId) -> Option<Vec<Contact>> {
-        let swarm = self.small_swarm.as_ref().filter(|s| now < s.until)?;
-        let mut peers = swarm.peers.clone();
-        peers.sort_by_key(|c| c.id.distance(target));
-        Some(peers)
+    /// Every peer there is, when the swarm is known to be smaller than k (a put stores at all of them, so
+    /// no lookup is needed; `Lookup::known` orders them for its target).
+    pub(super) fn whole_small_swarm(&self, now: Instant) -> Option<Vec<Contact>> {
+        self.small_swarm.as_ref().filter(|s| now < s.until).map(|s| s.peers.clone())
     }
 }
 

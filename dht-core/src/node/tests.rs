@@ -36,6 +36,16 @@ pub(super) fn drain(node: &mut Node) -> Vec<Output> {
     std::iter::from_fn(|| node.poll_output()).collect()
 }
 
+/// Runs the node's timers due up to `deadline`, never answering a request; returns what it output.
+pub(super) fn let_time_out(node: &mut Node, deadline: Instant) -> Vec<Output> {
+    let mut outs = Vec::new();
+    while let Some(at) = node.poll_timeout().filter(|at| *at <= deadline) {
+        node.handle_timeout(at);
+        outs.extend(drain(node));
+    }
+    outs
+}
+
 pub(super) fn sends(outs: &[Output]) -> Vec<(NodeId, Message)> {
     outs.iter()
         .filter_map(|o| match o {
