@@ -10,12 +10,13 @@ mod files;
 
 use clap::{Parser, Subcommand};
 use dht_core::{Contact, NodeId};
-use dht_driver::{setup, start, DriverConfig, SharedClock, Transport, Transports};
+use dht_driver::{setup, start, DriverConfig, NodeHandle, SharedClock, Transport, Transports};
 use kvstore::SledStore;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use transport_tcp::{TcpConfig, TcpTransport};
+use std::time::Duration;
+use transport_tcp::{Prober, TcpConfig, TcpTransport};
 use transport_webrtc::{RtcConfig, WebRtcTransport};
 
 /// A webdht node: joins the swarm over TCP and (with --signaling) WebRTC, stores records for others in sled,
@@ -141,13 +142,15 @@ impl std::str::FromStr for BootstrapPeer {
 
 /// The contacts to join through: pinned bootstrap nodes as given (the dial checks their id, and a join
 /// that reaches nobody is tried again), bare addresses probed by a handshake (their id learned on first
-/// use), and peers registered on the signaling server, with the addresses they advertised.
+/// use), and peers registered on the signaling server, with the addresses they advertised. Also returns
+/// the bare addresses that did not answer, for [`probe_until_joined`].
 async fn bootstrap_seeds(
     bootstrap: &[BootstrapPeer],
     tcp: Option<&TcpTransport>,
     rtc: Option<&WebRtcTransport>,
-) -> Vec<Contact> {
+) -> (Vec<Contact>, Vec<SocketAddr>) {
     let mut seeds = Vec::new();
+    let mut unreached = Vec::new();
     if let Some(t) = tcp {
         for peer in bootstrap {
             match peer {
@@ -156,9 +159,12 @@ async fn bootstrap_seeds(
                 }
                 BootstrapPeer::Addr(addr) => {
                     tracing::warn!(%addr, "bootstrap node not pinned: its id is trusted on first use (give it as ID@ADDR)");
-                    match t.probe(*addr).await {
+                    match t.prober().probe(*addr).await {
                         Ok(c) => seeds.push(c),
-                        Err(e) => tracing::warn!(%addr, "bootstrap node unreachable: {e}"),
+                        Err(e) => {
+                            tracing::warn!(%addr, "bootstrap node unreachable: {e}; trying again in the background");
+                            unreached.push(*addr);
+                        }
                     }
                 }
             }
@@ -167,7 +173,35 @@ async fn bootstrap_seeds(
     if let Some(t) = rtc {
         seeds.extend(t.signaling().seeds(8).await);
     }
-    seeds
+    (seeds, unreached)
+}
+
+/// First wait between probes of a bootstrap address that did not answer; it doubles up to [`PROBE_MAX`].
+const PROBE_FIRST: Duration = Duration::from_secs(1);
+/// Longest wait between probes of a bootstrap address.
+const PROBE_MAX: Duration = Duration::from_secs(300);
+
+/// Probes a bare bootstrap address that did not answer at start (down, or every slot taken) again and again,
+/// waiting 1 s, then twice as long each time up to 5 min, and joins through it once it answers. (A pinned
+/// node, or a bare one that answered once, is the core's to retry: its join keeps its seeds.)
+async fn probe_until_joined(addr: SocketAddr, prober: Prober, handle: NodeHandle) {
+    let mut wait = PROBE_FIRST;
+    loop {
+        tokio::time::sleep(wait).await;
+        match prober.probe(addr).await {
+            Ok(contact) => {
+                match handle.bootstrap(vec![contact]).await {
+                    Ok(found) => {
+                        tracing::info!(%addr, peers = found.len(), "joined through a bootstrap node that answered late")
+                    }
+                    Err(e) => tracing::warn!(%addr, "join through a late bootstrap node failed: {e}"),
+                }
+                return;
+            }
+            Err(e) => tracing::debug!(%addr, "bootstrap node still unreachable: {e}"),
+        }
+        wait = (wait * 2).min(PROBE_MAX);
+    }
 }
 
 async fn run(args: RunArgs) -> Result<(), String> {
@@ -215,7 +249,8 @@ async fn run(args: RunArgs) -> Result<(), String> {
     }
     let contact = Contact { id: identity.node_id(), addrs };
     tracing::info!(id = %format!("{:#}", contact.id), addrs = ?contact.addrs.iter().map(|a| a.as_str()).collect::<Vec<_>>(), "node starting");
-    let seeds = bootstrap_seeds(&args.bootstrap, tcp.as_ref(), rtc.as_ref()).await;
+    let (seeds, unreached) = bootstrap_seeds(&args.bootstrap, tcp.as_ref(), rtc.as_ref()).await;
+    let prober = tcp.as_ref().map(TcpTransport::prober);
     if let Some(t) = tcp {
         transports.push(Box::new(t));
     }
@@ -231,6 +266,10 @@ async fn run(args: RunArgs) -> Result<(), String> {
     let node_task = tokio::task::spawn_local(task);
     let control =
         control::serve(args.control, &args.data_dir, handle.clone(), contact.clone(), args.max_file_bytes).await?;
+    for addr in unreached {
+        let prober = prober.clone().expect("bare addresses are probed over TCP");
+        tokio::task::spawn_local(probe_until_joined(addr, prober, handle.clone()));
+    }
     if !seeds.is_empty() {
         let found = handle.bootstrap(seeds).await.map_err(|e| e.to_string())?;
         tracing::info!(peers = found.len(), "joined");

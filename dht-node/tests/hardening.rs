@@ -116,3 +116,117 @@ fn the_control_socket_takes_requests_only_with_the_token() {
     let stale = common::control(&again.dir).unwrap();
     assert!(raw_control(&stale.addr, &format!("{} ID\n", c.token)).starts_with("ERR unauthorized"));
 }
+
+/// An attacker on loopback source addresses `sources` that keeps up to `target` idle TCP connections open
+/// to `victim` (reopening those the victim closes) until dropped; counts what it managed.
+struct SlotHolder {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<usize>>,
+}
+
+impl SlotHolder {
+    fn start(victim: std::net::SocketAddr, sources: Vec<std::net::Ipv4Addr>, target: usize) -> Self {
+        use socket2::{Domain, Socket, Type};
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut held: Vec<std::net::TcpStream> = Vec::new();
+            let mut opened = 0usize;
+            let mut next = 0usize;
+            while !stopping.load(Ordering::Relaxed) {
+                // Drop what the victim closed (a read of 0 bytes or an error; an idle open one would block).
+                held.retain(|s| {
+                    s.set_nonblocking(true).unwrap();
+                    let mut b = [0u8; 1];
+                    matches!(std::io::Read::read(&mut &*s, &mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+                });
+                while held.len() < target && !stopping.load(Ordering::Relaxed) {
+                    let source = sources[next % sources.len()];
+                    next += 1;
+                    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+                    socket.bind(&std::net::SocketAddr::from((source, 0)).into()).unwrap();
+                    match socket.connect_timeout(&victim.into(), Duration::from_millis(200)) {
+                        Ok(()) => {
+                            opened += 1;
+                            held.push(socket.into());
+                        }
+                        Err(_) => break,
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            opened
+        });
+        SlotHolder { stop, thread: Some(thread) }
+    }
+
+    /// Stops and returns how many connections were opened in all.
+    fn stop(mut self) -> usize {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+/// Inbound slots held by one address, then by one /24: ~330 idle TCP connections (more than the node's 256
+/// inbound slots plus its backlog), reopened as soon as they are closed. An honest newcomer from another
+/// address must still join through the victim within 10 s.
+fn a_newcomer_joins_while_slots_are_held(sources: Vec<std::net::Ipv4Addr>) {
+    let root = tempfile::tempdir().unwrap();
+    let victim = spawn(&root.path().join("victim"), None);
+    let (_, victim_addr) = id_and_addr(&victim.dir);
+    // A peer already in the swarm, for the newcomer to learn of.
+    let member = spawn(&root.path().join("member"), Some(&victim_addr));
+    wait_for_peers(&member, 1);
+
+    let attacker = SlotHolder::start(victim_addr.parse().unwrap(), sources, 330);
+    std::thread::sleep(Duration::from_secs(3));
+    let newcomer = spawn(&root.path().join("newcomer"), Some(&victim_addr));
+    let started = Instant::now();
+    let mut joined = None;
+    while started.elapsed() < Duration::from_secs(10) {
+        if peers(&newcomer).len() >= 2 {
+            joined = Some(started.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let opened = attacker.stop();
+    println!("attacker opened {opened} connections; newcomer joined after {joined:?}: {}", ctl(&newcomer, "PEERS"));
+    assert!(joined.is_some(), "the newcomer never joined: {}", ctl(&newcomer, "PEERS"));
+}
+
+#[test]
+fn one_address_holding_inbound_slots_does_not_keep_a_newcomer_out() {
+    a_newcomer_joins_while_slots_are_held(vec![std::net::Ipv4Addr::new(127, 0, 9, 1)]);
+}
+
+#[test]
+fn one_subnet_holding_inbound_slots_does_not_keep_a_newcomer_out() {
+    a_newcomer_joins_while_slots_are_held((1..=32).map(|d| std::net::Ipv4Addr::new(127, 0, 9, d)).collect());
+}
+
+/// A bare bootstrap address that does not answer at start (down, or its slots taken) is probed again with
+/// backoff, and the node joins once it answers (before, the node gave up at once and stayed alone).
+#[test]
+fn a_bootstrap_address_that_answers_late_is_joined() {
+    let root = tempfile::tempdir().unwrap();
+    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let newcomer = spawn(&root.path().join("newcomer"), Some(&addr.to_string()));
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(peers(&newcomer).is_empty());
+    let dir = root.path().join("late");
+    let child = Command::new(env!("CARGO_BIN_EXE_dht-node"))
+        .args(["--listen", &addr.to_string(), "--data-dir"])
+        .arg(&dir)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let late = Proc { child, dir };
+    let started = Instant::now();
+    wait_for_peers(&newcomer, 1);
+    println!("joined {:?} after the bootstrap node started", started.elapsed());
+    assert_eq!(peers(&newcomer), vec![id_and_addr(&late.dir).0]);
+}

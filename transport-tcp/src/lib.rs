@@ -4,13 +4,17 @@
 //! flows, so the driver only ever sees authenticated peers. Connection tasks are spawned with
 //! `tokio::task::spawn_local`: run the node inside a `tokio::task::LocalSet`.
 //!
-//! Limits: inbound connections at once, handshake deadline (which also ends slow-loris peers), bytes
+//! Limits: inbound connections at once, in all and per address and subnet, with an accept rate per
+//! address and subnet (the `admission` crate's rules); a deadline for a new connection's first bytes and
+//! one for its handshake (which also ends slow-loris peers); bytes
 //! buffered per connection (through the link's send queue and a bounded channel to the driver), a per-peer
 //! message budget, and linger. The loop that enforces them is `dht-link-io`'s, shared with WebRTC: this
 //! crate supplies the socket as its [`dht_link_io::Pipe`], and time comes from [`TcpConfig::clock`].
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+use admission::Admission;
+pub use admission::Limits;
 use dht_core::{Address, Contact, Instant};
 use dht_driver::{timeout, Clock, PeerLink, SharedClock, SystemClock, Transport, TransportError};
 use dht_link::{Identity, Link, LinkConfig};
@@ -19,7 +23,7 @@ use futures::channel::mpsc;
 use futures::future::LocalBoxFuture;
 use futures::stream::LocalBoxStream;
 use futures::{FutureExt, StreamExt};
-use std::cell::Cell;
+use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
@@ -28,6 +32,9 @@ use tokio::net::{TcpListener, TcpStream};
 
 /// The prefix of TCP addresses: `tcp:127.0.0.1:4000`.
 pub const SCHEME: &str = "tcp:";
+
+/// Admissions an address is charged for a connection that sent nothing in time or failed its handshake.
+pub const FAULT_COST: f64 = 4.0;
 
 /// The Noise prologue of TCP links.
 const PROLOGUE: &[u8] = b"webdht/tcp/1";
@@ -42,8 +49,13 @@ pub fn address(addr: SocketAddr) -> Address {
 pub struct TcpConfig {
     /// Link settings (handshake timeout, message size, send buffer).
     pub link: LinkConfig,
-    /// Inbound connections open at once; more are closed at accept.
-    pub max_inbound: usize,
+    /// Inbound connections open at once, in all and per address and subnet, and accepted a second per
+    /// address and subnet; beyond, they are closed at accept. An address whose connection sent nothing in
+    /// time or failed its handshake is charged [`FAULT_COST`] admissions more.
+    pub admission: Limits,
+    /// An accepted connection must send its first bytes within this time (an honest initiator sends its
+    /// handshake message at once); the whole handshake has `link.handshake_timeout`.
+    pub first_bytes_timeout: Duration,
     /// Messages buffered between a connection and the driver, each way.
     pub channel_capacity: usize,
     /// How long a connection the driver let go of (its link replaced by one the peer dialed at the same
@@ -69,7 +81,8 @@ impl Default for TcpConfig {
     fn default() -> Self {
         TcpConfig {
             link: LinkConfig::default(),
-            max_inbound: 256,
+            admission: Limits::node_inbound(),
+            first_bytes_timeout: Duration::from_secs(2),
             channel_capacity: 64,
             linger: Duration::from_secs(1),
             peer_rate: 1000,
@@ -143,25 +156,39 @@ impl TcpTransport {
         &self.local
     }
 
+    /// What [`Prober::probe`] needs, to keep once the transport is handed to the driver.
+    pub fn prober(&self) -> Prober {
+        Prober { identity: self.identity.clone(), addrs: self.local.addrs.clone(), config: self.config.clone() }
+    }
+
+    /// The bound socket address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+}
+
+/// Learns who listens at a bare address (see [`TcpTransport::prober`]).
+#[derive(Clone)]
+pub struct Prober {
+    identity: Identity,
+    addrs: Vec<Address>,
+    config: TcpConfig,
+}
+
+impl Prober {
     /// Connects to `addr` without knowing who listens there, runs the handshake and returns the contact the
     /// peer proved (its id and advertised addresses); the connection is then closed. How a node turns a
     /// bootstrap address into a contact it can dial by id.
     pub async fn probe(&self, addr: SocketAddr) -> Result<Contact, TransportError> {
         let stream = connect(addr, &self.config).await?;
         let clock = &self.config.clock;
-        let link =
-            Link::initiator(&self.identity, None, PROLOGUE, self.local.addrs.clone(), &self.config.link, clock.now())
-                .map_err(handshake_error)?;
+        let link = Link::initiator(&self.identity, None, PROLOGUE, self.addrs.clone(), &self.config.link, clock.now())
+            .map_err(handshake_error)?;
         let mut contact = handshake(TcpPipe::new(stream), link, clock).await?.remote().clone();
         if contact.addrs.is_empty() {
             contact.addrs.push(address(addr));
         }
         Ok(contact)
-    }
-
-    /// The bound socket address.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
     }
 }
 
@@ -178,7 +205,7 @@ async fn accept_loop(
     config: TcpConfig,
     links: mpsc::UnboundedSender<PeerLink>,
 ) {
-    let open = Rc::new(Cell::new(0usize));
+    let admission = Rc::new(RefCell::new(Admission::new(config.admission.clone())));
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
@@ -188,11 +215,12 @@ async fn accept_loop(
                 continue;
             }
         };
-        if open.get() >= config.max_inbound {
-            tracing::warn!(%peer, "closing inbound connection: {} already open", open.get());
+        if let Err(refused) = admission.borrow_mut().admit(peer.ip(), config.clock.now()) {
+            tracing::debug!(%peer, "closing inbound connection: {refused}");
             drop(stream);
             continue;
         }
+        let slot = Slot { admission: Rc::clone(&admission), peer };
         let link = match Link::responder(&identity, PROLOGUE, addrs.clone(), &config.link, config.clock.now()) {
             Ok(l) => l,
             Err(e) => {
@@ -200,25 +228,51 @@ async fn accept_loop(
                 continue;
             }
         };
-        open.set(open.get() + 1);
-        let (open, config, links) = (Rc::clone(&open), config.clone(), links.clone());
+        let (config, links) = (config.clone(), links.clone());
         tokio::task::spawn_local(async move {
-            if let Err(e) = inbound(stream, link, &config, &links).await {
+            if let Err(e) = inbound(stream, link, &config, &links, &slot).await {
                 tracing::info!(%peer, "inbound connection closed: {e}");
             }
-            open.set(open.get() - 1);
         });
     }
 }
 
-/// An accepted connection: handshake, hand the link to the driver, carry its messages until it ends.
+/// An admitted inbound connection's place in the admission count, given back when it is dropped.
+struct Slot {
+    admission: Rc<RefCell<Admission>>,
+    peer: SocketAddr,
+}
+
+impl Slot {
+    /// The connection broke a rule: its address waits longer before its next one is admitted.
+    fn fault(&self, clock: &SharedClock) {
+        self.admission.borrow_mut().charge(self.peer.ip(), FAULT_COST, clock.now());
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.admission.borrow_mut().release(self.peer.ip());
+    }
+}
+
+/// An accepted connection: first bytes and handshake within their deadlines, hand the link to the driver,
+/// carry its messages until it ends.
 async fn inbound(
     stream: TcpStream,
     link: Link,
     config: &TcpConfig,
     links: &mpsc::UnboundedSender<PeerLink>,
+    slot: &Slot,
 ) -> Result<(), TransportError> {
-    let opened = handshake(TcpPipe::new(stream), link, &config.clock).await?;
+    // `peek` waits for a byte (readiness alone can be reported before any arrives); 0 is the end.
+    let first = timeout(&config.clock, config.first_bytes_timeout, stream.peek(&mut [0u8])).await;
+    if !matches!(first, Ok(Ok(1))) {
+        slot.fault(&config.clock);
+        return Err(TransportError::Timeout("first bytes"));
+    }
+    let opened =
+        handshake(TcpPipe::new(stream), link, &config.clock).await.inspect_err(|_| slot.fault(&config.clock))?;
     let (peer, carry) = opened.start(config.link_io(), config.clock.clone());
     links.unbounded_send(peer).map_err(|_| TransportError::Closed)?;
     carry.await

@@ -6,7 +6,7 @@ use kvstore::MemoryStore;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use transport_tcp::{TcpConfig, TcpTransport};
+use transport_tcp::{Limits, TcpConfig, TcpTransport};
 
 /// A transport on a free loopback port with a fresh identity.
 async fn transport(config: TcpConfig) -> TcpTransport {
@@ -113,7 +113,11 @@ async fn inbound_connections_beyond_the_cap_are_closed() {
     let local = tokio::task::LocalSet::new();
     local
         .run_until(async {
-            let server = transport(TcpConfig { max_inbound: 2, ..TcpConfig::default() }).await;
+            let server = transport(TcpConfig {
+                admission: Limits { total: 2, ..Limits::node_inbound() },
+                ..TcpConfig::default()
+            })
+            .await;
             let addr = server.local_addr();
             let mut held = Vec::new();
             for _ in 0..2 {
@@ -132,6 +136,30 @@ async fn inbound_connections_beyond_the_cap_are_closed() {
             let mut fourth = TcpStream::connect(addr).await.unwrap();
             let open = tokio::time::timeout(Duration::from_millis(300), fourth.read(&mut buf)).await.is_err();
             assert!(open, "accepted after a slot freed");
+        })
+        .await;
+}
+
+/// A connection that sends nothing is closed at the first-bytes deadline, long before the handshake's;
+/// one that sends something is left to the handshake deadline.
+#[tokio::test(flavor = "current_thread")]
+async fn a_connection_silent_past_the_first_bytes_deadline_is_closed() {
+    let local = tokio::task::LocalSet::new();
+    local
+        .run_until(async {
+            let first_bytes_timeout = Duration::from_millis(300);
+            let server = transport(TcpConfig { first_bytes_timeout, ..TcpConfig::default() }).await;
+            let addr = server.local_addr();
+            let started = std::time::Instant::now();
+            let mut silent = TcpStream::connect(addr).await.unwrap();
+            let mut talking = TcpStream::connect(addr).await.unwrap();
+            talking.write_all(&[0u8]).await.unwrap();
+            assert!(closed_within(&mut silent, Duration::from_secs(2)).await, "the silent one is closed");
+            let waited = started.elapsed();
+            assert!(waited >= first_bytes_timeout && waited < Duration::from_millis(1500), "closed after {waited:?}");
+            let mut buf = [0u8; 1];
+            let open = tokio::time::timeout(Duration::from_millis(500), talking.read(&mut buf)).await.is_err();
+            assert!(open, "one that sent a byte waits for the rest of its handshake");
         })
         .await;
 }

@@ -1,0 +1,145 @@
+use super::*;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::time::Duration;
+
+fn v4(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(a, b, c, d))
+}
+
+fn limits() -> Limits {
+    Limits {
+        total: 100,
+        per_addr: 4,
+        per_subnet: 10,
+        addr_rate: Rate { per_sec: 2, burst: 8 },
+        subnet_rate: Rate { per_sec: 5, burst: 20 },
+        remembered: 1000,
+    }
+}
+
+const T0: Instant = Instant::from_millis(1_000_000);
+
+#[test]
+fn one_address_holds_at_most_its_share_and_a_newcomer_still_gets_in() {
+    let mut a = Admission::new(limits());
+    let attacker = v4(203, 0, 113, 7);
+    let admitted = (0..50).filter(|_| a.admit(attacker, T0).is_ok()).count();
+    assert_eq!(admitted, 4);
+    assert_eq!(a.admit(attacker, T0), Err(Refused::AddrFull(4)));
+    assert_eq!(a.admit(v4(198, 51, 100, 1), T0), Ok(()), "another address is admitted");
+    assert_eq!(a.open(), 5);
+    assert_eq!(a.open_from(attacker), 4);
+}
+
+#[test]
+fn a_subnet_holds_at_most_its_share() {
+    let mut a = Admission::new(limits());
+    let admitted = (1..=40).filter(|d| a.admit(v4(203, 0, 113, *d), T0).is_ok()).count();
+    assert_eq!(admitted, 10);
+    assert_eq!(a.admit(v4(203, 0, 113, 99), T0), Err(Refused::SubnetFull(10)));
+    assert_eq!(a.admit(v4(203, 0, 114, 1), T0), Ok(()), "the next /24 is another subnet");
+}
+
+#[test]
+fn ipv6_is_counted_per_64_and_mapped_ipv4_as_ipv4() {
+    let mut a = Admission::new(limits());
+    let in_64 = |i: u16| IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 1, 2, 0, 0, 0, i));
+    let admitted = (1..=40).filter(|i| a.admit(in_64(*i), T0).is_ok()).count();
+    assert_eq!(admitted, 10);
+    assert!(a.admit(IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 1, 3, 0, 0, 0, 1)), T0).is_ok());
+
+    let plain = v4(192, 0, 2, 1);
+    let mapped = IpAddr::V6(Ipv4Addr::new(192, 0, 2, 1).to_ipv6_mapped());
+    for _ in 0..2 {
+        a.admit(plain, T0).unwrap();
+        a.admit(mapped, T0).unwrap();
+    }
+    assert_eq!(a.admit(mapped, T0), Err(Refused::AddrFull(4)), "one address either way");
+    assert_eq!(a.open_from(plain), 4);
+}
+
+#[test]
+fn the_rate_refills_and_a_refusal_costs_no_token() {
+    let mut l = limits();
+    l.per_addr = 1000;
+    l.per_subnet = 1000;
+    let mut a = Admission::new(l);
+    let ip = v4(192, 0, 2, 9);
+    for _ in 0..8 {
+        a.admit(ip, T0).unwrap();
+        a.release(ip);
+    }
+    assert_eq!(a.admit(ip, T0), Err(Refused::AddrRate));
+    // Refused attempts at the same instant take nothing: half a second later one token (2/s) is there.
+    for _ in 0..100 {
+        assert!(a.admit(ip, T0).is_err());
+    }
+    let later = T0 + Duration::from_millis(500);
+    assert_eq!(a.admit(ip, later), Ok(()));
+    assert_eq!(a.admit(ip, later), Err(Refused::AddrRate));
+
+    // The subnet's rate binds addresses that each stay under theirs.
+    let mut a = Admission::new(Limits { per_addr: 1000, per_subnet: 1000, ..limits() });
+    let admitted = (1..=60u8)
+        .filter(|d| {
+            let ok = a.admit(v4(198, 51, 100, *d), T0).is_ok();
+            if ok {
+                a.release(v4(198, 51, 100, *d));
+            }
+            ok
+        })
+        .count();
+    assert_eq!(admitted, 20);
+    assert_eq!(a.admit(v4(198, 51, 100, 200), T0), Err(Refused::SubnetRate));
+}
+
+#[test]
+fn a_charged_address_waits() {
+    let mut a = Admission::new(limits());
+    let ip = v4(192, 0, 2, 3);
+    a.admit(ip, T0).unwrap();
+    a.release(ip);
+    a.charge(ip, 10.0, T0);
+    assert_eq!(a.admit(ip, T0 + Duration::from_secs(1)), Err(Refused::AddrRate));
+    assert_eq!(a.admit(ip, T0 + Duration::from_secs(2)), Ok(()), "7 - 10 + 2 × 2 ≥ 1");
+    assert_eq!(a.admit(v4(192, 0, 2, 4), T0), Ok(()), "the neighbour is not charged");
+}
+
+#[test]
+fn the_total_cap_binds_and_release_frees_the_slot() {
+    let mut a = Admission::new(Limits { total: 3, ..limits() });
+    for d in 1..=3 {
+        a.admit(v4(10, 0, d, 1), T0).unwrap();
+    }
+    assert_eq!(a.admit(v4(10, 0, 9, 1), T0), Err(Refused::Full(3)));
+    a.release(v4(10, 0, 1, 1));
+    assert_eq!(a.admit(v4(10, 0, 9, 1), T0), Ok(()));
+}
+
+#[test]
+fn memory_is_bounded_and_idle_entries_are_forgotten() {
+    let mut a = Admission::new(Limits { remembered: 50, total: 10_000, ..limits() });
+    // 50 subnets each with an open connection fill the tables: the 51st is refused.
+    for i in 0..50u8 {
+        a.admit(v4(10, i, 0, 1), T0).unwrap();
+    }
+    assert_eq!(a.admit(v4(10, 200, 0, 1), T0), Err(Refused::Busy));
+    assert_eq!(a.remembered(), (50, 50));
+    // Closed and refilled, they carry nothing and make room.
+    for i in 0..50u8 {
+        a.release(v4(10, i, 0, 1));
+    }
+    let later = T0 + Duration::from_secs(10);
+    assert_eq!(a.admit(v4(10, 200, 0, 1), later), Ok(()));
+    let (addrs, subnets) = a.remembered();
+    assert!(addrs <= 50 && subnets <= 50, "{addrs} {subnets}");
+}
+
+#[test]
+fn time_going_backwards_refills_nothing() {
+    let mut b = TokenBucket::new(Rate { per_sec: 1, burst: 1 }, T0);
+    assert!(b.allow(T0));
+    assert!(!b.allow(T0 - Duration::from_secs(100)));
+    assert!(!b.allow(T0 + Duration::from_millis(500)));
+    assert!(b.allow(T0 + Duration::from_millis(1000)));
+}
