@@ -10,6 +10,8 @@
 //! `per_subnet`, and a newcomer from elsewhere always finds room while `total` exceeds what the subnets
 //! present can hold.
 //!
+//! [`DialScopes`] is the other direction: which addresses a peer hands out the node may dial.
+//!
 //! Memory is bounded: at most `remembered` addresses and as many subnets are kept; an entry with nothing
 //! open and a full bucket carries no information and is forgotten first. When the map is full of live
 //! entries, new addresses are refused ([`Refused::Busy`]) rather than letting the map grow.
@@ -296,6 +298,101 @@ impl Admission {
     /// Addresses and subnets remembered now (for tests of the memory bound).
     pub fn remembered(&self) -> (usize, usize) {
         (self.addrs.entries.len(), self.subnets.entries.len())
+    }
+}
+
+/// Where an address leads, for deciding which advertised addresses a node may dial.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// This machine: 127.0.0.0/8, ::1.
+    Loopback,
+    /// A private network: 10/8, 172.16/12, 192.168/16, 100.64/10 (carrier-grade NAT), fc00::/7.
+    Private,
+    /// The local link: 169.254/16 (where clouds serve instance metadata), fe80::/10.
+    LinkLocal,
+    /// Nowhere a connection should go: unspecified, multicast, broadcast, 0/8, 240/4.
+    Reserved,
+    /// Anything else (the documentation ranges included, which namespace tests use as their internet).
+    Public,
+}
+
+impl Scope {
+    /// The scope of `ip` (an IPv4-mapped IPv6 address as its IPv4 address).
+    pub fn of(ip: IpAddr) -> Scope {
+        match canonical(ip) {
+            IpAddr::V4(v4) => {
+                let o = v4.octets();
+                if v4.is_loopback() {
+                    Scope::Loopback
+                } else if v4.is_private() || (o[0] == 100 && (o[1] & 0xc0) == 64) {
+                    Scope::Private
+                } else if v4.is_link_local() {
+                    Scope::LinkLocal
+                } else if o[0] == 0 || o[0] >= 224 || v4.is_broadcast() {
+                    Scope::Reserved
+                } else {
+                    Scope::Public
+                }
+            }
+            IpAddr::V6(v6) => {
+                let first = v6.segments()[0];
+                if v6.is_loopback() {
+                    Scope::Loopback
+                } else if (first & 0xfe00) == 0xfc00 {
+                    Scope::Private
+                } else if (first & 0xffc0) == 0xfe80 {
+                    Scope::LinkLocal
+                } else if v6.is_unspecified() || v6.is_multicast() {
+                    Scope::Reserved
+                } else {
+                    Scope::Public
+                }
+            }
+        }
+    }
+}
+
+/// Which scopes a node dials when a peer hands it an address: public ones always, reserved ones never,
+/// and loopback, private or link-local ones only when one of the node's own addresses is in that scope
+/// (its peers are there too) or its operator allows them. Otherwise any peer could make the swarm's
+/// nodes connect to an operator's LAN, localhost services or cloud metadata endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DialScopes {
+    loopback: bool,
+    private: bool,
+    link_local: bool,
+}
+
+impl DialScopes {
+    /// The scopes of the node's own addresses (an unspecified address, as in a listener on 0.0.0.0, adds
+    /// none).
+    pub fn own(addrs: impl IntoIterator<Item = IpAddr>) -> Self {
+        let mut s = DialScopes::default();
+        for ip in addrs {
+            match Scope::of(ip) {
+                Scope::Loopback => s.loopback = true,
+                Scope::Private => s.private = true,
+                Scope::LinkLocal => s.link_local = true,
+                Scope::Public | Scope::Reserved => {}
+            }
+        }
+        s
+    }
+
+    /// Every scope but the reserved one (an operator's choice: a swarm on a LAN, a test).
+    pub fn everything() -> Self {
+        DialScopes { loopback: true, private: true, link_local: true }
+    }
+
+    /// Whether a dial to `ip` is allowed.
+    pub fn allows(&self, ip: IpAddr) -> bool {
+        match Scope::of(ip) {
+            Scope::Public => true,
+            Scope::Reserved => false,
+            Scope::Loopback => self.loopback,
+            Scope::Private => self.private,
+            Scope::LinkLocal => self.link_local,
+        }
     }
 }
 

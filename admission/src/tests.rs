@@ -143,3 +143,49 @@ fn time_going_backwards_refills_nothing() {
     assert!(!b.allow(T0 + Duration::from_millis(500)));
     assert!(b.allow(T0 + Duration::from_millis(1000)));
 }
+
+#[test]
+fn scopes_of_addresses() {
+    let cases = [
+        ("127.0.0.1", Scope::Loopback),
+        ("::1", Scope::Loopback),
+        ("::ffff:127.0.0.1", Scope::Loopback),
+        ("10.1.2.3", Scope::Private),
+        ("172.16.0.1", Scope::Private),
+        ("172.32.0.1", Scope::Public),
+        ("192.168.1.1", Scope::Private),
+        ("100.64.0.1", Scope::Private),
+        ("100.128.0.1", Scope::Public),
+        ("fd00::1", Scope::Private),
+        ("169.254.169.254", Scope::LinkLocal),
+        ("fe80::1", Scope::LinkLocal),
+        ("0.0.0.0", Scope::Reserved),
+        ("224.0.0.1", Scope::Reserved),
+        ("255.255.255.255", Scope::Reserved),
+        ("::", Scope::Reserved),
+        ("ff02::1", Scope::Reserved),
+        ("203.0.113.5", Scope::Public),
+        ("2001:db8::1", Scope::Public),
+        ("8.8.8.8", Scope::Public),
+    ];
+    for (ip, scope) in cases {
+        assert_eq!(Scope::of(ip.parse().unwrap()), scope, "{ip}");
+    }
+}
+
+#[test]
+fn a_node_dials_only_into_the_scopes_it_lives_in() {
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    let public = DialScopes::own([ip("203.0.113.5")]);
+    for no in ["127.0.0.1", "10.0.0.1", "192.168.1.1", "169.254.169.254", "fe80::1", "0.0.0.0", "::1"] {
+        assert!(!public.allows(ip(no)), "{no}");
+    }
+    assert!(public.allows(ip("198.51.100.7")));
+    let lan = DialScopes::own([ip("192.168.1.10")]);
+    assert!(lan.allows(ip("192.168.1.11")) && lan.allows(ip("10.0.0.1")) && !lan.allows(ip("127.0.0.1")));
+    let local = DialScopes::own([ip("127.0.0.1")]);
+    assert!(local.allows(ip("127.0.0.2")) && !local.allows(ip("169.254.169.254")));
+    assert!(!DialScopes::own([ip("0.0.0.0")]).allows(ip("10.0.0.1")));
+    let all = DialScopes::everything();
+    assert!(all.allows(ip("169.254.169.254")) && all.allows(ip("::1")) && !all.allows(ip("224.0.0.1")));
+}

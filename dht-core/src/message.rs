@@ -2,18 +2,23 @@
 
 use crate::id::{Key, NodeId};
 use crate::record::Record;
+use std::sync::Arc;
 
 /// Identifies one request and its response on a link. Chosen by the requester.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, bincode::Encode, bincode::Decode)]
 pub struct RequestId(pub u64);
 
 /// A transport address, opaque to the core: `tcp:127.0.0.1:4000`, `rtc:ws://host:8080`, ...
+///
+/// Shared text: a contact is copied wherever it goes (each message's sender, answers, the table, every
+/// lookup that hears of it), and a copy of an address is a reference count, not a string. On the wire it is
+/// a string.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, bincode::Encode, bincode::Decode)]
-pub struct Address(pub String);
+pub struct Address(Arc<str>);
 
 impl Address {
     /// Wraps a string.
-    pub fn new(s: impl Into<String>) -> Self {
+    pub fn new(s: impl Into<Arc<str>>) -> Self {
         Address(s.into())
     }
 

@@ -79,6 +79,10 @@ pub enum TransportError {
     /// The link's stream broke after the handshake: a frame failed to decrypt, was malformed or cut short.
     #[error("link failed: {0}")]
     Link(#[source] BoxError),
+    /// Every address the peer has for this transport is in a range this node does not dial (loopback,
+    /// private or link-local, while none of its own addresses is there): the address named.
+    #[error("not dialing {0}: a loopback, private or link-local address this node does not live in")]
+    Forbidden(String),
     /// The connection, or the other end of a queue, went away.
     #[error("connection closed")]
     Closed,

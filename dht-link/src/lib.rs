@@ -192,11 +192,18 @@ impl core::fmt::Debug for Link {
     }
 }
 
+/// Most addresses a handshake may advertise; a peer that sends more is refused.
+pub const MAX_ADVERTISED_ADDRS: usize = 8;
+/// Longest address a handshake may advertise, in bytes; a peer that sends a longer one is refused.
+pub const MAX_ADVERTISED_ADDR_LEN: usize = 256;
+
+/// Our addresses as the handshake carries them: the first [`MAX_ADVERTISED_ADDRS`] of at most
+/// [`MAX_ADVERTISED_ADDR_LEN`] bytes (longer ones are left out), within [`MAX_HANDSHAKE_PAYLOAD`].
 fn encode_addrs(addrs: &[Address]) -> Vec<u8> {
     let mut out = Vec::new();
-    for a in addrs {
-        let bytes = a.as_str().as_bytes();
-        if out.len() + 2 + bytes.len() > MAX_HANDSHAKE_PAYLOAD || bytes.len() > u16::MAX as usize {
+    let fitting = addrs.iter().map(|a| a.as_str().as_bytes()).filter(|a| a.len() <= MAX_ADVERTISED_ADDR_LEN);
+    for bytes in fitting.take(MAX_ADVERTISED_ADDRS) {
+        if out.len() + 2 + bytes.len() > MAX_HANDSHAKE_PAYLOAD {
             break;
         }
         out.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
@@ -205,13 +212,21 @@ fn encode_addrs(addrs: &[Address]) -> Vec<u8> {
     out
 }
 
+/// The peer's advertised addresses; more than [`MAX_ADVERTISED_ADDRS`], an address longer than
+/// [`MAX_ADVERTISED_ADDR_LEN`] or an empty one ends the handshake (an honest peer sends none of these).
 fn decode_addrs(mut bytes: &[u8]) -> Result<Vec<Address>, LinkError> {
     let mut out = Vec::new();
     while !bytes.is_empty() {
+        if out.len() == MAX_ADVERTISED_ADDRS {
+            return Err(LinkError::BadPayload(format!("more than {MAX_ADVERTISED_ADDRS} addresses")));
+        }
         if bytes.len() < 2 {
             return Err(LinkError::BadPayload("truncated address length".into()));
         }
         let len = u16::from_be_bytes([bytes[0], bytes[1]]) as usize;
+        if len == 0 || len > MAX_ADVERTISED_ADDR_LEN {
+            return Err(LinkError::BadPayload(format!("an address of {len} bytes (1 to {MAX_ADVERTISED_ADDR_LEN})")));
+        }
         let rest = &bytes[2..];
         if rest.len() < len {
             return Err(LinkError::BadPayload("truncated address".into()));

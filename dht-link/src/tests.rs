@@ -195,3 +195,35 @@ fn a_full_send_queue_refuses_whole_messages_and_loses_nothing() {
     got.extend(b.feed(&bytes, t(2)).unwrap());
     assert_eq!(got, (0..=sent).map(ping).collect::<Vec<_>>());
 }
+
+/// A handshake payload as a hostile peer could write it: `n` addresses of `len` bytes each.
+fn crafted_addrs(n: usize, len: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.extend_from_slice(&(len as u16).to_be_bytes());
+        out.extend(std::iter::repeat_n(b'a', len));
+    }
+    out
+}
+
+/// A peer advertising thousands of addresses (2,047 empty ones fit the 4 KiB payload) or a very long one
+/// is refused at the handshake, instead of its contact carrying them into every message's handling.
+#[test]
+fn a_handshake_with_too_many_or_too_long_addresses_is_refused() {
+    assert_eq!(decode_addrs(&crafted_addrs(8, 256)).unwrap().len(), 8);
+    for (n, len) in [(2047, 0), (9, 1), (200, 18), (1, 257), (1, 4000), (1, 0)] {
+        let err = decode_addrs(&crafted_addrs(n, len)).unwrap_err();
+        assert!(matches!(err, LinkError::BadPayload(_)), "{n} × {len}: {err}");
+    }
+    // Ours are cut to what peers accept: an honest node is never refused for its own list.
+    let ours: Vec<Address> =
+        (0..20).map(|i| Address::new(if i == 0 { "x".repeat(300) } else { format!("tcp:10.0.0.{i}:1") })).collect();
+    let sent = decode_addrs(&encode_addrs(&ours)).unwrap();
+    assert_eq!(sent, ours[1..=MAX_ADVERTISED_ADDRS].to_vec());
+    let (ia, ib) = (Identity::generate().unwrap(), Identity::generate().unwrap());
+    let cfg = LinkConfig::default();
+    let mut a = Link::initiator(&ia, Some(ib.node_id()), b"webdht test", ours, &cfg, t(0)).unwrap();
+    let mut b = Link::responder(&ib, b"webdht test", addrs("tcp:127.0.0.1:2"), &cfg, t(0)).unwrap();
+    pump(&mut a, &mut b).unwrap();
+    assert_eq!(b.remote().unwrap().addrs.len(), MAX_ADVERTISED_ADDRS);
+}

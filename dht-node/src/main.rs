@@ -64,6 +64,11 @@ struct RunArgs {
     /// bounds what one peer can upload to this node (and, in a swarm of two, how fast a file goes out).
     #[arg(long, default_value_t = 1000)]
     peer_rate: u32,
+    /// Dial the loopback, private and link-local TCP addresses that peers hand out even when --listen is not
+    /// in such a range (a swarm on a LAN). Without it a node dials, besides public addresses, only the
+    /// ranges its own listening address is in, so no peer can point it at the operator's network.
+    #[arg(long)]
+    dial_private: bool,
     /// Largest file the control socket's PUBLISH and FETCH accept, in bytes.
     #[arg(long, default_value_t = dht_files::DEFAULT_MAX_FILE_LEN)]
     max_file_bytes: u64,
@@ -225,6 +230,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
             clock: clock.clone(),
             peer_rate: args.peer_rate,
             peer_burst: args.peer_rate.saturating_mul(2),
+            dial_private: args.dial_private,
             ..TcpConfig::default()
         };
         let t = TcpTransport::bind(args.listen, identity.clone(), vec![], config)

@@ -129,7 +129,7 @@ fn refusal(n: u8) -> StoreRefusal {
 }
 
 fn contact(n: u8) -> Contact {
-    Contact { id: peer(n), addrs: vec![dht_core::Address(format!("tcp:127.0.0.1:{}", 4000 + u16::from(n)))] }
+    Contact { id: peer(n), addrs: vec![dht_core::Address::new(format!("tcp:127.0.0.1:{}", 4000 + u16::from(n)))] }
 }
 
 fn request(body: Req) -> Request {

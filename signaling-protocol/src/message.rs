@@ -17,7 +17,7 @@ impl From<PeerInfo> for Contact {
     /// A contact to join through: the id the server vouches for (it checked the registration proof) and the
     /// advertised addresses. Links to it still prove the id in their own handshake.
     fn from(p: PeerInfo) -> Self {
-        Contact { id: p.id.into(), addrs: p.addrs.into_iter().map(Address).collect() }
+        Contact { id: p.id.into(), addrs: p.addrs.into_iter().map(Address::new).collect() }
     }
 }
 
@@ -218,6 +218,6 @@ mod tests {
     fn a_peer_becomes_a_contact() {
         let c = Contact::from(PeerInfo { id: Hex32([9; 32]), addrs: vec!["tcp:1.2.3.4:5".into()] });
         assert_eq!(c.id, dht_core::NodeId::from_bytes([9; 32]));
-        assert_eq!(c.addrs, vec![Address("tcp:1.2.3.4:5".into())]);
+        assert_eq!(c.addrs, vec![Address::new("tcp:1.2.3.4:5")]);
     }
 }

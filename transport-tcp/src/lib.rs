@@ -13,8 +13,8 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
-use admission::Admission;
 pub use admission::Limits;
+use admission::{Admission, DialScopes};
 use dht_core::{Address, Contact, Instant};
 use dht_driver::{timeout, Clock, PeerLink, SharedClock, SystemClock, Transport, TransportError};
 use dht_link::{Identity, Link, LinkConfig};
@@ -44,6 +44,11 @@ pub fn address(addr: SocketAddr) -> Address {
     Address::new(format!("{SCHEME}{addr}"))
 }
 
+/// The socket address of a `tcp:` address.
+fn socket_addr(a: &Address) -> Option<SocketAddr> {
+    a.as_str().strip_prefix(SCHEME)?.parse().ok()
+}
+
 /// Settings and limits of the transport.
 #[derive(Debug, Clone)]
 pub struct TcpConfig {
@@ -53,6 +58,10 @@ pub struct TcpConfig {
     /// address and subnet; beyond, they are closed at accept. An address whose connection sent nothing in
     /// time or failed its handshake is charged [`FAULT_COST`] admissions more.
     pub admission: Limits,
+    /// Dial the loopback, private and link-local addresses peers hand out even where none of our own
+    /// addresses is (a swarm on a LAN behind a public node, tests); by default only the scopes of our
+    /// listening address are dialed besides public addresses ([`DialScopes`]).
+    pub dial_private: bool,
     /// An accepted connection must send its first bytes within this time (an honest initiator sends its
     /// handshake message at once); the whole handshake has `link.handshake_timeout`.
     pub first_bytes_timeout: Duration,
@@ -83,6 +92,7 @@ impl Default for TcpConfig {
             link: LinkConfig::default(),
             admission: Limits::node_inbound(),
             first_bytes_timeout: Duration::from_secs(2),
+            dial_private: false,
             channel_capacity: 64,
             linger: Duration::from_secs(1),
             peer_rate: 1000,
@@ -129,6 +139,7 @@ pub struct TcpTransport {
     config: TcpConfig,
     incoming: Option<mpsc::UnboundedReceiver<PeerLink>>,
     local_addr: SocketAddr,
+    dial_scopes: DialScopes,
 }
 
 impl TcpTransport {
@@ -148,7 +159,11 @@ impl TcpTransport {
         let (tx, rx) = mpsc::unbounded();
         let accept = accept_loop(listener, identity.clone(), local.addrs.clone(), config.clone(), tx);
         tokio::task::spawn_local(accept);
-        Ok(TcpTransport { identity, local, config, incoming: Some(rx), local_addr })
+        let dial_scopes = match config.dial_private {
+            true => DialScopes::everything(),
+            false => DialScopes::own(local.addrs.iter().filter_map(socket_addr).map(|a| a.ip())),
+        };
+        Ok(TcpTransport { identity, local, config, incoming: Some(rx), local_addr, dial_scopes })
     }
 
     /// Our contact as advertised to peers.
@@ -333,11 +348,17 @@ impl Pipe for TcpPipe {
 
 impl Transport for TcpTransport {
     fn dial(&self, peer: &Contact) -> LocalBoxFuture<'static, Result<PeerLink, TransportError>> {
-        let target = peer.addrs.iter().find_map(|a| a.as_str().strip_prefix(SCHEME)?.parse::<SocketAddr>().ok());
+        let mut candidates = peer.addrs.iter().filter_map(socket_addr).peekable();
+        let first = candidates.peek().copied();
+        let target = candidates.find(|a| self.dial_scopes.allows(a.ip()));
         let (identity, addrs, config, expected) =
             (self.identity.clone(), self.local.addrs.clone(), self.config.clone(), peer.id);
         async move {
-            let target = target.ok_or(TransportError::NoAddress(expected))?;
+            let target = match (target, first) {
+                (Some(t), _) => t,
+                (None, Some(refused)) => return Err(TransportError::Forbidden(refused.to_string())),
+                (None, None) => return Err(TransportError::NoAddress(expected)),
+            };
             let stream = connect(target, &config).await?;
             let link = Link::initiator(&identity, Some(expected), PROLOGUE, addrs, &config.link, config.clock.now())
                 .map_err(handshake_error)?;

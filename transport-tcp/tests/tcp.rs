@@ -140,6 +140,33 @@ async fn inbound_connections_beyond_the_cap_are_closed() {
         .await;
 }
 
+/// A peer handing out loopback, private or link-local addresses (its own, or another node's) cannot make
+/// a node connect into a network it does not live in: a node on loopback refuses 10/8, 192.168/16,
+/// 169.254.169.254 (cloud metadata) and fe80::/10 without a packet sent, uses an allowed address of the
+/// same contact. (Tests reach no address but loopback, so `dial_private`, which allows them all, is
+/// checked in `admission`'s tests of `DialScopes::everything`.)
+#[tokio::test(flavor = "current_thread")]
+async fn advertised_addresses_outside_our_scopes_are_not_dialed() {
+    let local = tokio::task::LocalSet::new();
+    local
+        .run_until(async {
+            let a = transport(TcpConfig::default()).await;
+            let b = transport(TcpConfig::default()).await;
+            let tcp = |s: &str| dht_core::Address::new(format!("tcp:{s}"));
+            let lan = ["10.0.0.1:22", "192.168.1.1:80", "169.254.169.254:80", "[fe80::1]:80", "0.0.0.0:1"];
+            let mut hostile = b.local_contact().clone();
+            hostile.addrs = lan.iter().map(|s| tcp(s)).collect();
+            let started = std::time::Instant::now();
+            let refused = a.dial(&hostile).await.err();
+            assert!(matches!(&refused, Some(TransportError::Forbidden(addr)) if addr == "10.0.0.1:22"), "{refused:?}");
+            assert!(started.elapsed() < Duration::from_millis(50), "refused without trying");
+            // The same contact with an address in our scope as well: that one is dialed.
+            hostile.addrs.push(b.local_contact().addrs[0].clone());
+            assert!(a.dial(&hostile).await.is_ok());
+        })
+        .await;
+}
+
 /// A connection that sends nothing is closed at the first-bytes deadline, long before the handshake's;
 /// one that sends something is left to the handshake deadline.
 #[tokio::test(flavor = "current_thread")]

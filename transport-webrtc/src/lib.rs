@@ -63,7 +63,7 @@ pub const SCHEME: &str = "rtc:";
 
 /// The address of nodes reachable through the signaling server at `url`.
 pub fn address(url: &str) -> Address {
-    Address(format!("{SCHEME}{url}"))
+    Address::new(format!("{SCHEME}{url}"))
 }
 
 /// Options of a WebRTC transport.

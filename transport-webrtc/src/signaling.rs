@@ -79,7 +79,7 @@ async fn register<S: SignalSocket>(r: &Registration) -> Result<S, String> {
             return Err("the server did not open with a challenge".to_string());
         };
         let (public_key, proof) = prove(identity.private_bytes(), &nonce, &key).map_err(|e| e.to_string())?;
-        let addrs = addrs.iter().map(|a| a.0.clone()).collect();
+        let addrs = addrs.iter().map(|a| a.as_str().to_owned()).collect();
         send_msg(&mut ws, &ClientMsg::Register { public_key, proof, addrs }).await?;
         match recv_msg(&mut ws).await? {
             ServerMsg::Registered { id } if NodeId::from(id) == identity.node_id() => Ok(ws),

@@ -315,7 +315,7 @@ async fn answer(inner: &Rc<Inner>, from: NodeId, session: u64, offer_sdp: String
 impl Transport for WebRtcTransport {
     fn dial(&self, peer: &Contact) -> LocalBoxFuture<'static, Result<PeerLink, TransportError>> {
         let ours = crate::address(&self.inner.config.signaling_url);
-        let reachable = peer.addrs.iter().any(|a| a.0.starts_with(SCHEME) && *a == ours);
+        let reachable = peer.addrs.iter().any(|a| a.as_str().starts_with(SCHEME) && *a == ours);
         if !reachable {
             let id = peer.id;
             return async move { Err(TransportError::NoAddress(id)) }.boxed_local();

@@ -359,7 +359,7 @@ impl Node {
     fn sanitize(&mut self, mut contact: Contact) -> Contact {
         let before = contact.addrs.len();
         let max_len = self.config.max_addr_len;
-        contact.addrs.retain(|a| a.0.len() <= max_len);
+        contact.addrs.retain(|a| a.as_str().len() <= max_len);
         contact.addrs.truncate(self.config.max_addrs_per_contact);
         if contact.addrs.len() != before {
             self.stats.bad_contacts += 1;

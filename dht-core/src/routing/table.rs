@@ -341,7 +341,12 @@ impl RoutingTable {
                         + b.replacements.capacity() * contact
                         + b.entries()
                             .iter()
-                            .map(|e| e.addrs.iter().map(|a| 24 + a.0.capacity()).sum::<usize>())
+                            .map(|e| {
+                                e.addrs
+                                    .iter()
+                                    .map(|a| core::mem::size_of::<crate::Address>() + 16 + a.as_str().len())
+                                    .sum::<usize>()
+                            })
                             .sum::<usize>()
                 })
                 .sum::<usize>()
