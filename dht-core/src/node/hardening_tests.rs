@@ -3,7 +3,7 @@
 
 use super::tests::{drain, events, id, let_time_out, node_with, request, sends, t};
 use super::*;
-use crate::message::{RequestId, Response};
+use crate::message::{Address, RequestId, Response};
 use crate::Config;
 
 /// Two ids in bucket 0 of `id(0)` (the far half), and one elsewhere.
@@ -91,4 +91,69 @@ fn one_lost_ping_does_not_evict_a_long_lived_entry() {
     assert!(!events(&outs).contains(&Event::PeerRemoved { id: old }));
     pong(&mut node, t(start + 1_000), old, ping_of(&outs, old));
     assert!(node.routing_table().contains(&old) && !node.routing_table().contains(&newcomer));
+}
+
+/// A liar hands out an honest peer's id with an address where nothing answers for it. The node must reach
+/// the honest peer where the peer itself said it is (its handshake, kept in the table): before, a lookup
+/// that heard the lie first (the honest entry not among its starting peers, a closer one failing) dialed
+/// the bogus address and counted the failure against the honest entry; two lookups dropped it.
+#[test]
+fn a_liar_handing_out_bogus_addresses_cannot_get_an_honest_peer_dropped() {
+    let mut cfg = Config::default();
+    cfg.k = 2;
+    cfg.alpha = 1;
+    let addr = |n: u8| vec![Address::new(format!("tcp:198.51.100.{n}:4000"))];
+    // Three table entries and a target with: dead < liar < honest by distance to the target, so that a
+    // lookup starts at the dead and the liar (k = 2), and reaches the honest peer through the liar's answer.
+    let (dead, liar, honest, target) = (1..60u8)
+        .flat_map(|a| (1..60u8).map(move |b| (a, b)))
+        .flat_map(|(a, b)| (1..60u8).map(move |c| (a, b, c)))
+        .filter(|(a, b, c)| a != b && b != c && a != c)
+        .find_map(|(a, b, c)| {
+            let target = id(250);
+            let d = |n: u8| id(n).distance(&target);
+            let mut probe = node_with(cfg.clone());
+            for n in [a, b, c] {
+                probe.add_contact(t(0), Contact { id: id(n), addrs: addr(n) });
+            }
+            let all_in = [a, b, c].iter().all(|n| probe.routing_table().get(&id(*n)).is_some());
+            (all_in && d(a) < d(b) && d(b) < d(c)).then_some((id(a), id(b), id(c), target))
+        })
+        .expect("such ids exist");
+    let mut node = node_with(cfg);
+    for who in [dead, liar, honest] {
+        let n = (1..60u8).find(|n| id(*n) == who).unwrap();
+        node.add_contact(t(0), Contact { id: who, addrs: addr(n) });
+    }
+    let real = node.routing_table().get(&honest).unwrap().contact();
+    let bogus = Contact { id: honest, addrs: vec![Address::new("tcp:203.0.113.66:9")] };
+    drain(&mut node);
+    let mut now = 0;
+    for round in 0..3 {
+        now += 10_000;
+        node.find_node(t(now), target);
+        let mut outs = drain(&mut node);
+        let mut removed = false;
+        for step in 0..20 {
+            let mut next = Vec::new();
+            for o in outs {
+                removed |= matches!(o, Output::Event(Event::PeerRemoved { id }) if id == honest);
+                let Output::Send { to, msg } = o else { continue };
+                let Message::Request { id: rid, .. } = msg else { continue };
+                let body = if to.id == liar {
+                    Response::Nodes { closer: vec![bogus.clone()] }
+                } else if to.id == honest && to.addrs == real.addrs {
+                    Response::Nodes { closer: vec![] }
+                } else {
+                    continue; // the dead peer, or the bogus address: nobody answers
+                };
+                node.handle_message(t(now + step), to.clone(), Message::Response { id: rid, body });
+                next.extend(drain(&mut node));
+            }
+            next.extend(let_time_out(&mut node, t(now + 100 * (step + 1))));
+            outs = next;
+        }
+        assert!(!removed, "round {round}: the honest peer was dropped");
+    }
+    assert!(node.routing_table().get(&honest).is_some(), "the honest peer is still in the table");
 }

@@ -388,7 +388,17 @@ impl Node {
         }
     }
 
+    /// Sends a request to `to`, at the addresses our table holds for it when it is there: those came from
+    /// the peer itself (its handshake), where `to` may come from a third party's answer, and a failure to
+    /// reach addresses someone else handed out must not count against the real peer's entry.
     fn send_request(&mut self, now: Instant, to: Contact, body: Request, purpose: Purpose) -> bool {
+        let to = match self.table.get(&to.id) {
+            Some(e) if *e.addrs != *to.addrs => {
+                self.stats.unverified_addrs += 1;
+                e.contact()
+            }
+            _ => to,
+        };
         self.requests.send(now, &mut self.rng, &mut self.outputs, to, body, purpose)
     }
 

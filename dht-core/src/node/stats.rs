@@ -23,6 +23,9 @@ pub struct NodeStats {
     pub oversized_replies: u64,
     /// Contacts dropped from answers (our own id, too many or too long addresses).
     pub bad_contacts: u64,
+    /// Requests to a peer in our table sent to the addresses it gave us rather than to other addresses a
+    /// third party handed out for it.
+    pub unverified_addrs: u64,
     /// Records refused because of their size.
     pub refused_too_large: u64,
     /// Records refused because the node is full or busy.
