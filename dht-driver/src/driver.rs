@@ -27,7 +27,10 @@ pub struct DriverConfig {
     pub seed: u64,
     /// The key the node signs its records with ([`NodeHandle::put_signed`]).
     pub signer: Signer,
-    /// Live links kept at most; beyond it the least recently used one closes.
+    /// Live links kept at most. Beyond it one closes: a link to a peer outside our routing table while
+    /// such links hold half the pool or more, else the one whose useful traffic is the oldest (our
+    /// requests, answers to them, requests from peers in our table: a peer that only pings us does not
+    /// keep its link). Strangers, sybils included, thus hold at most half the pool once it is full.
     pub max_links: usize,
     /// Messages queued per peer while its link is being dialed.
     pub max_queued_per_dial: usize,
@@ -98,6 +101,7 @@ struct LinkEntry {
     remote: Contact,
     tx: mpsc::Sender<Message>,
     generation: u64,
+    /// The tick of the link's last useful traffic (see [`DriverConfig::max_links`]).
     last_used: u64,
 }
 
@@ -254,9 +258,9 @@ impl<T: Transport, S: Store + 'static> Driver<T, S> {
                     Some(Command::Shutdown) | None => break,
                     Some(cmd) => self.command(clock.now(), cmd),
                 },
-                link = incoming.next() => if let Some(link) = link { self.io.add_link(link) },
+                link = incoming.next() => if let Some(link) = link { self.io.add_link(link, &self.node) },
                 item = self.io.receivers.select_next_some() => self.received(clock.now(), item),
-                dialed = self.io.dials.select_next_some() => self.io.dialed(dialed),
+                dialed = self.io.dials.select_next_some() => self.io.dialed(dialed, &self.node),
                 done = self.io.store_ops.select_next_some() => self.node.handle_store_result(clock.now(), done.0, done.1),
                 () = self.io.reads.select_next_some() => {}
                 _ = wake.fuse() => self.node.handle_timeout(clock.now()),
@@ -396,7 +400,11 @@ impl<T: Transport, S: Store + 'static> Driver<T, S> {
             // Answers can still arrive on a link we closed or replaced; it was authenticated all the same.
             (Some(msg), current) => {
                 self.io.tick += 1;
-                if let Some(entry) = current {
+                let useful = match &msg {
+                    Message::Response { .. } => true,
+                    Message::Request { .. } => self.node.routing_table().get(&remote.id).is_some(),
+                };
+                if let Some(entry) = current.filter(|_| useful) {
                     entry.last_used = self.io.tick;
                 }
                 self.node.handle_message(now, (*remote).clone(), msg);
@@ -475,7 +483,9 @@ impl<T: Transport, S: Store + 'static> Io<T, S> {
     fn send(&mut self, to: Contact, msg: Message) {
         self.tick += 1;
         if let Some(link) = self.links.get_mut(&to.id) {
-            link.last_used = self.tick;
+            if matches!(msg, Message::Request { .. }) {
+                link.last_used = self.tick;
+            }
             // A full channel means the connection is not keeping up: the message is dropped and the core's
             // request timeout handles it.
             let _ = link.tx.try_send(msg);
@@ -496,12 +506,12 @@ impl<T: Transport, S: Store + 'static> Io<T, S> {
         self.dials.push(async move { (id, dial.await) }.boxed_local());
     }
 
-    fn dialed(&mut self, (id, result): (NodeId, Result<PeerLink, TransportError>)) {
+    fn dialed(&mut self, (id, result): (NodeId, Result<PeerLink, TransportError>), node: &Node) {
         let queued = self.queued.remove(&id).unwrap_or_default();
         match result {
             Ok(link) if link.remote.id == id => {
                 let peer = link.remote.id;
-                self.add_link(link);
+                self.add_link(link, node);
                 if let Some(entry) = self.links.get_mut(&peer) {
                     for msg in queued {
                         let _ = entry.tx.try_send(msg);
@@ -514,14 +524,23 @@ impl<T: Transport, S: Store + 'static> Io<T, S> {
         }
     }
 
-    fn add_link(&mut self, link: PeerLink) {
+    fn add_link(&mut self, link: PeerLink, node: &Node) {
         self.tick += 1;
         self.generation += 1;
         let peer = link.remote.id;
         if !self.links.contains_key(&peer) && self.links.len() >= self.config.max_links {
-            if let Some(lru) = self.links.iter().min_by_key(|(_, l)| l.last_used).map(|(id, _)| *id) {
-                self.links.remove(&lru);
-                self.emit(NodeEvent::PeerDisconnected(lru));
+            let known = |id: &NodeId| node.routing_table().get(id).is_some();
+            let strangers = self.links.keys().filter(|id| !known(id)).count();
+            let strangers_first = strangers * 2 >= self.config.max_links;
+            let victim = self
+                .links
+                .iter()
+                .filter(|(id, _)| !strangers_first || !known(id))
+                .min_by_key(|(_, l)| l.last_used)
+                .map(|(id, _)| *id);
+            if let Some(victim) = victim {
+                self.links.remove(&victim);
+                self.emit(NodeEvent::PeerDisconnected(victim));
             }
         }
         let generation = self.generation;

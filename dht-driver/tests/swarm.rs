@@ -366,3 +366,64 @@ fn a_key_the_platform_keeps_signs_records_and_cannot_be_exported() {
         assert_eq!(still, Some(b"v1".to_vec()), "nothing bad went out");
     });
 }
+
+/// Sybils that connect and send a ping a second (or faster) to keep their links fresh must not push the
+/// links to the peers of the node's routing table out of its pool: only useful traffic (our requests,
+/// answers to them, requests from peers in our table) keeps a link, and peers outside the table together
+/// hold at most half the pool. Before, every sybil's arrival closed the least recently used link, and the
+/// pinging sybils were always more recent than the idle honest links: none of those stayed.
+#[test]
+fn pinging_sybils_cannot_push_table_peers_out_of_the_link_pool() {
+    use dht_core::{Message, Request, RequestId};
+    use dht_driver::Transport;
+    let mut pool = LocalPool::new();
+    let net = MemoryNetwork::new();
+    // The victim requires 8 bits of id work; the honest ids are picked to have it, the sybils' lack it, so
+    // the sybils never enter its table.
+    let worked: Vec<u32> = (1..20_000).filter(|n| contact(*n).id.has_work(8)).take(3).collect();
+    let honest: Vec<NodeHandle> = worked.iter().map(|n| spawn_node(&pool, &net, *n, MemoryStore::new())).collect();
+    let victim = {
+        let local = contact(0);
+        let mut config = DriverConfig::new(local.clone(), 0);
+        config.max_links = 4;
+        let mut core = dht_core::Config::default();
+        core.id_difficulty = 8;
+        config.core = core.validate().unwrap();
+        let (handle, task) = start(config, net.transport(local), MemoryStore::new(), SystemClock);
+        pool.spawner().spawn_local(task).unwrap();
+        handle
+    };
+    let sybils: Vec<Contact> = (30_000..).map(contact).filter(|c| !c.id.has_work(8)).take(6).collect();
+    let spawner = pool.spawner();
+    pool.run_until(async {
+        for h in &honest[1..] {
+            h.bootstrap(vec![contact(worked[0])]).await.unwrap();
+        }
+        victim.bootstrap(vec![contact(worked[0])]).await.unwrap();
+        for n in &worked {
+            victim.find_node(contact(*n).id).await.unwrap();
+        }
+        let honest_ids: Vec<NodeId> = worked.iter().map(|n| contact(*n).id).collect();
+        let linked = |peers: Vec<Contact>| peers.iter().filter(|c| honest_ids.contains(&c.id)).count();
+        assert_eq!(linked(victim.peers().await.unwrap()), 3, "linked to the honest peers");
+        for (i, sybil) in sybils.iter().enumerate() {
+            let mut link = net.transport(sybil.clone()).dial(&contact(0)).await.expect("the sybil connects");
+            spawner
+                .spawn_local(async move {
+                    for n in 0..200u64 {
+                        let ping = Message::Request { id: RequestId(n), body: Request::Ping };
+                        if link.tx.try_send(ping).is_err() {
+                            return;
+                        }
+                        while let Some(Some(_)) = futures::FutureExt::now_or_never(link.rx.next()) {}
+                        futures_timer_sleep(10).await;
+                    }
+                })
+                .unwrap();
+            futures_timer_sleep(30 + 10 * i as u64).await;
+        }
+        futures_timer_sleep(200).await;
+        let left = linked(victim.peers().await.unwrap());
+        assert!(left >= 2, "honest links left in a pool of 4: {left}");
+    });
+}
