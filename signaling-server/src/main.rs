@@ -1,7 +1,7 @@
 //! The signaling server binary.
 
 use clap::Parser;
-use signaling_server::server::{Server, ServerConfig};
+use signaling_server::server::{Limits, Rate, Server, ServerConfig};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -24,7 +24,11 @@ struct Args {
     /// Open connections at once from one IP address.
     #[arg(long, default_value_t = 256)]
     max_per_ip: usize,
-    /// New connections per second one IP address may open on average (refused at accept beyond).
+    /// Open connections at once from one subnet (a /24 of IPv4, a /64 of IPv6).
+    #[arg(long, default_value_t = 1024)]
+    max_per_subnet: usize,
+    /// New connections per second one IP address may open on average (refused at accept beyond); a subnet
+    /// may open four times as many.
     #[arg(long, default_value_t = 20)]
     conn_rate: u32,
     /// Milliseconds a connection refused at accept is held open, unread, before it is closed (up to
@@ -41,6 +45,9 @@ struct Args {
     /// Seconds a registered connection may stay silent (pongs count) before it is closed.
     #[arg(long, default_value_t = 60)]
     idle_secs: u64,
+    /// Seconds a registered connection lasts at most, pongs or not (clients reconnect by themselves).
+    #[arg(long, default_value_t = 3600)]
+    lifetime_secs: u64,
     /// Messages per second a connection may send on average.
     #[arg(long, default_value_t = 50)]
     rate: u32,
@@ -63,14 +70,22 @@ fn main() -> std::process::ExitCode {
         .init();
     let config = ServerConfig {
         max_registrations: args.max_registrations,
-        max_connections: args.max_registrations + 1024,
-        max_per_ip: args.max_per_ip,
-        conn_rate_per_ip: args.conn_rate.max(1),
-        conn_burst_per_ip: args.conn_burst.max(1),
+        admission: Limits {
+            total: args.max_registrations + 1024,
+            per_addr: args.max_per_ip.max(1),
+            per_subnet: args.max_per_subnet.max(1),
+            addr_rate: Rate { per_sec: args.conn_rate.max(1), burst: args.conn_burst.max(1) },
+            subnet_rate: Rate {
+                per_sec: args.conn_rate.max(1).saturating_mul(4),
+                burst: args.conn_burst.max(1).saturating_mul(4),
+            },
+            ..ServerConfig::default().admission
+        },
         refused_hold: Duration::from_millis(args.refused_hold_ms),
         max_held_per_ip: args.max_per_ip,
         handshake_timeout: Duration::from_secs(args.handshake_secs.max(1)),
         idle_timeout: Duration::from_secs(args.idle_secs.max(1)),
+        max_lifetime: Duration::from_secs(args.lifetime_secs.max(1)),
         ping_interval: Duration::from_secs((args.idle_secs / 3).max(1)),
         rate_per_sec: args.rate.max(1),
         rate_burst: args.burst.max(1),

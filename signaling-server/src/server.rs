@@ -5,6 +5,8 @@
 //! broke it, with a close frame that says why.
 
 use crate::http;
+use admission::{Admission, TokenBucket};
+pub use admission::{Limits, Rate};
 use async_tungstenite::tokio::TokioAdapter;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
@@ -31,15 +33,10 @@ use tokio::time::Instant;
 pub struct ServerConfig {
     /// Registered peers at once; a registration beyond it is refused.
     pub max_registrations: usize,
-    /// Open connections at once (WebSocket and HTTP); more are closed at once.
-    pub max_connections: usize,
-    /// Open connections at once from one IP address.
-    pub max_per_ip: usize,
-    /// New connections per second one IP address may open on average; beyond, they are closed at accept.
-    /// A connection closed for cause costs its address [`CAUSE_COST`] more.
-    pub conn_rate_per_ip: u32,
-    /// New connections one IP address may open in a burst.
-    pub conn_burst_per_ip: u32,
+    /// Connections (WebSocket and HTTP) open at once in all, per address and per subnet (a /24 of IPv4, a
+    /// /64 of IPv6), and opened a second per address and per subnet; beyond, they are refused at accept.
+    /// A connection closed for cause costs its address [`CAUSE_COST`] admissions more.
+    pub admission: Limits,
     /// A connection refused at accept (its address's admission rate or connection cap, or the server's) is
     /// held open, unread, this long before it is closed (a tarpit): a client that reconnects as soon as it
     /// is closed then waits instead of making the machine accept and close thousands of connections a
@@ -53,6 +50,9 @@ pub struct ServerConfig {
     pub handshake_timeout: Duration,
     /// A registered connection that sends nothing (not even a pong) for this long is closed.
     pub idle_timeout: Duration,
+    /// A registered connection is closed after this long even when it answers every ping (it reconnects
+    /// and registers again), so no one holds a place for ever.
+    pub max_lifetime: Duration,
     /// The server pings registered connections this often (their pongs keep them alive).
     pub ping_interval: Duration,
     /// Messages per second a connection may send on average.
@@ -69,15 +69,20 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             max_registrations: 20_000,
-            max_connections: 21_000,
-            max_per_ip: 256,
-            conn_rate_per_ip: 20,
-            conn_burst_per_ip: 100,
+            admission: Limits {
+                total: 21_000,
+                per_addr: 256,
+                per_subnet: 1024,
+                addr_rate: Rate { per_sec: 20, burst: 100 },
+                subnet_rate: Rate { per_sec: 80, burst: 400 },
+                remembered: MAX_REMEMBERED_IPS,
+            },
             refused_hold: Duration::from_secs(5),
             max_held_per_ip: 256,
             max_held: 4096,
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
+            max_lifetime: Duration::from_secs(3600),
             ping_interval: Duration::from_secs(20),
             rate_per_sec: 50,
             rate_burst: 200,
@@ -209,7 +214,11 @@ impl Registry {
 struct State {
     config: ServerConfig,
     registry: Mutex<Registry>,
-    per_ip: Mutex<HashMap<IpAddr, IpState>>,
+    admission: Mutex<Admission>,
+    /// Refused connections held open per address ([`ServerConfig::refused_hold`]).
+    held: Mutex<HashMap<IpAddr, usize>>,
+    /// Where the admission state's milliseconds start.
+    epoch: Instant,
     stats: Arc<Stats>,
     next_conn: AtomicU64,
 }
@@ -223,11 +232,14 @@ pub struct Server {
 impl Server {
     /// Binds `addr`.
     pub async fn bind(addr: SocketAddr, config: ServerConfig) -> std::io::Result<Server> {
+        let admission = config.admission.clone();
         let listener = TcpListener::bind(addr).await?;
         let state = Arc::new(State {
             config,
             registry: Mutex::new(Registry::default()),
-            per_ip: Mutex::new(HashMap::new()),
+            admission: Mutex::new(Admission::new(admission)),
+            held: Mutex::new(HashMap::new()),
+            epoch: Instant::now(),
             stats: Arc::new(Stats::default()),
             next_conn: AtomicU64::new(1),
         });
@@ -287,24 +299,19 @@ impl Server {
 /// Connection tokens a connection closed for cause costs its address (on top of the one it took).
 pub const CAUSE_COST: f64 = 10.0;
 
-/// What the server remembers of one IP address: its open connections and its admission bucket (kept after
-/// its last connection closes, so reconnecting does not refill it).
-struct IpState {
-    open: usize,
-    held: usize,
-    admit: RateLimit,
-}
-
-/// Addresses remembered before idle ones are forgotten.
+/// Addresses (and subnets) the admission state remembers before idle ones are forgotten.
 const MAX_REMEMBERED_IPS: usize = 50_000;
 
 impl State {
+    /// Now, as the admission state counts time.
+    fn now(&self) -> dht_core::Instant {
+        dht_core::Instant::from_millis(u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX))
+    }
+
     /// Counts a connection closed for cause, and charges its address.
     fn for_cause(&self, ip: IpAddr) {
         self.stats.closed_for_cause.fetch_add(1, Ordering::Relaxed);
-        if let Some(s) = self.per_ip.lock().expect("no panics while locked").get_mut(&ip) {
-            s.admit.charge(CAUSE_COST);
-        }
+        self.admission.lock().expect("no panics while locked").charge(ip, CAUSE_COST, self.now());
     }
 }
 
@@ -325,27 +332,13 @@ struct SlotGuard {
 }
 
 impl SlotGuard {
-    /// An admitted connection from `ip`, if its address's rate and caps and the server's cap allow one.
+    /// An admitted connection from `ip`, if the admission rules allow one.
     fn admit(state: &Arc<State>, ip: IpAddr) -> Option<SlotGuard> {
-        let c = &state.config;
-        let now = Instant::now();
-        let mut per_ip = state.per_ip.lock().expect("no panics while locked");
-        if per_ip.len() >= MAX_REMEMBERED_IPS && !per_ip.contains_key(&ip) {
-            // Forget addresses with nothing open or held whose bucket has refilled.
-            per_ip.retain(|_, s| s.open > 0 || s.held > 0 || !s.admit.is_full(now));
-        }
-        let mine = per_ip.entry(ip).or_insert_with(|| IpState {
-            open: 0,
-            held: 0,
-            admit: RateLimit::new(c.conn_rate_per_ip, c.conn_burst_per_ip),
-        });
-        if mine.open >= c.max_per_ip
-            || state.stats.connections.load(Ordering::Relaxed) >= c.max_connections
-            || !mine.admit.allow(now)
-        {
+        let now = state.now();
+        if let Err(why) = state.admission.lock().expect("no panics while locked").admit(ip, now) {
+            tracing::debug!(%ip, "connection refused: {why}");
             return None;
         }
-        mine.open += 1;
         state.stats.connections.fetch_add(1, Ordering::Relaxed);
         Some(SlotGuard { state: state.clone(), ip, slot: Slot::Open })
     }
@@ -356,12 +349,15 @@ impl SlotGuard {
         if c.refused_hold.is_zero() || state.stats.holding.load(Ordering::Relaxed) >= c.max_held {
             return None;
         }
-        let mut per_ip = state.per_ip.lock().expect("no panics while locked");
-        let mine = per_ip.get_mut(&ip)?;
-        if mine.held >= c.max_held_per_ip {
+        let mut held = state.held.lock().expect("no panics while locked");
+        if held.len() >= MAX_REMEMBERED_IPS && !held.contains_key(&ip) {
             return None;
         }
-        mine.held += 1;
+        let mine = held.entry(ip).or_insert(0);
+        if *mine >= c.max_held_per_ip {
+            return None;
+        }
+        *mine += 1;
         state.stats.holding.fetch_add(1, Ordering::Relaxed);
         state.stats.held_connections.fetch_add(1, Ordering::Relaxed);
         Some(SlotGuard { state: state.clone(), ip, slot: Slot::Held })
@@ -371,18 +367,21 @@ impl SlotGuard {
 impl Drop for SlotGuard {
     fn drop(&mut self) {
         let stats = &self.state.stats;
-        let total = match self.slot {
-            Slot::Open => &stats.connections,
-            Slot::Held => &stats.holding,
-        };
-        total.fetch_sub(1, Ordering::Relaxed);
-        let mut per_ip = self.state.per_ip.lock().expect("no panics while locked");
-        if let Some(s) = per_ip.get_mut(&self.ip) {
-            let count = match self.slot {
-                Slot::Open => &mut s.open,
-                Slot::Held => &mut s.held,
-            };
-            *count = count.saturating_sub(1);
+        match self.slot {
+            Slot::Open => {
+                stats.connections.fetch_sub(1, Ordering::Relaxed);
+                self.state.admission.lock().expect("no panics while locked").release(self.ip);
+            }
+            Slot::Held => {
+                stats.holding.fetch_sub(1, Ordering::Relaxed);
+                let mut held = self.state.held.lock().expect("no panics while locked");
+                if let Some(n) = held.get_mut(&self.ip) {
+                    *n -= 1;
+                    if *n == 0 {
+                        held.remove(&self.ip);
+                    }
+                }
+            }
         }
     }
 }
@@ -582,41 +581,6 @@ fn ws_violation(e: &async_tungstenite::tungstenite::Error) -> Violation {
     }
 }
 
-/// A token bucket: `rate` tokens a second up to `burst`.
-struct RateLimit {
-    tokens: f64,
-    rate: f64,
-    burst: f64,
-    last: Instant,
-}
-
-impl RateLimit {
-    fn new(rate: u32, burst: u32) -> Self {
-        RateLimit { tokens: f64::from(burst), rate: f64::from(rate), burst: f64::from(burst), last: Instant::now() }
-    }
-
-    fn allow(&mut self, now: Instant) -> bool {
-        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.burst);
-        self.last = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-
-    /// Takes `n` more tokens for a costly request (the next `allow` refuses while the balance is short).
-    fn charge(&mut self, n: f64) {
-        self.tokens -= n;
-    }
-
-    /// Whether the bucket would be full at `now` (nothing to remember).
-    fn is_full(&self, now: Instant) -> bool {
-        self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate >= self.burst
-    }
-}
-
 /// Rate-limit tokens an undeliverable signal costs beyond the message itself.
 const UNDELIVERABLE_COST: f64 = 9.0;
 
@@ -627,8 +591,9 @@ async fn serve_registered(
     state: &State,
 ) -> Result<(), Violation> {
     let c = &state.config;
-    let mut limit = RateLimit::new(c.rate_per_sec, c.rate_burst);
+    let mut limit = TokenBucket::new(Rate { per_sec: c.rate_per_sec, burst: c.rate_burst }, state.now());
     let mut last_heard = Instant::now();
+    let end_of_life = last_heard + c.max_lifetime;
     let mut ping = tokio::time::interval(c.ping_interval);
     ping.tick().await;
     let me = Hex32::from(id);
@@ -649,7 +614,7 @@ async fn serve_registered(
                     Message::Close(_) => return Ok(()),
                     Message::Binary(_) => return Err(Violation::policy("binary messages are not part of the protocol")),
                 };
-                if !limit.allow(now) {
+                if !limit.allow(state.now()) {
                     return Err(Violation::policy("rate limit exceeded"));
                 }
                 let reply = match ClientMsg::decode(text.as_str()) {
@@ -658,7 +623,7 @@ async fn serve_registered(
                         if reply.is_some() {
                             // Signals nobody can take (unknown ids, full queues) cost more: a client probing
                             // ids is cut off after a few of them, an honest one rarely meets this.
-                            limit.charge(UNDELIVERABLE_COST);
+                            limit.charge(UNDELIVERABLE_COST, state.now());
                         }
                         reply
                     }
@@ -685,6 +650,9 @@ async fn serve_registered(
             }
             _ = tokio::time::sleep_until(idle_at) => {
                 return Err(Violation { code: CloseCode::Away, reason: "idle timeout".into() });
+            }
+            _ = tokio::time::sleep_until(end_of_life) => {
+                return Err(Violation { code: CloseCode::Away, reason: "connection lifetime over: reconnect".into() });
             }
         }
     }

@@ -9,7 +9,7 @@ use dht_core::NodeId;
 use dht_link::Identity;
 use futures::StreamExt;
 use signaling_protocol::{prove, ClientMsg, Hex32, ServerMsg, MAX_MESSAGE};
-use signaling_server::server::{Server, ServerConfig, Stats};
+use signaling_server::server::{Limits, Rate, Server, ServerConfig, Stats};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -344,8 +344,7 @@ async fn stats_from(addr: SocketAddr, source: [u8; 4]) -> Option<String> {
 #[tokio::test]
 async fn addresses_that_connect_too_fast_or_misbehave_are_throttled() {
     let config = ServerConfig {
-        conn_rate_per_ip: 1,
-        conn_burst_per_ip: 5,
+        admission: Limits { addr_rate: Rate { per_sec: 1, burst: 5 }, ..ServerConfig::default().admission },
         refused_hold: Duration::ZERO,
         ..ServerConfig::default()
     };
@@ -375,8 +374,7 @@ async fn addresses_that_connect_too_fast_or_misbehave_are_throttled() {
 async fn refused_connections_are_held_open_up_to_a_cap() {
     let hold = Duration::from_millis(400);
     let config = ServerConfig {
-        conn_rate_per_ip: 1,
-        conn_burst_per_ip: 1,
+        admission: Limits { addr_rate: Rate { per_sec: 1, burst: 1 }, ..ServerConfig::default().admission },
         refused_hold: hold,
         max_held_per_ip: 2,
         ..ServerConfig::default()
@@ -407,4 +405,50 @@ async fn refused_connections_are_held_open_up_to_a_cap() {
     assert_eq!(stats.held_connections.load(Ordering::Relaxed), 2);
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(stats.holding.load(Ordering::Relaxed), 0, "every hold released");
+}
+
+/// Connections spread over the addresses of one /24: before, each address had its own cap and the subnet
+/// held them all (here 20); now the subnet holds at most its share (8), and another subnet still gets in.
+#[tokio::test]
+async fn one_subnet_holds_at_most_its_share_of_connections() {
+    let config = ServerConfig {
+        admission: Limits { per_addr: 4, per_subnet: 8, ..ServerConfig::default().admission },
+        refused_hold: Duration::ZERO,
+        ..ServerConfig::default()
+    };
+    let (addr, stats) = start(config).await;
+    let mut idle = Vec::new();
+    for host in 1..=5u8 {
+        for _ in 0..4 {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind(SocketAddr::from(([127, 0, 2, host], 0))).unwrap();
+            idle.push(socket.connect(addr).await.unwrap());
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(stats.connections.load(Ordering::Relaxed), 8, "the subnet's share");
+    assert_eq!(stats.refused_connections.load(Ordering::Relaxed), 12);
+    assert!(stats_from(addr, [127, 0, 3, 1]).await.is_some(), "another subnet is served");
+}
+
+/// A client that answers every ping could hold its registration for ever; it is closed at the end of its
+/// lifetime with a reason (and reconnects).
+#[tokio::test]
+async fn a_connection_that_answers_pings_still_ends_at_its_lifetime() {
+    let config = ServerConfig {
+        idle_timeout: Duration::from_millis(400),
+        ping_interval: Duration::from_millis(100),
+        max_lifetime: Duration::from_millis(800),
+        ..ServerConfig::default()
+    };
+    let (addr, stats) = start(config).await;
+    let started = std::time::Instant::now();
+    let mut ws = register(addr, &Identity::generate().unwrap()).await;
+    // Reading answers the server's pings: the connection is never idle.
+    let (code, reason) = closed(&mut ws).await;
+    let lasted = started.elapsed();
+    assert_eq!(code, CloseCode::Away);
+    assert!(reason.contains("lifetime"), "{reason}");
+    assert!(lasted >= Duration::from_millis(800) && lasted < Duration::from_secs(3), "{lasted:?}");
+    assert_eq!(stats.registered.load(Ordering::Relaxed), 0);
 }
