@@ -189,3 +189,19 @@ fn a_node_dials_only_into_the_scopes_it_lives_in() {
     let all = DialScopes::everything();
     assert!(all.allows(ip("169.254.169.254")) && all.allows(ip("::1")) && !all.allows(ip("224.0.0.1")));
 }
+
+#[test]
+fn an_exempt_address_is_held_to_the_total_alone() {
+    let mut a = Admission::new(Limits { total: 30, ..limits() });
+    let own = v4(127, 0, 0, 1);
+    a.exempt(own);
+    let admitted = (0..50).filter(|_| a.admit(own, T0).is_ok()).count();
+    assert_eq!(admitted, 30, "past the per-address cap and rate, up to the total");
+    for _ in 0..30 {
+        a.release(own);
+    }
+    assert_eq!(a.open(), 0);
+    assert_eq!(a.admit(v4(127, 0, 0, 2), T0), Ok(()), "its neighbours are not exempt from their own caps");
+    let neighbours = (3..40).filter(|d| a.admit(v4(127, 0, 0, *d), T0).is_ok()).count();
+    assert_eq!(neighbours, 9, "the /24's share, 10, less the one above");
+}

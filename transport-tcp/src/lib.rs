@@ -5,7 +5,8 @@
 //! `tokio::task::spawn_local`: run the node inside a `tokio::task::LocalSet`.
 //!
 //! Limits: inbound connections at once, in all and per address and subnet, with an accept rate per
-//! address and subnet (the `admission` crate's rules); a deadline for a new connection's first bytes and
+//! address and subnet (the `admission` crate's rules; connections from the node's own address are held to
+//! the total alone); a deadline for a new connection's first bytes and
 //! one for its handshake (which also ends slow-loris peers); bytes
 //! buffered per connection (through the link's send queue and a bounded channel to the driver), a per-peer
 //! message budget, and linger. The loop that enforces them is `dht-link-io`'s, shared with WebRTC: this
@@ -220,7 +221,12 @@ async fn accept_loop(
     config: TcpConfig,
     links: mpsc::UnboundedSender<PeerLink>,
 ) {
-    let admission = Rc::new(RefCell::new(Admission::new(config.admission.clone())));
+    let mut rules = Admission::new(config.admission.clone());
+    // Connections from our own address come from this machine: other nodes run there, not one peer.
+    if let Some(own) = addrs.iter().filter_map(socket_addr).map(|a| a.ip()).find(|ip| !ip.is_unspecified()) {
+        rules.exempt(own);
+    }
+    let admission = Rc::new(RefCell::new(rules));
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
