@@ -86,16 +86,19 @@ pub(crate) async fn accept_upgrade(stream: &mut TcpStream, key: &str) -> std::io
     stream.write_all(response.as_bytes()).await
 }
 
-/// Writes a complete response and closes the connection.
+/// Writes a complete response and closes the connection. Every answer carries the site's
+/// Content-Security-Policy (`csp`), no referrer, no framing and no content sniffing.
 pub(crate) async fn respond(
     stream: &mut TcpStream,
-    status: &str,
-    content_type: &str,
+    (status, content_type): (&str, &str),
     body: &[u8],
     head_only: bool,
+    csp: &str,
 ) -> std::io::Result<()> {
     let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: no-cache\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: no-cache\r\n\
+         X-Content-Type-Options: nosniff\r\nContent-Security-Policy: {csp}\r\nReferrer-Policy: no-referrer\r\n\
+         X-Frame-Options: DENY\r\nConnection: close\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes()).await?;

@@ -13,3 +13,4 @@
 
 mod http;
 pub mod server;
+pub mod site;

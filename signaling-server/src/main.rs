@@ -113,7 +113,7 @@ fn main() -> std::process::ExitCode {
         let server = match Server::bind(args.listen, config).await {
             Ok(s) => s,
             Err(e) => {
-                eprintln!("error: cannot listen on {}: {e}", args.listen);
+                eprintln!("error: cannot start on {}: {e}", args.listen);
                 return std::process::ExitCode::FAILURE;
             }
         };

@@ -5,6 +5,7 @@
 //! broke it, with a close frame that says why.
 
 use crate::http;
+use crate::site::Site;
 use admission::{Admission, TokenBucket};
 pub use admission::{Limits, Rate};
 use async_tungstenite::tokio::TokioAdapter;
@@ -61,7 +62,8 @@ pub struct ServerConfig {
     pub rate_burst: u32,
     /// Messages waiting for one peer's socket; a signal to a peer whose queue is full is refused.
     pub queue_per_peer: usize,
-    /// Directory served over HTTP (`/` is its `index.html`); `None` serves a placeholder page.
+    /// Directory served over HTTP (`/` is its `index.html`), read into memory when the server starts (see
+    /// [`crate::site`]); `None` serves a placeholder page.
     pub web_dir: Option<PathBuf>,
 }
 
@@ -214,6 +216,8 @@ impl Registry {
 struct State {
     config: ServerConfig,
     registry: Mutex<Registry>,
+    /// The web page, read at start.
+    site: Site,
     admission: Mutex<Admission>,
     /// Refused connections held open per address ([`ServerConfig::refused_hold`]).
     held: Mutex<HashMap<IpAddr, usize>>,
@@ -233,10 +237,15 @@ impl Server {
     /// Binds `addr`.
     pub async fn bind(addr: SocketAddr, config: ServerConfig) -> std::io::Result<Server> {
         let admission = config.admission.clone();
+        let site = match &config.web_dir {
+            Some(dir) => Site::load(dir).map_err(std::io::Error::other)?,
+            None => Site::placeholder(),
+        };
         let listener = TcpListener::bind(addr).await?;
         let state = Arc::new(State {
             config,
             registry: Mutex::new(Registry::default()),
+            site,
             admission: Mutex::new(Admission::new(admission)),
             held: Mutex::new(HashMap::new()),
             epoch: Instant::now(),
@@ -405,7 +414,8 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, state: Arc<State>) {
         Ok(Ok(h)) => h,
         Ok(Err(e)) => {
             tracing::debug!(%peer, "bad request: {e}");
-            let _ = http::respond(&mut stream, "400 Bad Request", "text/plain", e.to_string().as_bytes(), false).await;
+            let bad = ("400 Bad Request", "text/plain");
+            let _ = http::respond(&mut stream, bad, e.to_string().as_bytes(), false, state.site.csp()).await;
             return;
         }
         Err(_) => {
@@ -433,41 +443,26 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, state: Arc<State>) {
 
 async fn serve_http(stream: &mut TcpStream, head: &http::Head, state: &State) {
     let head_only = head.method == "HEAD";
+    let csp = state.site.csp();
     if head.method != "GET" && !head_only {
-        let _ = http::respond(stream, "405 Method Not Allowed", "text/plain", b"GET or HEAD only\n", false).await;
+        let status = ("405 Method Not Allowed", "text/plain");
+        let _ = http::respond(stream, status, b"GET or HEAD only\n", false, csp).await;
         return;
     }
     if head.path == "/stats" {
         let body = state.stats.to_json();
-        let _ = http::respond(stream, "200 OK", "application/json", body.as_bytes(), head_only).await;
+        let _ = http::respond(stream, ("200 OK", "application/json"), body.as_bytes(), head_only, csp).await;
         return;
     }
-    let Some(root) = state.config.web_dir.as_deref() else {
-        if head.path == "/" || head.path == "/index.html" {
-            let body = PLACEHOLDER.as_bytes();
-            let _ = http::respond(stream, "200 OK", "text/html; charset=utf-8", body, head_only).await;
-        } else {
-            let _ = http::respond(stream, "404 Not Found", "text/plain", b"not found\n", head_only).await;
+    match state.site.get(&head.path) {
+        Some(file) => {
+            let _ = http::respond(stream, ("200 OK", file.content_type), &file.body, head_only, csp).await;
         }
-        return;
-    };
-    let file = http::file_for(root, &head.path);
-    let body = match &file {
-        Some(f) => tokio::fs::read(f).await.ok(),
-        None => None,
-    };
-    match (file, body) {
-        (Some(f), Some(body)) => {
-            let _ = http::respond(stream, "200 OK", http::content_type(&f), &body, head_only).await;
-        }
-        _ => {
-            let _ = http::respond(stream, "404 Not Found", "text/plain", b"not found\n", head_only).await;
+        None => {
+            let _ = http::respond(stream, ("404 Not Found", "text/plain"), b"not found\n", head_only, csp).await;
         }
     }
 }
-
-const PLACEHOLDER: &str = "<!doctype html><meta charset=utf-8><title>webdht signaling</title>\
-<p>This is a webdht signaling server. No web bundle is being served: start it with <code>--web-dir</code>.</p>\n";
 
 type Ws = WebSocketStream<TokioAdapter<TcpStream>>;
 

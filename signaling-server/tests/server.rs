@@ -283,6 +283,18 @@ async fn the_same_port_serves_the_web_page() {
     let page = http_get(addr, "GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
     assert!(page.starts_with("HTTP/1.1 200 OK\r\n") && page.ends_with("<h1>webdht</h1>"), "{page}");
     assert!(page.contains("Content-Type: text/html"));
+    // The page may run its own scripts and wasm only, in no frame, and sends no referrer.
+    for header in [
+        "Content-Security-Policy: default-src 'self'; script-src 'self' 'wasm-unsafe-eval';",
+        "frame-ancestors 'none'",
+        "Referrer-Policy: no-referrer\r\n",
+        "X-Frame-Options: DENY\r\n",
+    ] {
+        assert!(page.contains(header), "{header}: {page}");
+    }
+    // Read at start: a file changed on disk afterwards is not what is served.
+    std::fs::write(dir.path().join("index.html"), "<h1>changed</h1>").unwrap();
+    assert!(http_get(addr, "GET / HTTP/1.1\r\n\r\n").await.ends_with("<h1>webdht</h1>"));
     let wasm = http_get(addr, "GET /pkg/web_node_bg.wasm HTTP/1.1\r\n\r\n").await;
     assert!(wasm.contains("Content-Type: application/wasm") && wasm.contains("Content-Length: 4"), "{wasm}");
     for bad in ["/../Cargo.toml", "/.secret", "/missing.js"] {

@@ -2,6 +2,25 @@
 // `window.webdht` exposes the node and its join time to scripts (the e2e run drives tabs through it).
 import init, { WebNode, idWorkCost } from "./web_node.js";
 
+// The wasm's SHA-384, written here by the build (`cargo xtask build-web`); this file is itself pinned by
+// the integrity attribute of its script tag, and the glue above by the page's import map.
+const WASM_SHA384 = "@WASM_SHA384@";
+
+// The wasm module, compiled only once its bytes match WASM_SHA384: a tampered bundle does not run.
+async function verifiedWasm() {
+  if (WASM_SHA384.startsWith("@")) throw new Error("refused to run: this bundle was not built with its hashes (cargo xtask build-web)");
+  if (!globalThis.crypto?.subtle) {
+    throw new Error("refused to run: the page is not a secure context, so the wasm cannot be checked against its hash (serve it over https or from localhost)");
+  }
+  const bytes = await (await fetch(new URL("./web_node_bg.wasm", import.meta.url))).arrayBuffer();
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-384", bytes));
+  const actual = `sha384-${btoa(String.fromCharCode(...digest))}`;
+  if (actual !== WASM_SHA384) {
+    throw new Error(`refused to run: web_node_bg.wasm does not match the hash this page was built with (${actual}, expected ${WASM_SHA384})`);
+  }
+  return WebAssembly.compile(bytes);
+}
+
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 const scheme = location.protocol === "https:" ? "wss" : "ws";
@@ -192,7 +211,8 @@ async function publishFile(file, onProgress = () => {}) {
           reject(e);
         }
       };
-      worker.postMessage({ type: "file", file });
+      // The worker runs the module checked here; it fetches no wasm of its own.
+      worker.postMessage({ type: "file", file, module: page.wasm });
     });
     const done = await publish.finish();
     onProgress(done.len, done.len);
@@ -280,7 +300,8 @@ async function main() {
   page.db = dbName();
   try {
     setState("loading wasm");
-    await init();
+    page.wasm = await verifiedWasm();
+    await init({ module_or_path: page.wasm });
     setState("joining");
     const node = await WebNode.start(signalingUrl, page.db);
     page.node = node;
@@ -300,7 +321,7 @@ async function main() {
     if (params.get("file")) openFileLink(params.get("file"), params.get("name") || "file").catch(() => {});
   } catch (e) {
     page.error = `${e}`;
-    setState("failed", "bad");
+    setState(`${e}`.includes("refused to run") ? "refused" : "failed", "bad");
     log(`start failed: ${e}`, "warn");
   }
 }

@@ -1,5 +1,5 @@
 // Cuts and hashes a file off the page's main thread (a second instance of the wasm module).
-// The page posts { type: "file", file }; the worker reads 1 MiB at a time and answers each slice with
+// The page posts { type: "file", file, module } (module: the wasm it checked against its hash); the worker reads 1 MiB at a time and answers each slice with
 // { type: "chunks", chunks: [{ hash, bytes }], read, total, last } (the bytes transferred, not copied),
 // then waits for { type: "next" }: the page takes a slice's chunks before the next is read, so at most
 // about one slice waits in memory. A failure is { type: "error", message }.
@@ -25,7 +25,7 @@ async function sendSlice() {
 self.onmessage = async ({ data }) => {
   try {
     if (data.type === "file") {
-      await init();
+      await init({ module_or_path: data.module });
       file = data.file;
       chunker = new FileChunker();
       at = 0;

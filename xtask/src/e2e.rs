@@ -308,6 +308,7 @@ async fn swarm(opts: &Opts, host: &str, netns: bool) -> Result<(), String> {
     let shot = screenshot_form_get(&tabs[1], &owners.natives[0], &out_dir).await?;
     let reload_restored = reload_restores(&tabs[0]).await?;
     let signing_key = browser_keeps_the_key(&tabs[1]).await?;
+    let tampered = tampered_wasm_is_refused(&driver, host, tmp.path(), &out_dir, !netns).await?;
 
     for tab in tabs {
         let _ = tab.client.close().await;
@@ -324,6 +325,7 @@ async fn swarm(opts: &Opts, host: &str, netns: bool) -> Result<(), String> {
         held_for_others,
         reload_restored,
         signing_key,
+        tampered,
         shot,
         files,
     };
@@ -344,9 +346,14 @@ struct Signaling {
 impl Signaling {
     /// Starts the server on `host` and waits for the line that says where it listens.
     async fn start(host: &str, out_dir: &Path) -> Result<Signaling, String> {
+        Self::serving(host, &bundle_dir(), &out_dir.join("signaling.log")).await
+    }
+
+    /// [`Signaling::start`] serving `web_dir`, logging to `log`.
+    async fn serving(host: &str, web_dir: &Path, log: &Path) -> Result<Signaling, String> {
         let mut cmd = Proc::new(bin("signaling-server"));
-        cmd.args(["--listen", &format!("{host}:0"), "--web-dir"]).arg(bundle_dir()).stdout(Stdio::piped());
-        let mut process = spawn(&mut cmd, &out_dir.join("signaling.log"))?;
+        cmd.args(["--listen", &format!("{host}:0"), "--web-dir"]).arg(web_dir).stdout(Stdio::piped());
+        let mut process = spawn(&mut cmd, log)?;
         let mut lines = BufReader::new(process.stdout.take().ok_or("no stdout")?).lines();
         let addr = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
             .await
@@ -356,6 +363,44 @@ impl Signaling {
             .ok_or("signaling server did not say where it listens")?;
         Ok(Signaling { _stdout: lines, process, ws: format!("ws://{addr}/ws"), page: format!("http://{addr}/") })
     }
+}
+
+/// A copy of the bundle whose wasm has one byte changed, served by a second signaling server: the page must
+/// refuse to run it (its hash was written into the page at build time). Returns the page's state and error.
+async fn tampered_wasm_is_refused(
+    driver: &str,
+    host: &str,
+    tmp: &Path,
+    out_dir: &Path,
+    host_mode_flags: bool,
+) -> Result<(String, String), String> {
+    let dir = tmp.join("tampered-bundle");
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    for entry in std::fs::read_dir(bundle_dir()).map_err(|e| e.to_string())? {
+        let entry = entry.map_err(|e| e.to_string())?;
+        std::fs::copy(entry.path(), dir.join(entry.file_name())).map_err(|e| e.to_string())?;
+    }
+    let wasm = dir.join("web_node_bg.wasm");
+    let mut bytes = std::fs::read(&wasm).map_err(|e| e.to_string())?;
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(&wasm, bytes).map_err(|e| e.to_string())?;
+    let mut sig = Signaling::serving(host, &dir, &out_dir.join("signaling-tampered.log")).await?;
+    let tab = Tab::open(driver, &tmp.join("chrome-tampered"), &sig.page, host_mode_flags).await?;
+    tab.client.goto(&format!("{}?node=tampered", sig.page)).await.map_err(|e| e.to_string())?;
+    let t0 = Instant::now();
+    let seen = loop {
+        let v =
+            tab.js("return window.webdht ? [window.webdht.state, window.webdht.error] : [null, null]", vec![]).await?;
+        let state = v[0].as_str().unwrap_or_default().to_string();
+        if state == "refused" || state == "failed" || state.starts_with("online") || t0.elapsed() > JOIN_TIMEOUT {
+            break (state, v[1].as_str().unwrap_or_default().to_string());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let _ = tab.client.close().await;
+    let _ = sig.process.kill().await;
+    Ok(seen)
 }
 
 /// A native node: its process (killed when dropped) and its data directory.
@@ -629,6 +674,8 @@ struct Outcome {
     reload_restored: bool,
     /// Where tab 1's signing key lives (`"webcrypto"` expected in Chromium).
     signing_key: String,
+    /// What a page served with a tampered wasm showed (`"refused"` expected) and its message.
+    tampered: (String, String),
     shot: PathBuf,
     files: files::FilesOutcome,
 }
@@ -651,6 +698,7 @@ impl Outcome {
             || lookups.ok != lookups.total
             || !self.reload_restored
             || self.signing_key != "webcrypto"
+            || self.tampered.0 != "refused"
             || held.contains(&0)
             || !self.files.same
             || !self.files.link_same
@@ -675,6 +723,7 @@ impl Outcome {
         eprintln!("  records held for others  {:?} (per tab)", self.held_for_others);
         eprintln!("  reload restored          {}", self.reload_restored);
         eprintln!("  signing key (tab 1)      {} (non-extractable expected)", self.signing_key);
+        eprintln!("  tampered wasm            {}: {}", self.tampered.0, self.tampered.1);
         eprintln!("  screenshot               {}", self.shot.display());
         let f = &self.files;
         eprintln!(
@@ -713,6 +762,7 @@ impl Outcome {
             "held_for_others_min": self.held_for_others.iter().min().copied().unwrap_or(0),
             "reload_restored": self.reload_restored,
             "signing_key": self.signing_key,
+            "tampered_wasm": self.tampered.0,
             "id_work_12_ms_per_id_chromium": self.work["msPerId"],
             "id_work_us_per_try_chromium": self.work["usPerTry"],
             "screenshot": self.shot.display().to_string(),

@@ -82,7 +82,47 @@ pub fn build_web() -> Result<PathBuf, String> {
         std::fs::copy(entry.path(), out.join(entry.file_name()))
             .map_err(|e| format!("{}: {e}", entry.path().display()))?;
     }
+    pin_bundle(&out)?;
     let size = std::fs::metadata(out.join("web_node_bg.wasm")).map(|m| m.len()).unwrap_or(0);
     eprintln!("==> web bundle in {} (wasm {} KiB)", out.display(), size / 1024);
     Ok(out)
+}
+
+/// The Subresource Integrity form of `bytes`' SHA-384: `sha384-<base64>`.
+pub fn sri(bytes: &[u8]) -> String {
+    use base64::Engine;
+    use sha2::Digest;
+    format!("sha384-{}", base64::engine::general_purpose::STANDARD.encode(sha2::Sha384::digest(bytes)))
+}
+
+/// Pins the bundle by hash, so that a page whose index.html comes from the server runs nothing else: the
+/// wasm's hash goes into app.js (which checks the bytes before compiling them), and the hashes of app.js,
+/// the wasm-bindgen glue and the style sheet into index.html (`integrity` on the script and the style
+/// sheet, and an import map's `integrity` for the glue app.js imports).
+fn pin_bundle(out: &Path) -> Result<(), String> {
+    let read = |name: &str| std::fs::read(out.join(name)).map_err(|e| format!("{}: {e}", out.join(name).display()));
+    let write = |name: &str, text: &str| {
+        std::fs::write(out.join(name), text).map_err(|e| format!("{}: {e}", out.join(name).display()))
+    };
+    let replace = |text: &str, from: &str, to: &str, name: &str| {
+        if text.matches(from).count() != 1 {
+            return Err(format!("pinning the bundle: {name} must hold `{from}` exactly once"));
+        }
+        Ok(text.replace(from, to))
+    };
+    let wasm = read("web_node_bg.wasm")?;
+    let app = String::from_utf8(read("app.js")?).map_err(|e| format!("app.js: {e}"))?;
+    let app = replace(&app, "@WASM_SHA384@", &sri(&wasm), "app.js")?;
+    write("app.js", &app)?;
+    let page = String::from_utf8(read("index.html")?).map_err(|e| format!("index.html: {e}"))?;
+    let style = format!(r#"<link rel="stylesheet" href="style.css" integrity="{}">"#, sri(&read("style.css")?));
+    let page = replace(&page, r#"<link rel="stylesheet" href="style.css">"#, &style, "index.html")?;
+    let scripts = format!(
+        "<script type=\"importmap\">{{\"integrity\":{{\"./web_node.js\":\"{}\"}}}}</script>\n  \
+         <script type=\"module\" src=\"app.js\" integrity=\"{}\"></script>",
+        sri(&read("web_node.js")?),
+        sri(app.as_bytes())
+    );
+    let page = replace(&page, r#"<script type="module" src="app.js"></script>"#, &scripts, "index.html")?;
+    write("index.html", &page)
 }
