@@ -131,7 +131,7 @@ fn inline_script_hashes(html: &[u8]) -> Vec<String> {
         let body = &after[open_end + 1..];
         let Some(close) = body.find("</script>") else { break };
         if !tag.contains(" src=") {
-            let digest = sha2::Sha256::digest(body[..close].as_bytes());
+            let digest = sha2::Sha256::digest(&body.as_bytes()[..close]);
             out.push(base64::engine::general_purpose::STANDARD.encode(digest));
         }
         rest = &body[close..];
