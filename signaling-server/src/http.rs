@@ -15,6 +15,18 @@ pub(crate) struct Head {
     pub(crate) path: String,
     /// `Sec-WebSocket-Key` of a well-formed upgrade request.
     pub(crate) websocket_key: Option<String>,
+    /// The `Origin` header (browsers send it on WebSocket upgrades).
+    pub(crate) origin: Option<String>,
+    /// The `X-Forwarded-For` header, as a reverse proxy sets it.
+    pub(crate) forwarded_for: Option<String>,
+}
+
+impl Head {
+    /// The client address a reverse proxy names: the last entry of `X-Forwarded-For` (the one the proxy
+    /// itself appended; earlier ones come from the client and prove nothing).
+    pub(crate) fn forwarded_client(&self) -> Option<std::net::IpAddr> {
+        self.forwarded_for.as_deref()?.rsplit(',').next()?.trim().parse().ok()
+    }
 }
 
 /// Why a request head was refused.
@@ -74,7 +86,9 @@ fn head_of(req: &httparse::Request<'_, '_>) -> Result<Head, HeadError> {
     } else {
         None
     };
-    Ok(Head { method, path, websocket_key })
+    let origin = header("origin").map(str::to_string);
+    let forwarded_for = header("x-forwarded-for").map(str::to_string);
+    Ok(Head { method, path, websocket_key, origin, forwarded_for })
 }
 
 /// Answers an upgrade request.

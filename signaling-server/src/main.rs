@@ -54,6 +54,14 @@ struct Args {
     /// Messages a connection may send in a burst.
     #[arg(long, default_value_t = 200)]
     burst: u32,
+    /// An origin (`https://example.org`) whose pages may use this server; repeat for several. Without
+    /// it any page may (development only: a warning says so at start).
+    #[arg(long = "allow-origin")]
+    allow_origins: Vec<String>,
+    /// The address of a reverse proxy in front of the server: its connections are counted by the client
+    /// address it names in X-Forwarded-For (the header is ignored from anywhere else).
+    #[arg(long)]
+    trust_proxy: Option<std::net::IpAddr>,
     /// Worker threads (0 = one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
@@ -89,9 +97,14 @@ fn main() -> std::process::ExitCode {
         ping_interval: Duration::from_secs((args.idle_secs / 3).max(1)),
         rate_per_sec: args.rate.max(1),
         rate_burst: args.burst.max(1),
+        allow_origins: args.allow_origins.clone(),
+        trust_proxy: args.trust_proxy,
         web_dir: args.web_dir,
         ..ServerConfig::default()
     };
+    if config.allow_origins.is_empty() {
+        tracing::warn!("any web page may open WebSockets here: give --allow-origin for a deployment");
+    }
     if let Some(dir) = &config.web_dir {
         if !dir.is_dir() {
             eprintln!("error: --web-dir {} is not a directory", dir.display());

@@ -62,6 +62,14 @@ pub struct ServerConfig {
     pub rate_burst: u32,
     /// Messages waiting for one peer's socket; a signal to a peer whose queue is full is refused.
     pub queue_per_peer: usize,
+    /// Origins (`https://example.org`) whose pages may open a WebSocket here; empty: any (for development).
+    /// A browser always sends its page's origin on the upgrade; clients that send none (native nodes) are
+    /// not browsers and are let in.
+    pub allow_origins: Vec<String>,
+    /// A reverse proxy in front of the server: connections from this address are counted by the client
+    /// address the proxy names in `X-Forwarded-For` (its last entry), not as one address. The header is
+    /// ignored on connections from anywhere else.
+    pub trust_proxy: Option<IpAddr>,
     /// Directory served over HTTP (`/` is its `index.html`), read into memory when the server starts (see
     /// [`crate::site`]); `None` serves a placeholder page.
     pub web_dir: Option<PathBuf>,
@@ -89,6 +97,8 @@ impl Default for ServerConfig {
             rate_per_sec: 50,
             rate_burst: 200,
             queue_per_peer: 64,
+            allow_origins: Vec::new(),
+            trust_proxy: None,
             web_dir: None,
         }
     }
@@ -236,7 +246,11 @@ pub struct Server {
 impl Server {
     /// Binds `addr`.
     pub async fn bind(addr: SocketAddr, config: ServerConfig) -> std::io::Result<Server> {
-        let admission = config.admission.clone();
+        let mut admission = Admission::new(config.admission.clone());
+        if let Some(proxy) = config.trust_proxy {
+            // Admitted per client once its request head names the client (`SlotGuard::transfer`).
+            admission.exempt(proxy);
+        }
         let site = match &config.web_dir {
             Some(dir) => Site::load(dir).map_err(std::io::Error::other)?,
             None => Site::placeholder(),
@@ -246,7 +260,7 @@ impl Server {
             config,
             registry: Mutex::new(Registry::default()),
             site,
-            admission: Mutex::new(Admission::new(admission)),
+            admission: Mutex::new(admission),
             held: Mutex::new(HashMap::new()),
             epoch: Instant::now(),
             stats: Arc::new(Stats::default()),
@@ -296,10 +310,7 @@ impl Server {
                 continue;
             };
             let state = self.state.clone();
-            tokio::spawn(async move {
-                let _guard = guard;
-                handle(stream, peer, state).await;
-            });
+            tokio::spawn(handle(stream, peer, state, guard));
         }
         tracing::info!("signaling server stopped accepting");
     }
@@ -341,6 +352,14 @@ struct SlotGuard {
 }
 
 impl SlotGuard {
+    /// The same connection counted against `client` instead (a trusted proxy named the client it carries):
+    /// `None`, and the connection's slot given back, when the rules do not admit one more from `client`.
+    fn transfer(self, client: IpAddr) -> Option<SlotGuard> {
+        let state = self.state.clone();
+        drop(self);
+        SlotGuard::admit(&state, client)
+    }
+
     /// An admitted connection from `ip`, if the admission rules allow one.
     fn admit(state: &Arc<State>, ip: IpAddr) -> Option<SlotGuard> {
         let now = state.now();
@@ -408,7 +427,7 @@ impl Violation {
     }
 }
 
-async fn handle(mut stream: TcpStream, peer: SocketAddr, state: Arc<State>) {
+async fn handle(mut stream: TcpStream, peer: SocketAddr, state: Arc<State>, guard: SlotGuard) {
     let deadline = Instant::now() + state.config.handshake_timeout;
     let head = match tokio::time::timeout_at(deadline, http::read_head(&mut stream)).await {
         Ok(Ok(h)) => h,
@@ -425,6 +444,34 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, state: Arc<State>) {
         }
     };
     let (head, leftover) = head;
+    let csp = state.site.csp();
+    // Behind the trusted proxy, the client it names is who is counted and charged from here on.
+    let (peer, _guard) = if state.config.trust_proxy == Some(peer.ip()) {
+        let Some(client) = head.forwarded_client() else {
+            let bad = ("400 Bad Request", "text/plain");
+            let _ = http::respond(&mut stream, bad, b"no client address in X-Forwarded-For\n", false, csp).await;
+            return;
+        };
+        let Some(guard) = guard.transfer(client) else {
+            state.stats.refused_connections.fetch_add(1, Ordering::Relaxed);
+            let busy = ("429 Too Many Requests", "text/plain");
+            let _ = http::respond(&mut stream, busy, b"too many connections from your address\n", false, csp).await;
+            return;
+        };
+        (SocketAddr::new(client, peer.port()), guard)
+    } else {
+        (peer, guard)
+    };
+    let allowed = &state.config.allow_origins;
+    let checked = head.websocket_key.is_some() && !allowed.is_empty();
+    if let Some(origin) = head.origin.as_deref().filter(|_| checked) {
+        if !allowed.iter().any(|a| a == origin) {
+            tracing::info!(%peer, origin, "WebSocket from a page of another origin refused");
+            let forbidden = ("403 Forbidden", "text/plain");
+            let _ = http::respond(&mut stream, forbidden, b"this origin may not use this server\n", false, csp).await;
+            return;
+        }
+    }
     let Some(key) = head.websocket_key.clone() else {
         state.stats.http_requests.fetch_add(1, Ordering::Relaxed);
         let _ = tokio::time::timeout_at(deadline, serve_http(&mut stream, &head, &state)).await;

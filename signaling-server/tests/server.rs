@@ -464,3 +464,79 @@ async fn a_connection_that_answers_pings_still_ends_at_its_lifetime() {
     assert!(lasted >= Duration::from_millis(800) && lasted < Duration::from_secs(3), "{lasted:?}");
     assert_eq!(stats.registered.load(Ordering::Relaxed), 0);
 }
+
+/// A WebSocket upgrade as a browser on `origin` sends it (or, without one, as a native client does), from
+/// loopback address `source`, through a proxy naming `forwarded`: the status line of the answer, and the
+/// connection (open while the server keeps it).
+async fn upgrade_held(
+    addr: SocketAddr,
+    source: [u8; 4],
+    origin: Option<&str>,
+    forwarded: Option<&str>,
+) -> (String, TcpStream) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::from((source, 0))).unwrap();
+    let mut s = socket.connect(addr).await.unwrap();
+    let mut req = "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                   Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        .to_string();
+    if let Some(o) = origin {
+        req.push_str(&format!("Origin: {o}\r\n"));
+    }
+    if let Some(f) = forwarded {
+        req.push_str(&format!("X-Forwarded-For: {f}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 512];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.unwrap().unwrap_or(0);
+    (String::from_utf8_lossy(&buf[..n]).lines().next().unwrap_or_default().to_string(), s)
+}
+
+/// [`upgrade_held`], the connection dropped.
+async fn upgrade_from(addr: SocketAddr, source: [u8; 4], origin: Option<&str>, forwarded: Option<&str>) -> String {
+    upgrade_held(addr, source, origin, forwarded).await.0
+}
+
+/// A page on another site could make its visitors' browsers register here (and spend the server's
+/// capacity in their name): with `--allow-origin`, only the named origins' pages may open a WebSocket.
+#[tokio::test]
+async fn only_allowed_origins_open_websockets() {
+    let (open, _) = start(ServerConfig::default()).await;
+    assert!(upgrade_from(open, [127, 0, 0, 1], Some("https://evil.example"), None).await.contains("101"));
+    let config = ServerConfig { allow_origins: vec!["https://webdht.example".into()], ..ServerConfig::default() };
+    let (addr, _) = start(config).await;
+    assert!(upgrade_from(addr, [127, 0, 0, 1], Some("https://evil.example"), None).await.contains("403"));
+    assert!(upgrade_from(addr, [127, 0, 0, 1], Some("https://webdht.example"), None).await.contains("101"));
+    assert!(upgrade_from(addr, [127, 0, 0, 1], None, None).await.contains("101"), "native clients send none");
+}
+
+/// Behind a reverse proxy every client has the proxy's address: with `--trust-proxy`, the proxy's
+/// connections count by the client it names, so one client cannot take every slot and the others keep
+/// theirs. A client that is not the proxy cannot pick the address it is counted as.
+#[tokio::test]
+async fn behind_a_trusted_proxy_clients_are_counted_by_their_own_address() {
+    let config = ServerConfig {
+        admission: Limits { per_addr: 2, ..ServerConfig::default().admission },
+        trust_proxy: Some([127, 0, 0, 7].into()),
+        handshake_timeout: Duration::from_secs(3),
+        ..ServerConfig::default()
+    };
+    let (addr, stats) = start(config).await;
+    let proxy = [127, 0, 0, 7];
+    // Two connections of client 203.0.113.5 through the proxy (held open), then a third: over its cap.
+    let mut kept = Vec::new();
+    for _ in 0..2 {
+        let (status, conn) = upgrade_held(addr, proxy, None, Some("198.51.100.1, 203.0.113.5")).await;
+        assert!(status.contains("101"), "{status}");
+        kept.push(conn);
+    }
+    let busy = upgrade_from(addr, proxy, None, Some("198.51.100.1, 203.0.113.5")).await;
+    assert!(busy.contains("429"), "{busy}");
+    assert!(upgrade_from(addr, proxy, None, Some("203.0.113.6")).await.contains("101"), "another client");
+    assert!(upgrade_from(addr, proxy, None, None).await.contains("400"), "the proxy must name the client");
+    // From elsewhere the header is ignored: 127.0.0.8 is counted as itself, whatever it claims.
+    let claims = upgrade_from(addr, [127, 0, 0, 8], None, Some("203.0.113.99")).await;
+    assert!(claims.contains("101"), "{claims}");
+    assert!(stats.refused_connections.load(Ordering::Relaxed) >= 1);
+}
