@@ -164,6 +164,17 @@ impl TokenBucket {
         ready
     }
 
+    /// Takes `n` tokens if there are that many (a request of `n` bytes against a byte budget); `false`, and
+    /// nothing taken, if not.
+    pub fn take(&mut self, n: f64, now: Instant) -> bool {
+        self.refill(now);
+        let enough = self.tokens >= n;
+        if enough {
+            self.tokens -= n;
+        }
+        enough
+    }
+
     /// Takes `n` tokens for something costly; the balance may go below zero, and nothing is allowed until it
     /// has refilled.
     pub fn charge(&mut self, n: f64, now: Instant) {

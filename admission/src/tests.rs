@@ -205,3 +205,12 @@ fn an_exempt_address_is_held_to_the_total_alone() {
     let neighbours = (3..40).filter(|d| a.admit(v4(127, 0, 0, *d), T0).is_ok()).count();
     assert_eq!(neighbours, 9, "the /24's share, 10, less the one above");
 }
+
+#[test]
+fn a_byte_budget_takes_all_or_nothing() {
+    let mut b = TokenBucket::new(Rate { per_sec: 1000, burst: 4000 }, T0);
+    assert!(b.take(3000.0, T0));
+    assert!(!b.take(2000.0, T0), "1,000 left");
+    assert!(b.take(1000.0, T0));
+    assert!(b.take(1500.0, T0 + Duration::from_millis(1500)));
+}

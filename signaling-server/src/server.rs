@@ -62,6 +62,12 @@ pub struct ServerConfig {
     pub rate_burst: u32,
     /// Messages waiting for one peer's socket; a signal to a peer whose queue is full is refused.
     pub queue_per_peer: usize,
+    /// Bytes of files (the page, its scripts and wasm) one address may fetch: a second's worth, after a
+    /// burst (several page loads); beyond, requests get `429` until the budget refills.
+    pub http_bytes_per_addr: Rate,
+    /// Bytes of `peers` answers one connection may receive: a second's worth, after a burst; a connection
+    /// asking for more is closed.
+    pub peers_bytes_per_conn: Rate,
     /// Origins (`https://example.org`) whose pages may open a WebSocket here; empty: any (for development).
     /// A browser always sends its page's origin on the upgrade; clients that send none (native nodes) are
     /// not browsers and are let in.
@@ -97,6 +103,8 @@ impl Default for ServerConfig {
             rate_per_sec: 50,
             rate_burst: 200,
             queue_per_peer: 64,
+            http_bytes_per_addr: Rate { per_sec: 4 << 20, burst: 32 << 20 },
+            peers_bytes_per_conn: Rate { per_sec: 64 << 10, burst: 256 << 10 },
             allow_origins: Vec::new(),
             trust_proxy: None,
             web_dir: None,
@@ -229,6 +237,8 @@ struct State {
     /// The web page, read at start.
     site: Site,
     admission: Mutex<Admission>,
+    /// Each address's budget of file bytes ([`ServerConfig::http_bytes_per_addr`]).
+    http_budget: Mutex<HashMap<IpAddr, TokenBucket>>,
     /// Refused connections held open per address ([`ServerConfig::refused_hold`]).
     held: Mutex<HashMap<IpAddr, usize>>,
     /// Where the admission state's milliseconds start.
@@ -261,6 +271,7 @@ impl Server {
             registry: Mutex::new(Registry::default()),
             site,
             admission: Mutex::new(admission),
+            http_budget: Mutex::new(HashMap::new()),
             held: Mutex::new(HashMap::new()),
             epoch: Instant::now(),
             stats: Arc::new(Stats::default()),
@@ -326,6 +337,21 @@ impl State {
     /// Now, as the admission state counts time.
     fn now(&self) -> dht_core::Instant {
         dht_core::Instant::from_millis(u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX))
+    }
+
+    /// Takes `bytes` from `ip`'s file budget; `false` (nothing taken) when it has not that many.
+    fn spend_http_bytes(&self, ip: IpAddr, bytes: usize) -> bool {
+        let (now, rate) = (self.now(), self.config.http_bytes_per_addr);
+        let mut budgets = self.http_budget.lock().expect("no panics while locked");
+        if budgets.len() >= MAX_REMEMBERED_IPS && !budgets.contains_key(&ip) {
+            budgets.retain(|_, b| !b.is_full(now));
+            if budgets.len() >= MAX_REMEMBERED_IPS {
+                return false;
+            }
+        }
+        let budget = budgets.entry(ip).or_insert_with(|| TokenBucket::new(rate, now));
+        // A file larger than the burst costs the whole burst (it could never be served otherwise).
+        budget.take((bytes as f64).min(f64::from(rate.burst)), now)
     }
 
     /// Counts a connection closed for cause, and charges its address.
@@ -474,7 +500,7 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, state: Arc<State>, guar
     }
     let Some(key) = head.websocket_key.clone() else {
         state.stats.http_requests.fetch_add(1, Ordering::Relaxed);
-        let _ = tokio::time::timeout_at(deadline, serve_http(&mut stream, &head, &state)).await;
+        let _ = tokio::time::timeout_at(deadline, serve_http(&mut stream, &head, &state, peer.ip())).await;
         return;
     };
     if http::accept_upgrade(&mut stream, &key).await.is_err() {
@@ -488,7 +514,7 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, state: Arc<State>, guar
     session(ws, peer, state, deadline).await;
 }
 
-async fn serve_http(stream: &mut TcpStream, head: &http::Head, state: &State) {
+async fn serve_http(stream: &mut TcpStream, head: &http::Head, state: &State, ip: IpAddr) {
     let head_only = head.method == "HEAD";
     let csp = state.site.csp();
     if head.method != "GET" && !head_only {
@@ -502,6 +528,10 @@ async fn serve_http(stream: &mut TcpStream, head: &http::Head, state: &State) {
         return;
     }
     match state.site.get(&head.path) {
+        Some(file) if !head_only && !state.spend_http_bytes(ip, file.body.len()) => {
+            let busy = ("429 Too Many Requests", "text/plain");
+            let _ = http::respond(stream, busy, b"this address fetched too much: try again later\n", false, csp).await;
+        }
         Some(file) => {
             let _ = http::respond(stream, ("200 OK", file.content_type), &file.body, head_only, csp).await;
         }
@@ -634,6 +664,7 @@ async fn serve_registered(
 ) -> Result<(), Violation> {
     let c = &state.config;
     let mut limit = TokenBucket::new(Rate { per_sec: c.rate_per_sec, burst: c.rate_burst }, state.now());
+    let mut peers_bytes = TokenBucket::new(c.peers_bytes_per_conn, state.now());
     let mut last_heard = Instant::now();
     let end_of_life = last_heard + c.max_lifetime;
     let mut ping = tokio::time::interval(c.ping_interval);
@@ -671,7 +702,12 @@ async fn serve_registered(
                     }
                     Ok(ClientMsg::Peers { max }) => {
                         let peers = state.registry.lock().expect("no panics while locked").sample(&id, max);
-                        Some(ServerMsg::Peers { peers })
+                        let reply = ServerMsg::Peers { peers }.encode();
+                        if !peers_bytes.take(reply.len() as f64, state.now()) {
+                            return Err(Violation::policy("peers answers over their byte budget"));
+                        }
+                        ws.send(Message::text(reply)).await.map_err(|e| ws_violation(&e))?;
+                        None
                     }
                     Ok(ClientMsg::Register { .. }) => return Err(Violation::policy("already registered")),
                     Err(e) => return Err(Violation::policy(e.to_string())),

@@ -540,3 +540,54 @@ async fn behind_a_trusted_proxy_clients_are_counted_by_their_own_address() {
     assert!(claims.contains("101"), "{claims}");
     assert!(stats.refused_connections.load(Ordering::Relaxed) >= 1);
 }
+
+/// One address fetching the page's files over and over (the wasm is megabytes) gets 429 once its byte
+/// budget is spent, while another address is served; and a connection asking for `peers` again and again
+/// is closed once its answers pass their byte budget (before, each was bounded only in count).
+#[tokio::test]
+async fn file_and_peers_bytes_are_budgeted() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("index.html"), "<h1>webdht</h1>").unwrap();
+    std::fs::write(dir.path().join("big.wasm"), vec![0u8; 6000]).unwrap();
+    let config = ServerConfig {
+        web_dir: Some(dir.path().into()),
+        http_bytes_per_addr: Rate { per_sec: 100, burst: 10_000 },
+        peers_bytes_per_conn: Rate { per_sec: 10, burst: 2_000 },
+        rate_per_sec: 1000,
+        rate_burst: 1000,
+        ..ServerConfig::default()
+    };
+    let (addr, _) = start(config).await;
+    let get = |source: [u8; 4]| async move {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::from((source, 0))).unwrap();
+        let mut s = socket.connect(addr).await.unwrap();
+        s.write_all(b"GET /big.wasm HTTP/1.1\r\n\r\n").await.unwrap();
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+        String::from_utf8_lossy(&out).lines().next().unwrap_or_default().to_string()
+    };
+    assert!(get([127, 0, 0, 21]).await.contains("200"));
+    assert!(get([127, 0, 0, 21]).await.contains("429"), "6,000 + 6,000 bytes over a 10,000 burst");
+    assert!(get([127, 0, 0, 22]).await.contains("200"), "another address has its own budget");
+
+    // Peers answers: ten registered peers make each answer a few hundred bytes.
+    let others: Vec<Identity> = (0..10).map(|_| Identity::generate().unwrap()).collect();
+    let mut held = Vec::new();
+    for o in &others {
+        held.push(register(addr, o).await);
+    }
+    let mut ws = register(addr, &Identity::generate().unwrap()).await;
+    let mut answers = 0;
+    let reason = loop {
+        send(&mut ws, &ClientMsg::Peers { max: 32 }).await;
+        match tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap() {
+            Some(Ok(Message::Text(_))) => answers += 1,
+            Some(Ok(Message::Close(Some(f)))) => break f.reason.to_string(),
+            other => panic!("{other:?}"),
+        }
+        assert!(answers < 100, "never cut off");
+    };
+    assert!(reason.contains("byte budget"), "{reason}");
+    assert!((1..=4).contains(&answers), "answers of several hundred bytes within 2,000: {answers}");
+}
