@@ -27,7 +27,7 @@ mod proof;
 
 pub use hex::Hex32;
 pub use message::{ClientMsg, DecodeError, PeerInfo, ServerMsg};
-pub use proof::{prove, Challenge, ProofError};
+pub use proof::{prove, solve_work, work_ok, Challenge, ProofError, MAX_WORK_BITS};
 
 /// Largest WebSocket message a client sends and the server accepts, in bytes (SDP offers are a few KiB).
 pub const MAX_MESSAGE: usize = 16 * 1024;

@@ -35,6 +35,10 @@ pub enum ClientMsg {
         /// most [`MAX_ADDR_LEN`] bytes.
         #[serde(default)]
         addrs: Vec<String>,
+        /// The counter that makes the registration's proof of work ([`crate::work_ok`]), when the
+        /// challenge asks for work.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        work: u64,
     },
     /// Relay `data` (an SDP offer or answer, an ICE candidate: opaque to the server) to `to`.
     Signal {
@@ -51,6 +55,10 @@ pub enum ClientMsg {
     },
 }
 
+fn is_zero<T: Default + PartialEq>(n: &T) -> bool {
+    *n == T::default()
+}
+
 /// What the server sends.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
@@ -61,6 +69,9 @@ pub enum ServerMsg {
         nonce: Hex32,
         /// The server's x25519 public key for this connection only.
         key: Hex32,
+        /// Bits of proof of work the registration must carry (0: none).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        work: u8,
     },
     /// Registration accepted under `id`.
     Registered {
@@ -160,7 +171,9 @@ mod tests {
                 public_key: Hex32([1; 32]),
                 proof: Hex32([2; 32]),
                 addrs: vec!["tcp:1.2.3.4:5".into()],
+                work: 0,
             },
+            ClientMsg::Register { public_key: Hex32([1; 32]), proof: Hex32([2; 32]), addrs: vec![], work: 77 },
             ClientMsg::Signal { to: Hex32([0xab; 32]), data: "{\"sdp\":\"v=0\"}".into() },
             ClientMsg::Peers { max: 5 },
         ];
@@ -186,7 +199,7 @@ mod tests {
         let long = format!("{{\"type\":\"peers\",\"max\":1}}{}", " ".repeat(MAX_MESSAGE));
         assert_eq!(ClientMsg::decode(&long), Err(DecodeError::TooLong { len: long.len() }));
         let register = |addrs: Vec<String>| {
-            ClientMsg::Register { public_key: Hex32([1; 32]), proof: Hex32([2; 32]), addrs }.encode()
+            ClientMsg::Register { public_key: Hex32([1; 32]), proof: Hex32([2; 32]), addrs, work: 0 }.encode()
         };
         let ok = register(vec!["a".repeat(MAX_ADDR_LEN); MAX_ADDRS]);
         assert!(ClientMsg::decode(&ok).is_ok());
@@ -201,7 +214,8 @@ mod tests {
     #[test]
     fn server_messages_round_trip() {
         let msgs = [
-            ServerMsg::Challenge { nonce: Hex32([3; 32]), key: Hex32([4; 32]) },
+            ServerMsg::Challenge { nonce: Hex32([3; 32]), key: Hex32([4; 32]), work: 0 },
+            ServerMsg::Challenge { nonce: Hex32([3; 32]), key: Hex32([4; 32]), work: 20 },
             ServerMsg::Registered { id: Hex32([5; 32]) },
             ServerMsg::Signal { from: Hex32([6; 32]), data: "x".into() },
             ServerMsg::Peers { peers: vec![PeerInfo { id: Hex32([7; 32]), addrs: vec!["rtc:ws://h/ws".into()] }] },

@@ -62,6 +62,10 @@ struct Args {
     /// address it names in X-Forwarded-For (the header is ignored from anywhere else).
     #[arg(long)]
     trust_proxy: Option<std::net::IpAddr>,
+    /// Bits of proof of work each registration must carry (0: none; at most 24): a registration then costs
+    /// its client about 2^BITS hashes (20 bits: about a second in a browser).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=24))]
+    registration_work: u8,
     /// Worker threads (0 = one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
@@ -97,6 +101,7 @@ fn main() -> std::process::ExitCode {
         ping_interval: Duration::from_secs((args.idle_secs / 3).max(1)),
         rate_per_sec: args.rate.max(1),
         rate_burst: args.burst.max(1),
+        registration_work: args.registration_work,
         allow_origins: args.allow_origins.clone(),
         trust_proxy: args.trust_proxy,
         web_dir: args.web_dir,

@@ -62,6 +62,10 @@ pub struct ServerConfig {
     pub rate_burst: u32,
     /// Messages waiting for one peer's socket; a signal to a peer whose queue is full is refused.
     pub queue_per_peer: usize,
+    /// Bits of proof of work a registration must carry (0: none; at most
+    /// [`signaling_protocol::MAX_WORK_BITS`]): each registration then costs its client about 2^bits hashes,
+    /// which bounds how fast one machine can fill the registry with made-up ids.
+    pub registration_work: u8,
     /// Bytes of files (the page, its scripts and wasm) one address may fetch: a second's worth, after a
     /// burst (several page loads); beyond, requests get `429` until the budget refills.
     pub http_bytes_per_addr: Rate,
@@ -103,6 +107,7 @@ impl Default for ServerConfig {
             rate_per_sec: 50,
             rate_burst: 200,
             queue_per_peer: 64,
+            registration_work: 0,
             http_bytes_per_addr: Rate { per_sec: 4 << 20, burst: 32 << 20 },
             peers_bytes_per_conn: Rate { per_sec: 64 << 10, burst: 256 << 10 },
             allow_origins: Vec::new(),
@@ -553,7 +558,7 @@ async fn close(ws: &mut Ws, v: &Violation) {
 }
 
 async fn session(mut ws: Ws, peer: SocketAddr, state: Arc<State>, deadline: Instant) {
-    let challenge = Challenge::new();
+    let challenge = Challenge::with_work(state.config.registration_work);
     if ws.send(text(&challenge.message())).await.is_err() {
         return;
     }
@@ -607,13 +612,14 @@ async fn register(ws: &mut Ws, challenge: &Challenge, state: &State) -> Result<R
         }
     };
     // Decoding refuses what breaks the protocol's limits (too many or too long addresses included).
-    let (public_key, proof, addrs) = match ClientMsg::decode(msg.as_str()) {
-        Ok(ClientMsg::Register { public_key, proof, addrs }) => (public_key, proof, addrs),
+    let (public_key, proof, addrs, work) = match ClientMsg::decode(msg.as_str()) {
+        Ok(ClientMsg::Register { public_key, proof, addrs, work }) => (public_key, proof, addrs, work),
         Ok(_) => return Err(Violation::policy("register first")),
         Err(e) => return Err(Violation::policy(e.to_string())),
     };
-    let id =
-        challenge.verify(&public_key, &proof).map_err(|e| Violation::policy(format!("registration refused: {e}")))?;
+    let id = challenge
+        .verify(&public_key, &proof, work)
+        .map_err(|e| Violation::policy(format!("registration refused: {e}")))?;
     let (tx, rx) = mpsc::channel(state.config.queue_per_peer.max(1));
     let conn = state.next_conn.fetch_add(1, Ordering::Relaxed);
     let replaced = {

@@ -62,9 +62,9 @@ async fn closed(ws: &mut Ws) -> (CloseCode, String) {
 
 async fn register(addr: SocketAddr, who: &Identity) -> Ws {
     let mut ws = connect(addr).await;
-    let ServerMsg::Challenge { nonce, key } = recv(&mut ws).await else { panic!("challenge first") };
+    let ServerMsg::Challenge { nonce, key, .. } = recv(&mut ws).await else { panic!("challenge first") };
     let (public_key, proof) = prove(who.private_bytes(), &nonce, &key).unwrap();
-    send(&mut ws, &ClientMsg::Register { public_key, proof, addrs: vec!["tcp:127.0.0.1:4000".into()] }).await;
+    send(&mut ws, &ClientMsg::Register { public_key, proof, addrs: vec!["tcp:127.0.0.1:4000".into()], work: 0 }).await;
     assert_eq!(recv(&mut ws).await, ServerMsg::Registered { id: who.node_id().into() });
     ws
 }
@@ -113,27 +113,29 @@ async fn nobody_registers_under_an_id_whose_key_they_do_not_hold() {
 
     // The victim's public key, with a proof made from another key.
     let mut wm = connect(addr).await;
-    let ServerMsg::Challenge { nonce, key } = recv(&mut wm).await else { panic!() };
+    let ServerMsg::Challenge { nonce, key, .. } = recv(&mut wm).await else { panic!() };
     let (_, proof) = prove(mallory.private_bytes(), &nonce, &key).unwrap();
-    send(&mut wm, &ClientMsg::Register { public_key: Hex32(*victim.public_key()), proof, addrs: vec![] }).await;
+    send(&mut wm, &ClientMsg::Register { public_key: Hex32(*victim.public_key()), proof, addrs: vec![], work: 0 })
+        .await;
     let (code, reason) = closed(&mut wm).await;
     assert_eq!(code, CloseCode::Policy);
     assert!(reason.contains("proof does not match"), "{reason}");
 
     // A proof replayed from another connection's challenge.
     let mut w2 = connect(addr).await;
-    let ServerMsg::Challenge { nonce, key } = recv(&mut w2).await else { panic!() };
+    let ServerMsg::Challenge { nonce, key, .. } = recv(&mut w2).await else { panic!() };
     let (pk, proof) = prove(victim.private_bytes(), &nonce, &key).unwrap();
     let mut w3 = connect(addr).await;
     let _ = recv(&mut w3).await;
-    send(&mut w3, &ClientMsg::Register { public_key: pk, proof, addrs: vec![] }).await;
+    send(&mut w3, &ClientMsg::Register { public_key: pk, proof, addrs: vec![], work: 0 }).await;
     assert!(closed(&mut w3).await.1.contains("proof does not match"));
     drop(w2);
 
     // A low-order key (its exchange is known to all).
     let mut w4 = connect(addr).await;
     let _ = recv(&mut w4).await;
-    send(&mut w4, &ClientMsg::Register { public_key: Hex32([0; 32]), proof: Hex32([0; 32]), addrs: vec![] }).await;
+    send(&mut w4, &ClientMsg::Register { public_key: Hex32([0; 32]), proof: Hex32([0; 32]), addrs: vec![], work: 0 })
+        .await;
     assert!(closed(&mut w4).await.1.contains("non-contributory"));
 
     assert_eq!(stats.refused_registrations.load(Ordering::Relaxed), 3);
@@ -173,9 +175,9 @@ async fn bad_input_closes_only_that_connection_with_a_reason() {
     // Too many addresses.
     let c = Identity::generate().unwrap();
     let mut wc = connect(addr).await;
-    let ServerMsg::Challenge { nonce, key } = recv(&mut wc).await else { panic!() };
+    let ServerMsg::Challenge { nonce, key, .. } = recv(&mut wc).await else { panic!() };
     let (public_key, proof) = prove(c.private_bytes(), &nonce, &key).unwrap();
-    send(&mut wc, &ClientMsg::Register { public_key, proof, addrs: vec!["a".into(); 5] }).await;
+    send(&mut wc, &ClientMsg::Register { public_key, proof, addrs: vec!["a".into(); 5], work: 0 }).await;
     assert!(closed(&mut wc).await.1.contains("addresses"));
     // A signal too large to relay is refused, the connection stays.
     send(&mut wa, &ClientMsg::Signal { to: id(&b), data: "y".repeat(MAX_MESSAGE - 200) }).await;
@@ -235,9 +237,9 @@ async fn deadlines_rates_and_capacity_are_enforced() {
         held.push(register(addr, who).await);
     }
     let mut w4 = connect(addr).await;
-    let ServerMsg::Challenge { nonce, key } = recv(&mut w4).await else { panic!() };
+    let ServerMsg::Challenge { nonce, key, .. } = recv(&mut w4).await else { panic!() };
     let (public_key, proof) = prove(ids[3].private_bytes(), &nonce, &key).unwrap();
-    send(&mut w4, &ClientMsg::Register { public_key, proof, addrs: vec![] }).await;
+    send(&mut w4, &ClientMsg::Register { public_key, proof, addrs: vec![], work: 0 }).await;
     let (code, reason) = closed(&mut w4).await;
     assert_eq!((code, reason.as_str()), (CloseCode::Again, "server full"));
 
@@ -590,4 +592,40 @@ async fn file_and_peers_bytes_are_budgeted() {
     };
     assert!(reason.contains("byte budget"), "{reason}");
     assert!((1..=4).contains(&answers), "answers of several hundred bytes within 2,000: {answers}");
+}
+
+/// With `--registration-work`, a registration without the work is refused (each made-up id costs its
+/// maker about 2^bits hashes); one that carries it is registered, as the transport's client does by itself.
+#[tokio::test]
+async fn registrations_carry_the_work_asked_for() {
+    let (addr, stats) = start(ServerConfig { registration_work: 14, ..ServerConfig::default() }).await;
+    let who = Identity::generate().unwrap();
+    let attempt = |counter: Option<u64>| {
+        let who = &who;
+        async move {
+            let mut ws = connect(addr).await;
+            let ServerMsg::Challenge { nonce, key, work } = recv(&mut ws).await else { panic!("challenge first") };
+            assert_eq!(work, 14);
+            let (public_key, proof) = prove(who.private_bytes(), &nonce, &key).unwrap();
+            let work = counter.unwrap_or_else(|| signaling_protocol::solve_work(&nonce, &public_key, 14).unwrap());
+            send(&mut ws, &ClientMsg::Register { public_key, proof, addrs: vec![], work }).await;
+            (recv_or_close(&mut ws).await, nonce, public_key)
+        }
+    };
+    let (answer, nonce, public_key) = attempt(Some(0)).await;
+    if !signaling_protocol::work_ok(&nonce, &public_key, 0, 14) {
+        assert!(answer.contains("bits of work"), "{answer}");
+    }
+    let (answer, _, _) = attempt(None).await;
+    assert!(answer.contains("Registered"), "{answer}");
+    assert_eq!(stats.registered.load(Ordering::Relaxed), 1);
+}
+
+/// The next message, or the close frame's reason, as text.
+async fn recv_or_close(ws: &mut Ws) -> String {
+    match tokio::time::timeout(Duration::from_secs(5), ws.next()).await.expect("an answer in time") {
+        Some(Ok(Message::Text(t))) => format!("{:?}", ServerMsg::decode(t.as_str())),
+        Some(Ok(Message::Close(Some(f)))) => f.reason.to_string(),
+        other => format!("{other:?}"),
+    }
 }

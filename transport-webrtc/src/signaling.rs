@@ -7,7 +7,7 @@ use dht_driver::{timeout, Clock, SharedClock};
 use dht_link::Identity;
 use futures::channel::{mpsc, oneshot};
 use futures::{FutureExt, StreamExt};
-use signaling_protocol::{prove, ClientMsg, Hex32, PeerInfo, ServerMsg};
+use signaling_protocol::{prove, solve_work, ClientMsg, Hex32, PeerInfo, ServerMsg, MAX_WORK_BITS};
 use std::collections::VecDeque;
 use std::time::Duration;
 
@@ -75,12 +75,17 @@ async fn register<S: SignalSocket>(r: &Registration) -> Result<S, String> {
     let Registration { url, identity, addrs, clock } = r;
     let steps = async {
         let mut ws = S::connect(url).await.map_err(|e| format!("{url}: {e}"))?;
-        let ServerMsg::Challenge { nonce, key } = recv_msg(&mut ws).await? else {
+        let ServerMsg::Challenge { nonce, key, work } = recv_msg(&mut ws).await? else {
             return Err("the server did not open with a challenge".to_string());
         };
         let (public_key, proof) = prove(identity.private_bytes(), &nonce, &key).map_err(|e| e.to_string())?;
+        // The proof of work the server may ask for (a few thousand hashes to a few million, at most
+        // MAX_WORK_BITS): a moment's CPU before the registration.
+        let work = solve_work(&nonce, &public_key, work).ok_or_else(|| {
+            format!("{url}: the server asks for {work} bits of registration work, more than {MAX_WORK_BITS}")
+        })?;
         let addrs = addrs.iter().map(|a| a.as_str().to_owned()).collect();
-        send_msg(&mut ws, &ClientMsg::Register { public_key, proof, addrs }).await?;
+        send_msg(&mut ws, &ClientMsg::Register { public_key, proof, addrs, work }).await?;
         match recv_msg(&mut ws).await? {
             ServerMsg::Registered { id } if NodeId::from(id) == identity.node_id() => Ok(ws),
             other => Err(format!("registration failed: {other:?}")),

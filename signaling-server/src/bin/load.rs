@@ -187,11 +187,11 @@ async fn open_ws(addr: &str, source: [u8; 4]) -> Result<Ws, String> {
 
 async fn connect_one(addr: &str, key: [u8; 32], source: [u8; 4]) -> Result<Ws, String> {
     let mut ws = open_ws(addr, source).await?;
-    let ServerMsg::Challenge { nonce, key: server_key } = recv(&mut ws).await? else {
+    let ServerMsg::Challenge { nonce, key: server_key, .. } = recv(&mut ws).await? else {
         return Err("no challenge".into());
     };
     let (public_key, proof) = prove(&key, &nonce, &server_key).map_err(|e| e.to_string())?;
-    let reg = ClientMsg::Register { public_key, proof, addrs: vec![] };
+    let reg = ClientMsg::Register { public_key, proof, addrs: vec![], work: 0 };
     ws.send(Message::text(reg.encode())).await.map_err(|e| e.to_string())?;
     match recv(&mut ws).await? {
         ServerMsg::Registered { .. } => Ok(ws),
@@ -387,6 +387,7 @@ async fn abuser(i: usize, addr: String, shared: Arc<Shared>) {
                         public_key: Hex32(public_key),
                         proof: Hex32(random_key()),
                         addrs: vec![],
+                        work: 0,
                     };
                     ws.send(Message::text(reg.encode())).await.map_err(|e| e.to_string())?;
                     drain(&mut ws).await;

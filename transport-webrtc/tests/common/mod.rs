@@ -1,5 +1,5 @@
 //! A bare signaling relay on 127.0.0.1 for the tests and the link benchmark: the protocol of
-//! `signaling-protocol` (challenge, proof checked, signals relayed by id, peers, an error for an unknown
+//! `signaling-protocol` (challenge with 8 bits of work, proof and work checked, signals relayed by id, peers, an error for an unknown
 //! addressee) and nothing more. The real server, with its limits, is `signaling-server`; the client and it
 //! meet in `dht-node`'s WebRTC swarm test and in `cargo xtask e2e`. Keeping it out of this crate's
 //! dependencies, test ones included, keeps the client free of server code.
@@ -44,12 +44,14 @@ async fn next_text(ws: &mut Ws) -> Option<String> {
 
 async fn serve(stream: TcpStream, registry: Registry) -> Option<()> {
     let mut ws = async_tungstenite::tokio::accept_async(stream).await.ok()?;
-    let challenge = Challenge::new();
+    // Every registration here carries 8 bits of work: the client's solving path runs in every test.
+    let challenge = Challenge::with_work(8);
     ws.send(Message::text(challenge.message().encode())).await.ok()?;
-    let ClientMsg::Register { public_key, proof, addrs } = ClientMsg::decode(&next_text(&mut ws).await?).ok()? else {
+    let ClientMsg::Register { public_key, proof, addrs, work } = ClientMsg::decode(&next_text(&mut ws).await?).ok()?
+    else {
         return None;
     };
-    let id = challenge.verify(&public_key, &proof).ok()?;
+    let id = challenge.verify(&public_key, &proof, work).ok()?;
     let (tx, mut rx) = mpsc::unbounded_channel();
     registry.lock().unwrap().insert(id, (tx.clone(), addrs));
     let _ = ws.send(Message::text(ServerMsg::Registered { id: id.into() }.encode())).await;
