@@ -1,43 +1,50 @@
 //! Just enough HTTP/1.1 for one port to serve both the WebSocket upgrade and the static web page: read and
-//! parse the request head (bounded in size and time), answer the upgrade, or serve a file.
+//! parse the request head (bounded in size and time), answer the upgrade, or serve a file. Public for the
+//! fuzz target of the request parsing (`fuzz/fuzz_targets/signaling_http.rs`).
 
 use std::path::{Path, PathBuf};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Largest request head accepted, in bytes.
-pub(crate) const MAX_HEAD: usize = 8 * 1024;
+pub const MAX_HEAD: usize = 8 * 1024;
 
 /// The parts of a request head the server uses.
 #[derive(Debug)]
-pub(crate) struct Head {
-    pub(crate) method: String,
-    pub(crate) path: String,
+pub struct Head {
+    /// The method (`GET`, ...).
+    pub method: String,
+    /// The request target as sent.
+    pub path: String,
     /// `Sec-WebSocket-Key` of a well-formed upgrade request.
-    pub(crate) websocket_key: Option<String>,
+    pub websocket_key: Option<String>,
     /// The `Origin` header (browsers send it on WebSocket upgrades).
-    pub(crate) origin: Option<String>,
+    pub origin: Option<String>,
     /// The `X-Forwarded-For` header, as a reverse proxy sets it.
-    pub(crate) forwarded_for: Option<String>,
+    pub forwarded_for: Option<String>,
 }
 
 impl Head {
     /// The client address a reverse proxy names: the last entry of `X-Forwarded-For` (the one the proxy
     /// itself appended; earlier ones come from the client and prove nothing).
-    pub(crate) fn forwarded_client(&self) -> Option<std::net::IpAddr> {
+    pub fn forwarded_client(&self) -> Option<std::net::IpAddr> {
         self.forwarded_for.as_deref()?.rsplit(',').next()?.trim().parse().ok()
     }
 }
 
 /// Why a request head was refused.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum HeadError {
+pub enum HeadError {
+    /// The connection ended first.
     #[error("connection closed before a full request head")]
     Eof,
+    /// Over [`MAX_HEAD`].
     #[error("request head larger than {MAX_HEAD} bytes")]
     TooLarge,
+    /// Not HTTP/1.1 as the server takes it.
     #[error("malformed request head: {0}")]
     Malformed(String),
+    /// The socket failed.
     #[error("read failed: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -52,17 +59,22 @@ pub(crate) async fn read_head(stream: &mut TcpStream) -> Result<(Head, Vec<u8>),
             return Err(HeadError::Eof);
         }
         buf.extend_from_slice(&chunk[..n]);
-        let mut headers = [httparse::EMPTY_HEADER; 32];
-        let mut req = httparse::Request::new(&mut headers);
-        match req.parse(&buf) {
-            Ok(httparse::Status::Complete(len)) => {
-                let head = head_of(&req)?;
-                return Ok((head, buf[len..].to_vec()));
-            }
-            Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => {}
-            Ok(httparse::Status::Partial) => return Err(HeadError::TooLarge),
-            Err(e) => return Err(HeadError::Malformed(e.to_string())),
+        if let Some((head, len)) = parse_head(&buf)? {
+            return Ok((head, buf[len..].to_vec()));
         }
+    }
+}
+
+/// Parses a request head from the bytes received so far: the head and its length once complete, `None`
+/// while more bytes are needed (and allowed: [`MAX_HEAD`] in all), or why it is refused.
+pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, HeadError> {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => Ok(Some((head_of(&req)?, len))),
+        Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => Ok(None),
+        Ok(httparse::Status::Partial) => Err(HeadError::TooLarge),
+        Err(e) => Err(HeadError::Malformed(e.to_string())),
     }
 }
 
@@ -124,7 +136,7 @@ pub(crate) async fn respond(
 
 /// The file under `root` that `path` names, or `None` when the path is not a plain relative path (no
 /// `..`, no hidden files, only `[A-Za-z0-9._/-]`). `/` is `index.html`.
-pub(crate) fn file_for(root: &Path, path: &str) -> Option<PathBuf> {
+pub fn file_for(root: &Path, path: &str) -> Option<PathBuf> {
     let path = path.split(['?', '#']).next().unwrap_or("/");
     let rel = path.strip_prefix('/')?;
     let rel = if rel.is_empty() { "index.html" } else { rel };
@@ -137,7 +149,7 @@ pub(crate) fn file_for(root: &Path, path: &str) -> Option<PathBuf> {
 }
 
 /// The content type for a file name.
-pub(crate) fn content_type(path: &Path) -> &'static str {
+pub fn content_type(path: &Path) -> &'static str {
     match path.extension().and_then(|e| e.to_str()) {
         Some("html") => "text/html; charset=utf-8",
         Some("js") => "text/javascript; charset=utf-8",

@@ -11,6 +11,6 @@
 //! The wire format is the `signaling-protocol` crate, which clients use without this one.
 #![warn(missing_docs)]
 
-mod http;
+pub mod http;
 pub mod server;
 pub mod site;

@@ -1,5 +1,5 @@
-//! `cargo xtask fuzz [--secs S] [--target NAME] [--sanitizer address|none]`: every `cargo fuzz` target (or
-//! the one named) for S seconds (nightly; installs cargo-fuzz when missing; AddressSanitizer unless told). Prints one JSON line per figure (`{"name","value","unit"}`): execs and crashes per target.
+//! `cargo xtask fuzz [--secs S | --runs N] [--target NAME] [--sanitizer address|none]`: every `cargo fuzz`
+//! target (or the one named) for S seconds or N inputs (nightly; installs cargo-fuzz when missing; AddressSanitizer unless told). Prints one JSON line per figure (`{"name","value","unit"}`): execs and crashes per target.
 //! A crash leaves its input in `fuzz/artifacts/<target>/`: keep it as a regression test.
 
 use crate::root;
@@ -7,7 +7,15 @@ use serde_json::json;
 use std::process::Command;
 
 /// The targets in `fuzz/fuzz_targets`.
-pub const TARGETS: [&str; 5] = ["node", "frame_decoder", "message_decode", "handshake_responder", "signaling_message"];
+pub const TARGETS: [&str; 7] = [
+    "node",
+    "frame_decoder",
+    "message_decode",
+    "handshake_responder",
+    "signaling_message",
+    "signaling_http",
+    "rtc_offer",
+];
 
 fn ensure_cargo_fuzz() -> Result<(), String> {
     let nightly = Command::new("rustup").args(["run", "nightly", "rustc", "--version"]).output();
@@ -33,8 +41,9 @@ fn stat(output: &str, name: &str) -> Option<u64> {
 }
 
 pub fn fuzz(args: &[String]) -> Result<(), String> {
-    const USAGE: &str = "usage: cargo xtask fuzz [--secs S] [--target NAME] [--sanitizer address|none]";
+    const USAGE: &str = "usage: cargo xtask fuzz [--secs S | --runs N] [--target NAME] [--sanitizer address|none]";
     let mut secs: u64 = 60;
+    let mut runs: Option<u64> = None;
     let mut only: Option<&str> = None;
     let mut sanitizer = "address";
     let mut it = args.iter();
@@ -42,6 +51,7 @@ pub fn fuzz(args: &[String]) -> Result<(), String> {
         let value = it.next().ok_or(USAGE)?;
         match flag.as_str() {
             "--secs" => secs = value.parse().map_err(|_| "--secs needs a number of seconds")?,
+            "--runs" => runs = Some(value.parse().map_err(|_| "--runs needs a number of inputs")?),
             "--target" if TARGETS.contains(&value.as_str()) => only = Some(value),
             "--target" => return Err(format!("--target must be one of {TARGETS:?}")),
             // The targets are safe Rust: without AddressSanitizer the handshake target (real x25519) runs
@@ -54,11 +64,15 @@ pub fn fuzz(args: &[String]) -> Result<(), String> {
     ensure_cargo_fuzz()?;
     let mut failed = Vec::new();
     for target in TARGETS.into_iter().filter(|t| only.is_none_or(|o| o == *t)) {
-        eprintln!("==> fuzz {target} for {secs} s");
+        let limit = match runs {
+            Some(n) => format!("-runs={n}"),
+            None => format!("-max_total_time={secs}"),
+        };
+        eprintln!("==> fuzz {target}: {limit}");
         let out = Command::new("cargo")
             .current_dir(root())
             .args(["+nightly", "fuzz", "run", "--sanitizer", sanitizer, target, "--"])
-            .args([format!("-max_total_time={secs}"), "-print_final_stats=1".into()])
+            .args([limit, "-print_final_stats=1".into()])
             .output()
             .map_err(|e| format!("cargo fuzz: {e}"))?;
         let text = String::from_utf8_lossy(&out.stderr);
