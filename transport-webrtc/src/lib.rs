@@ -86,6 +86,13 @@ pub struct RtcConfig {
     pub queue: usize,
     /// WebRTC links being set up at once (offers we answer beyond it are refused).
     pub max_pending: usize,
+    /// Offers from one peer answered at once (beyond, refused): one peer cannot take every setup slot.
+    pub max_pending_per_peer: usize,
+    /// Peer connections this transport may make in its lifetime, dialed and answered (`None`: no limit).
+    /// Browsers cap a page's connections over its life (Chromium at about 500): once 90 % of the budget is
+    /// spent, offers from others are refused, and the rest is kept for our own dials; past it, dials fail
+    /// and the node keeps routing through the links it has.
+    pub connection_budget: Option<u32>,
     /// How long a link the driver let go of (replaced, or closed to make room) goes on delivering what
     /// arrives before its connection closes: answers to requests sent on it are still on their way.
     pub linger: Duration,
@@ -111,6 +118,8 @@ impl RtcConfig {
             send_buffer_limit: 1 << 20,
             queue: 64,
             max_pending: 64,
+            max_pending_per_peer: 2,
+            connection_budget: None,
             linger: Duration::from_secs(1),
             peer_rate: 1000,
             peer_burst: 2000,

@@ -68,12 +68,61 @@ struct Inner {
     signaling: SignalingClient,
     /// Our offers waiting for an answer, by session.
     pending: RefCell<HashMap<u64, AnswerWait>>,
-    /// Offers from others being answered now.
+    /// Offers from others being answered now, in all and by peer.
     answering: Cell<usize>,
+    answering_from: RefCell<HashMap<NodeId, usize>>,
+    /// Peer connections made so far (see [`RtcConfig::connection_budget`]).
+    made: Cell<u32>,
     incoming: mpsc::Sender<PeerLink>,
 }
 
 impl Inner {
+    /// Takes one peer connection from the budget: for a dial while any is left, for an answer while less
+    /// than 90 % is spent. `false` (nothing taken) when that is over.
+    fn spend_connection(&self, inbound: bool) -> bool {
+        let made = self.made.get();
+        let allowed = match self.config.connection_budget {
+            None => true,
+            Some(budget) if inbound => u64::from(made) * 10 < u64::from(budget) * 9,
+            Some(budget) => made < budget,
+        };
+        if allowed {
+            self.made.set(made + 1);
+        }
+        allowed
+    }
+
+    /// Why an offer from `from` is refused now, if it is: too many setups in all or from that peer, or the
+    /// connection budget nearly spent. Otherwise counts it as being answered (and spends its connection).
+    fn admit_offer(&self, from: NodeId) -> Result<(), &'static str> {
+        let mut by_peer = self.answering_from.borrow_mut();
+        let from_peer = by_peer.get(&from).copied().unwrap_or(0);
+        if self.answering.get() >= self.config.max_pending {
+            return Err("too many links being set up");
+        }
+        if from_peer >= self.config.max_pending_per_peer {
+            return Err("too many links being set up from you");
+        }
+        if !self.spend_connection(true) {
+            return Err("connection budget spent: not taking new links");
+        }
+        self.answering.set(self.answering.get() + 1);
+        by_peer.insert(from, from_peer + 1);
+        Ok(())
+    }
+
+    /// An offer from `from` is answered (or failed).
+    fn offer_done(&self, from: NodeId) {
+        self.answering.set(self.answering.get() - 1);
+        let mut by_peer = self.answering_from.borrow_mut();
+        if let Some(n) = by_peer.get_mut(&from) {
+            *n -= 1;
+            if *n == 0 {
+                by_peer.remove(&from);
+            }
+        }
+    }
+
     /// Completes our offer `session` with the reply of `from`; a reply from anyone but the peer the offer
     /// went to is ignored.
     fn settle(&self, session: u64, from: NodeId, reply: Result<String, TransportError>) {
@@ -141,6 +190,8 @@ impl WebRtcTransport {
             signaling,
             pending: RefCell::new(HashMap::new()),
             answering: Cell::new(0),
+            answering_from: RefCell::new(HashMap::new()),
+            made: Cell::new(0),
             incoming: incoming_tx,
         });
         rt::spawn(event_loop(Rc::downgrade(&inner), events));
@@ -157,6 +208,11 @@ impl WebRtcTransport {
         &self.inner.local_addrs
     }
 
+    /// Peer connections made so far, dialed and answered (see [`RtcConfig::connection_budget`]).
+    pub fn connections_made(&self) -> u32 {
+        self.inner.made.get()
+    }
+
     /// The signaling connection (e.g. to ask for peers to bootstrap from).
     pub fn signaling(&self) -> &SignalingClient {
         &self.inner.signaling
@@ -169,18 +225,17 @@ async fn event_loop(inner: Weak<Inner>, mut events: mpsc::Receiver<SigEvent>) {
         match ev {
             SigEvent::Signal { from, data } => match serde_json::from_str::<Signal>(&data) {
                 Ok(Signal::Offer { session, sdp }) => {
-                    if inner.answering.get() >= inner.config.max_pending {
-                        let reason = "too many links being set up".to_string();
-                        let _ = inner.signaling.send(from, &Signal::Reject { session, reason });
+                    if let Err(reason) = inner.admit_offer(from) {
+                        tracing::debug!(peer = %from, "offer refused: {reason}");
+                        let _ = inner.signaling.send(from, &Signal::Reject { session, reason: reason.into() });
                         continue;
                     }
-                    inner.answering.set(inner.answering.get() + 1);
                     let i = inner.clone();
                     rt::spawn(async move {
                         if let Err(e) = answer(&i, from, session, sdp).await {
                             tracing::info!(peer = %from, "inbound WebRTC link failed: {e}");
                         }
-                        i.answering.set(i.answering.get() - 1);
+                        i.offer_done(from);
                     });
                 }
                 Ok(Signal::Answer { session, sdp }) => inner.settle(session, from, Ok(sdp)),
@@ -266,6 +321,9 @@ async fn ask(inner: &Inner, to: NodeId, session: u64, offer_sdp: &str) -> Result
 async fn dial(inner: Rc<Inner>, peer: Contact) -> Result<PeerLink, TransportError> {
     let config = &inner.config;
     let session = rt::random_u64().map_err(TransportError::Connect)?;
+    if !inner.spend_connection(false) {
+        return Err(TransportError::Refused("this node's connection budget is spent".into()));
+    }
     let setup = Peer::offer(config).await.map_err(TransportError::Connect)?;
     let offer_sdp = setup.sdp.clone();
     let link = async {

@@ -127,3 +127,69 @@ async fn a_peer_that_fails_the_in_channel_handshake_is_dropped() {
         })
         .await;
 }
+
+/// One peer firing offers at a node: at most `max_pending_per_peer` (2) are answered at once, the rest
+/// refused at once with a reason (before, one peer could hold all 64 setup slots).
+#[tokio::test(flavor = "current_thread")]
+async fn one_peers_offers_are_answered_two_at_a_time() {
+    let local = tokio::task::LocalSet::new();
+    local
+        .run_until(async {
+            let url = signaling().await;
+            let (a, b) = (Identity::generate().unwrap(), Identity::generate().unwrap());
+            let flooder = WebRtcTransport::start(a, vec![], RtcConfig::loopback(&url)).await.unwrap();
+            let mut victim = WebRtcTransport::start(b.clone(), vec![], RtcConfig::loopback(&url)).await.unwrap();
+            let mut incoming = victim.incoming();
+            tokio::task::spawn_local(async move { while incoming.next().await.is_some() {} });
+            let target = Contact { id: b.node_id(), addrs: victim.local_addrs().to_vec() };
+            let dials: Vec<_> = (0..6).map(|_| flooder.dial(&target)).collect();
+            let results = futures::future::join_all(dials).await;
+            let refused = results
+                .iter()
+                .filter(|r| matches!(r, Err(TransportError::Refused(why)) if why.contains("from you")))
+                .count();
+            let opened = results.iter().filter(|r| r.is_ok()).count();
+            eprintln!("6 offers at once from one peer: {opened} links, {refused} refused");
+            assert!(refused >= 4 && opened <= 2, "{opened} opened, {refused} refused: {results:?}");
+        })
+        .await;
+}
+
+/// A node with a lifetime budget of 10 peer connections (a browser page's cap, scaled down) answers
+/// offers until 90 % of it is spent, refuses the rest, and keeps the last for a dial of its own; past
+/// the budget its dials fail at once.
+#[tokio::test(flavor = "current_thread")]
+async fn a_connection_budget_keeps_its_last_tenth_for_our_own_dials() {
+    let local = tokio::task::LocalSet::new();
+    local
+        .run_until(async {
+            let url = signaling().await;
+            let ids: Vec<Identity> = (0..3).map(|_| Identity::generate().unwrap()).collect();
+            let flooder = WebRtcTransport::start(ids[0].clone(), vec![], RtcConfig::loopback(&url)).await.unwrap();
+            let config = RtcConfig { connection_budget: Some(10), ..RtcConfig::loopback(&url) };
+            let mut victim = WebRtcTransport::start(ids[1].clone(), vec![], config).await.unwrap();
+            let mut other = WebRtcTransport::start(ids[2].clone(), vec![], RtcConfig::loopback(&url)).await.unwrap();
+            for t in [&mut victim, &mut other] {
+                let mut incoming = t.incoming();
+                tokio::task::spawn_local(async move { while incoming.next().await.is_some() {} });
+            }
+            let target = Contact { id: ids[1].node_id(), addrs: victim.local_addrs().to_vec() };
+            let mut answered = 0;
+            let mut refused = 0;
+            for _ in 0..11 {
+                match flooder.dial(&target).await {
+                    Ok(_) => answered += 1,
+                    Err(TransportError::Refused(why)) if why.contains("budget") => refused += 1,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            assert_eq!((answered, refused), (9, 2));
+            assert_eq!(victim.connections_made(), 9);
+            let third = Contact { id: ids[2].node_id(), addrs: other.local_addrs().to_vec() };
+            assert!(victim.dial(&third).await.is_ok(), "the last tenth is ours");
+            let spent = victim.dial(&third).await;
+            assert!(matches!(&spent, Err(TransportError::Refused(why)) if why.contains("budget")), "{spent:?}");
+            assert_eq!(victim.connections_made(), 10);
+        })
+        .await;
+}

@@ -14,6 +14,9 @@ use transport_webrtc::{RtcConfig, WebRtcTransport};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
+/// Peer connections a tab makes in its life: Chromium refuses a page's RTCPeerConnections past about 500,
+/// so the transport stops answering offers at 90 % of this and keeps the rest for its own dials.
+const CONNECTION_BUDGET: u32 = 450;
 /// Bytes of records a tab keeps at most (records that expire first are evicted beyond it).
 const STORAGE_BUDGET: u64 = 64 << 20;
 /// Live peer connections at most: Chrome allows about 500 per tab over its lifetime, so keep few and reuse.
@@ -217,8 +220,12 @@ impl WebNode {
         let restored_contacts = store.load_contacts().await.map(|c| c.len()).unwrap_or(0);
         // One clock for the transport and the driver.
         let clock = SharedClock::default();
-        let config =
-            RtcConfig { udp_addrs: Vec::new(), clock: clock.clone(), ..RtcConfig::loopback(signaling_url.clone()) };
+        let config = RtcConfig {
+            udp_addrs: Vec::new(),
+            clock: clock.clone(),
+            connection_budget: Some(CONNECTION_BUDGET),
+            ..RtcConfig::loopback(signaling_url.clone())
+        };
         let transport = WebRtcTransport::start(identity.clone(), Vec::new(), config)
             .await
             .map_err(|e| js_error(&format!("signaling server {signaling_url}"), e))?;
