@@ -235,6 +235,12 @@ impl WebNode {
         let mut driver = DriverConfig::new(contact.clone(), seed);
         let (signer, key_kind) = signer(&store, signing_key).await?;
         driver.signer = signer;
+        // Others' records get three quarters of the tab's storage and never more: a peer storing as fast as
+        // it may fills that room and is refused, and IndexedDB never has to evict this tab's own records
+        // to make room for others'.
+        let mut core = dht_core::Config::default();
+        core.max_stored_bytes = STORAGE_BUDGET / 4 * 3;
+        driver.core = core.validate().map_err(|e| JsError::new(&e.to_string()))?;
         driver.max_links = MAX_LINKS;
         driver.save_interval = SAVE_INTERVAL;
         let (handle, task) = start(driver, transport, store, clock);

@@ -68,6 +68,10 @@ pub fn e2e(args: &[String]) -> Result<(), String> {
         "signaling-server and dht-node",
         cargo().args(["build", "--locked", "-p", "signaling-server", "-p", "dht-node"]),
     )?;
+    step(
+        "the storage-flood peer (dht-node's store_flood example)",
+        cargo().args(["build", "--locked", "-p", "dht-node", "--example", "store_flood"]),
+    )?;
     ensure_chromium()?;
     let can_unshare = Command::new("unshare")
         .args(["-n", "sh", "-c", "ip link add v0 type veth peer name v1"])
@@ -309,6 +313,8 @@ async fn swarm(opts: &Opts, host: &str, netns: bool) -> Result<(), String> {
     let reload_restored = reload_restores(&tabs[0]).await?;
     let signing_key = browser_keeps_the_key(&tabs[1]).await?;
     let tampered = tampered_wasm_is_refused(&driver, host, tmp.path(), &out_dir, !netns).await?;
+    let victim = tabs.len() - 1;
+    let flood = storage_flood(&tabs[victim], victim, &owners.tabs[victim], &sig.ws, host).await?;
 
     for tab in tabs {
         let _ = tab.client.close().await;
@@ -326,6 +332,7 @@ async fn swarm(opts: &Opts, host: &str, netns: bool) -> Result<(), String> {
         reload_restored,
         signing_key,
         tampered,
+        flood,
         shot,
         files,
     };
@@ -363,6 +370,69 @@ impl Signaling {
             .ok_or("signaling server did not say where it listens")?;
         Ok(Signaling { _stdout: lines, process, ws: format!("ws://{addr}/ws"), page: format!("http://{addr}/") })
     }
+}
+
+/// What a storage flood at a tab did, and what the tab kept.
+struct Flood {
+    tab: usize,
+    /// The flooding peer's summary (`sent`, `stored`, `refused`, `bytes_per_record`).
+    report: Value,
+    own_kept: usize,
+    own_total: usize,
+    /// Records IndexedDB evicted to stay in budget, before and after.
+    evicted: (u64, u64),
+    /// The tab's JS heap in use (Chromium's `performance.memory`), before and after.
+    heap_mib: (f64, f64),
+}
+
+impl Flood {
+    /// Others' records may take 48 of the tab's 64 MiB (web-node's room for others).
+    const ROOM_MIB: f64 = 48.0;
+
+    fn stored_mib(&self) -> f64 {
+        let per = self.report["bytes_per_record"].as_f64().unwrap_or(0.0);
+        self.report["stored"].as_f64().unwrap_or(0.0) * per / f64::from(1 << 20)
+    }
+
+    /// The flood was taken in and held off: the tab kept every record of its own, IndexedDB evicted
+    /// nothing, and what it stored for the flooder fits the room it gives others.
+    fn held(&self) -> bool {
+        self.own_kept == self.own_total && self.evicted.0 == self.evicted.1 && self.stored_mib() <= Self::ROOM_MIB
+    }
+}
+
+/// A native peer (dht-node's `store_flood` example) stores 16 KiB records at tab `t` as fast as the link
+/// lets it for 15 s, at the longest time to live: more than the tab's whole storage. The tab must keep its
+/// own records, and store no more for the flooder than the room it gives others.
+async fn storage_flood(tab: &Tab, t: usize, owner: &str, ws: &str, host: &str) -> Result<Flood, String> {
+    const SNAPSHOT: &str = "return [window.webdht.node.stats().evicted, \
+        performance.memory ? performance.memory.usedJSHeapSize / 1048576 : 0]";
+    let before = tab.js(SNAPSHOT, vec![]).await?;
+    let id = tab.js("return window.webdht.node.id()", vec![]).await?;
+    let id = id.as_str().ok_or("the tab has no id")?.to_string();
+    let mut cmd = Proc::new(bin("examples/store_flood"));
+    cmd.args(["--signaling", ws, "--target", &id, "--secs", "15", "--size", "16384", "--udp", &format!("{host}:0")]);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(90), cmd.output())
+        .await
+        .map_err(|_| "the flooding peer did not finish in 90 s".to_string())?
+        .map_err(|e| format!("store_flood: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let report: Value = serde_json::from_str(text.trim()).map_err(|e| format!("store_flood said {text:?}: {e}"))?;
+    let after = tab.js(SNAPSHOT, vec![]).await?;
+    let mut own_kept = 0;
+    for j in 0..PUTS_EACH {
+        let k = tab_key(t, j);
+        own_kept += usize::from(tab.get_local(&k, owner).await?.as_deref() == Some(value_of(&k).as_str()));
+    }
+    Ok(Flood {
+        tab: t,
+        report,
+        own_kept,
+        own_total: PUTS_EACH,
+        evicted: (before[0].as_u64().unwrap_or(0), after[0].as_u64().unwrap_or(0)),
+        heap_mib: (before[1].as_f64().unwrap_or(0.0), after[1].as_f64().unwrap_or(0.0)),
+    })
 }
 
 /// A copy of the bundle whose wasm has one byte changed, served by a second signaling server: the page must
@@ -676,6 +746,7 @@ struct Outcome {
     signing_key: String,
     /// What a page served with a tampered wasm showed (`"refused"` expected) and its message.
     tampered: (String, String),
+    flood: Flood,
     shot: PathBuf,
     files: files::FilesOutcome,
 }
@@ -699,6 +770,7 @@ impl Outcome {
             || !self.reload_restored
             || self.signing_key != "webcrypto"
             || self.tampered.0 != "refused"
+            || !self.flood.held()
             || held.contains(&0)
             || !self.files.same
             || !self.files.link_same
@@ -724,6 +796,22 @@ impl Outcome {
         eprintln!("  reload restored          {}", self.reload_restored);
         eprintln!("  signing key (tab 1)      {} (non-extractable expected)", self.signing_key);
         eprintln!("  tampered wasm            {}: {}", self.tampered.0, self.tampered.1);
+        let fl = &self.flood;
+        eprintln!(
+            "  storage flood at tab {}  {} stores sent, {} stored ({:.1} MiB), refused {}; own records kept {}/{}, \
+             evicted by IndexedDB {} → {}, JS heap {:.0} → {:.0} MiB",
+            fl.tab,
+            fl.report["sent"],
+            fl.report["stored"],
+            fl.stored_mib(),
+            fl.report["refused"],
+            fl.own_kept,
+            fl.own_total,
+            fl.evicted.0,
+            fl.evicted.1,
+            fl.heap_mib.0,
+            fl.heap_mib.1
+        );
         eprintln!("  screenshot               {}", self.shot.display());
         let f = &self.files;
         eprintln!(
@@ -763,6 +851,10 @@ impl Outcome {
             "reload_restored": self.reload_restored,
             "signing_key": self.signing_key,
             "tampered_wasm": self.tampered.0,
+            "flood_sent": self.flood.report["sent"],
+            "flood_stored_mib": self.flood.stored_mib(),
+            "flood_own_kept": self.flood.own_kept,
+            "flood_heap_mib_after": self.flood.heap_mib.1,
             "id_work_12_ms_per_id_chromium": self.work["msPerId"],
             "id_work_us_per_try_chromium": self.work["usPerTry"],
             "screenshot": self.shot.display().to_string(),
