@@ -12,5 +12,6 @@
 #![warn(missing_docs)]
 
 pub mod http;
+pub mod ice;
 pub mod server;
 pub mod site;

@@ -1,6 +1,7 @@
 //! The signaling server binary.
 
 use clap::Parser;
+use signaling_server::ice::IceConfig;
 use signaling_server::server::{Limits, Rate, Server, ServerConfig};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -62,6 +63,17 @@ struct Args {
     /// address it names in X-Forwarded-For (the header is ignored from anywhere else).
     #[arg(long)]
     trust_proxy: Option<std::net::IpAddr>,
+    /// An ICE server for pages (`stun:HOST:PORT`, `turn:HOST:PORT?transport=udp`), handed out at GET /config;
+    /// repeat for several.
+    #[arg(long = "ice-server")]
+    ice_servers: Vec<String>,
+    /// The secret shared with the TURN server (coturn's static-auth-secret): pages get TURN credentials
+    /// that expire after --turn-credential-secs instead of a password.
+    #[arg(long)]
+    turn_secret: Option<String>,
+    /// Seconds handed-out TURN credentials last.
+    #[arg(long, default_value_t = 24 * 3600)]
+    turn_credential_secs: u64,
     /// Bits of proof of work each registration must carry (0: none; at most 24): a registration then costs
     /// its client about 2^BITS hashes (20 bits: about a second in a browser).
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=24))]
@@ -102,11 +114,20 @@ fn main() -> std::process::ExitCode {
         rate_per_sec: args.rate.max(1),
         rate_burst: args.burst.max(1),
         registration_work: args.registration_work,
+        ice: IceConfig {
+            servers: args.ice_servers.clone(),
+            turn_secret: args.turn_secret.clone(),
+            credential_ttl: Duration::from_secs(args.turn_credential_secs.max(60)),
+        },
         allow_origins: args.allow_origins.clone(),
         trust_proxy: args.trust_proxy,
         web_dir: args.web_dir,
         ..ServerConfig::default()
     };
+    let turn = config.ice.servers.iter().any(|u| u.starts_with("turn"));
+    if turn && config.ice.turn_secret.is_none() {
+        tracing::warn!("TURN servers without --turn-secret: pages get them without credentials");
+    }
     if config.allow_origins.is_empty() {
         tracing::warn!("any web page may open WebSockets here: give --allow-origin for a deployment");
     }

@@ -5,6 +5,7 @@
 //! broke it, with a close frame that says why.
 
 use crate::http;
+use crate::ice::IceConfig;
 use crate::site::Site;
 use admission::{Admission, TokenBucket};
 pub use admission::{Limits, Rate};
@@ -62,6 +63,8 @@ pub struct ServerConfig {
     pub rate_burst: u32,
     /// Messages waiting for one peer's socket; a signal to a peer whose queue is full is refused.
     pub queue_per_peer: usize,
+    /// The ICE servers handed to pages at `GET /config` (TURN ones with time-limited credentials).
+    pub ice: IceConfig,
     /// Bits of proof of work a registration must carry (0: none; at most
     /// [`signaling_protocol::MAX_WORK_BITS`]): each registration then costs its client about 2^bits hashes,
     /// which bounds how fast one machine can fill the registry with made-up ids.
@@ -107,6 +110,7 @@ impl Default for ServerConfig {
             rate_per_sec: 50,
             rate_burst: 200,
             queue_per_peer: 64,
+            ice: IceConfig { credential_ttl: Duration::from_secs(24 * 3600), ..IceConfig::default() },
             registration_work: 0,
             http_bytes_per_addr: Rate { per_sec: 4 << 20, burst: 32 << 20 },
             peers_bytes_per_conn: Rate { per_sec: 64 << 10, burst: 256 << 10 },
@@ -525,6 +529,13 @@ async fn serve_http(stream: &mut TcpStream, head: &http::Head, state: &State, ip
     if head.method != "GET" && !head_only {
         let status = ("405 Method Not Allowed", "text/plain");
         let _ = http::respond(stream, status, b"GET or HEAD only\n", false, csp).await;
+        return;
+    }
+    if head.path == "/config" || head.path.starts_with("/config?") {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
+        let id = format!("{:016x}", rand_core::OsRng.next_u64());
+        let body = state.config.ice.document(now, &id);
+        let _ = http::respond(stream, ("200 OK", "application/json"), body.as_bytes(), head_only, csp).await;
         return;
     }
     if head.path == "/stats" {

@@ -629,3 +629,29 @@ async fn recv_or_close(ws: &mut Ws) -> String {
         other => format!("{other:?}"),
     }
 }
+
+/// Pages learn their ICE servers from `GET /config`: STUN as configured, TURN with credentials that expire
+/// (the TURN REST form coturn's `use-auth-secret` checks), so no TURN password is written into a page.
+#[tokio::test]
+async fn pages_get_ice_servers_with_expiring_turn_credentials() {
+    use signaling_server::ice::{turn_password, IceConfig};
+    let ice = IceConfig {
+        servers: vec!["stun:192.0.2.1:3478".into(), "turn:192.0.2.1:3478?transport=udp".into()],
+        turn_secret: Some("shared-with-coturn".into()),
+        credential_ttl: Duration::from_secs(600),
+    };
+    let (addr, _) = start(ServerConfig { ice, ..ServerConfig::default() }).await;
+    let answer = http_get(addr, "GET /config HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n") && answer.contains("application/json"), "{answer}");
+    let doc: serde_json::Value = serde_json::from_str(answer.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    let turn = &doc["iceServers"][1];
+    let username = turn["username"].as_str().unwrap();
+    let expiry: u64 = username.split(':').next().unwrap().parse().unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    assert!((now + 595..=now + 605).contains(&expiry), "expires in the configured 600 s: {expiry} vs {now}");
+    assert_eq!(turn["credential"].as_str().unwrap(), turn_password("shared-with-coturn", username));
+    assert_eq!(doc["iceServers"][0]["urls"], "stun:192.0.2.1:3478");
+    // Two pages get different usernames (and so different passwords).
+    let again = http_get(addr, "GET /config HTTP/1.1\r\n\r\n").await;
+    assert!(!again.contains(username));
+}
