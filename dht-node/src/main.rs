@@ -242,7 +242,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
     let mut rtc = None;
     if let Some(url) = &args.signaling {
         let config = RtcConfig {
-            ice_servers: args.ice_server.clone(),
+            ice_servers: args.ice_server.iter().map(transport_webrtc::IceServer::url).collect(),
             udp_addrs: vec![args.rtc_udp.clone()],
             clock: clock.clone(),
             ..RtcConfig::loopback(url.clone())

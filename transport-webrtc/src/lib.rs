@@ -66,13 +66,33 @@ pub fn address(url: &str) -> Address {
     Address::new(format!("{SCHEME}{url}"))
 }
 
+/// A STUN or TURN server, as `RTCPeerConnection` takes it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct IceServer {
+    /// `stun:` / `turn:` / `turns:` URLs of one server.
+    pub urls: Vec<String>,
+    /// TURN username (e.g. the `expiry:id` of TURN REST credentials).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// TURN password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}
+
+impl IceServer {
+    /// A server at `url` without credentials (STUN, or TURN that needs none).
+    pub fn url(url: impl Into<String>) -> Self {
+        IceServer { urls: vec![url.into()], ..IceServer::default() }
+    }
+}
+
 /// Options of a WebRTC transport.
 #[derive(Debug, Clone)]
 pub struct RtcConfig {
     /// The signaling server, e.g. `ws://127.0.0.1:8080/ws`.
     pub signaling_url: String,
-    /// ICE servers (`stun:`/`turn:` URLs) for real deployments; empty on loopback and in tests.
-    pub ice_servers: Vec<String>,
+    /// ICE servers (STUN, TURN with credentials) for real deployments; empty on loopback and in tests.
+    pub ice_servers: Vec<IceServer>,
     /// Local UDP addresses to gather host candidates on (native only), e.g. `127.0.0.1:0`. Empty lets
     /// the library pick every interface.
     pub udp_addrs: Vec<String>,

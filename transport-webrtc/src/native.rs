@@ -102,11 +102,15 @@ async fn new_connection(config: &RtcConfig, create_channel: bool) -> Result<Fres
         .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
         .with_ice_connection_attempts(Some(Duration::from_millis(50)), None)
         .build();
-    let ice_servers = if config.ice_servers.is_empty() {
-        Vec::new()
-    } else {
-        vec![RTCIceServer { urls: config.ice_servers.clone(), ..Default::default() }]
-    };
+    let ice_servers = config
+        .ice_servers
+        .iter()
+        .map(|s| RTCIceServer {
+            urls: s.urls.clone(),
+            username: s.username.clone().unwrap_or_default(),
+            credential: s.credential.clone().unwrap_or_default(),
+        })
+        .collect();
     let rtc_config = RTCConfigurationBuilder::new().with_ice_servers(ice_servers).build();
     let mut builder = PeerConnectionBuilder::new()
         .with_configuration(rtc_config)

@@ -100,13 +100,19 @@ impl Drop for Peer {
 fn new_connection(config: &RtcConfig, create_channel: bool) -> Result<Fresh<Peer>, String> {
     let rtc_config = RtcConfiguration::new();
     let servers = js_sys::Array::new();
-    if !config.ice_servers.is_empty() {
+    for s in &config.ice_servers {
         let server = RtcIceServer::new();
         let urls = js_sys::Array::new();
-        for u in &config.ice_servers {
+        for u in &s.urls {
             urls.push(&JsValue::from_str(u));
         }
         server.set_urls(&urls);
+        if let Some(username) = &s.username {
+            server.set_username(username);
+        }
+        if let Some(credential) = &s.credential {
+            server.set_credential(credential);
+        }
         servers.push(&server);
     }
     rtc_config.set_ice_servers(&servers);

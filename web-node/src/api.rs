@@ -7,10 +7,10 @@ use dht_driver::{key_for, setup, start, DriverConfig, NodeHandle, SharedClock, S
 use dht_link::Identity;
 use futures::StreamExt;
 use kvstore::{IdbStore, Store};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
-use transport_webrtc::{RtcConfig, WebRtcTransport};
+use transport_webrtc::{IceServer, RtcConfig, WebRtcTransport};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
@@ -92,13 +92,70 @@ struct StartOptions {
     signaling: String,
     db: Option<String>,
     signing_key: Option<SigningKey>,
+    ice_servers: Vec<IceServer>,
+}
+
+/// ICE servers a page may give at most, URLs per server at most, and the longest string in them.
+const MAX_ICE_SERVERS: usize = 8;
+const MAX_ICE_URLS: usize = 8;
+const MAX_ICE_TEXT: usize = 512;
+
+/// One entry of `iceServers`, as `RTCPeerConnection` takes it: `urls` a string or an array of them.
+#[derive(Deserialize)]
+struct IceServerOption {
+    urls: Urls,
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    credential: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Urls {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// `options.iceServers` (absent: none), within the limits above.
+fn ice_servers_option(value: JsValue) -> Result<Vec<IceServer>, JsError> {
+    if value.is_undefined() || value.is_null() {
+        return Ok(Vec::new());
+    }
+    let bad = |why: &str| JsError::new(&format!("start: `iceServers` {why}"));
+    let given: Vec<IceServerOption> = serde_wasm_bindgen::from_value(value)
+        .map_err(|e| bad(&format!("must be [{{ urls, username?, credential? }}]: {e}")))?;
+    if given.len() > MAX_ICE_SERVERS {
+        return Err(bad(&format!("holds more than {MAX_ICE_SERVERS} servers")));
+    }
+    given
+        .into_iter()
+        .map(|s| {
+            let urls = match s.urls {
+                Urls::One(u) => vec![u],
+                Urls::Many(us) => us,
+            };
+            let texts = urls.iter().chain(&s.username).chain(&s.credential);
+            if urls.is_empty() || urls.len() > MAX_ICE_URLS || texts.into_iter().any(|t| t.len() > MAX_ICE_TEXT) {
+                return Err(bad(&format!(
+                    "entries need 1 to {MAX_ICE_URLS} urls, each text at most {MAX_ICE_TEXT} bytes"
+                )));
+            }
+            if let Some(u) =
+                urls.iter().find(|u| !["stun:", "stuns:", "turn:", "turns:"].iter().any(|p| u.starts_with(p)))
+            {
+                return Err(bad(&format!("has {u:?}, not a stun:/turn: URL")));
+            }
+            Ok(IceServer { urls, username: s.username, credential: s.credential })
+        })
+        .collect()
 }
 
 impl StartOptions {
     /// `{ signaling, db?, signingKey? }`, or the signaling URL alone with `db` beside it.
     fn read(options: &JsValue, db: Option<String>) -> Result<Self, JsError> {
         if let Some(signaling) = options.as_string() {
-            return Ok(StartOptions { signaling, db, signing_key: None });
+            return Ok(StartOptions { signaling, db, signing_key: None, ice_servers: Vec::new() });
         }
         let field = |name: &str| js_sys::Reflect::get(options, &name.into()).unwrap_or(JsValue::UNDEFINED);
         let signaling =
@@ -113,7 +170,8 @@ impl StartOptions {
                 bytes.try_into().map_err(|_| JsError::new("start: `signingKey` must be a Uint8Array of 32 bytes"))?;
             Some(SigningKey::from_bytes(&bytes))
         };
-        Ok(StartOptions { signaling, db, signing_key })
+        let ice_servers = ice_servers_option(field("iceServers"))?;
+        Ok(StartOptions { signaling, db, signing_key, ice_servers })
     }
 }
 
@@ -201,14 +259,17 @@ impl WebNode {
     /// swarm through the peers it names and the saved routing table. Tabs of one origin share IndexedDB:
     /// give each tab its own `db`.
     ///
-    /// `options` is `{ signaling, db?, signingKey? }` (or the signaling URL alone, with `db` as the second
-    /// argument). `signingKey` (32 bytes, a Uint8Array, as `exportSigningKey` gives it) is the ed25519 key the
+    /// `options` is `{ signaling, db?, signingKey?, iceServers? }` (or the signaling URL alone, with `db` as
+    /// the second argument). `iceServers` is what `RTCPeerConnection` takes (`[{ urls, username?,
+    /// credential? }]`, at most 8): the page gets them from its signaling server's `GET /config`, which
+    /// hands out TURN credentials that expire. `signingKey` (32 bytes, a Uint8Array, as `exportSigningKey` gives it) is the ed25519 key the
     /// node signs its records with: pass the same one on every device to keep one identity; without it the
     /// node uses the key it made before, or makes one: a non-extractable WebCrypto ed25519 key where the
     /// browser has one (kept in IndexedDB as a `CryptoKey`; `signingKeyKind()` tells which).
     pub async fn start(options: JsValue, db_name: Option<String>) -> Result<WebNode, JsError> {
         console_error_panic_hook::set_once();
-        let StartOptions { signaling: signaling_url, db, signing_key } = StartOptions::read(&options, db_name)?;
+        let StartOptions { signaling: signaling_url, db, signing_key, ice_servers } =
+            StartOptions::read(&options, db_name)?;
         let db_name = db.unwrap_or_else(|| DEFAULT_DB.to_string());
         if db_name.is_empty() || db_name.len() > 128 {
             return Err(JsError::new("db_name must be 1 to 128 characters"));
@@ -224,6 +285,7 @@ impl WebNode {
             udp_addrs: Vec::new(),
             clock: clock.clone(),
             connection_budget: Some(CONNECTION_BUDGET),
+            ice_servers,
             ..RtcConfig::loopback(signaling_url.clone())
         };
         let transport = WebRtcTransport::start(identity.clone(), Vec::new(), config)

@@ -293,6 +293,18 @@ async function openFileLink(hash, name = "file") {
 
 Object.assign(page, { publishFile, fetchFile, openFileLink });
 
+// The STUN and TURN servers this page's server hands out (TURN with credentials that expire); none when it
+// has none or cannot say.
+async function iceServers() {
+  try {
+    const answer = await fetch(new URL("/config", location.href));
+    if (answer.ok) return (await answer.json()).iceServers ?? [];
+  } catch (e) {
+    log(`no ICE servers from /config: ${e}`, "warn");
+  }
+  return [];
+}
+
 async function main() {
   $("signaling").textContent = signalingUrl;
   $("kv-form").addEventListener("submit", onSubmit);
@@ -303,7 +315,7 @@ async function main() {
     page.wasm = await verifiedWasm();
     await init({ module_or_path: page.wasm });
     setState("joining");
-    const node = await WebNode.start(signalingUrl, page.db);
+    const node = await WebNode.start({ signaling: signalingUrl, db: page.db, iceServers: await iceServers() });
     page.node = node;
     node.onEvent((ev) => log(describe(ev), ev.type === "peer_misbehaved" || ev.type === "storage_evicted" ? "warn" : ""));
     const s = node.stats();
