@@ -103,7 +103,15 @@ struct LinkEntry {
     generation: u64,
     /// The tick of the link's last useful traffic (see [`DriverConfig::max_links`]).
     last_used: u64,
+    /// Who dialed it (us or the peer), and when it opened: to settle crossed dials.
+    dialer: NodeId,
+    opened: Instant,
 }
+
+/// Two links to one peer whose dialers differ and which opened within this time of each other were dialed
+/// at the same moment from both ends: both ends keep the one dialed by the smaller id. Later, a new link
+/// replaces the old one (the peer restarted, or the old connection died unnoticed).
+const CROSSED_DIALS: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A message from a link (the link's authenticated peer and generation), or `None` when the link ended.
 type Incoming = (Rc<Contact>, u64, Option<Message>);
@@ -258,9 +266,9 @@ impl<T: Transport, S: Store + 'static> Driver<T, S> {
                     Some(Command::Shutdown) | None => break,
                     Some(cmd) => self.command(clock.now(), cmd),
                 },
-                link = incoming.next() => if let Some(link) = link { self.io.add_link(link, &self.node) },
+                link = incoming.next() => if let Some(link) = link { self.io.add_link(link, &self.node, false, clock.now()) },
                 item = self.io.receivers.select_next_some() => self.received(clock.now(), item),
-                dialed = self.io.dials.select_next_some() => self.io.dialed(dialed, &self.node),
+                dialed = self.io.dials.select_next_some() => self.io.dialed(dialed, &self.node, clock.now()),
                 done = self.io.store_ops.select_next_some() => self.node.handle_store_result(clock.now(), done.0, done.1),
                 () = self.io.reads.select_next_some() => {}
                 _ = wake.fuse() => self.node.handle_timeout(clock.now()),
@@ -506,12 +514,12 @@ impl<T: Transport, S: Store + 'static> Io<T, S> {
         self.dials.push(async move { (id, dial.await) }.boxed_local());
     }
 
-    fn dialed(&mut self, (id, result): (NodeId, Result<PeerLink, TransportError>), node: &Node) {
+    fn dialed(&mut self, (id, result): (NodeId, Result<PeerLink, TransportError>), node: &Node, now: Instant) {
         let queued = self.queued.remove(&id).unwrap_or_default();
         match result {
             Ok(link) if link.remote.id == id => {
                 let peer = link.remote.id;
-                self.add_link(link, node);
+                self.add_link(link, node, true, now);
                 if let Some(entry) = self.links.get_mut(&peer) {
                     for msg in queued {
                         let _ = entry.tx.try_send(msg);
@@ -524,10 +532,19 @@ impl<T: Transport, S: Store + 'static> Io<T, S> {
         }
     }
 
-    fn add_link(&mut self, link: PeerLink, node: &Node) {
+    /// Takes a new link to its peer (`outbound`: we dialed it), unless it is the loser of crossed dials
+    /// (see [`CROSSED_DIALS`]): then it is dropped, and its connection closes at both ends.
+    fn add_link(&mut self, link: PeerLink, node: &Node, outbound: bool, now: Instant) {
+        let peer = link.remote.id;
+        let dialer = if outbound { self.config.local.id } else { peer };
+        if let Some(existing) = self.links.get(&peer) {
+            let crossed = existing.dialer != dialer && now.saturating_since(existing.opened) < CROSSED_DIALS;
+            if crossed && existing.dialer < dialer {
+                return;
+            }
+        }
         self.tick += 1;
         self.generation += 1;
-        let peer = link.remote.id;
         if !self.links.contains_key(&peer) && self.links.len() >= self.config.max_links {
             let known = |id: &NodeId| node.routing_table().get(id).is_some();
             let strangers = self.links.keys().filter(|id| !known(id)).count();
@@ -550,7 +567,9 @@ impl<T: Transport, S: Store + 'static> Io<T, S> {
         let end = futures::stream::once(async move { (remote, generation, None) });
         self.receivers.push(messages.chain(end).boxed_local());
         self.emit(NodeEvent::PeerConnected(link.remote.clone()));
-        self.links.insert(peer, LinkEntry { remote: link.remote, tx: link.tx, generation, last_used: self.tick });
+        let entry =
+            LinkEntry { remote: link.remote, tx: link.tx, generation, last_used: self.tick, dialer, opened: now };
+        self.links.insert(peer, entry);
     }
 }
 

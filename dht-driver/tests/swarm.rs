@@ -427,3 +427,68 @@ fn pinging_sybils_cannot_push_table_peers_out_of_the_link_pool() {
         assert!(left >= 2, "honest links left in a pool of 4: {left}");
     });
 }
+
+/// A transport whose accepted links reach the node 50 ms late: two nodes dialing each other then both see
+/// their own dial finish before the other's arrives, as on a real network.
+struct LateIncoming(dht_driver::memory::MemoryTransport);
+
+impl dht_driver::Transport for LateIncoming {
+    fn dial(
+        &self,
+        peer: &Contact,
+    ) -> futures::future::LocalBoxFuture<'static, Result<dht_driver::PeerLink, dht_driver::TransportError>> {
+        self.0.dial(peer)
+    }
+
+    fn incoming(&mut self) -> futures::stream::LocalBoxStream<'static, dht_driver::PeerLink> {
+        self.0
+            .incoming()
+            .then(|link| async move {
+                futures_timer_sleep(50).await;
+                link
+            })
+            .boxed_local()
+    }
+}
+
+/// Two nodes that dial each other at the same moment end with one link between them, the same on both
+/// sides (the one dialed by the smaller id). Before, each kept the link that reached it last — its peer's
+/// dial at one end, its own at the other — and closed the other one: both links died.
+#[test]
+fn crossed_dials_end_with_one_shared_link() {
+    let mut pool = LocalPool::new();
+    let net = MemoryNetwork::new();
+    let node = |n: u32| {
+        let local = contact(n);
+        let transport = LateIncoming(net.transport(local.clone()));
+        let (handle, task) = start(DriverConfig::new(local, u64::from(n)), transport, MemoryStore::new(), SystemClock);
+        pool.spawner().spawn_local(task).unwrap();
+        handle
+    };
+    let (a, b) = (node(1), node(2));
+    let (mut a_events, mut b_events) = (a.events(), b.events());
+    pool.run_until(async {
+        let (ra, rb) = futures::join!(a.bootstrap(vec![contact(2)]), b.bootstrap(vec![contact(1)]));
+        ra.unwrap();
+        rb.unwrap();
+        futures_timer_sleep(300).await;
+        for _ in 0..5 {
+            assert!(!a.find_node(contact(2).id).await.unwrap().is_empty());
+            assert!(!b.find_node(contact(1).id).await.unwrap().is_empty());
+        }
+        futures_timer_sleep(100).await;
+        let count = |events: &mut futures::channel::mpsc::UnboundedReceiver<NodeEvent>| {
+            let (mut up, mut down) = (0, 0);
+            while let Some(Some(e)) = futures::FutureExt::now_or_never(events.next()) {
+                up += usize::from(matches!(e, NodeEvent::PeerConnected(_)));
+                down += usize::from(matches!(e, NodeEvent::PeerDisconnected(_)));
+            }
+            (up, down)
+        };
+        let (a_seen, b_seen) = (count(&mut a_events), count(&mut b_events));
+        eprintln!("links (connected, disconnected): a {a_seen:?}, b {b_seen:?}");
+        assert_eq!(a.peers().await.unwrap().len(), 1);
+        assert_eq!(b.peers().await.unwrap().len(), 1);
+        assert!(a_seen.1 == 0 && b_seen.1 == 0, "no link of the pair was lost: a {a_seen:?}, b {b_seen:?}");
+    });
+}
