@@ -227,6 +227,26 @@ impl<K: Hash + Eq + Copy> Table<K> {
     }
 }
 
+/// A budget per address (bytes a second, say), in the same bounded table the admission rules keep: at
+/// most `remembered` addresses, a full budget forgotten first, and a new address refused (nothing taken)
+/// while the table is full of addresses that have spent some.
+#[derive(Debug)]
+pub struct Budgets {
+    table: Table<IpAddr>,
+}
+
+impl Budgets {
+    /// An empty table of budgets of `rate` each.
+    pub fn new(rate: Rate, remembered: usize) -> Self {
+        Budgets { table: Table::new(rate, remembered.max(1)) }
+    }
+
+    /// Takes `n` from `ip`'s budget at `now` if it has that much (see [`TokenBucket::take`]).
+    pub fn take(&mut self, ip: IpAddr, n: f64, now: Instant) -> bool {
+        self.table.entry(canonical(ip), now).is_some_and(|e| e.bucket.take(n, now))
+    }
+}
+
 /// Admission state: see the crate's documentation.
 #[derive(Debug)]
 pub struct Admission {

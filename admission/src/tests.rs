@@ -214,3 +214,14 @@ fn a_byte_budget_takes_all_or_nothing() {
     assert!(b.take(1000.0, T0));
     assert!(b.take(1500.0, T0 + Duration::from_millis(1500)));
 }
+
+#[test]
+fn budgets_per_address_are_bounded_in_memory() {
+    let mut b = Budgets::new(Rate { per_sec: 100, burst: 1000 }, 2);
+    assert!(b.take(v4(192, 0, 2, 1), 800.0, T0));
+    assert!(!b.take(v4(192, 0, 2, 1), 800.0, T0), "200 left");
+    assert!(b.take(v4(192, 0, 2, 2), 1000.0, T0));
+    // Two addresses that spent some fill the table: a third waits until one has refilled.
+    assert!(!b.take(v4(192, 0, 2, 3), 1.0, T0));
+    assert!(b.take(v4(192, 0, 2, 3), 1.0, T0 + Duration::from_secs(10)));
+}

@@ -7,7 +7,7 @@
 use crate::http;
 use crate::ice::IceConfig;
 use crate::site::Site;
-use admission::{Admission, TokenBucket};
+use admission::{Admission, Budgets, TokenBucket};
 pub use admission::{Limits, Rate};
 use async_tungstenite::tokio::TokioAdapter;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -247,7 +247,7 @@ struct State {
     site: Site,
     admission: Mutex<Admission>,
     /// Each address's budget of file bytes ([`ServerConfig::http_bytes_per_addr`]).
-    http_budget: Mutex<HashMap<IpAddr, TokenBucket>>,
+    http_budget: Mutex<Budgets>,
     /// Refused connections held open per address ([`ServerConfig::refused_hold`]).
     held: Mutex<HashMap<IpAddr, usize>>,
     /// Where the admission state's milliseconds start.
@@ -266,6 +266,7 @@ impl Server {
     /// Binds `addr`.
     pub async fn bind(addr: SocketAddr, config: ServerConfig) -> std::io::Result<Server> {
         let mut admission = Admission::new(config.admission.clone());
+        let http_budget = Budgets::new(config.http_bytes_per_addr, MAX_REMEMBERED_IPS);
         if let Some(proxy) = config.trust_proxy {
             // Admitted per client once its request head names the client (`SlotGuard::transfer`).
             admission.exempt(proxy);
@@ -280,7 +281,7 @@ impl Server {
             registry: Mutex::new(Registry::default()),
             site,
             admission: Mutex::new(admission),
-            http_budget: Mutex::new(HashMap::new()),
+            http_budget: Mutex::new(http_budget),
             held: Mutex::new(HashMap::new()),
             epoch: Instant::now(),
             stats: Arc::new(Stats::default()),
@@ -350,17 +351,10 @@ impl State {
 
     /// Takes `bytes` from `ip`'s file budget; `false` (nothing taken) when it has not that many.
     fn spend_http_bytes(&self, ip: IpAddr, bytes: usize) -> bool {
-        let (now, rate) = (self.now(), self.config.http_bytes_per_addr);
-        let mut budgets = self.http_budget.lock().expect("no panics while locked");
-        if budgets.len() >= MAX_REMEMBERED_IPS && !budgets.contains_key(&ip) {
-            budgets.retain(|_, b| !b.is_full(now));
-            if budgets.len() >= MAX_REMEMBERED_IPS {
-                return false;
-            }
-        }
-        let budget = budgets.entry(ip).or_insert_with(|| TokenBucket::new(rate, now));
+        let burst = f64::from(self.config.http_bytes_per_addr.burst);
         // A file larger than the burst costs the whole burst (it could never be served otherwise).
-        budget.take((bytes as f64).min(f64::from(rate.burst)), now)
+        let cost = (bytes as f64).min(burst);
+        self.http_budget.lock().expect("no panics while locked").take(ip, cost, self.now())
     }
 
     /// Counts a connection closed for cause, and charges its address.
