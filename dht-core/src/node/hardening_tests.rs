@@ -105,26 +105,26 @@ fn a_liar_handing_out_bogus_addresses_cannot_get_an_honest_peer_dropped() {
     let addr = |n: u8| vec![Address::new(format!("tcp:198.51.100.{n}:4000"))];
     // Three table entries and a target with: dead < liar < honest by distance to the target, so that a
     // lookup starts at the dead and the liar (k = 2), and reaches the honest peer through the liar's answer.
-    let (dead, liar, honest, target) = (1..60u8)
-        .flat_map(|a| (1..60u8).map(move |b| (a, b)))
-        .flat_map(|(a, b)| (1..60u8).map(move |c| (a, b, c)))
-        .filter(|(a, b, c)| a != b && b != c && a != c)
-        .find_map(|(a, b, c)| {
-            let target = id(250);
+    let target = id(250);
+    let fill = |node: &mut Node, ns: [u8; 3]| {
+        for n in ns {
+            node.add_contact(t(0), Contact { id: id(n), addrs: addr(n) });
+        }
+    };
+    let found = (1..60u8)
+        .flat_map(|a| (1..60u8).flat_map(move |b| (1..60u8).map(move |c| [a, b, c])))
+        .filter(|[a, b, c]| a != b && b != c && a != c)
+        .find(|ns| {
             let d = |n: u8| id(n).distance(&target);
             let mut probe = node_with(cfg.clone());
-            for n in [a, b, c] {
-                probe.add_contact(t(0), Contact { id: id(n), addrs: addr(n) });
-            }
-            let all_in = [a, b, c].iter().all(|n| probe.routing_table().get(&id(*n)).is_some());
-            (all_in && d(a) < d(b) && d(b) < d(c)).then_some((id(a), id(b), id(c), target))
+            fill(&mut probe, *ns);
+            let all_in = ns.iter().all(|n| probe.routing_table().get(&id(*n)).is_some());
+            all_in && d(ns[0]) < d(ns[1]) && d(ns[1]) < d(ns[2])
         })
         .expect("such ids exist");
+    let [_dead, liar, honest] = found.map(id);
     let mut node = node_with(cfg);
-    for who in [dead, liar, honest] {
-        let n = (1..60u8).find(|n| id(*n) == who).unwrap();
-        node.add_contact(t(0), Contact { id: who, addrs: addr(n) });
-    }
+    fill(&mut node, found);
     let real = node.routing_table().get(&honest).unwrap().contact();
     let bogus = Contact { id: honest, addrs: vec![Address::new("tcp:203.0.113.66:9")] };
     drain(&mut node);
