@@ -32,6 +32,9 @@ struct Args {
     /// Local UDP address for WebRTC host candidates.
     #[arg(long, default_value = "127.0.0.1:0")]
     udp: String,
+    /// A certificate (PEM) to trust for a wss:// signaling server.
+    #[arg(long)]
+    ca: Option<std::path::PathBuf>,
 }
 
 fn main() -> Result<(), String> {
@@ -45,7 +48,12 @@ async fn flood(args: Args) -> Result<(), String> {
     let identity = Identity::generate().map_err(|e| e.to_string())?;
     // Values differ from run to run (our id) and from store to store (a counter): each is a new record.
     let run = identity.node_id();
-    let config = RtcConfig { udp_addrs: vec![args.udp.clone()], ..RtcConfig::loopback(args.signaling.clone()) };
+    let tls_roots = match &args.ca {
+        Some(file) => transport_webrtc::read_pem_certificates(file)?,
+        None => Vec::new(),
+    };
+    let config =
+        RtcConfig { udp_addrs: vec![args.udp.clone()], tls_roots, ..RtcConfig::loopback(args.signaling.clone()) };
     let transport = WebRtcTransport::start(identity, vec![], config).await.map_err(|e| e.to_string())?;
     let target = Contact { id: args.target, addrs: vec![transport_webrtc::address(&args.signaling)] };
     let link = transport.dial(&target).await.map_err(|e| format!("dial: {e}"))?;

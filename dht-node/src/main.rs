@@ -46,10 +46,14 @@ struct RunArgs {
     /// Address of the control socket (loopback only); its actual address is written to DATA_DIR/control.addr.
     #[arg(long, default_value = "127.0.0.1:0")]
     control: SocketAddr,
-    /// Signaling server to register with (e.g. ws://127.0.0.1:8080/ws): the node then also accepts and
+    /// Signaling server to register with (e.g. ws://127.0.0.1:8080/ws, or wss:// with TLS): the node then also accepts and
     /// dials WebRTC links (browser tabs reach it this way), and joins through peers the server hands out.
     #[arg(long)]
     signaling: Option<String>,
+    /// A certificate (PEM; a private CA's, say) to trust for a wss:// --signaling server besides the
+    /// system's roots; repeat for several.
+    #[arg(long)]
+    ca: Vec<PathBuf>,
     /// Local UDP address for WebRTC host candidates (with --signaling); 127.0.0.1:0 keeps WebRTC on loopback.
     #[arg(long, default_value = "127.0.0.1:0")]
     rtc_udp: String,
@@ -241,7 +245,12 @@ async fn run(args: RunArgs) -> Result<(), String> {
     }
     let mut rtc = None;
     if let Some(url) = &args.signaling {
+        let mut tls_roots = Vec::new();
+        for file in &args.ca {
+            tls_roots.extend(transport_webrtc::read_pem_certificates(file).map_err(|e| format!("--ca {e}"))?);
+        }
         let config = RtcConfig {
+            tls_roots,
             ice_servers: args.ice_server.iter().map(transport_webrtc::IceServer::url).collect(),
             udp_addrs: vec![args.rtc_udp.clone()],
             clock: clock.clone(),

@@ -7,8 +7,8 @@
 
 mod common;
 
-use common::{ctl_dir as ctl, Proc};
-use signaling_server::server::{Server, ServerConfig};
+use common::{ctl_dir as ctl, signaling_server, Proc};
+use signaling_server::server::ServerConfig;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
@@ -22,27 +22,6 @@ fn isolate() -> bool {
     }
     let up = Command::new("ip").args(["link", "set", "lo", "up"]).status();
     matches!(up, Ok(s) if s.success())
-}
-
-/// A signaling server in this process, on a thread and runtime of its own; returns its URL and what stops
-/// it when dropped. Started after [`isolate`], so it listens in the nodes' network namespace (a thread
-/// inherits the namespace of the thread that spawns it).
-fn signaling_server() -> (String, futures::channel::oneshot::Sender<()>) {
-    let (stop, stopped) = futures::channel::oneshot::channel::<()>();
-    let (url_tx, url_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
-        rt.block_on(async move {
-            let server = Server::bind("127.0.0.1:0".parse().unwrap(), ServerConfig::default()).await.expect("binds");
-            url_tx.send(format!("ws://{}/ws", server.local_addr().unwrap())).unwrap();
-            server
-                .run(async {
-                    let _ = stopped.await;
-                })
-                .await;
-        });
-    });
-    (url_rx.recv().expect("the signaling server starts"), stop)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -77,7 +56,8 @@ fn tcp_webrtc_and_mixed_nodes_put_and_get_across_each_other() {
     } else {
         eprintln!("cannot create a network namespace (not root?): running on the host's loopback");
     }
-    let (url, _server) = signaling_server();
+    let (addr, _server) = signaling_server(ServerConfig::default());
+    let url = format!("ws://{addr}/ws");
 
     let root = tempfile::tempdir().unwrap();
     let kinds = [

@@ -3,8 +3,7 @@
 //! fuzz target of the request parsing (`fuzz/fuzz_targets/signaling_http.rs`).
 
 use std::path::{Path, PathBuf};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Largest request head accepted, in bytes.
 pub const MAX_HEAD: usize = 8 * 1024;
@@ -50,7 +49,7 @@ pub enum HeadError {
 }
 
 /// Reads one request head; returns it and any bytes read past its end.
-pub(crate) async fn read_head(stream: &mut TcpStream) -> Result<(Head, Vec<u8>), HeadError> {
+pub(crate) async fn read_head(stream: &mut (impl AsyncRead + Unpin)) -> Result<(Head, Vec<u8>), HeadError> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     loop {
@@ -104,7 +103,7 @@ fn head_of(req: &httparse::Request<'_, '_>) -> Result<Head, HeadError> {
 }
 
 /// Answers an upgrade request.
-pub(crate) async fn accept_upgrade(stream: &mut TcpStream, key: &str) -> std::io::Result<()> {
+pub(crate) async fn accept_upgrade(stream: &mut (impl AsyncWrite + Unpin), key: &str) -> std::io::Result<()> {
     let accept = async_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
     let response = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
@@ -115,7 +114,7 @@ pub(crate) async fn accept_upgrade(stream: &mut TcpStream, key: &str) -> std::io
 /// Writes a complete response and closes the connection. Every answer carries the site's
 /// Content-Security-Policy (`csp`), no referrer, no framing and no content sniffing.
 pub(crate) async fn respond(
-    stream: &mut TcpStream,
+    stream: &mut (impl AsyncWrite + Unpin),
     (status, content_type): (&str, &str),
     body: &[u8],
     head_only: bool,

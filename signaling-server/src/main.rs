@@ -78,6 +78,13 @@ struct Args {
     /// its client about 2^BITS hashes (20 bits: about a second in a browser).
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=24))]
     registration_work: u8,
+    /// Serve HTTPS and WSS with this certificate chain (PEM, leaf first); needs --tls-key. Without it the
+    /// server speaks plain HTTP and WS (for loopback development).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Worker threads (0 = one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
@@ -92,6 +99,17 @@ fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => match signaling_server::tls::server_config(cert, key) {
+            Ok(tls) => Some(tls),
+            Err(e) => {
+                eprintln!("error: TLS: {e}");
+                return std::process::ExitCode::from(2);
+            }
+        },
+        _ => None,
+    };
+    let (http, ws) = if tls.is_some() { ("https", "wss") } else { ("http", "ws") };
     let config = ServerConfig {
         max_registrations: args.max_registrations,
         admission: Limits {
@@ -122,6 +140,7 @@ fn main() -> std::process::ExitCode {
         allow_origins: args.allow_origins.clone(),
         trust_proxy: args.trust_proxy,
         web_dir: args.web_dir,
+        tls,
         ..ServerConfig::default()
     };
     let turn = config.ice.servers.iter().any(|u| u.starts_with("turn"));
@@ -157,7 +176,7 @@ fn main() -> std::process::ExitCode {
             }
         };
         let addr = server.local_addr().map(|a| a.to_string()).unwrap_or_default();
-        tracing::info!("signaling server listening on ws://{addr}/ and http://{addr}/");
+        tracing::info!("signaling server listening on {ws}://{addr}/ and {http}://{addr}/");
         // Scripts read this line to learn the port when --listen used port 0.
         println!("listening {addr}");
         server

@@ -26,7 +26,8 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -86,6 +87,9 @@ pub struct ServerConfig {
     /// Directory served over HTTP (`/` is its `index.html`), read into memory when the server starts (see
     /// [`crate::site`]); `None` serves a placeholder page.
     pub web_dir: Option<PathBuf>,
+    /// Serve HTTPS and WSS with this configuration (see [`crate::tls`]); `None` serves plain HTTP and WS
+    /// (loopback development). The TLS handshake counts against `handshake_timeout`.
+    pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
 }
 
 impl Default for ServerConfig {
@@ -117,6 +121,7 @@ impl Default for ServerConfig {
             allow_origins: Vec::new(),
             trust_proxy: None,
             web_dir: None,
+            tls: None,
         }
     }
 }
@@ -331,7 +336,26 @@ impl Server {
                 continue;
             };
             let state = self.state.clone();
-            tokio::spawn(handle(stream, peer, state, guard));
+            let deadline = Instant::now() + state.config.handshake_timeout;
+            match &state.config.tls {
+                None => {
+                    tokio::spawn(handle(Box::new(stream), peer, state, guard, deadline));
+                }
+                Some(tls) => {
+                    let acceptor = tokio_rustls::TlsAcceptor::from(tls.clone());
+                    tokio::spawn(async move {
+                        match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+                            Ok(Ok(stream)) => handle(Box::new(stream), peer, state, guard, deadline).await,
+                            // A client that does not trust the certificate, or speaks plain HTTP here.
+                            Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
+                            Err(_) => {
+                                tracing::debug!(%peer, "no TLS handshake before the deadline");
+                                state.for_cause(peer.ip());
+                            }
+                        }
+                    });
+                }
+            }
         }
         tracing::info!("signaling server stopped accepting");
     }
@@ -456,8 +480,12 @@ impl Violation {
     }
 }
 
-async fn handle(mut stream: TcpStream, peer: SocketAddr, state: Arc<State>, guard: SlotGuard) {
-    let deadline = Instant::now() + state.config.handshake_timeout;
+/// A client's byte stream: TCP, or TLS over it.
+trait Conn: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn for S {}
+
+async fn handle(mut stream: Box<dyn Conn>, peer: SocketAddr, state: Arc<State>, guard: SlotGuard, deadline: Instant) {
     let head = match tokio::time::timeout_at(deadline, http::read_head(&mut stream)).await {
         Ok(Ok(h)) => h,
         Ok(Err(e)) => {
@@ -517,7 +545,7 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, state: Arc<State>, guar
     session(ws, peer, state, deadline).await;
 }
 
-async fn serve_http(stream: &mut TcpStream, head: &http::Head, state: &State, ip: IpAddr) {
+async fn serve_http(stream: &mut Box<dyn Conn>, head: &http::Head, state: &State, ip: IpAddr) {
     let head_only = head.method == "HEAD";
     let csp = state.site.csp();
     if head.method != "GET" && !head_only {
@@ -551,7 +579,7 @@ async fn serve_http(stream: &mut TcpStream, head: &http::Head, state: &State, ip
     }
 }
 
-type Ws = WebSocketStream<TokioAdapter<TcpStream>>;
+type Ws = WebSocketStream<TokioAdapter<Box<dyn Conn>>>;
 
 fn text(msg: &ServerMsg) -> Message {
     Message::text(msg.encode())

@@ -40,6 +40,8 @@ mod transport;
 #[cfg(not(target_arch = "wasm32"))]
 #[doc(hidden)]
 pub use backend::channel_throughput;
+#[cfg(not(target_arch = "wasm32"))]
+pub use backend::read_pem_certificates;
 pub use signaling::SignalingClient;
 pub use signaling_protocol::PeerInfo;
 pub use transport::WebRtcTransport;
@@ -89,8 +91,11 @@ impl IceServer {
 /// Options of a WebRTC transport.
 #[derive(Debug, Clone)]
 pub struct RtcConfig {
-    /// The signaling server, e.g. `ws://127.0.0.1:8080/ws`.
+    /// The signaling server, e.g. `ws://127.0.0.1:8080/ws` or `wss://signal.example.org/ws`.
     pub signaling_url: String,
+    /// Certificates (DER) trusted for a `wss://` signaling server besides the system's roots, e.g. a
+    /// private CA. Native only: a browser checks certificates against its own trust.
+    pub tls_roots: Vec<Vec<u8>>,
     /// ICE servers (STUN, TURN with credentials) for real deployments; empty on loopback and in tests.
     pub ice_servers: Vec<IceServer>,
     /// Local UDP addresses to gather host candidates on (native only), e.g. `127.0.0.1:0`. Empty lets
@@ -131,6 +136,7 @@ impl RtcConfig {
     pub fn loopback(signaling_url: impl Into<String>) -> Self {
         RtcConfig {
             signaling_url: signaling_url.into(),
+            tls_roots: Vec::new(),
             ice_servers: Vec::new(),
             udp_addrs: vec!["127.0.0.1:0".into()],
             connect_timeout: Duration::from_secs(15),

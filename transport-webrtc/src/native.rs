@@ -25,14 +25,79 @@ pub(crate) fn spawn(f: impl Future<Output = ()> + 'static) {
 // ---------------------------------------------------------------------------------------------------------
 // Signaling socket
 
-type Ws = async_tungstenite::WebSocketStream<async_tungstenite::tokio::TokioAdapter<tokio::net::TcpStream>>;
+/// A signaling connection's bytes: TCP (`ws://`), or TLS over it (`wss://`).
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
 
-/// A WebSocket client over tokio TCP.
+impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for S {}
+
+type Ws = async_tungstenite::WebSocketStream<async_tungstenite::tokio::TokioAdapter<Box<dyn Stream>>>;
+
+/// A WebSocket client over tokio TCP, with TLS for `wss://`.
 pub(crate) struct Socket(Ws);
 
+/// The certificates (DER) in a PEM file, for [`RtcConfig::tls_roots`]: a clear error for a file that cannot
+/// be read or holds none.
+pub fn read_pem_certificates(path: &std::path::Path) -> Result<Vec<Vec<u8>>, String> {
+    use tokio_rustls::rustls::pki_types::{pem::PemObject, CertificateDer};
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no certificate in the file (PEM \"CERTIFICATE\" blocks expected)", path.display()));
+    }
+    Ok(certs.into_iter().map(|c| c.to_vec()).collect())
+}
+
+/// The system's trusted roots (read once) plus `extra` (DER certificates), for TLS to signaling servers.
+fn tls_connector(extra: &[Vec<u8>]) -> Result<tokio_rustls::TlsConnector, String> {
+    use tokio_rustls::rustls::{self, pki_types::CertificateDer, RootCertStore};
+    static SYSTEM: std::sync::OnceLock<Vec<CertificateDer<'static>>> = std::sync::OnceLock::new();
+    let system = SYSTEM.get_or_init(|| {
+        let found = rustls_native_certs::load_native_certs();
+        for e in &found.errors {
+            tracing::warn!("system certificates: {e}");
+        }
+        found.certs
+    });
+    let mut roots = RootCertStore::empty();
+    // Unparseable system certificates are skipped (the count is in the store); ours must all be good.
+    roots.add_parsable_certificates(system.iter().cloned());
+    for der in extra {
+        roots.add(CertificateDer::from(der.clone())).map_err(|e| format!("a trusted certificate given: {e}"))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}
+
 impl SignalSocket for Socket {
-    async fn connect(url: &str) -> Result<Self, String> {
-        let (ws, _) = async_tungstenite::tokio::connect_async(url).await.map_err(|e| e.to_string())?;
+    async fn connect(url: &str, tls_roots: &[Vec<u8>]) -> Result<Self, String> {
+        use async_tungstenite::tungstenite::client::IntoClientRequest;
+        let request = url.into_client_request().map_err(|e| e.to_string())?;
+        let uri = request.uri();
+        let secure = match uri.scheme_str() {
+            Some("wss") => true,
+            Some("ws") => false,
+            _ => return Err("the signaling URL must start with ws:// or wss://".into()),
+        };
+        let host = uri.host().ok_or("the signaling URL has no host")?;
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+        let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
+        let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await.map_err(|e| e.to_string())?;
+        let _ = tcp.set_nodelay(true);
+        let stream: Box<dyn Stream> = if secure {
+            let name = tokio_rustls::rustls::pki_types::ServerName::try_from(host.clone())
+                .map_err(|e| format!("{host} as a TLS server name: {e}"))?;
+            let tls = tls_connector(tls_roots)?.connect(name, tcp).await.map_err(|e| format!("TLS: {e}"))?;
+            Box::new(tls)
+        } else {
+            Box::new(tcp)
+        };
+        let (ws, _) = async_tungstenite::tokio::client_async(request, stream).await.map_err(|e| e.to_string())?;
         Ok(Socket(ws))
     }
 

@@ -9,6 +9,7 @@ use futures::channel::{mpsc, oneshot};
 use futures::{FutureExt, StreamExt};
 use signaling_protocol::{prove, solve_work, ClientMsg, Hex32, PeerInfo, ServerMsg, MAX_WORK_BITS};
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A WebSocket carrying text messages: async-tungstenite natively, the browser's `WebSocket` in wasm.
@@ -16,8 +17,9 @@ use std::time::Duration;
 /// `recv` must be cancel-safe: the client drops a pending `recv` whenever a request is ready to send.
 #[allow(async_fn_in_trait)] // single-threaded by design: no Send bound is wanted
 pub trait SignalSocket: Sized + 'static {
-    /// Opens a connection to `url`.
-    async fn connect(url: &str) -> Result<Self, String>;
+    /// Opens a connection to `url` (`ws://` or `wss://`); for `wss://`, `tls_roots` (DER certificates) are
+    /// trusted besides the system's (natively; a browser has its own trust).
+    async fn connect(url: &str, tls_roots: &[Vec<u8>]) -> Result<Self, String>;
     /// Sends one text message.
     async fn send(&mut self, text: String) -> Result<(), String>;
     /// The next text message (other kinds are skipped); an error once the connection is gone.
@@ -65,6 +67,7 @@ async fn send_msg<S: SignalSocket>(ws: &mut S, msg: &ClientMsg) -> Result<(), St
 #[derive(Clone)]
 struct Registration {
     url: String,
+    tls_roots: Arc<[Vec<u8>]>,
     identity: Identity,
     addrs: Vec<Address>,
     clock: SharedClock,
@@ -72,9 +75,9 @@ struct Registration {
 
 /// Connects to the server and registers the identity with its addresses.
 async fn register<S: SignalSocket>(r: &Registration) -> Result<S, String> {
-    let Registration { url, identity, addrs, clock } = r;
+    let Registration { url, tls_roots, identity, addrs, clock } = r;
     let steps = async {
-        let mut ws = S::connect(url).await.map_err(|e| format!("{url}: {e}"))?;
+        let mut ws = S::connect(url, tls_roots).await.map_err(|e| format!("{url}: {e}"))?;
         let ServerMsg::Challenge { nonce, key, work } = recv_msg(&mut ws).await? else {
             return Err("the server did not open with a challenge".to_string());
         };
@@ -99,11 +102,12 @@ impl SignalingClient {
     /// deadlines are on `clock`.
     pub(crate) async fn connect<S: SignalSocket>(
         url: String,
+        tls_roots: Arc<[Vec<u8>]>,
         identity: Identity,
         addrs: Vec<Address>,
         clock: SharedClock,
     ) -> Result<(SignalingClient, mpsc::Receiver<SigEvent>), String> {
-        let registration = Registration { url, identity, addrs, clock: clock.clone() };
+        let registration = Registration { url, tls_roots, identity, addrs, clock: clock.clone() };
         let ws = register::<S>(&registration).await?;
         let (cmd_tx, cmd_rx) = mpsc::channel(SIGNALING_QUEUE);
         let (ev_tx, ev_rx) = mpsc::channel(SIGNALING_QUEUE);

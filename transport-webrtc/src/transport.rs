@@ -178,8 +178,10 @@ impl WebRtcTransport {
         let mut local_addrs = vec![own];
         local_addrs.extend(advertised);
         let url = config.signaling_url.clone();
+        let roots = config.tls_roots.clone().into();
+        let clock = config.clock.clone();
         let (signaling, events) =
-            SignalingClient::connect::<Socket>(url, signaling_identity, local_addrs.clone(), config.clock.clone())
+            SignalingClient::connect::<Socket>(url, roots, signaling_identity, local_addrs.clone(), clock)
                 .await
                 .map_err(TransportError::Signaling)?;
         let (incoming_tx, incoming_rx) = mpsc::channel(config.queue);

@@ -98,3 +98,28 @@ pub fn wait_for_peers(p: &Proc, n: usize) {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// A signaling server in this process, on a thread and runtime of its own; returns its address and what
+/// stops it when dropped. Started after a test moved into a network namespace, it listens there (a thread
+/// inherits the namespace of the thread that spawns it).
+#[allow(dead_code)]
+pub fn signaling_server(
+    config: signaling_server::server::ServerConfig,
+) -> (std::net::SocketAddr, futures::channel::oneshot::Sender<()>) {
+    let (stop, stopped) = futures::channel::oneshot::channel::<()>();
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+        rt.block_on(async move {
+            let bind = signaling_server::server::Server::bind("127.0.0.1:0".parse().unwrap(), config);
+            let server = bind.await.expect("binds");
+            addr_tx.send(server.local_addr().unwrap()).unwrap();
+            server
+                .run(async {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+    });
+    (addr_rx.recv().expect("the signaling server starts"), stop)
+}

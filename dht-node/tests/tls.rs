@@ -1,0 +1,67 @@
+//! `dht-node` and a signaling server over TLS (wss://) on 127.0.0.1, with a certificate from an authority
+//! made for the test: nodes that trust it (`--ca`) register, link over WebRTC and share records; a node
+//! that does not stops with an error that names the certificate.
+
+mod common;
+
+use common::{ctl_dir as ctl, signaling_server, spawn_with};
+use signaling_server::server::ServerConfig;
+use signaling_server::tls::{server_config, LocalCa};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Runs `dht-node` with `flags` until it exits (at most 30 s); its stderr.
+fn run_to_exit(dir: &std::path::Path, flags: &[&str]) -> String {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dht-node"))
+        .args(flags)
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("dht-node starts");
+    let t0 = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if t0.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            panic!("dht-node {flags:?} still running after 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success(), "dht-node {flags:?} should fail");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn nodes_that_trust_the_certificate_signal_over_wss() {
+    let root = tempfile::tempdir().unwrap();
+    let ca = LocalCa::new(&["127.0.0.1".into()]).unwrap();
+    ca.write(root.path()).unwrap();
+    let tls = server_config(&root.path().join("cert.pem"), &root.path().join("key.pem")).unwrap();
+    let (addr, _server) = signaling_server(ServerConfig { tls: Some(tls), ..ServerConfig::default() });
+    let url = format!("wss://{addr}/ws");
+    let ca_file = root.path().join("ca.pem");
+    let ca_file = ca_file.to_str().unwrap();
+    let flags = ["--no-tcp", "--signaling", &url, "--ca", ca_file];
+
+    let a = spawn_with(&root.path().join("a"), None, &flags);
+    let id_a = ctl(&a.dir, "ID");
+    assert!(id_a.contains(&format!(" rtc:{url}")), "{id_a}");
+    let b = spawn_with(&root.path().join("b"), None, &flags);
+    let _ = ctl(&b.dir, "ID");
+    let put = ctl(&a.dir, "PUT greeting hello-over-wss");
+    assert!(put.starts_with("OK seq=1 acks="), "{put}");
+    let owner = put.rsplit_once("owner=").expect("the put names its owner").1;
+    assert_eq!(ctl(&b.dir, &format!("GET greeting {owner}")), "VALUE hello-over-wss");
+
+    // Without the authority the certificate is refused, and the node says so.
+    let err = run_to_exit(&root.path().join("c"), &["--no-tcp", "--signaling", &url]);
+    assert!(err.contains("certificate") && err.contains("UnknownIssuer"), "{err}");
+
+    // A --ca file that holds no certificate is a clear error too.
+    std::fs::write(root.path().join("junk.pem"), "not a certificate\n").unwrap();
+    let junk = root.path().join("junk.pem");
+    let err = run_to_exit(&root.path().join("d"), &["--no-tcp", "--signaling", &url, "--ca", junk.to_str().unwrap()]);
+    assert!(err.contains("--ca") && err.contains("no certificate"), "{err}");
+}
