@@ -142,17 +142,40 @@ struct Tab {
     client: fantoccini::Client,
 }
 
-/// The `scheme://host:port` of a URL.
-fn origin(url: &str) -> &str {
-    let rest = url.find("://").map_or(0, |i| i + 3);
-    url[rest..].find('/').map_or(url, |i| &url[..rest + i])
+/// How tabs are opened: the chromedriver they run under, and what their Chromium is told.
+struct Browser {
+    driver: String,
+    /// Flags for a run on the host's loopback (no namespace): WebRTC may then use loopback addresses.
+    host_mode_flags: bool,
+    /// The run's server certificate key (base64 SHA-256 of its SubjectPublicKeyInfo), trusted for this
+    /// run only.
+    spki: String,
+}
+
+/// The run's certificates: an authority made for it, and the signaling server's certificate it signed, in
+/// a directory (`ca.pem`, `cert.pem`, `key.pem`).
+struct Tls {
+    dir: PathBuf,
+}
+
+impl Tls {
+    /// Makes them for `host` in `dir`; returns them and the certificate's key hash for Chromium.
+    fn make(host: &str, dir: &Path) -> Result<(Tls, String), String> {
+        let ca = signaling_server::tls::LocalCa::new(&[host.to_string()]).map_err(|e| format!("test CA: {e}"))?;
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        ca.write(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        Ok((Tls { dir: dir.to_owned() }, ca.spki_sha256))
+    }
+
+    fn ca(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
 }
 
 impl Tab {
-    /// A Chromium session on its own `profile`, for pages of `page`'s origin. That origin is treated as
-    /// secure, as the https origin of a deployment would be (the run serves plain http on a private
-    /// address, where the browser would otherwise withhold WebCrypto's `subtle`).
-    async fn open(driver: &str, profile: &Path, page: &str, host_mode_flags: bool) -> Result<Tab, String> {
+    /// A Chromium session on its own `profile`. The run's server certificate is trusted by its key (the
+    /// pages are https, and the signaling socket wss, as in a deployment).
+    async fn open(browser: &Browser, profile: &Path) -> Result<Tab, String> {
         let mut args = vec![
             "--headless".to_string(),
             "--no-sandbox".into(),
@@ -166,9 +189,9 @@ impl Tab {
             "--disable-features=WebRtcHideLocalIpsWithMdns".into(),
             "--window-size=1280,1000".into(),
             format!("--user-data-dir={}", profile.display()),
-            format!("--unsafely-treat-insecure-origin-as-secure={}", origin(page)),
+            format!("--ignore-certificate-errors-spki-list={}", browser.spki),
         ];
-        if host_mode_flags {
+        if browser.host_mode_flags {
             args.push("--allow-loopback-in-peer-connection".into());
         }
         let mut caps = serde_json::Map::new();
@@ -176,7 +199,7 @@ impl Tab {
         let connector = hyper_util::client::legacy::connect::HttpConnector::new();
         let client = fantoccini::ClientBuilder::new(connector)
             .capabilities(caps)
-            .connect(driver)
+            .connect(&browser.driver)
             .await
             .map_err(|e| format!("chromedriver session: {e}"))?;
         Ok(Tab { client })
@@ -286,10 +309,12 @@ async fn swarm(opts: &Opts, host: &str, netns: bool) -> Result<(), String> {
         opts.native,
         if netns { " (network namespace)" } else { "" }
     );
-    let mut sig = Signaling::start(host, &out_dir).await?;
-    let natives = start_natives(opts, host, &sig.ws, tmp.path(), &out_dir).await?;
+    let (tls, spki) = Tls::make(host, &tmp.path().join("tls"))?;
+    let mut sig = Signaling::start(host, &out_dir, &tls).await?;
+    let natives = start_natives(opts, host, &sig.ws, &tls, tmp.path(), &out_dir).await?;
     let (_chromedriver, driver) = start_chromedriver(&out_dir).await?;
-    let tabs = open_tabs(opts, &driver, &sig.page, tmp.path(), netns).await?;
+    let browser = Browser { driver, host_mode_flags: !netns, spki };
+    let tabs = open_tabs(opts, &browser, &sig.page, tmp.path()).await?;
     let join_ms = join_times(&tabs).await?;
 
     let owners = Owners::of(&tabs, &natives).await?;
@@ -301,20 +326,15 @@ async fn swarm(opts: &Opts, host: &str, netns: bool) -> Result<(), String> {
     let work = tabs[0].js("return window.webdht.idWorkCost(12, 8)", vec![]).await?;
     eprintln!("    ids with 12 bits of work in Chromium: {work}");
     let held_for_others = joined.held_for_others().await?;
-    let source = files::TabSource {
-        driver: &driver,
-        page: &sig.page,
-        profile: tmp.path().join("chrome-link"),
-        host_mode_flags: !netns,
-    };
+    let source = files::TabSource { browser: &browser, page: &sig.page, profile: tmp.path().join("chrome-link") };
     let files = files::files_between_tabs(&tabs, &out_dir, source).await?;
     // A screenshot of a tab, then tab 0 reloads and must come back with its records and table.
     let shot = screenshot_form_get(&tabs[1], &owners.natives[0], &out_dir).await?;
     let reload_restored = reload_restores(&tabs[0]).await?;
     let signing_key = browser_keeps_the_key(&tabs[1]).await?;
-    let tampered = tampered_wasm_is_refused(&driver, host, tmp.path(), &out_dir, !netns).await?;
+    let tampered = tampered_wasm_is_refused(&browser, host, &tls, tmp.path(), &out_dir).await?;
     let victim = tabs.len() - 1;
-    let flood = storage_flood(&tabs[victim], victim, &owners.tabs[victim], &sig.ws, host).await?;
+    let flood = storage_flood(&tabs[victim], victim, &owners.tabs[victim], (&sig.ws, &tls), host).await?;
 
     for tab in tabs {
         let _ = tab.client.close().await;
@@ -351,15 +371,17 @@ struct Signaling {
 }
 
 impl Signaling {
-    /// Starts the server on `host` and waits for the line that says where it listens.
-    async fn start(host: &str, out_dir: &Path) -> Result<Signaling, String> {
-        Self::serving(host, &bundle_dir(), &out_dir.join("signaling.log")).await
+    /// Starts the server on `host` (https and wss with `tls`) and waits for the line that says where it
+    /// listens.
+    async fn start(host: &str, out_dir: &Path, tls: &Tls) -> Result<Signaling, String> {
+        Self::serving(host, &bundle_dir(), &out_dir.join("signaling.log"), tls).await
     }
 
     /// [`Signaling::start`] serving `web_dir`, logging to `log`.
-    async fn serving(host: &str, web_dir: &Path, log: &Path) -> Result<Signaling, String> {
+    async fn serving(host: &str, web_dir: &Path, log: &Path, tls: &Tls) -> Result<Signaling, String> {
         let mut cmd = Proc::new(bin("signaling-server"));
         cmd.args(["--listen", &format!("{host}:0"), "--web-dir"]).arg(web_dir).stdout(Stdio::piped());
+        cmd.arg("--tls-cert").arg(tls.dir.join("cert.pem")).arg("--tls-key").arg(tls.dir.join("key.pem"));
         let mut process = spawn(&mut cmd, log)?;
         let mut lines = BufReader::new(process.stdout.take().ok_or("no stdout")?).lines();
         let addr = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
@@ -368,7 +390,7 @@ impl Signaling {
             .map_err(|e| e.to_string())?
             .and_then(|l| l.strip_prefix("listening ").map(str::to_string))
             .ok_or("signaling server did not say where it listens")?;
-        Ok(Signaling { _stdout: lines, process, ws: format!("ws://{addr}/ws"), page: format!("http://{addr}/") })
+        Ok(Signaling { _stdout: lines, process, ws: format!("wss://{addr}/ws"), page: format!("https://{addr}/") })
     }
 }
 
@@ -404,7 +426,7 @@ impl Flood {
 /// A native peer (dht-node's `store_flood` example) stores 16 KiB records at tab `t` as fast as the link
 /// lets it for 15 s, at the longest time to live: more than the tab's whole storage. The tab must keep its
 /// own records, and store no more for the flooder than the room it gives others.
-async fn storage_flood(tab: &Tab, t: usize, owner: &str, ws: &str, host: &str) -> Result<Flood, String> {
+async fn storage_flood(tab: &Tab, t: usize, owner: &str, (ws, tls): (&str, &Tls), host: &str) -> Result<Flood, String> {
     const SNAPSHOT: &str = "return [window.webdht.node.stats().evicted, \
         performance.memory ? performance.memory.usedJSHeapSize / 1048576 : 0]";
     let before = tab.js(SNAPSHOT, vec![]).await?;
@@ -412,6 +434,7 @@ async fn storage_flood(tab: &Tab, t: usize, owner: &str, ws: &str, host: &str) -
     let id = id.as_str().ok_or("the tab has no id")?.to_string();
     let mut cmd = Proc::new(bin("examples/store_flood"));
     cmd.args(["--signaling", ws, "--target", &id, "--secs", "15", "--size", "16384", "--udp", &format!("{host}:0")]);
+    cmd.arg("--ca").arg(tls.ca());
     cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).kill_on_drop(true);
     let out = tokio::time::timeout(Duration::from_secs(90), cmd.output())
         .await
@@ -438,11 +461,11 @@ async fn storage_flood(tab: &Tab, t: usize, owner: &str, ws: &str, host: &str) -
 /// A copy of the bundle whose wasm has one byte changed, served by a second signaling server: the page must
 /// refuse to run it (its hash was written into the page at build time). Returns the page's state and error.
 async fn tampered_wasm_is_refused(
-    driver: &str,
+    browser: &Browser,
     host: &str,
+    tls: &Tls,
     tmp: &Path,
     out_dir: &Path,
-    host_mode_flags: bool,
 ) -> Result<(String, String), String> {
     let dir = tmp.join("tampered-bundle");
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
@@ -455,8 +478,8 @@ async fn tampered_wasm_is_refused(
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x01;
     std::fs::write(&wasm, bytes).map_err(|e| e.to_string())?;
-    let mut sig = Signaling::serving(host, &dir, &out_dir.join("signaling-tampered.log")).await?;
-    let tab = Tab::open(driver, &tmp.join("chrome-tampered"), &sig.page, host_mode_flags).await?;
+    let mut sig = Signaling::serving(host, &dir, &out_dir.join("signaling-tampered.log"), tls).await?;
+    let tab = Tab::open(browser, &tmp.join("chrome-tampered")).await?;
     tab.client.goto(&format!("{}?node=tampered", sig.page)).await.map_err(|e| e.to_string())?;
     let t0 = Instant::now();
     let seen = loop {
@@ -481,12 +504,21 @@ struct Native {
 
 /// Starts the native nodes (TCP + WebRTC) one after another, each joining through the signaling server's
 /// peers (`ws`), and waits for each to answer on its control socket.
-async fn start_natives(opts: &Opts, host: &str, ws: &str, tmp: &Path, out_dir: &Path) -> Result<Vec<Native>, String> {
+async fn start_natives(
+    opts: &Opts,
+    host: &str,
+    ws: &str,
+    tls: &Tls,
+    tmp: &Path,
+    out_dir: &Path,
+) -> Result<Vec<Native>, String> {
     let mut natives = Vec::new();
     for n in 0..opts.native {
         let dir = tmp.join(format!("native-{n}"));
         let mut cmd = Proc::new(bin("dht-node"));
         cmd.args(["--listen", &format!("{host}:0"), "--signaling", ws, "--rtc-udp", &format!("{host}:0")])
+            .arg("--ca")
+            .arg(tls.ca())
             .arg("--data-dir")
             .arg(&dir)
             .env("RUST_LOG", "info");
@@ -517,10 +549,10 @@ async fn start_chromedriver(out_dir: &Path) -> Result<(Child, String), String> {
 }
 
 /// Opens the tabs, each with its own Chromium profile, on `page` as node `tab{t}`.
-async fn open_tabs(opts: &Opts, driver: &str, page: &str, tmp: &Path, netns: bool) -> Result<Vec<Tab>, String> {
+async fn open_tabs(opts: &Opts, browser: &Browser, page: &str, tmp: &Path) -> Result<Vec<Tab>, String> {
     let mut tabs = Vec::new();
     for t in 0..opts.tabs {
-        let tab = Tab::open(driver, &tmp.join(format!("chrome-{t}")), page, !netns).await?;
+        let tab = Tab::open(browser, &tmp.join(format!("chrome-{t}"))).await?;
         tab.client.goto(&format!("{page}?node=tab{t}")).await.map_err(|e| format!("tab {t}: {e}"))?;
         tabs.push(tab);
     }

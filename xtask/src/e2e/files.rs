@@ -82,10 +82,9 @@ const LINK_STATE: &str = r#"return (async () => {
 
 /// Where new tabs are opened.
 pub(super) struct TabSource<'a> {
-    pub driver: &'a str,
+    pub browser: &'a super::Browser,
     pub page: &'a str,
     pub profile: PathBuf,
-    pub host_mode_flags: bool,
 }
 
 pub(super) async fn files_between_tabs(
@@ -150,7 +149,7 @@ pub(super) async fn files_between_tabs(
 /// Opens a new tab on `?file=HASH`, as a person following the link would; waits (bounded) for its fetch
 /// to end and returns its figures and checksum, and a screenshot.
 async fn open_link(source: &TabSource<'_>, hash: &str, out_dir: &Path) -> Result<(Value, PathBuf), String> {
-    let tab = Tab::open(source.driver, &source.profile, source.page, source.host_mode_flags).await?;
+    let tab = Tab::open(source.browser, &source.profile).await?;
     let url = format!("{}?node=link&file={hash}&name=e2e.bin", source.page);
     tab.client.goto(&url).await.map_err(|e| format!("link tab: {e}"))?;
     let result = async {
