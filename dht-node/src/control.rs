@@ -11,6 +11,8 @@
 //! - `PUT-IMMUTABLE <value…>` → `OK hash=<hex> acks=<a> of=<m>`; `GET-IMMUTABLE <hash>` → `VALUE <value…>`;
 //! - `LOCAL <name> [<owner>]`, `LOCAL-IMMUTABLE <hash>`: this node's own store only;
 //! - `PEERS` → `PEERS <n> <id>…`; `ID` → `ID <id> <addr>…`; `OWNER` → `OWNER <hex>` (the key it signs with);
+//! - `PATHS` → `PATHS <n> <id>=<kind>,<ours>,<theirs>,<protocol>,<setup ms>,<dialed|answered>…`: how each live
+//!   WebRTC link travels (kind `host`, `srflx`, `prflx` or `relay`; see `transport_webrtc::LinkPath`);
 //! - `PUBLISH <path>` → `OK hash=<hex> bytes=<n> chunks=<c> sent=<s> reused=<r> …` (the file at `path`, as the
 //!   node reads it); `FETCH <hash> <path>` → `OK bytes=<n> resumed=<r> path=<path>`: both send
 //!   `PROGRESS <done> <total>` lines first (see [`crate::files`]).
@@ -24,6 +26,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
+use transport_webrtc::PathBook;
 
 /// Longest request line accepted.
 const MAX_LINE: usize = 80 * 1024;
@@ -70,6 +73,7 @@ pub async fn serve(
     data_dir: &Path,
     node: NodeHandle,
     me: Contact,
+    paths: PathBook,
     max_file_len: u64,
 ) -> Result<impl std::future::Future<Output = ()>, String> {
     let listener = TcpListener::bind(addr).await.map_err(|e| format!("control socket {addr}: {e}"))?;
@@ -80,9 +84,9 @@ pub async fn serve(
     Ok(async move {
         loop {
             let Ok((stream, from)) = listener.accept().await else { continue };
-            let (node, me, token) = (node.clone(), me.clone(), token.clone());
+            let (node, me, token, paths) = (node.clone(), me.clone(), token.clone(), paths.clone());
             tokio::task::spawn_local(async move {
-                if let Err(e) = session(stream, &token, node, me, max_file_len).await {
+                if let Err(e) = session(stream, &token, (node, me, paths), max_file_len).await {
                     tracing::debug!(%from, "control session ended: {e}");
                 }
             });
@@ -99,8 +103,7 @@ fn authorized(given: &str, token: &str) -> bool {
 async fn session(
     stream: TcpStream,
     token: &str,
-    node: NodeHandle,
-    me: Contact,
+    (node, me, paths): (NodeHandle, Contact, PathBook),
     max_file_len: u64,
 ) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
@@ -121,7 +124,7 @@ async fn session(
     } else if verb.eq_ignore_ascii_case("FETCH") {
         files::fetch(&node, rest, max_file_len, &mut write).await?.unwrap_or_else(|e| format!("ERR {e}"))
     } else {
-        answer(request, &node, &me).await
+        answer(request, &node, &me, &paths).await
     };
     write.write_all(answer.as_bytes()).await?;
     write.write_all(b"\n").await?;
@@ -129,10 +132,10 @@ async fn session(
 }
 
 const USAGE: &str = "ERR usage: PUT [--cas <seq>] <name> <value> | GET <name> [<owner>] | PUT-IMMUTABLE <value> | \
-                     GET-IMMUTABLE <hash> | LOCAL <name> [<owner>] | LOCAL-IMMUTABLE <hash> | PEERS | ID | OWNER | \
+                     GET-IMMUTABLE <hash> | LOCAL <name> [<owner>] | LOCAL-IMMUTABLE <hash> | PEERS | PATHS | ID | OWNER | \
                      PUBLISH <path> | FETCH <hash> <path>";
 
-async fn answer(line: &str, node: &NodeHandle, me: &Contact) -> String {
+async fn answer(line: &str, node: &NodeHandle, me: &Contact, paths: &PathBook) -> String {
     let (verb, rest) = line.split_once(' ').unwrap_or((line, ""));
     let result = match verb.to_ascii_uppercase().as_str() {
         "PUT" => put(node, rest).await,
@@ -142,6 +145,7 @@ async fn answer(line: &str, node: &NodeHandle, me: &Contact) -> String {
         "GET-IMMUTABLE" => get_immutable(node, rest, false).await,
         "LOCAL-IMMUTABLE" => get_immutable(node, rest, true).await,
         "PEERS" if rest.is_empty() => peers(node).await,
+        "PATHS" if rest.is_empty() => Ok(link_paths(paths)),
         "ID" if rest.is_empty() => {
             let addrs: Vec<&str> = me.addrs.iter().map(|a| a.as_str()).collect();
             Ok(format!("ID {:#} {}", me.id, addrs.join(" ")))
@@ -229,6 +233,20 @@ async fn peers(node: &NodeHandle) -> Result<String, String> {
     let peers = node.peers().await.map_err(|e| e.to_string())?;
     let ids: Vec<String> = peers.iter().map(|c| format!("{:#}", c.id)).collect();
     Ok(format!("PEERS {} {}", ids.len(), ids.join(" ")))
+}
+
+fn link_paths(paths: &PathBook) -> String {
+    let mut all = paths.all();
+    all.sort_by_key(|(id, _)| *id);
+    let each: Vec<String> = all
+        .iter()
+        .map(|(id, p)| {
+            let how = if p.dialed { "dialed" } else { "answered" };
+            let (ours, theirs) = (p.local.name(), p.remote.name());
+            format!("{id:#}={},{ours},{theirs},{},{},{how}", p.kind(), p.protocol, p.setup_ms)
+        })
+        .collect();
+    format!("PATHS {} {}", each.len(), each.join(" "))
 }
 
 /// Sends one request to the node whose data directory is `data_dir` and prints the answer.

@@ -266,6 +266,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
     tracing::info!(id = %format!("{:#}", contact.id), addrs = ?contact.addrs.iter().map(|a| a.as_str()).collect::<Vec<_>>(), "node starting");
     let (seeds, unreached) = bootstrap_seeds(&args.bootstrap, tcp.as_ref(), rtc.as_ref()).await;
     let prober = tcp.as_ref().map(TcpTransport::prober);
+    let paths = rtc.as_ref().map(WebRtcTransport::paths).unwrap_or_default();
     if let Some(t) = tcp {
         transports.push(Box::new(t));
     }
@@ -280,7 +281,8 @@ async fn run(args: RunArgs) -> Result<(), String> {
     let (handle, task) = start(config, transport, store, clock);
     let node_task = tokio::task::spawn_local(task);
     let control =
-        control::serve(args.control, &args.data_dir, handle.clone(), contact.clone(), args.max_file_bytes).await?;
+        control::serve(args.control, &args.data_dir, handle.clone(), contact.clone(), paths, args.max_file_bytes)
+            .await?;
     for addr in unreached {
         let prober = prober.clone().expect("bare addresses are probed over TCP");
         tokio::task::spawn_local(probe_until_joined(addr, prober, handle.clone()));

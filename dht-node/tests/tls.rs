@@ -54,6 +54,13 @@ fn nodes_that_trust_the_certificate_signal_over_wss() {
     assert!(put.starts_with("OK seq=1 acks="), "{put}");
     let owner = put.rsplit_once("owner=").expect("the put names its owner").1;
     assert_eq!(ctl(&b.dir, &format!("GET greeting {owner}")), "VALUE hello-over-wss");
+    // The link between them is direct (host candidates on loopback, UDP), and both ends say so.
+    let a_id = id_a.split(' ').nth(1).unwrap();
+    let paths = ctl(&b.dir, "PATHS");
+    let to_a = paths.split(' ').find_map(|p| p.strip_prefix(&format!("{a_id}="))).unwrap_or_else(|| panic!("{paths}"));
+    let fields: Vec<&str> = to_a.split(',').collect();
+    assert!(matches!(fields[..], ["host" | "prflx", _, _, "udp", _, "dialed" | "answered"]), "{paths}");
+    assert!(fields[4].parse::<u64>().is_ok(), "{paths}");
 
     // Without the authority the certificate is refused, and the node says so.
     let err = run_to_exit(&root.path().join("c"), &["--no-tcp", "--signaling", &url]);

@@ -44,7 +44,7 @@ pub use backend::channel_throughput;
 pub use backend::read_pem_certificates;
 pub use signaling::SignalingClient;
 pub use signaling_protocol::PeerInfo;
-pub use transport::WebRtcTransport;
+pub use transport::{Candidate, LinkPath, PathBook, WebRtcTransport};
 
 /// The few runtime services the shared code needs, the same on both targets (time comes from
 /// [`RtcConfig::clock`]).

@@ -2,7 +2,7 @@
 //! Link tasks are spawned with `tokio::task::spawn_local`: run the node inside a `tokio::task::LocalSet`.
 
 use crate::signaling::SignalSocket;
-use crate::transport::{Fresh, RtcPeer, Setup};
+use crate::transport::{Candidate, Fresh, RtcPeer, Setup};
 use crate::{RtcConfig, MAX_CHUNK};
 use async_tungstenite::tungstenite::Message as WsMessage;
 use dht_link_io::ChannelPipe;
@@ -259,6 +259,13 @@ impl RtcPeer for Peer {
     async fn accept(&self, answer: &str) -> Result<(), String> {
         let desc = RTCSessionDescription::answer(answer.to_string()).map_err(|e| format!("bad answer: {e}"))?;
         self.0.set_remote_description(desc).await.map_err(|e| format!("remote description: {e}"))
+    }
+
+    async fn selected_pair(&self) -> Option<(Candidate, Candidate, String)> {
+        let sctp = self.0.sctp().await?;
+        let pair = sctp.transport().ice_transport().get_selected_candidate_pair().await.ok()??;
+        let kind = |c: &webrtc::peer_connection::RTCIceCandidate| Candidate::from_name(&c.typ.to_string());
+        Some((kind(pair.local()), kind(pair.remote()), pair.local().protocol.to_string()))
     }
 
     async fn close(self) {

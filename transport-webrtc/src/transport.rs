@@ -55,8 +55,114 @@ pub(crate) trait RtcPeer: Sized + 'static {
     async fn answer(config: &RtcConfig, offer: &str) -> Result<Setup<Self>, String>;
     /// Applies the peer's answer to our offer.
     async fn accept(&self, answer: &str) -> Result<(), String>;
+    /// The candidate pair ICE selected: ours, the peer's, and the protocol (`udp`, `tcp`); `None` when
+    /// the connection cannot tell.
+    async fn selected_pair(&self) -> Option<(Candidate, Candidate, String)>;
     /// Closes the connection and its channel.
     async fn close(self);
+}
+
+/// The type of an ICE candidate: where the address it offers comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Candidate {
+    /// An address of the machine itself.
+    Host,
+    /// The address a NAT showed a STUN server (server reflexive).
+    Srflx,
+    /// An address learned from the peer's checks (peer reflexive).
+    Prflx,
+    /// An address on a TURN server, which relays every packet.
+    Relay,
+    /// A type this build does not know.
+    Unknown,
+}
+
+impl Candidate {
+    /// From the names WebRTC uses (`host`, `srflx`, `prflx`, `relay`).
+    pub fn from_name(name: &str) -> Candidate {
+        match name {
+            "host" => Candidate::Host,
+            "srflx" => Candidate::Srflx,
+            "prflx" => Candidate::Prflx,
+            "relay" => Candidate::Relay,
+            _ => Candidate::Unknown,
+        }
+    }
+
+    /// The WebRTC name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Candidate::Host => "host",
+            Candidate::Srflx => "srflx",
+            Candidate::Prflx => "prflx",
+            Candidate::Relay => "relay",
+            Candidate::Unknown => "unknown",
+        }
+    }
+}
+
+/// How one live link travels, as ICE set it up.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct LinkPath {
+    /// Our candidate's type.
+    pub local: Candidate,
+    /// The peer's candidate's type.
+    pub remote: Candidate,
+    /// `udp` or `tcp` (empty when unknown).
+    pub protocol: String,
+    /// From the start of the setup (our offer, or the peer's offer arriving) to the authenticated link.
+    pub setup_ms: u64,
+    /// We dialed (sent the offer), rather than answered.
+    pub dialed: bool,
+}
+
+impl LinkPath {
+    /// One word for the path: `relay` when either side is a TURN address, `srflx` / `prflx` when either is
+    /// a reflexive one (through a NAT, directly), else `host`.
+    pub fn kind(&self) -> &'static str {
+        let either = |c: Candidate| self.local == c || self.remote == c;
+        if either(Candidate::Relay) {
+            "relay"
+        } else if either(Candidate::Srflx) {
+            "srflx"
+        } else if either(Candidate::Prflx) {
+            "prflx"
+        } else if either(Candidate::Unknown) {
+            "unknown"
+        } else {
+            "host"
+        }
+    }
+}
+
+/// The paths of a transport's live links, by peer: readable while the driver owns the transport (see
+/// [`WebRtcTransport::paths`]).
+#[derive(Clone, Default)]
+pub struct PathBook(Rc<RefCell<HashMap<NodeId, (u64, LinkPath)>>>);
+
+impl PathBook {
+    /// The path of the live link to `peer`.
+    pub fn get(&self, peer: &NodeId) -> Option<LinkPath> {
+        self.0.borrow().get(peer).map(|(_, p)| p.clone())
+    }
+
+    /// Every live link's path.
+    pub fn all(&self) -> Vec<(NodeId, LinkPath)> {
+        self.0.borrow().iter().map(|(id, (_, p))| (*id, p.clone())).collect()
+    }
+
+    fn open(&self, peer: NodeId, serial: u64, path: LinkPath) {
+        self.0.borrow_mut().insert(peer, (serial, path));
+    }
+
+    /// Forgets `peer`'s link `serial` (not a newer link to the same peer).
+    fn close(&self, peer: NodeId, serial: u64) {
+        let mut book = self.0.borrow_mut();
+        if book.get(&peer).is_some_and(|(s, _)| *s == serial) {
+            book.remove(&peer);
+        }
+    }
 }
 
 type AnswerWait = (NodeId, oneshot::Sender<Result<String, TransportError>>);
@@ -73,6 +179,9 @@ struct Inner {
     answering_from: RefCell<HashMap<NodeId, usize>>,
     /// Peer connections made so far (see [`RtcConfig::connection_budget`]).
     made: Cell<u32>,
+    /// The live links' paths, and the serial number of the last link opened.
+    paths: PathBook,
+    opened: Cell<u64>,
     incoming: mpsc::Sender<PeerLink>,
 }
 
@@ -194,6 +303,8 @@ impl WebRtcTransport {
             answering: Cell::new(0),
             answering_from: RefCell::new(HashMap::new()),
             made: Cell::new(0),
+            paths: PathBook::default(),
+            opened: Cell::new(0),
             incoming: incoming_tx,
         });
         rt::spawn(event_loop(Rc::downgrade(&inner), events));
@@ -213,6 +324,12 @@ impl WebRtcTransport {
     /// Peer connections made so far, dialed and answered (see [`RtcConfig::connection_budget`]).
     pub fn connections_made(&self) -> u32 {
         self.inner.made.get()
+    }
+
+    /// The paths (candidate types, setup time) of this transport's live links, readable after the
+    /// transport is handed to the driver.
+    pub fn paths(&self) -> PathBook {
+        self.inner.paths.clone()
     }
 
     /// The signaling connection (e.g. to ask for peers to bootstrap from).
@@ -251,14 +368,17 @@ async fn event_loop(inner: Weak<Inner>, mut events: mpsc::Receiver<SigEvent>) {
     }
 }
 
-/// Opens the link over the connection's data channel within `limit`, then carries it on a task of its own.
-/// The connection closes when the link ends, or here if it never opened.
+/// Opens the link over the connection's data channel within `limit`, then carries it on a task of its own
+/// (its path in the book while it lives). The connection closes when the link ends, or here if it never
+/// opened.
 async fn finish(
-    config: &RtcConfig,
+    inner: &Inner,
     setup: Setup<Peer>,
     link: Link,
-    limit: Duration,
+    (started, dialed): (dht_core::Instant, bool),
 ) -> Result<PeerLink, TransportError> {
+    let config = &inner.config;
+    let (limit, paths) = (config.connect_timeout, inner.paths.clone());
     let Setup { pc, pipe, mut failed, .. } = setup;
     let clock = &config.clock;
     let opening = timeout(clock, limit, open(pipe, link, &mut failed, clock)).await;
@@ -271,10 +391,19 @@ async fn finish(
     };
     let (peer, carry) = opened.start(config.link_io(), clock.clone());
     let id = peer.remote.id;
+    let setup_ms = clock.now().saturating_since(started).as_millis() as u64;
+    let (local, remote, protocol) =
+        pc.selected_pair().await.unwrap_or((Candidate::Unknown, Candidate::Unknown, String::new()));
+    let path = LinkPath { local, remote, protocol, setup_ms, dialed };
+    tracing::debug!(peer = %id, path = path.kind(), setup_ms, dialed, "WebRTC link open");
+    let serial = inner.opened.get() + 1;
+    inner.opened.set(serial);
+    paths.open(id, serial, path);
     rt::spawn(async move {
         if let Err(e) = carry.await {
             tracing::debug!(peer = %id, "WebRTC link closed: {e}");
         }
+        paths.close(id, serial);
         pc.close().await;
     });
     Ok(peer)
@@ -322,6 +451,7 @@ async fn ask(inner: &Inner, to: NodeId, session: u64, offer_sdp: &str) -> Result
 
 async fn dial(inner: Rc<Inner>, peer: Contact) -> Result<PeerLink, TransportError> {
     let config = &inner.config;
+    let started = config.clock.now();
     let session = rt::random_u64().map_err(TransportError::Connect)?;
     if !inner.spend_connection(false) {
         return Err(TransportError::Refused("this node's connection budget is spent".into()));
@@ -338,7 +468,7 @@ async fn dial(inner: Rc<Inner>, peer: Contact) -> Result<PeerLink, TransportErro
     }
     .await;
     match link {
-        Ok(link) => finish(config, setup, link, config.connect_timeout).await,
+        Ok(link) => finish(&inner, setup, link, (started, true)).await,
         Err(e) => {
             setup.pc.close().await;
             Err(e)
@@ -348,6 +478,7 @@ async fn dial(inner: Rc<Inner>, peer: Contact) -> Result<PeerLink, TransportErro
 
 async fn answer(inner: &Rc<Inner>, from: NodeId, session: u64, offer_sdp: String) -> Result<(), TransportError> {
     let config = &inner.config;
+    let started = config.clock.now();
     let setup = Peer::answer(config, &offer_sdp).await.map_err(TransportError::Connect)?;
     let answer_sdp = setup.sdp.clone();
     let prologue = prologue(&offer_sdp, &answer_sdp);
@@ -358,7 +489,7 @@ async fn answer(inner: &Rc<Inner>, from: NodeId, session: u64, offer_sdp: String
             sent.then_some(l).ok_or_else(|| TransportError::Signaling("queue full".into()))
         });
     let link = match link {
-        Ok(l) => finish(config, setup, l, config.connect_timeout).await?,
+        Ok(l) => finish(inner, setup, l, (started, false)).await?,
         Err(e) => {
             setup.pc.close().await;
             return Err(e);
@@ -388,5 +519,25 @@ impl Transport for WebRtcTransport {
             Some(rx) => rx.boxed_local(),
             None => futures::stream::empty().boxed_local(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Candidate::*, LinkPath};
+
+    #[test]
+    fn a_path_is_named_by_its_farthest_hop() {
+        let kind = |local, remote| LinkPath { local, remote, protocol: "udp".into(), setup_ms: 9, dialed: true }.kind();
+        assert_eq!(kind(Host, Host), "host");
+        assert_eq!(kind(Srflx, Host), "srflx");
+        assert_eq!(kind(Host, Prflx), "prflx");
+        assert_eq!(kind(Srflx, Relay), "relay");
+        assert_eq!(kind(Relay, Relay), "relay");
+        assert_eq!(kind(Host, Unknown), "unknown");
+        for name in ["host", "srflx", "prflx", "relay"] {
+            assert_eq!(super::Candidate::from_name(name).name(), name);
+        }
+        assert_eq!(super::Candidate::from_name("mdns").name(), "unknown");
     }
 }

@@ -7,13 +7,14 @@
 //! channel's `bufferedAmount` as natively.
 
 use crate::signaling::SignalSocket;
-use crate::transport::{Fresh, RtcPeer, Setup};
+use crate::transport::{Candidate, Fresh, RtcPeer, Setup};
 use crate::{RtcConfig, MAX_CHUNK};
 use dht_driver::SharedClock;
 use dht_link_io::ChannelPipe;
 use futures::channel::{mpsc, oneshot};
 use futures::{SinkExt, StreamExt};
 use gloo_net::websocket::{futures::WebSocket, Message as WsMessage, WebSocketError};
+use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
 use wasm_bindgen::closure::Closure;
@@ -229,9 +230,48 @@ impl RtcPeer for Peer {
             .map_err(|e| format!("bad answer: {}", js_err(e)))
     }
 
+    async fn selected_pair(&self) -> Option<(Candidate, Candidate, String)> {
+        let report = JsFuture::from(self.pc.get_stats()).await.ok()?;
+        selected_pair(&report)
+    }
+
     async fn close(self) {
         drop(self);
     }
+}
+
+/// The selected candidate pair in a `getStats()` report: the one the `transport` entry names (Chromium),
+/// else a pair marked `selected` (Firefox) or nominated and succeeded; its candidates' types, and the
+/// protocol of ours.
+fn selected_pair(report: &JsValue) -> Option<(Candidate, Candidate, String)> {
+    let get = |v: &JsValue, field: &str| js_sys::Reflect::get(v, &JsValue::from_str(field)).ok();
+    let text = |v: &JsValue, field: &str| get(v, field).and_then(|f| f.as_string());
+    let truthy = |v: &JsValue, field: &str| get(v, field).is_some_and(|f| f.is_truthy());
+    let mut stats = HashMap::new();
+    for entry in js_sys::try_iter(report).ok()??.flatten() {
+        let entry = js_sys::Array::from(&entry);
+        if let Some(id) = entry.get(0).as_string() {
+            stats.insert(id, entry.get(1));
+        }
+    }
+    let named = stats.values().filter(|s| text(s, "type").as_deref() == Some("transport")).find_map(|t| {
+        let id = text(t, "selectedCandidatePairId")?;
+        stats.get(&id).cloned()
+    });
+    let pair = named.or_else(|| {
+        stats
+            .values()
+            .find(|s| {
+                text(s, "type").as_deref() == Some("candidate-pair")
+                    && (truthy(s, "selected")
+                        || (truthy(s, "nominated") && text(s, "state").as_deref() == Some("succeeded")))
+            })
+            .cloned()
+    })?;
+    let candidate = |field: &str| stats.get(&text(&pair, field)?).cloned();
+    let (local, remote) = (candidate("localCandidateId")?, candidate("remoteCandidateId")?);
+    let kind = |c: &JsValue| Candidate::from_name(&text(c, "candidateType").unwrap_or_default());
+    Some((kind(&local), kind(&remote), text(&local, "protocol").unwrap_or_default()))
 }
 
 // ---------------------------------------------------------------------------------------------------------

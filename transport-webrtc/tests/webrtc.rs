@@ -61,6 +61,24 @@ async fn a_link_opens_through_signaling_and_carries_messages() {
             let t1 = Instant::now();
             assert!(ta.dial(&ghost).await.is_err());
             assert!(t1.elapsed() < Duration::from_secs(5), "failed fast: {:?}", t1.elapsed());
+
+            // Each end knows how its link travels: host candidates on loopback, over UDP, who dialed, and
+            // how long it took; the path is forgotten once the link ends.
+            let path_a = ta.paths().get(&b.node_id()).expect("the dialer's path");
+            let path_b = tb.paths().get(&a.node_id()).expect("the answerer's path");
+            eprintln!("paths: {path_a:?} / {path_b:?}");
+            for (path, dialed) in [(&path_a, true), (&path_b, false)] {
+                assert!(matches!(path.kind(), "host" | "prflx"), "{path:?}");
+                assert_eq!((path.protocol.as_str(), path.dialed), ("udp", dialed));
+                assert!(path.setup_ms <= setup.as_millis() as u64 + 50, "{path:?} vs {setup:?}");
+            }
+            assert_eq!(ta.paths().all().len(), 1);
+            drop((la, lb));
+            let t2 = Instant::now();
+            while ta.paths().get(&b.node_id()).is_some() || tb.paths().get(&a.node_id()).is_some() {
+                assert!(t2.elapsed() < Duration::from_secs(10), "paths kept after the links ended");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         })
         .await;
 }

@@ -1,8 +1,8 @@
 //! The JS API (wasm32 only).
 
-use crate::views::{table_view, EventView, PeerView};
+use crate::views::{table_view, EventView, PathView, PeerView};
 use crate::webcrypto::WebCryptoKey;
-use dht_core::{Contact, Key, OwnerKey, SigningKey};
+use dht_core::{Contact, Key, NodeId, OwnerKey, SigningKey};
 use dht_driver::{key_for, setup, start, DriverConfig, NodeHandle, SharedClock, Signer};
 use dht_link::Identity;
 use futures::StreamExt;
@@ -10,7 +10,7 @@ use kvstore::{IdbStore, Store};
 use serde::{Deserialize, Serialize};
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
-use transport_webrtc::{IceServer, RtcConfig, WebRtcTransport};
+use transport_webrtc::{IceServer, PathBook, RtcConfig, WebRtcTransport};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
@@ -28,6 +28,15 @@ const DEFAULT_DB: &str = "webdht";
 /// Peers asked of the signaling server to join through.
 const SEEDS: usize = 8;
 
+/// The page's view of a live link's path, from the transport's book.
+fn path_of(paths: &PathBook) -> impl Fn(&NodeId) -> Option<PathView> + '_ {
+    move |id| {
+        let p = paths.get(id)?;
+        let (local, remote) = (p.local.name(), p.remote.name());
+        Some(PathView { kind: p.kind(), local, remote, protocol: p.protocol, setup_ms: p.setup_ms, dialed: p.dialed })
+    }
+}
+
 struct Shared {
     handle: NodeHandle,
     contact: Contact,
@@ -38,6 +47,8 @@ struct Shared {
     joined: Cell<usize>,
     /// Where the signing key lives ([`WebNode::signing_key_kind`]).
     key_kind: &'static str,
+    /// The live WebRTC links' paths.
+    paths: PathBook,
 }
 
 impl Shared {
@@ -293,6 +304,7 @@ impl WebNode {
             .map_err(|e| js_error(&format!("signaling server {signaling_url}"), e))?;
         let contact = Contact { id: identity.node_id(), addrs: transport.local_addrs().to_vec() };
         let seeds = transport.signaling().seeds(SEEDS).await;
+        let paths = transport.paths();
         let seed = setup::random_seed().map_err(|e| JsError::new(&e.to_string()))?;
         let mut driver = DriverConfig::new(contact.clone(), seed);
         let (signer, key_kind) = signer(&store, signing_key).await?;
@@ -316,6 +328,7 @@ impl WebNode {
             restored_contacts,
             joined: Cell::new(0),
             key_kind,
+            paths,
         });
         let events = Rc::downgrade(&shared);
         let mut rx = handle.events();
@@ -582,22 +595,23 @@ impl WebNode {
         })
     }
 
-    /// Peers with a live link: `[{ id, short, kind, bucket, addrs }]`.
+    /// Peers with a live link: `[{ id, short, kind, bucket, addrs, path }]`, `path` being how the link
+    /// travels: `{ kind: "host" | "srflx" | "prflx" | "relay", local, remote, protocol, setupMs, dialed }`.
     pub fn peers(&self) -> js_sys::Promise {
-        let (handle, own) = (self.shared.handle.clone(), self.shared.contact.id);
+        let (handle, own, paths) = (self.shared.handle.clone(), self.shared.contact.id, self.shared.paths.clone());
         future_to_promise(async move {
             let peers = handle.peers().await.map_err(|e| JsValue::from(js_error("peers", e)))?;
-            to_js(&peers.iter().map(|c| PeerView::new(&own, c)).collect::<Vec<_>>())
+            to_js(&peers.iter().map(|c| PeerView::new(&own, c, path_of(&paths))).collect::<Vec<_>>())
         })
     }
 
     /// The routing table: `[{ bucket, peers: [...] }]` for every non-empty bucket.
     #[wasm_bindgen(js_name = routingTable)]
     pub fn routing_table(&self) -> js_sys::Promise {
-        let (handle, own) = (self.shared.handle.clone(), self.shared.contact.id);
+        let (handle, own, paths) = (self.shared.handle.clone(), self.shared.contact.id, self.shared.paths.clone());
         future_to_promise(async move {
             let table = handle.routing_table().await.map_err(|e| JsValue::from(js_error("routing table", e)))?;
-            to_js(&table_view(&own, &table))
+            to_js(&table_view(&own, &table, path_of(&paths)))
         })
     }
 

@@ -18,6 +18,27 @@ pub struct PeerView {
     pub bucket: Option<usize>,
     /// Its advertised addresses.
     pub addrs: Vec<String>,
+    /// How the live link to it travels (`None` without a live link).
+    pub path: Option<PathView>,
+}
+
+/// A live link's path as the page shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PathView {
+    /// `host` (direct), `srflx` / `prflx` (direct through a NAT) or `relay` (through TURN): see
+    /// `transport_webrtc::LinkPath::kind`.
+    pub kind: &'static str,
+    /// Our candidate's type.
+    pub local: &'static str,
+    /// The peer's candidate's type.
+    pub remote: &'static str,
+    /// `udp` or `tcp`.
+    pub protocol: String,
+    /// Milliseconds from the first offer to the authenticated link.
+    pub setup_ms: u64,
+    /// This node dialed the link (rather than answered).
+    pub dialed: bool,
 }
 
 /// `native` for peers with a TCP address, `browser` for the rest (tabs cannot listen on TCP).
@@ -30,14 +51,15 @@ pub fn peer_kind(contact: &Contact) -> &'static str {
 }
 
 impl PeerView {
-    /// The view of `contact` from the node `own`.
-    pub fn new(own: &NodeId, contact: &Contact) -> Self {
+    /// The view of `contact` from the node `own`, with the path of a live link to it (`path_of`).
+    pub fn new(own: &NodeId, contact: &Contact, path_of: impl Fn(&NodeId) -> Option<PathView>) -> Self {
         PeerView {
             id: format!("{:#}", contact.id),
             short: contact.id.to_string(),
             kind: peer_kind(contact),
             bucket: own.distance(&contact.id).bucket_index(),
             addrs: contact.addrs.iter().map(|a| a.as_str().to_string()).collect(),
+            path: path_of(&contact.id),
         }
     }
 }
@@ -52,12 +74,16 @@ pub struct BucketView {
 }
 
 /// The routing table as `(bucket, contacts)` pairs, seen from `own`.
-pub fn table_view(own: &NodeId, table: &[(usize, Vec<Contact>)]) -> Vec<BucketView> {
+pub fn table_view(
+    own: &NodeId,
+    table: &[(usize, Vec<Contact>)],
+    path_of: impl Fn(&NodeId) -> Option<PathView>,
+) -> Vec<BucketView> {
     table
         .iter()
         .map(|(bucket, contacts)| BucketView {
             bucket: *bucket,
-            peers: contacts.iter().map(|c| PeerView::new(own, c)).collect(),
+            peers: contacts.iter().map(|c| PeerView::new(own, c, &path_of)).collect(),
         })
         .collect()
 }
@@ -141,13 +167,23 @@ mod tests {
         let own = NodeId::from_public_key(&[0; 32]);
         let peers = [contact(1, &["tcp:127.0.0.1:1"]), contact(2, &["rtc:ws://x/ws"])];
         for p in &peers {
-            let v = PeerView::new(&own, p);
+            let v = PeerView::new(&own, p, |_| None);
+            assert_eq!(v.path, None);
             assert_eq!(v.bucket, own.distance(&p.id).bucket_index());
             assert_eq!(v.id.len(), 64);
             assert!(v.id.starts_with(&v.short));
         }
         let b = peers[0].id.distance(&own).bucket_index().unwrap();
-        let view = table_view(&own, &[(b, vec![peers[0].clone()])]);
+        let direct = PathView {
+            kind: "host",
+            local: "host",
+            remote: "host",
+            protocol: "udp".into(),
+            setup_ms: 12,
+            dialed: false,
+        };
+        let view = table_view(&own, &[(b, vec![peers[0].clone()])], |_| Some(direct.clone()));
+        assert_eq!(view[0].peers[0].path, Some(direct));
         assert_eq!(view.len(), 1);
         assert_eq!(view[0].peers[0].kind, "native");
     }

@@ -119,10 +119,13 @@ function drawPeers(peers) {
   $("peers").replaceChildren(
     ...peers.map((p) => {
       const tr = document.createElement("tr");
-      tr.innerHTML = `<td><code></code></td><td class="kind-${p.kind}"></td><td></td>`;
+      tr.innerHTML = `<td><code></code></td><td class="kind-${p.kind}"></td><td></td><td></td>`;
       tr.children[0].firstChild.textContent = p.short;
       tr.children[1].textContent = p.kind;
       tr.children[2].textContent = p.bucket ?? "";
+      // How the link travels: host (direct), srflx/prflx (direct through a NAT), relay (through TURN).
+      tr.children[3].textContent = p.path ? `${p.path.kind} · ${p.path.setupMs} ms` : "";
+      if (p.path) tr.children[3].title = `ours ${p.path.local}, theirs ${p.path.remote}, ${p.path.protocol}, ${p.path.dialed ? "dialed" : "answered"}`;
       return tr;
     }),
   );

@@ -322,6 +322,7 @@ async fn swarm(opts: &Opts, host: &str, netns: bool) -> Result<(), String> {
     let puts = joined.put_all().await?;
     let gets = joined.get_all().await?;
     let (lookups, lookup_ms) = joined.lookup_all().await?;
+    let paths = LinkPaths::of(&tabs).await?;
     // What an id with 12 bits of proof of work costs in Chromium (Config::id_difficulty).
     let work = tabs[0].js("return window.webdht.idWorkCost(12, 8)", vec![]).await?;
     eprintln!("    ids with 12 bits of work in Chromium: {work}");
@@ -355,6 +356,7 @@ async fn swarm(opts: &Opts, host: &str, netns: bool) -> Result<(), String> {
         flood,
         shot,
         files,
+        paths,
     };
     outcome.report(opts, netns)
 }
@@ -781,6 +783,39 @@ struct Outcome {
     flood: Flood,
     shot: PathBuf,
     files: files::FilesOutcome,
+    paths: LinkPaths,
+}
+
+/// How the tabs' live links travel, as their pages show it (`peers()`' `path`).
+struct LinkPaths {
+    /// Links by path kind (`host`, `srflx`, `prflx`, `relay`), counted at both ends.
+    kinds: std::collections::BTreeMap<String, usize>,
+    /// Setup times of the links this end dialed (ms, sorted).
+    dialed_setup_ms: Vec<f64>,
+    /// Live peers shown without a path (expected none: every link of a tab is WebRTC).
+    missing: usize,
+}
+
+impl LinkPaths {
+    async fn of(tabs: &[Tab]) -> Result<LinkPaths, String> {
+        let mut paths = LinkPaths { kinds: Default::default(), dialed_setup_ms: Vec::new(), missing: 0 };
+        for tab in tabs {
+            let peers = tab.js("return window.webdht.node.peers()", vec![]).await?;
+            for peer in peers.as_array().ok_or_else(|| format!("peers(): {peers}"))? {
+                let path = &peer["path"];
+                let Some(kind) = path["kind"].as_str() else {
+                    paths.missing += 1;
+                    continue;
+                };
+                *paths.kinds.entry(kind.to_string()).or_default() += 1;
+                if path["dialed"].as_bool() == Some(true) {
+                    paths.dialed_setup_ms.push(path["setupMs"].as_f64().unwrap_or(f64::NAN));
+                }
+            }
+        }
+        paths.dialed_setup_ms.sort_by(f64::total_cmp);
+        Ok(paths)
+    }
 }
 
 impl Outcome {
@@ -806,6 +841,7 @@ impl Outcome {
             || held.contains(&0)
             || !self.files.same
             || !self.files.link_same
+            || self.paths.missing > 0
         {
             return Err("e2e: some checks failed (see the summary above)".into());
         }
@@ -828,6 +864,15 @@ impl Outcome {
         eprintln!("  reload restored          {}", self.reload_restored);
         eprintln!("  signing key (tab 1)      {} (non-extractable expected)", self.signing_key);
         eprintln!("  tampered wasm            {}: {}", self.tampered.0, self.tampered.1);
+        let setup = &self.paths.dialed_setup_ms;
+        eprintln!(
+            "  tab link paths           {:?}, {} without a path; setup ms p50 / max {:.0} / {:.0} ({} dialed)",
+            self.paths.kinds,
+            self.paths.missing,
+            percentile(setup, 0.5),
+            percentile(setup, 1.0),
+            setup.len()
+        );
         let fl = &self.flood;
         eprintln!(
             "  storage flood at tab {}  {} stores sent, {} stored ({:.1} MiB), refused {}; own records kept {}/{}, \
@@ -883,6 +928,9 @@ impl Outcome {
             "reload_restored": self.reload_restored,
             "signing_key": self.signing_key,
             "tampered_wasm": self.tampered.0,
+            "tab_link_paths": self.paths.kinds,
+            "tab_link_setup_ms_p50": percentile(&self.paths.dialed_setup_ms, 0.5),
+            "tab_link_setup_ms_max": percentile(&self.paths.dialed_setup_ms, 1.0),
             "flood_sent": self.flood.report["sent"],
             "flood_stored_mib": self.flood.stored_mib(),
             "flood_own_kept": self.flood.own_kept,
