@@ -57,7 +57,8 @@ struct RunArgs {
     /// Local UDP address for WebRTC host candidates (with --signaling); 127.0.0.1:0 keeps WebRTC on loopback.
     #[arg(long, default_value = "127.0.0.1:0")]
     rtc_udp: String,
-    /// ICE server URL for WebRTC (stun:/turn:), repeatable; none by default (loopback and LAN).
+    /// ICE server URL for WebRTC (stun:/turn:), repeatable. Those the --signaling server hands out at
+    /// GET /config (TURN with expiring credentials) are used too.
     #[arg(long)]
     ice_server: Vec<String>,
     /// Do not listen on TCP: a WebRTC-only node (needs --signaling).
@@ -249,9 +250,17 @@ async fn run(args: RunArgs) -> Result<(), String> {
         for file in &args.ca {
             tls_roots.extend(transport_webrtc::read_pem_certificates(file).map_err(|e| format!("--ca {e}"))?);
         }
+        let mut ice_servers: Vec<_> = args.ice_server.iter().map(transport_webrtc::IceServer::url).collect();
+        match transport_webrtc::fetch_ice_servers(url, &tls_roots).await {
+            Ok(served) => {
+                tracing::info!(servers = served.len(), "ICE servers from the signaling server");
+                ice_servers.extend(served);
+            }
+            Err(e) => tracing::warn!("no ICE servers from the signaling server: {e}"),
+        }
         let config = RtcConfig {
             tls_roots,
-            ice_servers: args.ice_server.iter().map(transport_webrtc::IceServer::url).collect(),
+            ice_servers,
             udp_addrs: vec![args.rtc_udp.clone()],
             clock: clock.clone(),
             ..RtcConfig::loopback(url.clone())

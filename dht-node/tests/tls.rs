@@ -72,3 +72,34 @@ fn nodes_that_trust_the_certificate_signal_over_wss() {
     let err = run_to_exit(&root.path().join("d"), &["--no-tcp", "--signaling", &url, "--ca", junk.to_str().unwrap()]);
     assert!(err.contains("--ca") && err.contains("no certificate"), "{err}");
 }
+
+#[test]
+fn nodes_take_their_ice_servers_from_the_signaling_server() {
+    use signaling_server::ice::IceConfig;
+    let root = tempfile::tempdir().unwrap();
+    let ca = LocalCa::new(&["127.0.0.1".into()]).unwrap();
+    ca.write(root.path()).unwrap();
+    let tls = server_config(&root.path().join("cert.pem"), &root.path().join("key.pem")).unwrap();
+    let ice = IceConfig {
+        servers: vec!["stun:192.0.2.1:3478".into(), "turn:192.0.2.1:3478?transport=udp".into()],
+        turn_secret: Some("s3cret".into()),
+        credential_ttl: Duration::from_secs(600),
+    };
+    let (addr, _server) = signaling_server(ServerConfig { tls: Some(tls), ice, ..ServerConfig::default() });
+    let roots = transport_webrtc::read_pem_certificates(&root.path().join("ca.pem")).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let fetch = |url: String, roots: Vec<Vec<u8>>| rt.block_on(transport_webrtc::fetch_ice_servers(&url, &roots));
+    let servers = fetch(format!("wss://{addr}/ws"), roots.clone()).expect("the configuration");
+    assert_eq!(servers.len(), 2, "{servers:?}");
+    assert_eq!((servers[0].urls[0].as_str(), &servers[0].username), ("stun:192.0.2.1:3478", &None));
+    let user = servers[1].username.as_deref().expect("TURN credentials");
+    let expiry: u64 = user.split(':').next().unwrap().parse().unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    assert!(expiry > now && expiry <= now + 601, "{user}");
+    assert_eq!(servers[1].credential.as_deref(), Some(signaling_server::ice::turn_password("s3cret", user).as_str()));
+    // Not trusted, or not a WebSocket URL: errors that say so.
+    let untrusted = fetch(format!("wss://{addr}/ws"), Vec::new()).unwrap_err();
+    assert!(untrusted.contains("UnknownIssuer"), "{untrusted}");
+    let http = fetch(format!("https://{addr}/"), roots).unwrap_err();
+    assert!(http.contains("ws://"), "{http}");
+}

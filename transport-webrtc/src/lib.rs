@@ -41,7 +41,7 @@ mod transport;
 #[doc(hidden)]
 pub use backend::channel_throughput;
 #[cfg(not(target_arch = "wasm32"))]
-pub use backend::read_pem_certificates;
+pub use backend::{fetch_ice_servers, read_pem_certificates};
 pub use signaling::SignalingClient;
 pub use signaling_protocol::PeerInfo;
 pub use transport::{Candidate, LinkPath, PathBook, WebRtcTransport};
@@ -68,10 +68,11 @@ pub fn address(url: &str) -> Address {
     Address::new(format!("{SCHEME}{url}"))
 }
 
-/// A STUN or TURN server, as `RTCPeerConnection` takes it.
+/// A STUN or TURN server, as `RTCPeerConnection` takes it (`urls` a string or an array of them).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct IceServer {
     /// `stun:` / `turn:` / `turns:` URLs of one server.
+    #[serde(deserialize_with = "one_or_many")]
     pub urls: Vec<String>,
     /// TURN username (e.g. the `expiry:id` of TURN REST credentials).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -81,10 +82,61 @@ pub struct IceServer {
     pub credential: Option<String>,
 }
 
+/// ICE servers a node takes at most, URLs per server at most, and the longest text in them.
+pub const MAX_ICE_SERVERS: usize = 8;
+/// See [`MAX_ICE_SERVERS`].
+pub const MAX_ICE_URLS: usize = 8;
+/// See [`MAX_ICE_SERVERS`].
+pub const MAX_ICE_TEXT: usize = 512;
+
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Urls {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match Urls::deserialize(d)? {
+        Urls::One(u) => vec![u],
+        Urls::Many(us) => us,
+    })
+}
+
 impl IceServer {
     /// A server at `url` without credentials (STUN, or TURN that needs none).
     pub fn url(url: impl Into<String>) -> Self {
         IceServer { urls: vec![url.into()], ..IceServer::default() }
+    }
+
+    /// Checks a list given by a page or a server: at most [`MAX_ICE_SERVERS`] entries of 1 to
+    /// [`MAX_ICE_URLS`] `stun:`, `stuns:`, `turn:` or `turns:` URLs, no text over [`MAX_ICE_TEXT`] bytes.
+    pub fn check_list(list: &[IceServer]) -> Result<(), String> {
+        if list.len() > MAX_ICE_SERVERS {
+            return Err(format!("holds more than {MAX_ICE_SERVERS} servers"));
+        }
+        for s in list {
+            let texts = s.urls.iter().chain(&s.username).chain(&s.credential);
+            if s.urls.is_empty() || s.urls.len() > MAX_ICE_URLS || texts.into_iter().any(|t| t.len() > MAX_ICE_TEXT) {
+                return Err(format!("entries need 1 to {MAX_ICE_URLS} urls, each text at most {MAX_ICE_TEXT} bytes"));
+            }
+            let scheme = |u: &String| ["stun:", "stuns:", "turn:", "turns:"].iter().any(|p| u.starts_with(p));
+            if let Some(u) = s.urls.iter().find(|u| !scheme(u)) {
+                return Err(format!("has {u:?}, not a stun:/turn: URL"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The list in a signaling server's `GET /config` document (`{"iceServers": [...]}`), checked.
+    pub fn from_config(json: &str) -> Result<Vec<IceServer>, String> {
+        #[derive(Deserialize)]
+        struct Config {
+            #[serde(rename = "iceServers")]
+            ice_servers: Vec<IceServer>,
+        }
+        let config: Config = serde_json::from_str(json).map_err(|e| format!("not an ICE configuration: {e}"))?;
+        Self::check_list(&config.ice_servers)?;
+        Ok(config.ice_servers)
     }
 }
 
@@ -216,6 +268,24 @@ pub fn prologue(offer_sdp: &str, answer_sdp: &str) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn ice_configurations_are_checked() {
+        use super::IceServer;
+        let doc = r#"{"iceServers":[{"urls":"stun:192.0.2.1:3478"},
+            {"urls":["turn:192.0.2.1:3478?transport=udp"],"username":"9:x","credential":"c"}]}"#;
+        let servers = IceServer::from_config(doc).unwrap();
+        assert_eq!(servers[0], IceServer::url("stun:192.0.2.1:3478"));
+        assert_eq!(servers[1].username.as_deref(), Some("9:x"));
+        let bad = |doc: &str| IceServer::from_config(doc).unwrap_err();
+        assert!(bad(r#"{"iceServers":[{"urls":"http://x"}]}"#).contains("not a stun:/turn: URL"));
+        assert!(bad(r#"{"iceServers":[{"urls":[]}]}"#).contains("1 to 8 urls"));
+        let many = format!(r#"{{"iceServers":[{}]}}"#, vec![r#"{"urls":"stun:x"}"#; 9].join(","));
+        assert!(bad(&many).contains("more than 8"));
+        let long = format!(r#"{{"iceServers":[{{"urls":"stun:x","username":"{}"}}]}}"#, "u".repeat(513));
+        assert!(bad(&long).contains("at most 512 bytes"));
+        assert!(bad("<html>").contains("not an ICE configuration"));
+    }
+
     use super::*;
 
     const OFFER: &str = "v=0\r\na=fingerprint:sha-256 AB:CD\r\na=setup:actpass\r\n";

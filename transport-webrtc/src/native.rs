@@ -74,30 +74,58 @@ fn tls_connector(extra: &[Vec<u8>]) -> Result<tokio_rustls::TlsConnector, String
     Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
 }
 
+/// A connection to the server of a `ws://` or `wss://` URL: TCP, with TLS for `wss://` (the system's roots
+/// and `tls_roots` trusted); also the `host:port` it names.
+async fn open_stream(url: &str, tls_roots: &[Vec<u8>]) -> Result<(Box<dyn Stream>, String), String> {
+    use async_tungstenite::tungstenite::client::IntoClientRequest;
+    let request = url.into_client_request().map_err(|e| e.to_string())?;
+    let uri = request.uri();
+    let secure = match uri.scheme_str() {
+        Some("wss") => true,
+        Some("ws") => false,
+        _ => return Err("the signaling URL must start with ws:// or wss://".into()),
+    };
+    let host = uri.host().ok_or("the signaling URL has no host")?;
+    let authority = uri.authority().map(|a| a.to_string()).unwrap_or_else(|| host.to_string());
+    let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+    let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
+    let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await.map_err(|e| e.to_string())?;
+    let _ = tcp.set_nodelay(true);
+    if !secure {
+        return Ok((Box::new(tcp), authority));
+    }
+    let name = tokio_rustls::rustls::pki_types::ServerName::try_from(host.clone())
+        .map_err(|e| format!("{host} as a TLS server name: {e}"))?;
+    let tls = tls_connector(tls_roots)?.connect(name, tcp).await.map_err(|e| format!("TLS: {e}"))?;
+    Ok((Box::new(tls), authority))
+}
+
+/// The ICE servers the signaling server at `signaling_url` hands out at `GET /config` (TURN entries with
+/// credentials that expire), checked as a page's would be.
+pub async fn fetch_ice_servers(signaling_url: &str, tls_roots: &[Vec<u8>]) -> Result<Vec<crate::IceServer>, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const MAX_ANSWER: u64 = 64 * 1024;
+    let (mut stream, authority) = open_stream(signaling_url, tls_roots).await?;
+    let request = format!("GET /config HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
+    let mut answer = Vec::new();
+    (&mut stream).take(MAX_ANSWER + 1).read_to_end(&mut answer).await.map_err(|e| e.to_string())?;
+    if answer.len() as u64 > MAX_ANSWER {
+        return Err(format!("GET /config: answer over {MAX_ANSWER} bytes"));
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    let (head, body) = answer.split_once("\r\n\r\n").ok_or("GET /config: no complete answer")?;
+    let status = head.lines().next().unwrap_or_default();
+    if !status.starts_with("HTTP/1.1 200") {
+        return Err(format!("GET /config: {status}"));
+    }
+    crate::IceServer::from_config(body).map_err(|e| format!("GET /config: {e}"))
+}
+
 impl SignalSocket for Socket {
     async fn connect(url: &str, tls_roots: &[Vec<u8>]) -> Result<Self, String> {
-        use async_tungstenite::tungstenite::client::IntoClientRequest;
-        let request = url.into_client_request().map_err(|e| e.to_string())?;
-        let uri = request.uri();
-        let secure = match uri.scheme_str() {
-            Some("wss") => true,
-            Some("ws") => false,
-            _ => return Err("the signaling URL must start with ws:// or wss://".into()),
-        };
-        let host = uri.host().ok_or("the signaling URL has no host")?;
-        let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
-        let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
-        let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await.map_err(|e| e.to_string())?;
-        let _ = tcp.set_nodelay(true);
-        let stream: Box<dyn Stream> = if secure {
-            let name = tokio_rustls::rustls::pki_types::ServerName::try_from(host.clone())
-                .map_err(|e| format!("{host} as a TLS server name: {e}"))?;
-            let tls = tls_connector(tls_roots)?.connect(name, tcp).await.map_err(|e| format!("TLS: {e}"))?;
-            Box::new(tls)
-        } else {
-            Box::new(tcp)
-        };
-        let (ws, _) = async_tungstenite::tokio::client_async(request, stream).await.map_err(|e| e.to_string())?;
+        let (stream, _) = open_stream(url, tls_roots).await?;
+        let (ws, _) = async_tungstenite::tokio::client_async(url, stream).await.map_err(|e| e.to_string())?;
         Ok(Socket(ws))
     }
 

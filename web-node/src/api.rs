@@ -7,7 +7,7 @@ use dht_driver::{key_for, setup, start, DriverConfig, NodeHandle, SharedClock, S
 use dht_link::Identity;
 use futures::StreamExt;
 use kvstore::{IdbStore, Store};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use transport_webrtc::{IceServer, PathBook, RtcConfig, WebRtcTransport};
@@ -106,60 +106,16 @@ struct StartOptions {
     ice_servers: Vec<IceServer>,
 }
 
-/// ICE servers a page may give at most, URLs per server at most, and the longest string in them.
-const MAX_ICE_SERVERS: usize = 8;
-const MAX_ICE_URLS: usize = 8;
-const MAX_ICE_TEXT: usize = 512;
-
-/// One entry of `iceServers`, as `RTCPeerConnection` takes it: `urls` a string or an array of them.
-#[derive(Deserialize)]
-struct IceServerOption {
-    urls: Urls,
-    #[serde(default)]
-    username: Option<String>,
-    #[serde(default)]
-    credential: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Urls {
-    One(String),
-    Many(Vec<String>),
-}
-
-/// `options.iceServers` (absent: none), within the limits above.
+/// `options.iceServers` (absent: none), within the transport's limits ([`IceServer::check_list`]).
 fn ice_servers_option(value: JsValue) -> Result<Vec<IceServer>, JsError> {
     if value.is_undefined() || value.is_null() {
         return Ok(Vec::new());
     }
     let bad = |why: &str| JsError::new(&format!("start: `iceServers` {why}"));
-    let given: Vec<IceServerOption> = serde_wasm_bindgen::from_value(value)
+    let given: Vec<IceServer> = serde_wasm_bindgen::from_value(value)
         .map_err(|e| bad(&format!("must be [{{ urls, username?, credential? }}]: {e}")))?;
-    if given.len() > MAX_ICE_SERVERS {
-        return Err(bad(&format!("holds more than {MAX_ICE_SERVERS} servers")));
-    }
-    given
-        .into_iter()
-        .map(|s| {
-            let urls = match s.urls {
-                Urls::One(u) => vec![u],
-                Urls::Many(us) => us,
-            };
-            let texts = urls.iter().chain(&s.username).chain(&s.credential);
-            if urls.is_empty() || urls.len() > MAX_ICE_URLS || texts.into_iter().any(|t| t.len() > MAX_ICE_TEXT) {
-                return Err(bad(&format!(
-                    "entries need 1 to {MAX_ICE_URLS} urls, each text at most {MAX_ICE_TEXT} bytes"
-                )));
-            }
-            if let Some(u) =
-                urls.iter().find(|u| !["stun:", "stuns:", "turn:", "turns:"].iter().any(|p| u.starts_with(p)))
-            {
-                return Err(bad(&format!("has {u:?}, not a stun:/turn: URL")));
-            }
-            Ok(IceServer { urls, username: s.username, credential: s.credential })
-        })
-        .collect()
+    IceServer::check_list(&given).map_err(|e| bad(&e))?;
+    Ok(given)
 }
 
 impl StartOptions {
