@@ -279,7 +279,7 @@ mod tests {
         let bad = |doc: &str| IceServer::from_config(doc).unwrap_err();
         assert!(bad(r#"{"iceServers":[{"urls":"http://x"}]}"#).contains("not a stun:/turn: URL"));
         assert!(bad(r#"{"iceServers":[{"urls":[]}]}"#).contains("1 to 8 urls"));
-        let many = format!(r#"{{"iceServers":[{}]}}"#, vec![r#"{"urls":"stun:x"}"#; 9].join(","));
+        let many = format!(r#"{{"iceServers":[{}]}}"#, [r#"{"urls":"stun:x"}"#; 9].join(","));
         assert!(bad(&many).contains("more than 8"));
         let long = format!(r#"{{"iceServers":[{{"urls":"stun:x","username":"{}"}}]}}"#, "u".repeat(513));
         assert!(bad(&long).contains("at most 512 bytes"));
