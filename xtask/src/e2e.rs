@@ -5,6 +5,7 @@
 //! and Chromium has an interface to gather candidates on.
 
 mod files;
+mod nat;
 
 use crate::web::{build_web, bundle_dir, ensure_chromium, CHROMEDRIVER, CHROMIUM};
 use crate::{cargo, root, step, target_dir};
@@ -59,6 +60,9 @@ fn bin(name: &str) -> PathBuf {
 
 /// Builds what the run needs, then runs it (in a network namespace when we can make one).
 pub fn e2e(args: &[String]) -> Result<(), String> {
+    if args.first().map(String::as_str) == Some("--nat") {
+        return nat::nat(&args[1..]);
+    }
     let opts = parse(args)?;
     if std::env::var_os(IN_NETNS).is_some() {
         return run_swarm(&opts, NETNS_ADDR, true);
@@ -126,10 +130,19 @@ async fn wait_for<T, F: std::future::Future<Output = Option<T>>>(
 
 /// One request line to a native node's control socket.
 async fn ctl(data_dir: &Path, request: &str) -> Result<String, String> {
+    ctl_in(None, data_dir, request).await
+}
+
+/// [`ctl`] to a node in the network namespace `ns` (its control socket is on that namespace's loopback).
+async fn ctl_in(ns: Option<&str>, data_dir: &Path, request: &str) -> Result<String, String> {
     let addr = std::fs::read_to_string(data_dir.join("control.addr")).map_err(|e| format!("control.addr: {e}"))?;
     let token = std::fs::read_to_string(data_dir.join("control.token")).map_err(|e| format!("control.token: {e}"))?;
     let call = async {
-        let mut s = tokio::net::TcpStream::connect(addr.trim()).await.map_err(|e| e.to_string())?;
+        let connected = match ns {
+            None => tokio::net::TcpStream::connect(addr.trim()).await,
+            Some(ns) => nat::connect_in(ns, addr.trim()).await,
+        };
+        let mut s = connected.map_err(|e| e.to_string())?;
         s.write_all(format!("{} {request}\n", token.trim()).as_bytes()).await.map_err(|e| e.to_string())?;
         let mut line = String::new();
         BufReader::new(s).read_line(&mut line).await.map_err(|e| e.to_string())?;
@@ -381,7 +394,12 @@ impl Signaling {
 
     /// [`Signaling::start`] serving `web_dir`, logging to `log`.
     async fn serving(host: &str, web_dir: &Path, log: &Path, tls: &Tls) -> Result<Signaling, String> {
-        let mut cmd = Proc::new(bin("signaling-server"));
+        Self::launch(Proc::new(bin("signaling-server")), host, web_dir, log, tls).await
+    }
+
+    /// [`Signaling::serving`] through `cmd` (the server's binary, or a launcher that runs it, with their
+    /// own arguments already given).
+    async fn launch(mut cmd: Proc, host: &str, web_dir: &Path, log: &Path, tls: &Tls) -> Result<Signaling, String> {
         cmd.args(["--listen", &format!("{host}:0"), "--web-dir"]).arg(web_dir).stdout(Stdio::piped());
         cmd.arg("--tls-cert").arg(tls.dir.join("cert.pem")).arg("--tls-key").arg(tls.dir.join("key.pem"));
         let mut process = spawn(&mut cmd, log)?;

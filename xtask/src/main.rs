@@ -35,6 +35,7 @@ fn main() -> ExitCode {
             eprintln!("  build-web  web-node for wasm32 + JS glue + page, into target/web");
             eprintln!("  fuzz [--secs S] [--target NAME] [--sanitizer address|none]  cargo-fuzz targets for S seconds each (nightly)");
             eprintln!("  e2e [--tabs T] [--native N]  signaling server, native nodes and headless Chromium tabs");
+            eprintln!("  e2e --nat  the same across two NATs (one symmetric) with STUN/TURN (coturn), in namespaces (root)");
             eprintln!("  bench  every benchmark, one JSON line per figure; rewrites BENCHMARKS.md's table (~6 min)");
             return ExitCode::from(2);
         }
@@ -122,6 +123,8 @@ fn test() -> Result<(), String> {
     web::browser_tests(&["kvstore"])?;
     let e2e_args: Vec<String> = ["--tabs", "4", "--native", "3"].iter().map(|s| s.to_string()).collect();
     e2e::e2e(&e2e_args)?;
+    // Across NATs with TURN, in namespaces of its own (skipped with a message when not root).
+    e2e::e2e(&["--nat".to_string()])?;
     eprintln!("==> all checks passed");
     Ok(())
 }

@@ -15,20 +15,26 @@ pub fn bundle_dir() -> PathBuf {
 /// Makes sure Chromium and chromedriver are installed: installs them from Debian when missing and we are
 /// root, else says what to install.
 pub fn ensure_chromium() -> Result<(), String> {
-    if Path::new(CHROMIUM).exists() && Path::new(CHROMEDRIVER).exists() {
+    ensure_debian(&[(CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-driver")])
+}
+
+/// Installs the Debian packages whose files (`path`, `package`) are missing, with apt-get when root; else
+/// stops with the command that would.
+pub fn ensure_debian(needs: &[(&str, &str)]) -> Result<(), String> {
+    let missing: Vec<&str> = needs.iter().filter(|(path, _)| !Path::new(path).exists()).map(|(_, p)| *p).collect();
+    if missing.is_empty() {
         return Ok(());
     }
     let root_user = Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false);
-    let hint = "install them with: apt-get install -y chromium chromium-driver";
+    let hint = format!("install them with: apt-get install -y {}", missing.join(" "));
+    let paths: Vec<&str> = needs.iter().map(|(path, _)| *path).collect();
     if !root_user {
-        return Err(format!("Chromium and chromedriver are needed at {CHROMIUM} and {CHROMEDRIVER}; {hint}"));
+        return Err(format!("{} are needed; {hint}", paths.join(", ")));
     }
     step("apt-get update", Command::new("apt-get").args(["update", "-qq"])).map_err(|e| format!("{e}; {hint}"))?;
     step(
-        "apt-get install chromium chromium-driver",
-        Command::new("apt-get")
-            .args(["install", "-y", "-qq", "chromium", "chromium-driver"])
-            .env("DEBIAN_FRONTEND", "noninteractive"),
+        &format!("apt-get install {}", missing.join(" ")),
+        Command::new("apt-get").args(["install", "-y", "-qq"]).args(&missing).env("DEBIAN_FRONTEND", "noninteractive"),
     )
     .map_err(|e| format!("{e}; {hint}"))
 }
