@@ -156,6 +156,16 @@ impl PathBook {
         self.0.borrow_mut().insert(peer, (serial, path));
     }
 
+    /// The pair `peer`'s link `serial` uses now.
+    fn update(&self, peer: NodeId, serial: u64, (local, remote, protocol): (Candidate, Candidate, String)) {
+        if let Some((s, path)) = self.0.borrow_mut().get_mut(&peer) {
+            if *s == serial && (path.local, path.remote, &path.protocol) != (local, remote, &protocol) {
+                tracing::debug!(%peer, from = path.kind(), "WebRTC link moved to another candidate pair");
+                (path.local, path.remote, path.protocol) = (local, remote, protocol);
+            }
+        }
+    }
+
     /// Forgets `peer`'s link `serial` (not a newer link to the same peer).
     fn close(&self, peer: NodeId, serial: u64) {
         let mut book = self.0.borrow_mut();
@@ -399,8 +409,21 @@ async fn finish(
     let serial = inner.opened.get() + 1;
     inner.opened.set(serial);
     paths.open(id, serial, path);
+    let clock = clock.clone();
     rt::spawn(async move {
-        if let Err(e) = carry.await {
+        // ICE may move the link to a better pair once more checks succeed (a relayed pair first, a direct
+        // one a moment later): the book follows, soon after the link opens and then now and then.
+        let follow = async {
+            for wait in [1, 3, 10].into_iter().chain(std::iter::repeat(30)) {
+                clock.sleep(Duration::from_secs(wait)).await;
+                if let Some(pair) = pc.selected_pair().await {
+                    paths.update(id, serial, pair);
+                }
+            }
+        };
+        if let futures::future::Either::Left((Err(e), _)) =
+            futures::future::select(Box::pin(carry), Box::pin(follow)).await
+        {
             tracing::debug!(peer = %id, "WebRTC link closed: {e}");
         }
         paths.close(id, serial);

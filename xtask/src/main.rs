@@ -35,7 +35,9 @@ fn main() -> ExitCode {
             eprintln!("  build-web  web-node for wasm32 + JS glue + page, into target/web");
             eprintln!("  fuzz [--secs S] [--target NAME] [--sanitizer address|none]  cargo-fuzz targets for S seconds each (nightly)");
             eprintln!("  e2e [--tabs T] [--native N]  signaling server, native nodes and headless Chromium tabs");
-            eprintln!("  e2e --nat  the same across two NATs (one symmetric) with STUN/TURN (coturn), in namespaces (root)");
+            eprintln!(
+                "  e2e --nat  the same across two NATs (one symmetric) with STUN/TURN (coturn), in namespaces (root)"
+            );
             eprintln!("  bench  every benchmark, one JSON line per figure; rewrites BENCHMARKS.md's table (~6 min)");
             return ExitCode::from(2);
         }

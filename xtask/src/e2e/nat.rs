@@ -4,20 +4,22 @@
 //! ```text
 //!             "internet" 203.0.113.0/24: signaling server (https, wss, GET /config), coturn (STUN, TURN),
 //!                  |                     a bootstrap dht-node — all at 203.0.113.1
-//!        +---------+----------+
-//!   router A 203.0.113.10   router B 203.0.113.20
-//!   masquerade (endpoint-   masquerade --random-fully
-//!   independent, port-      (symmetric: a new port for
-//!   preserving)             every destination)
-//!        |                        |
-//!   home A 192.0.2.2         home B 192.0.2.66
-//!   two Chromium tabs        two Chromium tabs, one dht-node
+//!        +---------+------------------------+-------------------------+
+//!   router A 203.0.113.10   router B 203.0.113.20       router C 203.0.113.30
+//!   masquerade (endpoint-   masquerade --random-fully   masquerade, like A
+//!   independent mapping,    (symmetric: a new port for
+//!   ports kept)             every destination)
+//!        |                        |                           |
+//!   home A 192.0.2.2         home B 192.0.2.66           home C 192.0.2.130
+//!   two Chromium tabs        two Chromium tabs,          one Chromium tab
+//!                            one dht-node
 //! ```
 //!
 //! Every node puts records and gets everyone else's; the run reports, for every pair of nodes with a live
 //! link, how it travels as each end sees it (host, srflx, prflx, relay) and its setup time, and as its last
-//! line one JSON object. It fails unless every get succeeds, every tab of home A links with every tab of
-//! home B, and links that cross the symmetric NAT to home A go through TURN (no direct path exists there).
+//! line one JSON object. It fails unless every get succeeds, every tab links with every tab of the other
+//! homes, and links that cross the symmetric NAT to another home go through TURN (no direct path exists
+//! there); between homes A and C a direct path through both NATs exists, and the run says which was taken.
 
 use super::{ctl_in, percentile, spawn, wait_for, Browser, Signaling, Tab, Tally, Tls, CHROMEDRIVER};
 use crate::web::{build_web, bundle_dir, ensure_chromium, ensure_debian};
@@ -38,27 +40,32 @@ const PUTS_EACH: usize = 3;
 /// The namespaces and links, made by one script (`$P` is the run's prefix). Router A masquerades keeping
 /// ports (endpoint-independent mapping); router B with `--random-fully` (a new port per destination).
 const TOPOLOGY: &str = r#"
-for n in inet ra rb ha hb; do ip netns add $P-$n; ip -n $P-$n link set lo up; done
+for n in inet ra rb rc ha hb hc; do ip netns add $P-$n; ip -n $P-$n link set lo up; done
 ip -n $P-inet link add br0 type bridge; ip -n $P-inet link set br0 up
 ip -n $P-inet addr add 203.0.113.1/24 dev br0
-for r in ra rb; do
+for r in ra rb rc; do
   ip link add $P-$r type veth peer name wan netns $P-$r
   ip link set $P-$r netns $P-inet
   ip -n $P-inet link set $P-$r master br0 up
 done
 ip -n $P-ra addr add 203.0.113.10/24 dev wan; ip -n $P-ra link set wan up
 ip -n $P-rb addr add 203.0.113.20/24 dev wan; ip -n $P-rb link set wan up
+ip -n $P-rc addr add 203.0.113.30/24 dev wan; ip -n $P-rc link set wan up
 ip link add lan netns $P-ra type veth peer name eth0 netns $P-ha
 ip link add lan netns $P-rb type veth peer name eth0 netns $P-hb
+ip link add lan netns $P-rc type veth peer name eth0 netns $P-hc
 ip -n $P-ra addr add 192.0.2.1/26 dev lan; ip -n $P-ra link set lan up
 ip -n $P-rb addr add 192.0.2.65/26 dev lan; ip -n $P-rb link set lan up
+ip -n $P-rc addr add 192.0.2.129/26 dev lan; ip -n $P-rc link set lan up
 ip -n $P-ha addr add 192.0.2.2/26 dev eth0; ip -n $P-ha link set eth0 up; ip -n $P-ha route add default via 192.0.2.1
 ip -n $P-hb addr add 192.0.2.66/26 dev eth0; ip -n $P-hb link set eth0 up; ip -n $P-hb route add default via 192.0.2.65
-for r in ra rb; do ip netns exec $P-$r sysctl -qw net.ipv4.ip_forward=1; done
+ip -n $P-hc addr add 192.0.2.130/26 dev eth0; ip -n $P-hc link set eth0 up; ip -n $P-hc route add default via 192.0.2.129
+for r in ra rb rc; do ip netns exec $P-$r sysctl -qw net.ipv4.ip_forward=1; done
 ip netns exec $P-ra iptables -t nat -A POSTROUTING -o wan -j MASQUERADE
+ip netns exec $P-rc iptables -t nat -A POSTROUTING -o wan -j MASQUERADE
 ip netns exec $P-rb iptables -t nat -A POSTROUTING -o wan -j MASQUERADE --random-fully
 "#;
-const NAMESPACES: [&str; 5] = ["inet", "ra", "rb", "ha", "hb"];
+const NAMESPACES: [&str; 7] = ["inet", "ra", "rb", "rc", "ha", "hb", "hc"];
 
 /// The run's namespaces; removed when dropped (after the processes in them, which are dropped first).
 struct Net {
@@ -70,7 +77,7 @@ impl Net {
         let net = Net { prefix: format!("wdn{}", std::process::id() % 100_000) };
         let mut cmd = Command::new("sh");
         cmd.args(["-ec", TOPOLOGY]).env("P", &net.prefix);
-        step("namespaces: an internet, two NAT routers, two homes", &mut cmd).map(|_| net)
+        step("namespaces: an internet, three NAT routers, three homes", &mut cmd).map(|_| net)
     }
 
     fn ns(&self, name: &str) -> String {
@@ -326,7 +333,8 @@ async fn run() -> Result<(), String> {
         flags
     };
     eprintln!(
-        "==> e2e --nat: servers at {SERVERS}, home A behind an endpoint-independent NAT, home B behind a symmetric one"
+        "==> e2e --nat: servers at {SERVERS}, homes A and C behind endpoint-independent NATs, home B behind a \
+         symmetric one"
     );
 
     let mut nodes = Vec::new();
@@ -334,9 +342,15 @@ async fn run() -> Result<(), String> {
     nodes.push(native(&net, "inet", "internet-node", &boot_flags, tmp.path(), &out).await?);
     let (_driver_a, browser_a) = chromedriver(&net, "ha", &spki, &out).await?;
     let (_driver_b, browser_b) = chromedriver(&net, "hb", &spki, &out).await?;
+    let (_driver_c, browser_c) = chromedriver(&net, "hc", &spki, &out).await?;
     let mut join_ms = Vec::new();
-    let tabs =
-        [(&browser_a, "ha", "ha0"), (&browser_a, "ha", "ha1"), (&browser_b, "hb", "hb0"), (&browser_b, "hb", "hb1")];
+    let tabs = [
+        (&browser_a, "ha", "ha0"),
+        (&browser_a, "ha", "ha1"),
+        (&browser_b, "hb", "hb0"),
+        (&browser_b, "hb", "hb1"),
+        (&browser_c, "hc", "hc0"),
+    ];
     for (browser, home, name) in tabs {
         let (node, ms) = tab((browser, home), &sig.page, name, tmp.path()).await?;
         nodes.push(node);
@@ -432,7 +446,7 @@ impl Report {
                     b: b.name.clone(),
                     a_sees: paths[i].get(&b.id).cloned(),
                     b_sees: paths[j].get(&a.id).cloned(),
-                    needs_relay: homes.contains(&"ha") && homes.contains(&"hb"),
+                    needs_relay: homes.contains(&"hb") && homes[0] != homes[1] && !homes.contains(&"inet"),
                     must_link: tabs && homes[0] != homes[1],
                 });
             }
