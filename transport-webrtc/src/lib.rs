@@ -220,7 +220,7 @@ impl RtcConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Signal {
-    /// A new link: the dialer's SDP offer (with its candidates).
+    /// A new link: the dialer's SDP offer (its candidates follow as [`Signal::Candidate`]s).
     Offer {
         /// Chosen by the dialer; the answer carries it back.
         session: u64,
@@ -241,6 +241,40 @@ pub enum Signal {
         /// Why.
         reason: String,
     },
+    /// One ICE candidate of either side, sent as soon as it is gathered (trickle ICE).
+    Candidate {
+        /// The offer's session.
+        session: u64,
+        /// The candidate.
+        candidate: IceCandidate,
+    },
+}
+
+/// Candidates one side of a link setup sends at most; more are dropped, by the sender and by the receiver.
+pub const MAX_CANDIDATES: usize = 16;
+
+/// One ICE candidate, as `RTCIceCandidateInit` carries it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IceCandidate {
+    /// The `candidate:` line.
+    pub candidate: String,
+    /// The media section it belongs to, by id.
+    #[serde(default)]
+    pub sdp_mid: Option<String>,
+    /// The media section it belongs to, by index.
+    #[serde(default)]
+    pub sdp_m_line_index: Option<u16>,
+}
+
+impl IceCandidate {
+    /// Plausible as a peer's candidate: a `candidate:` line of at most 512 bytes, a short media id.
+    pub fn is_plausible(&self) -> bool {
+        let line = self.candidate.strip_prefix("a=").unwrap_or(&self.candidate);
+        line.starts_with("candidate:")
+            && self.candidate.len() <= 512
+            && self.sdp_mid.as_ref().is_none_or(|m| m.len() <= 64)
+    }
 }
 
 /// The `a=fingerprint:` values of an SDP, sorted (both sides compute the same prologue from the same SDPs).
@@ -268,6 +302,28 @@ pub fn prologue(offer_sdp: &str, answer_sdp: &str) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn trickled_candidates_are_checked() {
+        use super::{IceCandidate, Signal};
+        let c = |line: &str, mid: Option<&str>| IceCandidate {
+            candidate: line.into(),
+            sdp_mid: mid.map(Into::into),
+            sdp_m_line_index: Some(0),
+        };
+        let host = "candidate:1 1 udp 2130706431 192.0.2.1 50000 typ host";
+        assert!(c(host, Some("0")).is_plausible());
+        assert!(c(&format!("a={host}"), None).is_plausible());
+        assert!(!c("typ relay", Some("0")).is_plausible(), "not a candidate line");
+        assert!(!c(&format!("{host} {}", "x".repeat(512)), Some("0")).is_plausible(), "too long");
+        assert!(!c(host, Some(&"m".repeat(65))).is_plausible(), "media id too long");
+        // On the wire: a signal of its own, unknown fields refused.
+        let signal = Signal::Candidate { session: 7, candidate: c(host, Some("0")) };
+        let json = serde_json::to_string(&signal).unwrap();
+        assert_eq!(serde_json::from_str::<Signal>(&json).unwrap(), signal);
+        let extra = json.replace("\"sdp_mid\"", "\"evil\":1,\"sdp_mid\"");
+        assert!(serde_json::from_str::<Signal>(&extra).is_err(), "{extra}");
+    }
+
     #[test]
     fn ice_configurations_are_checked() {
         use super::IceServer;

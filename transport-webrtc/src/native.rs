@@ -3,7 +3,7 @@
 
 use crate::signaling::SignalSocket;
 use crate::transport::{Candidate, Fresh, RtcPeer, Setup};
-use crate::{RtcConfig, MAX_CHUNK};
+use crate::{IceCandidate, RtcConfig, MAX_CANDIDATES, MAX_CHUNK};
 use async_tungstenite::tungstenite::Message as WsMessage;
 use dht_link_io::ChannelPipe;
 use futures::channel::{mpsc, oneshot};
@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use webrtc::data_channel::{DataChannel, DataChannelEvent, RTCDataChannelInit, RTCDataChannelState};
 use webrtc::peer_connection::{
-    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder, RTCIceGatheringState,
-    RTCIceServer, RTCPeerConnectionState, RTCSessionDescription, SettingEngineBuilder,
+    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder, RTCIceServer,
+    RTCPeerConnectionState, RTCSessionDescription, SettingEngineBuilder,
 };
 
 /// Spawns a task on the current `LocalSet`.
@@ -156,18 +156,23 @@ impl SignalSocket for Socket {
 // ---------------------------------------------------------------------------------------------------------
 // Peer connections
 
-/// Reports gathering completion, failure and the peer's data channel of one peer connection.
+/// Reports the gathered candidates, failure and the peer's data channel of one peer connection.
 struct Handler {
-    gathered: mpsc::Sender<()>,
+    candidates: mpsc::Sender<IceCandidate>,
     failed: mpsc::Sender<()>,
     channel: mpsc::Sender<Arc<dyn DataChannel>>,
 }
 
 #[async_trait::async_trait]
 impl PeerConnectionEventHandler for Handler {
-    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
-        if state == RTCIceGatheringState::Complete {
-            let _ = self.gathered.clone().try_send(());
+    async fn on_ice_candidate(&self, event: webrtc::peer_connection::RTCPeerConnectionIceEvent) {
+        if let Ok(init) = event.candidate.to_json() {
+            let candidate = IceCandidate {
+                candidate: init.candidate,
+                sdp_mid: init.sdp_mid,
+                sdp_m_line_index: init.sdp_mline_index,
+            };
+            let _ = self.candidates.clone().try_send(candidate);
         }
     }
 
@@ -188,7 +193,7 @@ pub(crate) struct Peer(Box<dyn PeerConnection>);
 /// A peer connection, its gathering-complete and failure signals, and its data channel: created here for
 /// the dialer (`create_channel`), announced through `on_data_channel` for the answerer.
 async fn new_connection(config: &RtcConfig, create_channel: bool) -> Result<Fresh<Peer>, String> {
-    let (gathered_tx, gathered) = mpsc::channel(1);
+    let (candidates_tx, candidates) = mpsc::channel(MAX_CANDIDATES);
     let (failed_tx, failed) = mpsc::channel(1);
     let (channel_tx, mut announced) = mpsc::channel(1);
     let setting = SettingEngineBuilder::new()
@@ -210,7 +215,7 @@ async fn new_connection(config: &RtcConfig, create_channel: bool) -> Result<Fres
     let mut builder = PeerConnectionBuilder::new()
         .with_configuration(rtc_config)
         .with_setting_engine(setting)
-        .with_handler(Arc::new(Handler { gathered: gathered_tx, failed: failed_tx, channel: channel_tx }))
+        .with_handler(Arc::new(Handler { candidates: candidates_tx, failed: failed_tx, channel: channel_tx }))
         .with_data_channel_send_buffer_limit(config.send_buffer_limit);
     if !config.udp_addrs.is_empty() {
         builder = builder.with_udp_addrs(config.udp_addrs.clone());
@@ -235,16 +240,11 @@ async fn new_connection(config: &RtcConfig, create_channel: bool) -> Result<Fres
             }
         });
     }
-    Ok(Fresh { pc: Peer(Box::new(pc)), gathered, failed, pipe: pipe_rx })
+    Ok(Fresh { pc: Peer(Box::new(pc)), candidates, failed, pipe: pipe_rx })
 }
 
-/// Waits (bounded) for ICE gathering, then returns the local SDP with its candidates.
-async fn local_sdp(
-    pc: &dyn PeerConnection,
-    gathered: &mut mpsc::Receiver<()>,
-    config: &RtcConfig,
-) -> Result<String, String> {
-    let _ = dht_driver::timeout(&config.clock, Duration::from_secs(5), gathered.next()).await;
+/// The local SDP as set (its candidates are sent one by one as they are gathered).
+async fn local_sdp(pc: &dyn PeerConnection) -> Result<String, String> {
     pc.local_description().await.map(|d| d.sdp).ok_or_else(|| "no local description".into())
 }
 
@@ -261,26 +261,26 @@ async fn with_sdp_or_close(fresh: Fresh<Peer>, sdp: Result<String, String>) -> R
 
 impl RtcPeer for Peer {
     async fn offer(config: &RtcConfig) -> Result<Setup<Self>, String> {
-        let mut fresh = new_connection(config, true).await?;
+        let fresh = new_connection(config, true).await?;
         let steps = async {
             let pc = &fresh.pc.0;
             let offer = pc.create_offer(None).await.map_err(|e| format!("offer: {e}"))?;
             pc.set_local_description(offer).await.map_err(|e| format!("local description: {e}"))?;
-            local_sdp(&**pc, &mut fresh.gathered, config).await
+            local_sdp(&**pc).await
         };
         let sdp = steps.await;
         with_sdp_or_close(fresh, sdp).await
     }
 
     async fn answer(config: &RtcConfig, offer: &str) -> Result<Setup<Self>, String> {
-        let mut fresh = new_connection(config, false).await?;
+        let fresh = new_connection(config, false).await?;
         let steps = async {
             let pc = &fresh.pc.0;
             let desc = RTCSessionDescription::offer(offer.to_string()).map_err(|e| format!("bad offer: {e}"))?;
             pc.set_remote_description(desc).await.map_err(|e| format!("remote description: {e}"))?;
             let answer = pc.create_answer(None).await.map_err(|e| format!("answer: {e}"))?;
             pc.set_local_description(answer).await.map_err(|e| format!("local description: {e}"))?;
-            local_sdp(&**pc, &mut fresh.gathered, config).await
+            local_sdp(&**pc).await
         };
         let sdp = steps.await;
         with_sdp_or_close(fresh, sdp).await
@@ -289,6 +289,17 @@ impl RtcPeer for Peer {
     async fn accept(&self, answer: &str) -> Result<(), String> {
         let desc = RTCSessionDescription::answer(answer.to_string()).map_err(|e| format!("bad answer: {e}"))?;
         self.0.set_remote_description(desc).await.map_err(|e| format!("remote description: {e}"))
+    }
+
+    async fn add_candidate(&self, c: &IceCandidate) -> Result<(), String> {
+        let init = webrtc::peer_connection::RTCIceCandidateInit {
+            candidate: c.candidate.clone(),
+            sdp_mid: c.sdp_mid.clone(),
+            sdp_mline_index: c.sdp_m_line_index,
+            username_fragment: None,
+            url: None,
+        };
+        self.0.add_ice_candidate(init).await.map_err(|e| e.to_string())
     }
 
     async fn selected_pair(&self) -> Option<(Candidate, Candidate, String)> {
@@ -376,9 +387,19 @@ fn pipe_for(dc: Arc<dyn DataChannel>, queue: usize) -> ChannelPipe {
 /// Call inside a tokio `LocalSet`.
 #[doc(hidden)]
 pub async fn channel_throughput(config: &RtcConfig, megabytes: usize, burst: bool) -> Result<f64, String> {
-    let offer = Peer::offer(config).await?;
-    let answer = Peer::answer(config, &offer.sdp).await?;
+    let mut offer = Peer::offer(config).await?;
+    let mut answer = Peer::answer(config, &offer.sdp).await?;
     offer.pc.accept(&answer.sdp).await?;
+    // Each side's candidates to the other, as they come.
+    for _ in 0..2 {
+        let (a, b) = (offer.candidates.next(), answer.candidates.next());
+        futures::pin_mut!(a, b);
+        match futures::future::select(a, b).await {
+            futures::future::Either::Left((Some(c), _)) => answer.pc.add_candidate(&c).await?,
+            futures::future::Either::Right((Some(c), _)) => offer.pc.add_candidate(&c).await?,
+            _ => return Err("a side gathered no candidate".into()),
+        }
+    }
     let mut a = offer.pipe.await.map_err(|_| "no channel (dialer)".to_string())?;
     let mut b = answer.pipe.await.map_err(|_| "no channel (answerer)".to_string())?;
     let chunks = megabytes * 1024 * 1024 / crate::MAX_CHUNK;

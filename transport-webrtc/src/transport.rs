@@ -4,7 +4,7 @@
 
 use crate::backend::{Peer, Socket};
 use crate::signaling::{SigEvent, SignalingClient};
-use crate::{prologue, rt, RtcConfig, Signal, SCHEME};
+use crate::{prologue, rt, IceCandidate, RtcConfig, Signal, MAX_CANDIDATES, SCHEME};
 use dht_core::{Address, Contact, NodeId};
 use dht_driver::{timeout, Clock, PeerLink, SharedClock, Transport, TransportError};
 use dht_link::{Identity, Link};
@@ -21,8 +21,10 @@ use std::time::Duration;
 /// A peer connection being set up.
 pub(crate) struct Setup<P> {
     pub(crate) pc: P,
-    /// Our SDP with the candidates gathered (ICE is not trickled).
+    /// Our SDP, as soon as it is set: the candidates follow one by one (trickle ICE).
     pub(crate) sdp: String,
+    /// Our candidates, as they are gathered (at most [`MAX_CANDIDATES`]).
+    pub(crate) candidates: mpsc::Receiver<IceCandidate>,
     /// The link's data channel as a [`ChannelPipe`]: at once for the dialer (it creates the channel), once the
     /// dialer's channel is announced for the answerer.
     pub(crate) pipe: oneshot::Receiver<ChannelPipe>,
@@ -30,19 +32,27 @@ pub(crate) struct Setup<P> {
     pub(crate) failed: mpsc::Receiver<()>,
 }
 
+impl<P> Setup<P> {
+    /// Our candidates, to send as they come (the setup keeps an ended stream).
+    fn take_candidates(&mut self) -> mpsc::Receiver<IceCandidate> {
+        let (_, ended) = mpsc::channel(0);
+        std::mem::replace(&mut self.candidates, ended)
+    }
+}
+
 /// A peer connection before its description is set: what a backend builds first.
 pub(crate) struct Fresh<P> {
     pub(crate) pc: P,
-    /// Gets a message when ICE gathering is complete.
-    pub(crate) gathered: mpsc::Receiver<()>,
+    /// Our candidates, as they are gathered.
+    pub(crate) candidates: mpsc::Receiver<IceCandidate>,
     pub(crate) failed: mpsc::Receiver<()>,
     pub(crate) pipe: oneshot::Receiver<ChannelPipe>,
 }
 
 impl<P> Fresh<P> {
-    /// The setup, once the local SDP (with candidates) is known.
+    /// The setup, once the local SDP is set.
     pub(crate) fn with_sdp(self, sdp: String) -> Setup<P> {
-        Setup { pc: self.pc, sdp, pipe: self.pipe, failed: self.failed }
+        Setup { pc: self.pc, sdp, candidates: self.candidates, pipe: self.pipe, failed: self.failed }
     }
 }
 
@@ -55,6 +65,8 @@ pub(crate) trait RtcPeer: Sized + 'static {
     async fn answer(config: &RtcConfig, offer: &str) -> Result<Setup<Self>, String>;
     /// Applies the peer's answer to our offer.
     async fn accept(&self, answer: &str) -> Result<(), String>;
+    /// Adds one of the peer's candidates (once its description is set).
+    async fn add_candidate(&self, candidate: &IceCandidate) -> Result<(), String>;
     /// The candidate pair ICE selected: ours, the peer's, and the protocol (`udp`, `tcp`); `None` when
     /// the connection cannot tell.
     async fn selected_pair(&self) -> Option<(Candidate, Candidate, String)>;
@@ -189,6 +201,8 @@ struct Inner {
     answering_from: RefCell<HashMap<NodeId, usize>>,
     /// Peer connections made so far (see [`RtcConfig::connection_budget`]).
     made: Cell<u32>,
+    /// Where the peer's candidates go while a link is set up, by peer and session (each a bounded queue).
+    trickle: RefCell<HashMap<(NodeId, u64), mpsc::Sender<IceCandidate>>>,
     /// The live links' paths, and the serial number of the last link opened.
     paths: PathBook,
     opened: Cell<u64>,
@@ -253,6 +267,25 @@ impl Inner {
         }
     }
 
+    /// Takes `peer`'s candidates for `session` from now until the returned guard is dropped.
+    fn expect_candidates(self: &Rc<Self>, peer: NodeId, session: u64) -> (Trickle, mpsc::Receiver<IceCandidate>) {
+        let (tx, rx) = mpsc::channel(MAX_CANDIDATES);
+        self.trickle.borrow_mut().insert((peer, session), tx);
+        (Trickle { inner: Rc::downgrade(self), key: (peer, session) }, rx)
+    }
+
+    /// A candidate from `from` for `session`: queued for that setup, or dropped (no such setup, its queue
+    /// full, or not a candidate line).
+    fn candidate(&self, from: NodeId, session: u64, candidate: IceCandidate) {
+        if !candidate.is_plausible() {
+            tracing::debug!(peer = %from, "implausible candidate dropped");
+            return;
+        }
+        if let Some(tx) = self.trickle.borrow_mut().get_mut(&(from, session)) {
+            let _ = tx.try_send(candidate);
+        }
+    }
+
     /// Fails every offer waiting on `to`.
     fn undeliverable(&self, to: NodeId, reason: &str) {
         let mut pending = self.pending.borrow_mut();
@@ -263,6 +296,35 @@ impl Inner {
             }
         }
     }
+}
+
+/// A link setup's entry in [`Inner::trickle`], removed when dropped.
+struct Trickle {
+    inner: Weak<Inner>,
+    key: (NodeId, u64),
+}
+
+impl Drop for Trickle {
+    fn drop(&mut self) {
+        if let Some(inner) = self.inner.upgrade() {
+            inner.trickle.borrow_mut().remove(&self.key);
+        }
+    }
+}
+
+/// Sends our candidates to `to` as they are gathered (at most [`MAX_CANDIDATES`]), until gathering ends or
+/// the connection closes.
+fn trickle_out(inner: &Rc<Inner>, to: NodeId, session: u64, candidates: mpsc::Receiver<IceCandidate>) {
+    let inner = Rc::downgrade(inner);
+    rt::spawn(async move {
+        let mut candidates = candidates.take(MAX_CANDIDATES);
+        while let Some(candidate) = candidates.next().await {
+            let Some(inner) = inner.upgrade() else { return };
+            if !inner.signaling.send(to, &Signal::Candidate { session, candidate }) {
+                tracing::debug!(peer = %to, "candidate not sent: signaling queue full");
+            }
+        }
+    });
 }
 
 /// WebRTC links to peers registered on one signaling server.
@@ -313,6 +375,7 @@ impl WebRtcTransport {
             answering: Cell::new(0),
             answering_from: RefCell::new(HashMap::new()),
             made: Cell::new(0),
+            trickle: RefCell::new(HashMap::new()),
             paths: PathBook::default(),
             opened: Cell::new(0),
             incoming: incoming_tx,
@@ -359,15 +422,18 @@ async fn event_loop(inner: Weak<Inner>, mut events: mpsc::Receiver<SigEvent>) {
                         let _ = inner.signaling.send(from, &Signal::Reject { session, reason: reason.into() });
                         continue;
                     }
+                    // The offer's candidates come right behind it.
+                    let remote = inner.expect_candidates(from, session);
                     let i = inner.clone();
                     rt::spawn(async move {
-                        if let Err(e) = answer(&i, from, session, sdp).await {
+                        if let Err(e) = answer(&i, from, session, sdp, remote).await {
                             tracing::info!(peer = %from, "inbound WebRTC link failed: {e}");
                         }
                         i.offer_done(from);
                     });
                 }
                 Ok(Signal::Answer { session, sdp }) => inner.settle(session, from, Ok(sdp)),
+                Ok(Signal::Candidate { session, candidate }) => inner.candidate(from, session, candidate),
                 Ok(Signal::Reject { session, reason }) => {
                     inner.settle(session, from, Err(TransportError::Refused(reason)))
                 }
@@ -386,12 +452,23 @@ async fn finish(
     setup: Setup<Peer>,
     link: Link,
     (started, dialed): (dht_core::Instant, bool),
+    mut remote: mpsc::Receiver<IceCandidate>,
 ) -> Result<PeerLink, TransportError> {
     let config = &inner.config;
     let (limit, paths) = (config.connect_timeout, inner.paths.clone());
     let Setup { pc, pipe, mut failed, .. } = setup;
     let clock = &config.clock;
-    let opening = timeout(clock, limit, open(pipe, link, &mut failed, clock)).await;
+    // The peer's candidates are added as they come while the link opens.
+    let add_candidates = async {
+        while let Some(candidate) = remote.next().await {
+            if let Err(e) = pc.add_candidate(&candidate).await {
+                tracing::debug!("a peer's candidate refused: {e}");
+            }
+        }
+        futures::future::pending().await
+    };
+    let opening = futures::future::select(Box::pin(open(pipe, link, &mut failed, clock)), Box::pin(add_candidates));
+    let opening = timeout(clock, limit, opening.map(|either| either.factor_first().0)).await;
     let opened = match opening.unwrap_or(Err(TransportError::Timeout("link setup"))) {
         Ok(opened) => opened,
         Err(e) => {
@@ -456,13 +533,21 @@ async fn open(
 }
 
 /// Sends our offer to `to` and waits (bounded) for the answer's SDP.
-async fn ask(inner: &Inner, to: NodeId, session: u64, offer_sdp: &str) -> Result<String, TransportError> {
+async fn ask(
+    inner: &Rc<Inner>,
+    to: NodeId,
+    session: u64,
+    offer_sdp: &str,
+    candidates: mpsc::Receiver<IceCandidate>,
+) -> Result<String, TransportError> {
     let (tx, rx) = oneshot::channel();
     inner.pending.borrow_mut().insert(session, (to, tx));
     if !inner.signaling.send(to, &Signal::Offer { session, sdp: offer_sdp.to_string() }) {
         inner.pending.borrow_mut().remove(&session);
         return Err(TransportError::Signaling("queue full".into()));
     }
+    // Our candidates follow the offer as they are gathered, while we wait for the answer.
+    trickle_out(inner, to, session, candidates);
     let reply = timeout(&inner.config.clock, inner.config.connect_timeout, rx).await;
     inner.pending.borrow_mut().remove(&session);
     match reply {
@@ -479,10 +564,12 @@ async fn dial(inner: Rc<Inner>, peer: Contact) -> Result<PeerLink, TransportErro
     if !inner.spend_connection(false) {
         return Err(TransportError::Refused("this node's connection budget is spent".into()));
     }
-    let setup = Peer::offer(config).await.map_err(TransportError::Connect)?;
+    let (_trickle, remote) = inner.expect_candidates(peer.id, session);
+    let mut setup = Peer::offer(config).await.map_err(TransportError::Connect)?;
     let offer_sdp = setup.sdp.clone();
+    let local = setup.take_candidates();
     let link = async {
-        let answer = ask(&inner, peer.id, session, &offer_sdp).await?;
+        let answer = ask(&inner, peer.id, session, &offer_sdp, local).await?;
         setup.pc.accept(&answer).await.map_err(TransportError::Connect)?;
         let prologue = prologue(&offer_sdp, &answer);
         let local = inner.local_addrs.clone();
@@ -491,7 +578,7 @@ async fn dial(inner: Rc<Inner>, peer: Contact) -> Result<PeerLink, TransportErro
     }
     .await;
     match link {
-        Ok(link) => finish(&inner, setup, link, (started, true)).await,
+        Ok(link) => finish(&inner, setup, link, (started, true), remote).await,
         Err(e) => {
             setup.pc.close().await;
             Err(e)
@@ -499,11 +586,18 @@ async fn dial(inner: Rc<Inner>, peer: Contact) -> Result<PeerLink, TransportErro
     }
 }
 
-async fn answer(inner: &Rc<Inner>, from: NodeId, session: u64, offer_sdp: String) -> Result<(), TransportError> {
+async fn answer(
+    inner: &Rc<Inner>,
+    from: NodeId,
+    session: u64,
+    offer_sdp: String,
+    (_trickle, remote): (Trickle, mpsc::Receiver<IceCandidate>),
+) -> Result<(), TransportError> {
     let config = &inner.config;
     let started = config.clock.now();
-    let setup = Peer::answer(config, &offer_sdp).await.map_err(TransportError::Connect)?;
+    let mut setup = Peer::answer(config, &offer_sdp).await.map_err(TransportError::Connect)?;
     let answer_sdp = setup.sdp.clone();
+    let local = setup.take_candidates();
     let prologue = prologue(&offer_sdp, &answer_sdp);
     let link = Link::responder(&inner.identity, &prologue, inner.local_addrs.clone(), &config.link, config.clock.now())
         .map_err(handshake_error)
@@ -512,7 +606,10 @@ async fn answer(inner: &Rc<Inner>, from: NodeId, session: u64, offer_sdp: String
             sent.then_some(l).ok_or_else(|| TransportError::Signaling("queue full".into()))
         });
     let link = match link {
-        Ok(l) => finish(inner, setup, l, (started, false)).await?,
+        Ok(l) => {
+            trickle_out(inner, from, session, local);
+            finish(inner, setup, l, (started, false), remote).await?
+        }
         Err(e) => {
             setup.pc.close().await;
             return Err(e);

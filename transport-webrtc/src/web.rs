@@ -8,7 +8,7 @@
 
 use crate::signaling::SignalSocket;
 use crate::transport::{Candidate, Fresh, RtcPeer, Setup};
-use crate::{RtcConfig, MAX_CHUNK};
+use crate::{IceCandidate, RtcConfig, MAX_CANDIDATES, MAX_CHUNK};
 use dht_driver::SharedClock;
 use dht_link_io::ChannelPipe;
 use futures::channel::{mpsc, oneshot};
@@ -22,8 +22,8 @@ use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{
     MessageEvent, RtcConfiguration, RtcDataChannel, RtcDataChannelEvent, RtcDataChannelInit, RtcDataChannelState,
-    RtcDataChannelType, RtcIceGatheringState, RtcIceServer, RtcPeerConnection, RtcPeerConnectionState, RtcSdpType,
-    RtcSessionDescriptionInit,
+    RtcDataChannelType, RtcIceCandidateInit, RtcIceServer, RtcPeerConnection, RtcPeerConnectionIceEvent,
+    RtcPeerConnectionState, RtcSdpType, RtcSessionDescriptionInit,
 };
 
 /// Spawns a task on the page's event loop.
@@ -90,7 +90,7 @@ pub(crate) struct Peer {
 
 impl Drop for Peer {
     fn drop(&mut self) {
-        self.pc.set_onicegatheringstatechange(None);
+        self.pc.set_onicecandidate(None);
         self.pc.set_onconnectionstatechange(None);
         self.pc.set_ondatachannel(None);
         self.pc.close();
@@ -121,20 +121,24 @@ fn new_connection(config: &RtcConfig, create_channel: bool) -> Result<Fresh<Peer
     let pc = RtcPeerConnection::new_with_configuration(&rtc_config)
         .map_err(|e| format!("peer connection: {}", js_err(e)))?;
 
-    let (gathered_tx, gathered) = mpsc::channel(1);
+    let (candidates_tx, candidates) = mpsc::channel(MAX_CANDIDATES);
     let (failed_tx, failed) = mpsc::channel(1);
     let (pipe_tx, pipe_rx) = oneshot::channel();
     let mut callbacks = Vec::new();
 
-    let p = pc.clone();
-    let mut tx = gathered_tx;
-    let on_gathering = callback(move |_| {
-        if p.ice_gathering_state() == RtcIceGatheringState::Complete {
-            let _ = tx.try_send(());
+    let mut tx = candidates_tx;
+    let on_candidate = callback(move |ev| {
+        // A null candidate marks the end of gathering: nothing to send.
+        if let Some(c) = ev.unchecked_into::<RtcPeerConnectionIceEvent>().candidate() {
+            let candidate =
+                IceCandidate { candidate: c.candidate(), sdp_mid: c.sdp_mid(), sdp_m_line_index: c.sdp_m_line_index() };
+            if !candidate.candidate.is_empty() {
+                let _ = tx.try_send(candidate);
+            }
         }
     });
-    pc.set_onicegatheringstatechange(Some(on_gathering.as_ref().unchecked_ref()));
-    callbacks.push(on_gathering);
+    pc.set_onicecandidate(Some(on_candidate.as_ref().unchecked_ref()));
+    callbacks.push(on_candidate);
 
     let p = pc.clone();
     let mut tx = failed_tx;
@@ -167,7 +171,7 @@ fn new_connection(config: &RtcConfig, create_channel: bool) -> Result<Fresh<Peer
         pc.set_ondatachannel(Some(on_channel.as_ref().unchecked_ref()));
         callbacks.push(on_channel);
     }
-    Ok(Fresh { pc: Peer { pc, _callbacks: callbacks }, gathered, failed, pipe: pipe_rx })
+    Ok(Fresh { pc: Peer { pc, _callbacks: callbacks }, candidates, failed, pipe: pipe_rx })
 }
 
 fn description(kind: RtcSdpType, sdp: &str) -> RtcSessionDescriptionInit {
@@ -185,41 +189,32 @@ fn sdp_of(desc: &JsValue) -> Result<String, String> {
 }
 
 impl Peer {
-    /// Sets our description (`kind`, from `created`), waits (bounded) for ICE gathering, and returns the
-    /// local SDP with its candidates.
-    async fn local_sdp(
-        &self,
-        kind: RtcSdpType,
-        created: JsValue,
-        gathered: &mut mpsc::Receiver<()>,
-        clock: &SharedClock,
-    ) -> Result<String, String> {
+    /// Sets our description (`kind`, from `created`) and returns it (its candidates are sent one by one as
+    /// they are gathered).
+    async fn local_sdp(&self, kind: RtcSdpType, created: JsValue) -> Result<String, String> {
         let desc = description(kind, &sdp_of(&created)?);
         JsFuture::from(self.pc.set_local_description(&desc))
             .await
             .map_err(|e| format!("local description: {}", js_err(e)))?;
-        if self.pc.ice_gathering_state() != RtcIceGatheringState::Complete {
-            let _ = dht_driver::timeout(clock, Duration::from_secs(5), gathered.next()).await;
-        }
         self.pc.local_description().map(|d| d.sdp()).ok_or_else(|| "no local description".into())
     }
 }
 
 impl RtcPeer for Peer {
     async fn offer(config: &RtcConfig) -> Result<Setup<Self>, String> {
-        let mut fresh = new_connection(config, true)?;
+        let fresh = new_connection(config, true)?;
         let offer = JsFuture::from(fresh.pc.pc.create_offer()).await.map_err(|e| format!("offer: {}", js_err(e)))?;
-        let sdp = fresh.pc.local_sdp(RtcSdpType::Offer, offer, &mut fresh.gathered, &config.clock).await?;
+        let sdp = fresh.pc.local_sdp(RtcSdpType::Offer, offer).await?;
         Ok(fresh.with_sdp(sdp))
     }
 
     async fn answer(config: &RtcConfig, offer: &str) -> Result<Setup<Self>, String> {
-        let mut fresh = new_connection(config, false)?;
+        let fresh = new_connection(config, false)?;
         JsFuture::from(fresh.pc.pc.set_remote_description(&description(RtcSdpType::Offer, offer)))
             .await
             .map_err(|e| format!("bad offer: {}", js_err(e)))?;
         let answer = JsFuture::from(fresh.pc.pc.create_answer()).await.map_err(|e| format!("answer: {}", js_err(e)))?;
-        let sdp = fresh.pc.local_sdp(RtcSdpType::Answer, answer, &mut fresh.gathered, &config.clock).await?;
+        let sdp = fresh.pc.local_sdp(RtcSdpType::Answer, answer).await?;
         Ok(fresh.with_sdp(sdp))
     }
 
@@ -228,6 +223,16 @@ impl RtcPeer for Peer {
             .await
             .map(|_| ())
             .map_err(|e| format!("bad answer: {}", js_err(e)))
+    }
+
+    async fn add_candidate(&self, c: &IceCandidate) -> Result<(), String> {
+        let init = RtcIceCandidateInit::new(&c.candidate);
+        init.set_sdp_mid(c.sdp_mid.as_deref());
+        init.set_sdp_m_line_index(c.sdp_m_line_index);
+        JsFuture::from(self.pc.add_ice_candidate_with_opt_rtc_ice_candidate_init(Some(&init)))
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("candidate: {}", js_err(e)))
     }
 
     async fn selected_pair(&self) -> Option<(Candidate, Candidate, String)> {
