@@ -313,12 +313,20 @@ async function main() {
   $("kv-form").addEventListener("submit", onSubmit);
   $("file-form").addEventListener("submit", onPublish);
   page.db = dbName();
+  // Where the join's time goes (ms from page load at the end of each step).
+  const mark = (step) => (page.timings[step] = Math.round(performance.now()));
+  page.timings = {};
   try {
+    // The ICE servers are fetched while the wasm loads.
+    const ice = iceServers().finally(() => mark("config"));
     setState("loading wasm");
     page.wasm = await verifiedWasm();
+    mark("wasmVerified");
     await init({ module_or_path: page.wasm });
+    mark("wasmReady");
     setState("joining");
-    const node = await WebNode.start({ signaling: signalingUrl, db: page.db, iceServers: await iceServers() });
+    const node = await WebNode.start({ signaling: signalingUrl, db: page.db, iceServers: await ice });
+    mark("started");
     page.node = node;
     node.onEvent((ev) => log(describe(ev), ev.type === "peer_misbehaved" || ev.type === "storage_evicted" ? "warn" : ""));
     const s = node.stats();

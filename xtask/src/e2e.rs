@@ -329,6 +329,10 @@ async fn swarm(opts: &Opts, host: &str, netns: bool) -> Result<(), String> {
     let browser = Browser { driver, host_mode_flags: !netns, spki };
     let tabs = open_tabs(opts, &browser, &sig.page, tmp.path()).await?;
     let join_ms = join_times(&tabs).await?;
+    for (t, tab) in tabs.iter().enumerate() {
+        let timings = tab.js("return window.webdht.timings", vec![]).await?;
+        eprintln!("    tab {t} join steps (ms from page load): {timings}");
+    }
 
     let owners = Owners::of(&tabs, &natives).await?;
     let joined = Swarm { opts, tabs: &tabs, natives: &natives, owners: &owners };
