@@ -199,6 +199,12 @@ async fn new_connection(config: &RtcConfig, create_channel: bool) -> Result<Fres
     let setting = SettingEngineBuilder::new()
         .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
         .with_ice_connection_attempts(Some(Duration::from_millis(50)), None)
+        // How long a working pair of each kind waits for a better one before it is taken. webrtc-rs waits
+        // 1 s for a peer-reflexive pair, which with trickled candidates is often a direct one found before
+        // its candidate arrived (a tab and a node in one home: 1.6 s setups), and 2 s for a relayed one.
+        .with_srflx_acceptance_min_wait(Some(Duration::from_millis(50)))
+        .with_prflx_acceptance_min_wait(Some(Duration::from_millis(50)))
+        .with_relay_acceptance_min_wait(Some(Duration::from_millis(300)))
         // The dialer, which holds the channel it pokes (see `pipe_for`), starts DTLS and SCTP.
         .with_answering_dtls_role(rtc::peer_connection::transport::RTCDtlsRole::Server)
         .build();
