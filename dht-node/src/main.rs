@@ -48,8 +48,9 @@ struct RunArgs {
     control: SocketAddr,
     /// Signaling server to register with (e.g. ws://127.0.0.1:8080/ws, or wss:// with TLS): the node then also accepts and
     /// dials WebRTC links (browser tabs reach it this way), and joins through peers the server hands out.
+    /// Repeat for fallbacks: the first that answers at start is used.
     #[arg(long)]
-    signaling: Option<String>,
+    signaling: Vec<String>,
     /// A certificate (PEM; a private CA's, say) to trust for a wss:// --signaling server besides the
     /// system's roots; repeat for several.
     #[arg(long)]
@@ -221,7 +222,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
     std::fs::create_dir_all(&args.data_dir).map_err(|e| format!("{}: {e}", args.data_dir.display()))?;
     let store = SledStore::open(args.data_dir.join("db")).map_err(|e| e.to_string())?;
     let identity = setup::load_identity(&store).await.map_err(|e| e.to_string())?;
-    if args.no_tcp && args.signaling.is_none() {
+    if args.no_tcp && args.signaling.is_empty() {
         return Err("--no-tcp needs --signaling (the node would be unreachable)".into());
     }
     // One clock for the transports and the driver, with tokio's timers: on the LocalSet they wake their
@@ -245,29 +246,34 @@ async fn run(args: RunArgs) -> Result<(), String> {
         tcp = Some(t);
     }
     let mut rtc = None;
-    if let Some(url) = &args.signaling {
+    if let Some((url, more)) = args.signaling.split_first() {
         let mut tls_roots = Vec::new();
         for file in &args.ca {
             tls_roots.extend(transport_webrtc::read_pem_certificates(file).map_err(|e| format!("--ca {e}"))?);
         }
         let mut ice_servers: Vec<_> = args.ice_server.iter().map(transport_webrtc::IceServer::url).collect();
-        match transport_webrtc::fetch_ice_servers(url, &tls_roots).await {
-            Ok(served) => {
-                tracing::info!(servers = served.len(), "ICE servers from the signaling server");
-                ice_servers.extend(served);
+        // From the first server that hands them out.
+        for server in &args.signaling {
+            match transport_webrtc::fetch_ice_servers(server, &tls_roots).await {
+                Ok(served) => {
+                    tracing::info!(%server, servers = served.len(), "ICE servers from the signaling server");
+                    ice_servers.extend(served);
+                    break;
+                }
+                Err(e) => tracing::warn!(%server, "no ICE servers from the signaling server: {e}"),
             }
-            Err(e) => tracing::warn!("no ICE servers from the signaling server: {e}"),
         }
         let config = RtcConfig {
             tls_roots,
             ice_servers,
+            more_signaling: more.to_vec(),
             udp_addrs: vec![args.rtc_udp.clone()],
             clock: clock.clone(),
             ..RtcConfig::loopback(url.clone())
         };
         let t = WebRtcTransport::start(identity.clone(), addrs.clone(), config)
             .await
-            .map_err(|e| format!("cannot register with {url}: {e}"))?;
+            .map_err(|e| format!("cannot register with {}: {e}", args.signaling.join(" or ")))?;
         addrs = t.local_addrs().to_vec();
         rtc = Some(t);
     }

@@ -48,8 +48,15 @@ fn nodes_that_trust_the_certificate_signal_over_wss() {
     let a = spawn_with(&root.path().join("a"), None, &flags);
     let id_a = ctl(&a.dir, "ID");
     assert!(id_a.contains(&format!(" rtc:{url}")), "{id_a}");
-    let b = spawn_with(&root.path().join("b"), None, &flags);
-    let _ = ctl(&b.dir, "ID");
+    // Node b is given a server that does not answer first: it registers on the next one.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("ws://{}/ws", l.local_addr().unwrap())
+    };
+    let b_flags = ["--no-tcp", "--signaling", &dead, "--signaling", &url, "--ca", ca_file];
+    let b = spawn_with(&root.path().join("b"), None, &b_flags);
+    let id_b = ctl(&b.dir, "ID");
+    assert!(id_b.contains(&format!(" rtc:{url}")) && !id_b.contains(&dead), "{id_b}");
     let put = ctl(&a.dir, "PUT greeting hello-over-wss");
     assert!(put.starts_with("OK seq=1 acks="), "{put}");
     let owner = put.rsplit_once("owner=").expect("the put names its owner").1;

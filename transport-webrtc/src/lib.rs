@@ -143,8 +143,12 @@ impl IceServer {
 /// Options of a WebRTC transport.
 #[derive(Debug, Clone)]
 pub struct RtcConfig {
-    /// The signaling server, e.g. `ws://127.0.0.1:8080/ws` or `wss://signal.example.org/ws`.
+    /// The signaling server, e.g. `ws://127.0.0.1:8080/ws` or `wss://signal.example.org/ws`; once the
+    /// transport started, the one it registered on.
     pub signaling_url: String,
+    /// Other signaling servers, tried in order when `signaling_url` does not answer at start (at most
+    /// [`MAX_SIGNALING_SERVERS`] in all).
+    pub more_signaling: Vec<String>,
     /// Certificates (DER) trusted for a `wss://` signaling server besides the system's roots, e.g. a
     /// private CA. Native only: a browser checks certificates against its own trust.
     pub tls_roots: Vec<Vec<u8>>,
@@ -189,6 +193,7 @@ impl RtcConfig {
         RtcConfig {
             signaling_url: signaling_url.into(),
             tls_roots: Vec::new(),
+            more_signaling: Vec::new(),
             ice_servers: Vec::new(),
             udp_addrs: vec!["127.0.0.1:0".into()],
             connect_timeout: Duration::from_secs(15),
@@ -249,6 +254,9 @@ pub enum Signal {
         candidate: IceCandidate,
     },
 }
+
+/// Signaling servers a transport tries at most.
+pub const MAX_SIGNALING_SERVERS: usize = 8;
 
 /// Candidates one side of a link setup sends at most; more are dropped, by the sender and by the receiver.
 pub const MAX_CANDIDATES: usize = 16;

@@ -353,18 +353,33 @@ impl WebRtcTransport {
         signaling_identity: Identity,
         identity: Identity,
         advertised: Vec<Address>,
-        config: RtcConfig,
+        mut config: RtcConfig,
     ) -> Result<Self, TransportError> {
-        let own = crate::address(&config.signaling_url);
-        let mut local_addrs = vec![own];
-        local_addrs.extend(advertised);
-        let url = config.signaling_url.clone();
-        let roots = config.tls_roots.clone().into();
-        let clock = config.clock.clone();
-        let (signaling, events) =
-            SignalingClient::connect::<Socket>(url, roots, signaling_identity, local_addrs.clone(), clock)
-                .await
-                .map_err(TransportError::Signaling)?;
+        // The first server that answers, in order: the node registers there and its `rtc:` address names it.
+        let urls = std::iter::once(config.signaling_url.clone()).chain(config.more_signaling.iter().cloned());
+        let roots: std::sync::Arc<[Vec<u8>]> = config.tls_roots.clone().into();
+        let mut failures = Vec::new();
+        let mut registered = None;
+        for url in urls.take(crate::MAX_SIGNALING_SERVERS) {
+            let mut local_addrs = vec![crate::address(&url)];
+            local_addrs.extend(advertised.iter().cloned());
+            let (who, clock) = (signaling_identity.clone(), config.clock.clone());
+            match SignalingClient::connect::<Socket>(url.clone(), roots.clone(), who, local_addrs.clone(), clock).await
+            {
+                Ok(client) => {
+                    registered = Some((url, client, local_addrs));
+                    break;
+                }
+                Err(e) => {
+                    tracing::info!(%url, "signaling server not answering: {e}");
+                    failures.push(e);
+                }
+            }
+        }
+        let Some((url, (signaling, events), local_addrs)) = registered else {
+            return Err(TransportError::Signaling(failures.join("; ")));
+        };
+        config.signaling_url = url;
         let (incoming_tx, incoming_rx) = mpsc::channel(config.queue);
         let inner = Rc::new(Inner {
             identity,

@@ -211,3 +211,30 @@ async fn a_connection_budget_keeps_its_last_tenth_for_our_own_dials() {
         })
         .await;
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_first_signaling_server_that_answers_is_used() {
+    let local = tokio::task::LocalSet::new();
+    local
+        .run_until(async {
+            let url = signaling().await;
+            // A port nobody listens on.
+            let dead = {
+                let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                format!("ws://{}/ws", l.local_addr().unwrap())
+            };
+            let identity = Identity::generate().unwrap();
+            let config = RtcConfig { more_signaling: vec![url.clone()], ..RtcConfig::loopback(&dead) };
+            let t = WebRtcTransport::start(identity.clone(), vec![], config).await.expect("the second answers");
+            assert_eq!(t.local_addrs()[0], transport_webrtc::address(&url), "registered where it answered");
+            assert_eq!(t.signaling().peers(5).await.len(), 0, "registered and asking that server");
+
+            let config = RtcConfig { more_signaling: vec![dead.clone()], ..RtcConfig::loopback(&dead) };
+            match WebRtcTransport::start(identity, vec![], config).await {
+                Err(TransportError::Signaling(why)) => assert_eq!(why.matches(&dead).count(), 2, "{why}"),
+                Err(other) => panic!("unexpected error {other:?}"),
+                Ok(_) => panic!("no server answers, yet started"),
+            }
+        })
+        .await;
+}

@@ -100,7 +100,8 @@ fn now_ms() -> f64 {
 
 /// What `WebNode.start` is given.
 struct StartOptions {
-    signaling: String,
+    /// Tried in order: the first that answers is used.
+    signaling: Vec<String>,
     db: Option<String>,
     signing_key: Option<SigningKey>,
     ice_servers: Vec<IceServer>,
@@ -119,14 +120,13 @@ fn ice_servers_option(value: JsValue) -> Result<Vec<IceServer>, JsError> {
 }
 
 impl StartOptions {
-    /// `{ signaling, db?, signingKey? }`, or the signaling URL alone with `db` beside it.
+    /// `{ signaling, db?, signingKey?, iceServers? }`, or the signaling URL alone with `db` beside it.
     fn read(options: &JsValue, db: Option<String>) -> Result<Self, JsError> {
         if let Some(signaling) = options.as_string() {
-            return Ok(StartOptions { signaling, db, signing_key: None, ice_servers: Vec::new() });
+            return Ok(StartOptions { signaling: vec![signaling], db, signing_key: None, ice_servers: Vec::new() });
         }
         let field = |name: &str| js_sys::Reflect::get(options, &name.into()).unwrap_or(JsValue::UNDEFINED);
-        let signaling =
-            field("signaling").as_string().ok_or_else(|| JsError::new("start: `signaling` (a URL) is needed"))?;
+        let signaling = signaling_option(field("signaling"))?;
         let db = field("db").as_string().or(db);
         let key = field("signingKey");
         let signing_key = if key.is_undefined() || key.is_null() {
@@ -140,6 +140,23 @@ impl StartOptions {
         let ice_servers = ice_servers_option(field("iceServers"))?;
         Ok(StartOptions { signaling, db, signing_key, ice_servers })
     }
+}
+
+/// `options.signaling`: a URL, or a list of them tried in order (the first that answers is used).
+fn signaling_option(value: JsValue) -> Result<Vec<String>, JsError> {
+    let needed = || JsError::new("start: `signaling` (a URL, or an array of URLs) is needed");
+    let urls: Vec<String> = match value.as_string() {
+        Some(url) => vec![url],
+        None if js_sys::Array::is_array(&value) => {
+            js_sys::Array::from(&value).iter().map(|v| v.as_string().ok_or_else(needed)).collect::<Result<_, _>>()?
+        }
+        None => return Err(needed()),
+    };
+    if urls.is_empty() || urls.len() > transport_webrtc::MAX_SIGNALING_SERVERS {
+        let max = transport_webrtc::MAX_SIGNALING_SERVERS;
+        return Err(JsError::new(&format!("start: `signaling` takes 1 to {max} URLs")));
+    }
+    Ok(urls)
 }
 
 /// `options[name]` as a whole number, if given.
@@ -226,7 +243,8 @@ impl WebNode {
     /// swarm through the peers it names and the saved routing table. Tabs of one origin share IndexedDB:
     /// give each tab its own `db`.
     ///
-    /// `options` is `{ signaling, db?, signingKey?, iceServers? }` (or the signaling URL alone, with `db` as
+    /// `options` is `{ signaling, db?, signingKey?, iceServers? }` (`signaling` a URL or an array of URLs
+    /// tried in order, the first that answers used; or the signaling URL alone, with `db` as
     /// the second argument). `iceServers` is what `RTCPeerConnection` takes (`[{ urls, username?,
     /// credential? }]`, at most 8): the page gets them from its signaling server's `GET /config`, which
     /// hands out TURN credentials that expire. `signingKey` (32 bytes, a Uint8Array, as `exportSigningKey` gives it) is the ed25519 key the
@@ -235,8 +253,7 @@ impl WebNode {
     /// browser has one (kept in IndexedDB as a `CryptoKey`; `signingKeyKind()` tells which).
     pub async fn start(options: JsValue, db_name: Option<String>) -> Result<WebNode, JsError> {
         console_error_panic_hook::set_once();
-        let StartOptions { signaling: signaling_url, db, signing_key, ice_servers } =
-            StartOptions::read(&options, db_name)?;
+        let StartOptions { signaling, db, signing_key, ice_servers } = StartOptions::read(&options, db_name)?;
         let db_name = db.unwrap_or_else(|| DEFAULT_DB.to_string());
         if db_name.is_empty() || db_name.len() > 128 {
             return Err(JsError::new("db_name must be 1 to 128 characters"));
@@ -253,11 +270,12 @@ impl WebNode {
             clock: clock.clone(),
             connection_budget: Some(CONNECTION_BUDGET),
             ice_servers,
-            ..RtcConfig::loopback(signaling_url.clone())
+            more_signaling: signaling[1..].to_vec(),
+            ..RtcConfig::loopback(signaling[0].clone())
         };
         let transport = WebRtcTransport::start(identity.clone(), Vec::new(), config)
             .await
-            .map_err(|e| js_error(&format!("signaling server {signaling_url}"), e))?;
+            .map_err(|e| js_error(&format!("signaling server {}", signaling.join(" or ")), e))?;
         let contact = Contact { id: identity.node_id(), addrs: transport.local_addrs().to_vec() };
         let seeds = transport.signaling().seeds(SEEDS).await;
         let paths = transport.paths();

@@ -24,7 +24,8 @@ async function verifiedWasm() {
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 const scheme = location.protocol === "https:" ? "wss" : "ws";
-const signalingUrl = params.get("signaling") || `${scheme}://${location.host}/ws`;
+// `?signaling=URL[,URL…]`: servers tried in order (the first that answers is used); by default this page's.
+const signalingUrls = (params.get("signaling") || `${scheme}://${location.host}/ws`).split(",");
 
 // Tabs of one origin share IndexedDB, so each tab keeps its own database: named by `?node=`, or a name
 // kept in sessionStorage (which survives a reload of this tab, and only of this tab).
@@ -309,7 +310,7 @@ async function iceServers() {
 }
 
 async function main() {
-  $("signaling").textContent = signalingUrl;
+  $("signaling").textContent = signalingUrls.join(" or ");
   $("kv-form").addEventListener("submit", onSubmit);
   $("file-form").addEventListener("submit", onPublish);
   page.db = dbName();
@@ -325,7 +326,7 @@ async function main() {
     await init({ module_or_path: page.wasm });
     mark("wasmReady");
     setState("joining");
-    const node = await WebNode.start({ signaling: signalingUrl, db: page.db, iceServers: await ice });
+    const node = await WebNode.start({ signaling: signalingUrls, db: page.db, iceServers: await ice });
     mark("started");
     page.node = node;
     node.onEvent((ev) => log(describe(ev), ev.type === "peer_misbehaved" || ev.type === "storage_evicted" ? "warn" : ""));

@@ -327,7 +327,7 @@ async fn swarm(opts: &Opts, host: &str, netns: bool) -> Result<(), String> {
     let natives = start_natives(opts, host, &sig.ws, &tls, tmp.path(), &out_dir).await?;
     let (_chromedriver, driver) = start_chromedriver(&out_dir).await?;
     let browser = Browser { driver, host_mode_flags: !netns, spki };
-    let tabs = open_tabs(opts, &browser, &sig.page, tmp.path()).await?;
+    let tabs = open_tabs(opts, &browser, &sig, host, tmp.path()).await?;
     let join_ms = join_times(&tabs).await?;
     for (t, tab) in tabs.iter().enumerate() {
         let timings = tab.js("return window.webdht.timings", vec![]).await?;
@@ -573,11 +573,20 @@ async fn start_chromedriver(out_dir: &Path) -> Result<(Child, String), String> {
 }
 
 /// Opens the tabs, each with its own Chromium profile, on `page` as node `tab{t}`.
-async fn open_tabs(opts: &Opts, browser: &Browser, page: &str, tmp: &Path) -> Result<Vec<Tab>, String> {
+/// Tab 1 is given a signaling server that does not answer before the real one (it must register there).
+async fn open_tabs(
+    opts: &Opts,
+    browser: &Browser,
+    sig: &Signaling,
+    host: &str,
+    tmp: &Path,
+) -> Result<Vec<Tab>, String> {
     let mut tabs = Vec::new();
     for t in 0..opts.tabs {
         let tab = Tab::open(browser, &tmp.join(format!("chrome-{t}"))).await?;
-        tab.client.goto(&format!("{page}?node=tab{t}")).await.map_err(|e| format!("tab {t}: {e}"))?;
+        let servers = if t == 1 { format!("&signaling=wss://{host}:1/ws,{}", sig.ws) } else { String::new() };
+        let url = format!("{}?node=tab{t}{servers}", sig.page);
+        tab.client.goto(&url).await.map_err(|e| format!("tab {t}: {e}"))?;
         tabs.push(tab);
     }
     Ok(tabs)
