@@ -7,6 +7,7 @@ mod common;
 use common::{ctl_dir as ctl, signaling_server, spawn_with};
 use signaling_server::server::ServerConfig;
 use signaling_server::tls::{server_config, LocalCa};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -33,13 +34,19 @@ fn run_to_exit(dir: &std::path::Path, flags: &[&str]) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// A signaling server over TLS configured by `config`, with a certificate for 127.0.0.1 from an authority
+/// made here (`ca.pem` in `root`); its address and what stops it.
+fn tls_server(root: &Path, config: ServerConfig) -> (std::net::SocketAddr, futures::channel::oneshot::Sender<()>) {
+    let ca = LocalCa::new(&["127.0.0.1".into()]).unwrap();
+    ca.write(root).unwrap();
+    let tls = server_config(&root.join("cert.pem"), &root.join("key.pem")).unwrap();
+    signaling_server(ServerConfig { tls: Some(tls), ..config })
+}
+
 #[test]
 fn nodes_that_trust_the_certificate_signal_over_wss() {
     let root = tempfile::tempdir().unwrap();
-    let ca = LocalCa::new(&["127.0.0.1".into()]).unwrap();
-    ca.write(root.path()).unwrap();
-    let tls = server_config(&root.path().join("cert.pem"), &root.path().join("key.pem")).unwrap();
-    let (addr, _server) = signaling_server(ServerConfig { tls: Some(tls), ..ServerConfig::default() });
+    let (addr, _server) = tls_server(root.path(), ServerConfig::default());
     let url = format!("wss://{addr}/ws");
     let ca_file = root.path().join("ca.pem");
     let ca_file = ca_file.to_str().unwrap();
@@ -84,15 +91,12 @@ fn nodes_that_trust_the_certificate_signal_over_wss() {
 fn nodes_take_their_ice_servers_from_the_signaling_server() {
     use signaling_server::ice::IceConfig;
     let root = tempfile::tempdir().unwrap();
-    let ca = LocalCa::new(&["127.0.0.1".into()]).unwrap();
-    ca.write(root.path()).unwrap();
-    let tls = server_config(&root.path().join("cert.pem"), &root.path().join("key.pem")).unwrap();
     let ice = IceConfig {
         servers: vec!["stun:192.0.2.1:3478".into(), "turn:192.0.2.1:3478?transport=udp".into()],
         turn_secret: Some("s3cret".into()),
         credential_ttl: Duration::from_secs(600),
     };
-    let (addr, _server) = signaling_server(ServerConfig { tls: Some(tls), ice, ..ServerConfig::default() });
+    let (addr, _server) = tls_server(root.path(), ServerConfig { ice, ..ServerConfig::default() });
     let roots = transport_webrtc::read_pem_certificates(&root.path().join("ca.pem")).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let fetch = |url: String, roots: Vec<Vec<u8>>| rt.block_on(transport_webrtc::fetch_ice_servers(&url, &roots));
