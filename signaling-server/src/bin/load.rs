@@ -163,10 +163,11 @@ async fn recv(ws: &mut Ws) -> Result<ServerMsg, String> {
 /// Honest peers per loopback source address (the server limits new connections per address).
 const PEERS_PER_ADDRESS: usize = 50;
 
-/// The loopback source address of honest peer `i`: 127.1.x.y, 50 peers each.
+/// The loopback source address of honest peer `i`: 127.x.y.1, 50 peers each, each address in a /24 of its
+/// own (the server also limits connections and their rate per /24).
 fn honest_source(i: usize) -> [u8; 4] {
     let n = i / PEERS_PER_ADDRESS;
-    [127, 1, (n / 250) as u8, (n % 250 + 1) as u8]
+    [127, 1 + (n / 250) as u8, (n % 250 + 1) as u8, 1]
 }
 
 /// The loopback source address of abuser `i`: four addresses, 127.0.0.2–5.
