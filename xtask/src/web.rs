@@ -18,6 +18,11 @@ pub fn ensure_chromium() -> Result<(), String> {
     ensure_debian(&[(CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-driver")])
 }
 
+/// Whether this process runs as root (apt-get, network namespaces).
+pub fn is_root() -> bool {
+    Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false)
+}
+
 /// Installs the Debian packages whose files (`path`, `package`) are missing, with apt-get when root; else
 /// stops with the command that would.
 pub fn ensure_debian(needs: &[(&str, &str)]) -> Result<(), String> {
@@ -25,10 +30,9 @@ pub fn ensure_debian(needs: &[(&str, &str)]) -> Result<(), String> {
     if missing.is_empty() {
         return Ok(());
     }
-    let root_user = Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false);
     let hint = format!("install them with: apt-get install -y {}", missing.join(" "));
     let paths: Vec<&str> = needs.iter().map(|(path, _)| *path).collect();
-    if !root_user {
+    if !is_root() {
         return Err(format!("{} are needed; {hint}", paths.join(", ")));
     }
     step("apt-get update", Command::new("apt-get").args(["update", "-qq"])).map_err(|e| format!("{e}; {hint}"))?;

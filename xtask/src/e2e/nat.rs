@@ -22,7 +22,7 @@
 //! there); between homes A and C a direct path through both NATs exists, and the run says which was taken.
 
 use super::{ctl_in, percentile, spawn, wait_for, Browser, Signaling, Tab, Tally, Tls, CHROMEDRIVER};
-use crate::web::{build_web, bundle_dir, ensure_chromium, ensure_debian};
+use crate::web::{build_web, bundle_dir, ensure_chromium, ensure_debian, is_root};
 use crate::{cargo, root, step};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -271,8 +271,7 @@ pub fn nat(args: &[String]) -> Result<(), String> {
     if let Some(a) = args.first() {
         return Err(format!("e2e --nat: unknown argument {a}"));
     }
-    let root_user = Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false);
-    if !root_user {
+    if !is_root() {
         eprintln!("e2e --nat: skipped: the NAT test makes network namespaces and routers, which needs root");
         return Ok(());
     }
