@@ -35,7 +35,9 @@ pub use config::{Config, ConfigError, RecordPolicy, ValidConfig, Validator};
 pub use ed25519_dalek::SigningKey;
 pub use event::{Event, Output, QueryId, QueryStats, StoreOp, StoreOpId, StoreResult};
 pub use id::{Distance, Key, NodeId, ParseIdError, ID_LEN};
-pub use message::{Address, Contact, Message, Request, RequestId, Response, StoreRefusal};
+pub use message::{
+    Address, Contact, Message, Relayed, Request, RequestId, Response, StoreRefusal, MAX_RELAY_HOPS, MAX_RELAY_PAYLOAD,
+};
 pub use node::{Node, NodeStats};
 pub use pump::{MemoryRecords, OutputSink};
 pub use record::{signing_buffer, OwnerKey, Record, RecordError, RecordKind, Signed, MAX_SALT_LEN};

@@ -102,6 +102,35 @@ pub enum Message {
         /// The answer.
         body: Response,
     },
+    /// A message for another node, carried through the peers of its route (a transport's link setup
+    /// signals: how nodes that share no signaling server reach each other). The driver forwards and delivers
+    /// these; the [`crate::Node`] ignores them.
+    Relay(Box<Relayed>),
+}
+
+/// The relays a [`Relayed`] message may pass at most.
+pub const MAX_RELAY_HOPS: usize = 2;
+
+/// The largest payload a [`Relayed`] message carries.
+pub const MAX_RELAY_PAYLOAD: usize = 16 * 1024;
+
+/// A message from `from` to `to` through the relays of `route`, in order: the sender hands it to
+/// `route[0]`, each relay to the next and the last to `to` itself; `hop` counts the relays passed. Each link
+/// it crosses is authenticated, and each relay checks that it came from the previous one (or, first, from
+/// `from` itself), so `from` is as honest as the relays between. What the payload sets up must still prove
+/// its ends (a WebRTC link's Noise handshake does).
+#[derive(Debug, Clone, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+pub struct Relayed {
+    /// The sender.
+    pub from: NodeId,
+    /// The addressee.
+    pub to: NodeId,
+    /// The relays between, in order (at most [`MAX_RELAY_HOPS`]).
+    pub route: Vec<NodeId>,
+    /// Relays passed so far.
+    pub hop: u8,
+    /// The transport's message (at most [`MAX_RELAY_PAYLOAD`] bytes).
+    pub payload: Vec<u8>,
 }
 
 /// What a node can ask of a peer.

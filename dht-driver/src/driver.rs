@@ -2,11 +2,12 @@
 
 use crate::clock::Clock;
 use crate::handle::{Command, NodeEvent, NodeHandle, PutOutcome};
+use crate::relay::Relay;
 use crate::signer::Signer;
 use crate::transport::{PeerLink, Transport, TransportError};
 use dht_core::{
     decode_record, encode_record, Config, Contact, Event, Instant, Key, Message, Node, NodeId, OutputSink, QueryId,
-    Record, SigningKey, StoreOp, StoreOpId, StoreResult, ValidConfig,
+    Record, Relayed, Response, SigningKey, StoreOp, StoreOpId, StoreResult, ValidConfig,
 };
 use futures::channel::{mpsc, oneshot};
 use futures::future::{FutureExt, LocalBoxFuture};
@@ -137,6 +138,10 @@ where
         commands: tx,
     };
     let incoming = transport.incoming();
+    let (mut relay, port, relay_out) = Relay::new(config.local.id);
+    if transport.attach_relay(port).is_some() {
+        relay.detach();
+    }
     let task = async move {
         let now = clock.now();
         let node = Node::new(config.core.clone(), config.local.clone(), config.seed, now);
@@ -156,12 +161,13 @@ where
             published_dirty: false,
             published_saving: Rc::new(Cell::new(false)),
             subscribers: Vec::new(),
+            relay,
             generation: 0,
             tick: 0,
         };
         let mut driver = Driver { node, io };
         driver.restore(&clock).await;
-        driver.run(rx, incoming, &clock).await;
+        driver.run(rx, incoming, relay_out, &clock).await;
     };
     (handle, task.boxed_local())
 }
@@ -193,6 +199,8 @@ struct Io<T, S> {
     /// A save of `published` is under way (one at a time, so an older list never lands after a newer one).
     published_saving: Rc<Cell<bool>>,
     subscribers: Vec<mpsc::UnboundedSender<NodeEvent>>,
+    /// Messages carried for transports (ours and others'), and the set of peers we hold links with.
+    relay: Relay,
     generation: u64,
     tick: u64,
 }
@@ -246,9 +254,11 @@ impl<T: Transport, S: Store + 'static> Driver<T, S> {
         &mut self,
         mut commands: mpsc::UnboundedReceiver<Command>,
         incoming: LocalBoxStream<'static, PeerLink>,
+        relay_out: mpsc::Receiver<Relayed>,
         clock: &impl Clock,
     ) {
         let mut incoming = incoming.fuse();
+        let mut relay_out = relay_out.fuse();
         let mut next_save = clock.now() + self.io.config.save_interval;
         loop {
             self.dispatch_outputs(clock.now());
@@ -269,6 +279,11 @@ impl<T: Transport, S: Store + 'static> Driver<T, S> {
                 link = incoming.next() => if let Some(link) = link { self.io.add_link(link, &self.node, false, clock.now()) },
                 item = self.io.receivers.select_next_some() => self.received(clock.now(), item),
                 dialed = self.io.dials.select_next_some() => self.io.dialed(dialed, &self.node, clock.now()),
+                relayed = relay_out.select_next_some() => {
+                    if let Some((to, msg)) = self.io.relay.send(relayed) {
+                        self.io.send_on_link(to, msg);
+                    }
+                }
                 done = self.io.store_ops.select_next_some() => self.node.handle_store_result(clock.now(), done.0, done.1),
                 () = self.io.reads.select_next_some() => {}
                 _ = wake.fuse() => self.node.handle_timeout(clock.now()),
@@ -362,6 +377,9 @@ impl<T: Transport, S: Store + 'static> Driver<T, S> {
             Command::Stats(tx) => {
                 let _ = tx.send(self.node.stats().clone());
             }
+            Command::RelayStats(tx) => {
+                let _ = tx.send(self.io.relay.stats.clone());
+            }
             Command::OwnRecords(signed_only, tx) => {
                 // The signed ones are listed apart, so listing them reads no chunk of a file.
                 let store = Rc::clone(&self.io.store);
@@ -405,12 +423,23 @@ impl<T: Transport, S: Store + 'static> Driver<T, S> {
     fn received(&mut self, now: Instant, (remote, generation, msg): Incoming) {
         let current = self.io.links.get_mut(&remote.id).filter(|e| e.generation == generation);
         match (msg, current) {
+            (Some(Message::Relay(m)), _) => {
+                if let Some((to, msg)) = self.io.relay.received(remote.id, *m, now.as_millis()) {
+                    self.io.send_on_link(to, msg);
+                }
+            }
             // Answers can still arrive on a link we closed or replaced; it was authenticated all the same.
             (Some(msg), current) => {
                 self.io.tick += 1;
                 let useful = match &msg {
-                    Message::Response { .. } => true,
+                    Message::Response { body, .. } => {
+                        if let Response::Nodes { closer } | Response::Value { closer, .. } = body {
+                            self.io.relay.learn(closer, self.io.tick);
+                        }
+                        true
+                    }
                     Message::Request { .. } => self.node.routing_table().get(&remote.id).is_some(),
+                    Message::Relay(_) => false,
                 };
                 if let Some(entry) = current.filter(|_| useful) {
                     entry.last_used = self.io.tick;
@@ -418,7 +447,7 @@ impl<T: Transport, S: Store + 'static> Driver<T, S> {
                 self.node.handle_message(now, (*remote).clone(), msg);
             }
             (None, Some(_)) => {
-                self.io.links.remove(&remote.id);
+                self.io.remove_link(&remote.id);
                 self.io.emit(NodeEvent::PeerDisconnected(remote.id));
             }
             (None, None) => {}
@@ -488,8 +517,27 @@ impl<T: Transport, S: Store + 'static> Io<T, S> {
         self.store_ops.push(fut.boxed_local());
     }
 
-    fn send(&mut self, to: Contact, msg: Message) {
+    /// Sends `msg` on the link to `to`, if there is one (a relayed message never makes us dial).
+    fn send_on_link(&mut self, to: NodeId, msg: Message) {
+        if let Some(link) = self.links.get_mut(&to) {
+            let _ = link.tx.try_send(msg);
+        }
+    }
+
+    fn remove_link(&mut self, peer: &NodeId) {
+        self.links.remove(peer);
+        self.relay.links().remove(peer);
+    }
+
+    fn send(&mut self, to: Contact, mut msg: Message) {
         self.tick += 1;
+        // The contacts we hand out carry the relay addresses we can vouch for.
+        if let Message::Response { body: Response::Nodes { closer } | Response::Value { closer, .. }, .. } = &mut msg {
+            let max = self.config.core.max_addrs_per_contact;
+            for c in closer {
+                self.relay.annotate(c, max);
+            }
+        }
         if let Some(link) = self.links.get_mut(&to.id) {
             if matches!(msg, Message::Request { .. }) {
                 link.last_used = self.tick;
@@ -510,7 +558,7 @@ impl<T: Transport, S: Store + 'static> Io<T, S> {
         }
         self.queued.insert(to.id, vec![msg]);
         let id = to.id;
-        let dial = self.transport.dial(&to);
+        let dial = self.transport.dial(&self.relay.with_hints(to));
         self.dials.push(async move { (id, dial.await) }.boxed_local());
     }
 
@@ -556,7 +604,7 @@ impl<T: Transport, S: Store + 'static> Io<T, S> {
                 .min_by_key(|(_, l)| l.last_used)
                 .map(|(id, _)| *id);
             if let Some(victim) = victim {
-                self.links.remove(&victim);
+                self.remove_link(&victim);
                 self.emit(NodeEvent::PeerDisconnected(victim));
             }
         }
@@ -570,6 +618,7 @@ impl<T: Transport, S: Store + 'static> Io<T, S> {
         let entry =
             LinkEntry { remote: link.remote, tx: link.tx, generation, last_used: self.tick, dialer, opened: now };
         self.links.insert(peer, entry);
+        self.relay.links().insert(peer);
     }
 }
 

@@ -90,6 +90,7 @@ pub(crate) enum Command {
     OwnRecords(bool, oneshot::Sender<Vec<Record>>),
     IsPublished(Key, oneshot::Sender<bool>),
     Stats(oneshot::Sender<NodeStats>),
+    RelayStats(oneshot::Sender<crate::RelayStats>),
     Peers(oneshot::Sender<Vec<Contact>>),
     RoutingTable(oneshot::Sender<Vec<(usize, Vec<Contact>)>>),
     Subscribe(mpsc::UnboundedSender<NodeEvent>),
@@ -219,6 +220,11 @@ impl NodeHandle {
     /// The node's counters since it started (requests, timeouts, refusals by reason, ...).
     pub async fn stats(&self) -> Result<NodeStats, DriverError> {
         self.ask(Command::Stats).await
+    }
+
+    /// What the node relayed for its transport and for others (see [`crate::RelayPort`]).
+    pub async fn relay_stats(&self) -> Result<crate::RelayStats, DriverError> {
+        self.ask(Command::RelayStats).await
     }
 
     /// Peers with a live link.

@@ -13,11 +13,13 @@ mod driver;
 mod handle;
 pub mod memory;
 pub mod setup;
+mod relay;
 mod signer;
 mod transport;
 
 pub use clock::{timeout, Clock, Elapsed, SharedClock, SystemClock};
 pub use driver::{key_for, start, DriverConfig, PUBLISHED_META, PUBLISHED_SIGNED_META};
 pub use handle::{DriverError, NodeEvent, NodeHandle, PutOutcome};
+pub use relay::{parse_via, via_address, LinkSet, RelayPort, RelayStats, VIA_PREFIX};
 pub use signer::{ExternalSigner, Signer};
 pub use transport::{BoxError, MessageBudget, PeerLink, Transport, TransportError, Transports};

@@ -1,5 +1,6 @@
 //! What the driver needs from a transport: authenticated message links, dialed or accepted.
 
+use crate::relay::RelayPort;
 use dht_core::{Contact, Message, NodeId};
 use futures::channel::mpsc;
 use futures::future::LocalBoxFuture;
@@ -41,14 +42,33 @@ impl MessageBudget {
         if self.rate == 0 {
             return core::time::Duration::ZERO;
         }
-        let elapsed = now_ms.saturating_sub(self.last_ms) as f64 / 1000.0;
-        self.last_ms = self.last_ms.max(now_ms);
-        self.tokens = (self.tokens + elapsed * f64::from(self.rate)).min(f64::from(self.burst)) - n as f64;
+        self.refill(now_ms);
+        self.tokens -= n as f64;
         if self.tokens >= 0.0 {
             core::time::Duration::ZERO
         } else {
             core::time::Duration::from_secs_f64(-self.tokens / f64::from(self.rate))
         }
+    }
+
+    /// Spends one message at `now_ms` if the budget holds one; false (nothing spent) if not: for what is
+    /// dropped rather than delayed.
+    pub fn try_take(&mut self, now_ms: u64) -> bool {
+        if self.rate == 0 {
+            return true;
+        }
+        self.refill(now_ms);
+        let allowed = self.tokens >= 1.0;
+        if allowed {
+            self.tokens -= 1.0;
+        }
+        allowed
+    }
+
+    fn refill(&mut self, now_ms: u64) {
+        let elapsed = now_ms.saturating_sub(self.last_ms) as f64 / 1000.0;
+        self.last_ms = self.last_ms.max(now_ms);
+        self.tokens = (self.tokens + elapsed * f64::from(self.rate)).min(f64::from(self.burst));
     }
 }
 
@@ -106,6 +126,12 @@ pub trait Transport {
     fn dial(&self, peer: &Contact) -> LocalBoxFuture<'static, Result<PeerLink, TransportError>>;
     /// Links peers opened to us. Called once, when the node starts.
     fn incoming(&mut self) -> LocalBoxStream<'static, PeerLink>;
+    /// Offers the transport the node's relay (messages to and from other nodes carried over the node's
+    /// links, e.g. link setup signals), once, when the node starts. A transport that has no use for it hands
+    /// it back.
+    fn attach_relay(&mut self, relay: RelayPort) -> Option<RelayPort> {
+        Some(relay)
+    }
 }
 
 /// Several transports as one: a dial goes to the first transport that has a usable address for the peer
@@ -131,6 +157,11 @@ impl Transport for Transports {
 
     fn incoming(&mut self) -> LocalBoxStream<'static, PeerLink> {
         Box::pin(futures::stream::select_all(self.0.iter_mut().map(|t| t.incoming())))
+    }
+
+    /// The first transport that takes it has it.
+    fn attach_relay(&mut self, relay: RelayPort) -> Option<RelayPort> {
+        self.0.iter_mut().try_fold(relay, |relay, t| t.attach_relay(relay).ok_or(())).ok()
     }
 }
 

@@ -172,6 +172,8 @@ impl Node {
                     Purpose::StalePing | Purpose::FireAndForget => {}
                 }
             }
+            // The driver's to carry; it says nothing of the routing table.
+            Message::Relay(_) => {}
         }
     }
 
