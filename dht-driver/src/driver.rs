@@ -114,6 +114,9 @@ struct LinkEntry {
 /// replaces the old one (the peer restarted, or the old connection died unnoticed).
 const CROSSED_DIALS: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// Losers of crossed dials kept open at most at once (see [`Io::linger`]).
+const MAX_LINGERING: usize = 16;
+
 /// A message from a link (the link's authenticated peer and generation), or `None` when the link ended.
 type Incoming = (Rc<Contact>, u64, Option<Message>);
 
@@ -161,6 +164,7 @@ where
             published_dirty: false,
             published_saving: Rc::new(Cell::new(false)),
             subscribers: Vec::new(),
+            lingering: Vec::new(),
             relay,
             generation: 0,
             tick: 0,
@@ -199,6 +203,8 @@ struct Io<T, S> {
     /// A save of `published` is under way (one at a time, so an older list never lands after a newer one).
     published_saving: Rc<Cell<bool>>,
     subscribers: Vec<mpsc::UnboundedSender<NodeEvent>>,
+    /// Losers of crossed dials, open until the peer closes them or until the time given (see [`Io::linger`]).
+    lingering: Vec<(Instant, mpsc::Sender<Message>)>,
     /// Messages carried for transports (ours and others'), and the set of peers we hold links with.
     relay: Relay,
     generation: u64,
@@ -269,7 +275,11 @@ impl<T: Transport, S: Store + 'static> Driver<T, S> {
                 next_save = clock.now() + self.io.config.save_interval;
                 self.save_routing_table();
             }
+            let now = clock.now();
+            self.io.lingering.retain(|(until, tx)| *until > now && !tx.is_closed());
+            let lingering = self.io.lingering.iter().map(|(until, _)| *until).min();
             let deadline = self.node.poll_timeout().map_or(next_save, |t| t.min(next_save));
+            let deadline = lingering.map_or(deadline, |t| t.min(deadline));
             let wake = clock.sleep_until(deadline);
             futures::select_biased! {
                 cmd = commands.next() => match cmd {
@@ -524,6 +534,20 @@ impl<T: Transport, S: Store + 'static> Io<T, S> {
         }
     }
 
+    /// Keeps the loser of crossed dials open without sending on it: what the peer sent on it is still
+    /// handled, and the peer, which may not have the other link yet, does not see it close and lose its
+    /// requests in flight. The peer closes it once the other link reaches it (both ends keep the same
+    /// one); else it closes after [`CROSSED_DIALS`]. At most [`MAX_LINGERING`] at once (beyond, closed).
+    fn linger(&mut self, link: PeerLink, now: Instant) {
+        self.generation += 1;
+        let (generation, remote) = (self.generation, Rc::new(link.remote));
+        let messages = link.rx.map(move |m| (Rc::clone(&remote), generation, Some(m)));
+        self.receivers.push(messages.boxed_local());
+        if self.lingering.len() < MAX_LINGERING {
+            self.lingering.push((now + CROSSED_DIALS, link.tx));
+        }
+    }
+
     fn remove_link(&mut self, peer: &NodeId) {
         self.links.remove(peer);
         self.relay.links().remove(peer);
@@ -576,18 +600,20 @@ impl<T: Transport, S: Store + 'static> Io<T, S> {
             }
             // A link to someone else (the transport should have refused it) or a failed dial: the queued
             // requests time out in the core.
-            Ok(_) | Err(_) => {}
+            Ok(link) => tracing::debug!(peer = %id, reached = %link.remote.id, "dial reached another peer"),
+            Err(e) => tracing::debug!(peer = %id, "dial failed: {e}"),
         }
     }
 
     /// Takes a new link to its peer (`outbound`: we dialed it), unless it is the loser of crossed dials
-    /// (see [`CROSSED_DIALS`]): then it is dropped, and its connection closes at both ends.
+    /// (see [`CROSSED_DIALS`]): that one lingers (see [`Io::linger`]).
     fn add_link(&mut self, link: PeerLink, node: &Node, outbound: bool, now: Instant) {
         let peer = link.remote.id;
         let dialer = if outbound { self.config.local.id } else { peer };
         if let Some(existing) = self.links.get(&peer) {
             let crossed = existing.dialer != dialer && now.saturating_since(existing.opened) < CROSSED_DIALS;
             if crossed && existing.dialer < dialer {
+                self.linger(link, now);
                 return;
             }
         }

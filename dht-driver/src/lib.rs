@@ -12,8 +12,8 @@ mod clock;
 mod driver;
 mod handle;
 pub mod memory;
-pub mod setup;
 mod relay;
+pub mod setup;
 mod signer;
 mod transport;
 

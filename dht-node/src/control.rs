@@ -11,8 +11,11 @@
 //! - `PUT-IMMUTABLE <value…>` → `OK hash=<hex> acks=<a> of=<m>`; `GET-IMMUTABLE <hash>` → `VALUE <value…>`;
 //! - `LOCAL <name> [<owner>]`, `LOCAL-IMMUTABLE <hash>`: this node's own store only;
 //! - `PEERS` → `PEERS <n> <id>…`; `ID` → `ID <id> <addr>…`; `OWNER` → `OWNER <hex>` (the key it signs with);
-//! - `PATHS` → `PATHS <n> <id>=<kind>,<ours>,<theirs>,<protocol>,<setup ms>,<dialed|answered>…`: how each live
-//!   WebRTC link travels (kind `host`, `srflx`, `prflx` or `relay`; see `transport_webrtc::LinkPath`);
+//! - `PATHS` → `PATHS <n> <id>=<kind>,<ours>,<theirs>,<protocol>,<setup ms>,<dialed|answered>,<relays>…`: how
+//!   each live WebRTC link travels (kind `host`, `srflx`, `prflx` or `relay`; relays: peers that carried its
+//!   setup's signals, 0 for the signaling server; see `transport_webrtc::LinkPath`);
+//! - `RELAYED` → `RELAYED sent=<n> delivered=<n> forwarded=<n> over_budget=<n> unroutable=<n>`: messages the
+//!   node relayed over its links (see `dht_driver::RelayStats`);
 //! - `PUBLISH <path>` → `OK hash=<hex> bytes=<n> chunks=<c> sent=<s> reused=<r> …` (the file at `path`, as the
 //!   node reads it); `FETCH <hash> <path>` → `OK bytes=<n> resumed=<r> path=<path>`: both send
 //!   `PROGRESS <done> <total>` lines first (see [`crate::files`]).
@@ -132,7 +135,7 @@ async fn session(
 }
 
 const USAGE: &str = "ERR usage: PUT [--cas <seq>] <name> <value> | GET <name> [<owner>] | PUT-IMMUTABLE <value> | \
-                     GET-IMMUTABLE <hash> | LOCAL <name> [<owner>] | LOCAL-IMMUTABLE <hash> | PEERS | PATHS | ID | OWNER | \
+                     GET-IMMUTABLE <hash> | LOCAL <name> [<owner>] | LOCAL-IMMUTABLE <hash> | PEERS | PATHS | RELAYED | ID | OWNER | \
                      PUBLISH <path> | FETCH <hash> <path>";
 
 async fn answer(line: &str, node: &NodeHandle, me: &Contact, paths: &PathBook) -> String {
@@ -146,6 +149,7 @@ async fn answer(line: &str, node: &NodeHandle, me: &Contact, paths: &PathBook) -
         "LOCAL-IMMUTABLE" => get_immutable(node, rest, true).await,
         "PEERS" if rest.is_empty() => peers(node).await,
         "PATHS" if rest.is_empty() => Ok(link_paths(paths)),
+        "RELAYED" if rest.is_empty() => relayed(node).await,
         "ID" if rest.is_empty() => {
             let addrs: Vec<&str> = me.addrs.iter().map(|a| a.as_str()).collect();
             Ok(format!("ID {:#} {}", me.id, addrs.join(" ")))
@@ -235,6 +239,14 @@ async fn peers(node: &NodeHandle) -> Result<String, String> {
     Ok(format!("PEERS {} {}", ids.len(), ids.join(" ")))
 }
 
+async fn relayed(node: &NodeHandle) -> Result<String, String> {
+    let s = node.relay_stats().await.map_err(|e| e.to_string())?;
+    Ok(format!(
+        "RELAYED sent={} delivered={} forwarded={} over_budget={} unroutable={}",
+        s.sent, s.delivered, s.forwarded, s.over_budget, s.unroutable
+    ))
+}
+
 fn link_paths(paths: &PathBook) -> String {
     let mut all = paths.all();
     all.sort_by_key(|(id, _)| *id);
@@ -243,7 +255,7 @@ fn link_paths(paths: &PathBook) -> String {
         .map(|(id, p)| {
             let how = if p.dialed { "dialed" } else { "answered" };
             let (ours, theirs) = (p.local.name(), p.remote.name());
-            format!("{id:#}={},{ours},{theirs},{},{},{how}", p.kind(), p.protocol, p.setup_ms)
+            format!("{id:#}={},{ours},{theirs},{},{},{how},{}", p.kind(), p.protocol, p.setup_ms, p.relays)
         })
         .collect();
     format!("PATHS {} {}", each.len(), each.join(" "))

@@ -277,6 +277,10 @@ async fn run(args: RunArgs) -> Result<(), String> {
         addrs = t.local_addrs().to_vec();
         rtc = Some(t);
     }
+    // Peers met over TCP learn the WebRTC address too (to hand to nodes without TCP, with a relay).
+    if let Some(t) = &mut tcp {
+        t.advertise(&addrs);
+    }
     let contact = Contact { id: identity.node_id(), addrs };
     tracing::info!(id = %format!("{:#}", contact.id), addrs = ?contact.addrs.iter().map(|a| a.as_str()).collect::<Vec<_>>(), "node starting");
     let (seeds, unreached) = bootstrap_seeds(&args.bootstrap, tcp.as_ref(), rtc.as_ref()).await;

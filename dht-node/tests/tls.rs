@@ -73,7 +73,7 @@ fn nodes_that_trust_the_certificate_signal_over_wss() {
     let paths = ctl(&b.dir, "PATHS");
     let to_a = paths.split(' ').find_map(|p| p.strip_prefix(&format!("{a_id}="))).unwrap_or_else(|| panic!("{paths}"));
     let fields: Vec<&str> = to_a.split(',').collect();
-    assert!(matches!(fields[..], ["host" | "prflx", _, _, "udp", _, "dialed" | "answered"]), "{paths}");
+    assert!(matches!(fields[..], ["host" | "prflx", _, _, "udp", _, "dialed" | "answered", "0"]), "{paths}");
     assert!(fields[4].parse::<u64>().is_ok(), "{paths}");
 
     // Without the authority the certificate is refused, and the node says so.

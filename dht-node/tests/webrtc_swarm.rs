@@ -115,3 +115,68 @@ fn tcp_webrtc_and_mixed_nodes_put_and_get_across_each_other() {
     }
     eprintln!("{} puts and {gets} gets across TCP/WebRTC/mixed nodes in {:?}", keys.len(), started.elapsed());
 }
+
+/// The links of `dir`'s node whose setup signals went over the DHT: `(peer id, relays)`.
+fn relayed_links(dir: &Path) -> Vec<(String, u8)> {
+    let paths = ctl(dir, "PATHS");
+    paths
+        .split(' ')
+        .skip(2)
+        .filter_map(|entry| {
+            let (id, fields) = entry.split_once('=')?;
+            let relays: u8 = fields.rsplit(',').next()?.parse().ok()?;
+            (relays > 0).then(|| (id.to_owned(), relays))
+        })
+        .collect()
+}
+
+fn id_of(dir: &Path) -> String {
+    ctl(dir, "ID").split(' ').nth(1).expect("ID <id> ...").to_owned()
+}
+
+#[test]
+fn nodes_on_different_signaling_servers_reach_each_other_through_the_dht() {
+    let isolated = isolate();
+    eprintln!("{}", if isolated { "in a fresh network namespace" } else { "on the host's loopback" });
+    let (addr1, _server1) = signaling_server(ServerConfig::default());
+    let (addr2, _server2) = signaling_server(ServerConfig::default());
+    let (url1, url2) = (format!("ws://{addr1}/ws"), format!("ws://{addr2}/ws"));
+    let root = tempfile::tempdir().unwrap();
+    let dir = |name: &str| root.path().join(name);
+    // Two native nodes, one registered on each server, linked over TCP; a WebRTC-only node on each server.
+    let n1 = spawn(&dir("n1"), Kind::Both, &url1, None);
+    let seed_tcp = ctl(&n1.dir, "ID").split(' ').find_map(|a| a.strip_prefix("tcp:")).unwrap().to_owned();
+    let n2 = spawn(&dir("n2"), Kind::Both, &url2, Some(&seed_tcp));
+    let _ = ctl(&n2.dir, "ID");
+    let a = spawn(&dir("a"), Kind::Rtc, &url1, None);
+    let _ = ctl(&a.dir, "ID");
+    let c = spawn(&dir("c"), Kind::Rtc, &url2, None);
+    let (id_a, id_c) = (id_of(&a.dir), id_of(&c.dir));
+
+    // A's record reaches all three others (C and N2 only through relayed signals: A has no TCP and is not on
+    // their server), and C reads it; then the other way round.
+    let started = Instant::now();
+    let put = ctl(&a.dir, "PUT from-a 1");
+    assert!(put.starts_with("OK seq=1 acks=3 "), "{put}");
+    let owner_a = put.rsplit_once("owner=").unwrap().1.to_owned();
+    assert_eq!(ctl(&c.dir, &format!("GET from-a {owner_a}")), "VALUE 1");
+    let put = ctl(&c.dir, "PUT from-c 2");
+    assert!(put.starts_with("OK seq=1 acks=3 "), "{put}");
+    let owner_c = put.rsplit_once("owner=").unwrap().1.to_owned();
+    assert_eq!(ctl(&a.dir, &format!("GET from-c {owner_c}")), "VALUE 2");
+
+    // A and C hold a WebRTC link set up through the native nodes, and the natives relayed for them.
+    let (from_a, from_c) = (relayed_links(&a.dir), relayed_links(&c.dir));
+    let a_c = from_a.iter().find(|(id, _)| *id == id_c).or_else(|| from_c.iter().find(|(id, _)| *id == id_a));
+    assert!(a_c.is_some(), "no relayed link between A and C: {from_a:?} / {from_c:?}");
+    let forwarded = |p: &Proc| -> u64 {
+        let stats = ctl(&p.dir, "RELAYED");
+        stats.split(' ').find_map(|f| f.strip_prefix("forwarded=")).unwrap().parse().unwrap()
+    };
+    let (f1, f2) = (forwarded(&n1), forwarded(&n2));
+    assert!(f1 > 0 && f2 > 0, "both natives relay: {f1} / {f2}");
+    eprintln!(
+        "across two signaling servers in {:?}: A's relayed links {from_a:?}, C's {from_c:?}; signals forwarded by N1 {f1}, N2 {f2}",
+        started.elapsed()
+    );
+}

@@ -137,6 +137,8 @@ impl Clock for TokioClock {
 pub struct TcpTransport {
     identity: Identity,
     local: Contact,
+    /// What the accept loop advertises: `local`'s addresses, shared.
+    advertised: Rc<RefCell<Vec<Address>>>,
     config: TcpConfig,
     incoming: Option<mpsc::UnboundedReceiver<PeerLink>>,
     local_addr: SocketAddr,
@@ -158,13 +160,24 @@ impl TcpTransport {
         addrs.extend(extra_addrs);
         let local = Contact { id: identity.node_id(), addrs };
         let (tx, rx) = mpsc::unbounded();
-        let accept = accept_loop(listener, identity.clone(), local.addrs.clone(), config.clone(), tx);
+        let advertised = Rc::new(RefCell::new(local.addrs.clone()));
+        let accept = accept_loop(listener, identity.clone(), advertised.clone(), config.clone(), tx);
         tokio::task::spawn_local(accept);
         let dial_scopes = match config.dial_private {
             true => DialScopes::everything(),
             false => DialScopes::own(local.addrs.iter().filter_map(socket_addr).map(|a| a.ip())),
         };
-        Ok(TcpTransport { identity, local, config, incoming: Some(rx), local_addr, dial_scopes })
+        Ok(TcpTransport { identity, local, advertised, config, incoming: Some(rx), local_addr, dial_scopes })
+    }
+
+    /// Advertises `extra_addrs` after the bound address from now on, in place of those given to
+    /// [`TcpTransport::bind`]: e.g. the node's WebRTC address, known once it registered with a signaling
+    /// server, so that peers met over TCP can hand it to nodes that have no TCP.
+    pub fn advertise(&mut self, extra_addrs: &[Address]) {
+        let own = address(self.local_addr);
+        self.local.addrs =
+            std::iter::once(own.clone()).chain(extra_addrs.iter().filter(|a| **a != own).cloned()).collect();
+        *self.advertised.borrow_mut() = self.local.addrs.clone();
     }
 
     /// Our contact as advertised to peers.
@@ -217,13 +230,13 @@ async fn connect(addr: SocketAddr, config: &TcpConfig) -> Result<TcpStream, Tran
 async fn accept_loop(
     listener: TcpListener,
     identity: Identity,
-    addrs: Vec<Address>,
+    addrs: Rc<RefCell<Vec<Address>>>,
     config: TcpConfig,
     links: mpsc::UnboundedSender<PeerLink>,
 ) {
     let mut rules = Admission::new(config.admission.clone());
     // Connections from our own address come from this machine: other nodes run there, not one peer.
-    if let Some(own) = addrs.iter().filter_map(socket_addr).map(|a| a.ip()).find(|ip| !ip.is_unspecified()) {
+    if let Some(own) = addrs.borrow().iter().filter_map(socket_addr).map(|a| a.ip()).find(|ip| !ip.is_unspecified()) {
         rules.exempt(own);
     }
     let admission = Rc::new(RefCell::new(rules));
@@ -242,7 +255,8 @@ async fn accept_loop(
             continue;
         }
         let slot = Slot { admission: Rc::clone(&admission), peer };
-        let link = match Link::responder(&identity, PROLOGUE, addrs.clone(), &config.link, config.clock.now()) {
+        let advertised = addrs.borrow().clone();
+        let link = match Link::responder(&identity, PROLOGUE, advertised, &config.link, config.clock.now()) {
             Ok(l) => l,
             Err(e) => {
                 tracing::error!("cannot start a handshake: {e}");

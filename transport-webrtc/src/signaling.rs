@@ -8,7 +8,9 @@ use dht_link::Identity;
 use futures::channel::{mpsc, oneshot};
 use futures::{FutureExt, StreamExt};
 use signaling_protocol::{prove, solve_work, ClientMsg, Hex32, PeerInfo, ServerMsg, MAX_WORK_BITS};
+use std::cell::Cell;
 use std::collections::VecDeque;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -52,6 +54,8 @@ const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct SignalingClient {
     cmd: mpsc::Sender<Cmd>,
     clock: SharedClock,
+    /// Registered now (not between a lost connection and the next registration).
+    connected: Rc<Cell<bool>>,
 }
 
 async fn recv_msg<S: SignalSocket>(ws: &mut S) -> Result<ServerMsg, String> {
@@ -111,8 +115,14 @@ impl SignalingClient {
         let ws = register::<S>(&registration).await?;
         let (cmd_tx, cmd_rx) = mpsc::channel(SIGNALING_QUEUE);
         let (ev_tx, ev_rx) = mpsc::channel(SIGNALING_QUEUE);
-        rt::spawn(signaling_loop(ws, registration, cmd_rx, ev_tx));
-        Ok((SignalingClient { cmd: cmd_tx, clock }, ev_rx))
+        let connected = Rc::new(Cell::new(true));
+        rt::spawn(signaling_loop(ws, registration, cmd_rx, ev_tx, connected.clone()));
+        Ok((SignalingClient { cmd: cmd_tx, clock, connected }, ev_rx))
+    }
+
+    /// Whether the client is registered now (false while the server is away and the client reconnects).
+    pub fn is_connected(&self) -> bool {
+        self.connected.get()
     }
 
     /// Queues `signal` for `to`; false when the queue is full or the client is gone.
@@ -156,6 +166,7 @@ async fn signaling_loop<S: SignalSocket>(
     registration: Registration,
     mut cmds: mpsc::Receiver<Cmd>,
     mut events: mpsc::Sender<SigEvent>,
+    connected: Rc<Cell<bool>>,
 ) {
     let url = registration.url.clone();
     let mut ws = Some(ws);
@@ -167,6 +178,7 @@ async fn signaling_loop<S: SignalSocket>(
             match register::<S>(&registration).await {
                 Ok(c) => {
                     tracing::info!(%url, "signaling reconnected");
+                    connected.set(true);
                     backoff = Duration::from_millis(500);
                     ws = Some(c);
                 }
@@ -177,7 +189,9 @@ async fn signaling_loop<S: SignalSocket>(
             }
             continue;
         };
-        match serve(conn, &mut cmds, &mut events).await {
+        let served = serve(conn, &mut cmds, &mut events).await;
+        connected.set(false);
+        match served {
             Served::Lost(reason) => tracing::info!(%url, "signaling connection lost: {reason}"),
             Served::Done => return,
         }

@@ -4,9 +4,9 @@
 
 use crate::backend::{Peer, Socket};
 use crate::signaling::{SigEvent, SignalingClient};
-use crate::{prologue, rt, IceCandidate, RtcConfig, Signal, MAX_CANDIDATES, SCHEME};
-use dht_core::{Address, Contact, NodeId};
-use dht_driver::{timeout, Clock, PeerLink, SharedClock, Transport, TransportError};
+use crate::{prologue, rt, IceCandidate, RtcConfig, Signal, MAX_CANDIDATES};
+use dht_core::{Address, Contact, NodeId, Relayed};
+use dht_driver::{parse_via, timeout, Clock, LinkSet, PeerLink, RelayPort, SharedClock, Transport, TransportError};
 use dht_link::{Identity, Link};
 use dht_link_io::{handshake_error, ChannelPipe, Opened};
 use futures::channel::{mpsc, oneshot};
@@ -127,6 +127,9 @@ pub struct LinkPath {
     pub setup_ms: u64,
     /// We dialed (sent the offer), rather than answered.
     pub dialed: bool,
+    /// Relays the setup's signals passed over the DHT's links: 0 when they went through the signaling
+    /// server.
+    pub relays: u8,
 }
 
 impl LinkPath {
@@ -189,6 +192,29 @@ impl PathBook {
 
 type AnswerWait = (NodeId, oneshot::Sender<Result<String, TransportError>>);
 
+/// How a link setup's signals travel to the peer: through our signaling server, or over the DHT's links
+/// through these relays (nearest first).
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum SignalPath {
+    Server,
+    Relayed(Vec<NodeId>),
+}
+
+impl SignalPath {
+    fn relays(&self) -> u8 {
+        match self {
+            SignalPath::Server => 0,
+            SignalPath::Relayed(route) => route.len() as u8,
+        }
+    }
+}
+
+/// The node's relay, once the driver hands it over: where relayed signals leave, and its links.
+struct RelayOut {
+    outbound: mpsc::Sender<Relayed>,
+    links: LinkSet,
+}
+
 struct Inner {
     identity: Identity,
     local_addrs: Vec<Address>,
@@ -207,9 +233,42 @@ struct Inner {
     paths: PathBook,
     opened: Cell<u64>,
     incoming: mpsc::Sender<PeerLink>,
+    /// Signals over the DHT's links, once the transport runs under a driver.
+    relay: RefCell<Option<RelayOut>>,
 }
 
 impl Inner {
+    /// How to reach `peer` with signals now: our signaling server while we are registered there and so is
+    /// it, else through the first of its relay addresses whose first relay we hold a link to, else our server
+    /// anyway when the peer is registered there (it may come back); `None` when there is no way.
+    fn signal_path(&self, peer: &Contact) -> Option<SignalPath> {
+        let on_our_server = peer.addrs.contains(&crate::address(&self.config.signaling_url));
+        if on_our_server && self.signaling.is_connected() {
+            return Some(SignalPath::Server);
+        }
+        let relayed = self.relay.borrow().as_ref().and_then(|relay| {
+            let mut routes = peer.addrs.iter().filter_map(parse_via);
+            routes.find(|route| !route.contains(&self.identity.node_id()) && relay.links.contains(&route[0]))
+        });
+        match relayed {
+            Some(route) => Some(SignalPath::Relayed(route)),
+            None => on_our_server.then_some(SignalPath::Server),
+        }
+    }
+
+    /// Sends `signal` to `to` along `path`; false when it cannot leave (a queue full, the relay gone).
+    fn send_signal(&self, path: &SignalPath, to: NodeId, signal: &Signal) -> bool {
+        match path {
+            SignalPath::Server => self.signaling.send(to, signal),
+            SignalPath::Relayed(route) => {
+                let Some(relay) = &mut *self.relay.borrow_mut() else { return false };
+                let payload = serde_json::to_vec(signal).expect("signals serialize");
+                let m = Relayed { from: self.identity.node_id(), to, route: route.clone(), hop: 0, payload };
+                relay.outbound.try_send(m).is_ok()
+            }
+        }
+    }
+
     /// Takes one peer connection from the budget: for a dial while any is left, for an answer while less
     /// than 90 % is spent. `false` (nothing taken) when that is over.
     fn spend_connection(&self, inbound: bool) -> bool {
@@ -314,13 +373,19 @@ impl Drop for Trickle {
 
 /// Sends our candidates to `to` as they are gathered (at most [`MAX_CANDIDATES`]), until gathering ends or
 /// the connection closes.
-fn trickle_out(inner: &Rc<Inner>, to: NodeId, session: u64, candidates: mpsc::Receiver<IceCandidate>) {
+fn trickle_out(
+    inner: &Rc<Inner>,
+    (to, path): (NodeId, &SignalPath),
+    session: u64,
+    candidates: mpsc::Receiver<IceCandidate>,
+) {
     let inner = Rc::downgrade(inner);
+    let path = path.clone();
     rt::spawn(async move {
         let mut candidates = candidates.take(MAX_CANDIDATES);
         while let Some(candidate) = candidates.next().await {
             let Some(inner) = inner.upgrade() else { return };
-            if !inner.signaling.send(to, &Signal::Candidate { session, candidate }) {
+            if !inner.send_signal(&path, to, &Signal::Candidate { session, candidate }) {
                 tracing::debug!(peer = %to, "candidate not sent: signaling queue full");
             }
         }
@@ -331,6 +396,8 @@ fn trickle_out(inner: &Rc<Inner>, to: NodeId, session: u64, candidates: mpsc::Re
 pub struct WebRtcTransport {
     inner: Rc<Inner>,
     incoming: Option<mpsc::Receiver<PeerLink>>,
+    /// Hands the event loop the signals relayed to us, once a driver gives us its relay.
+    relayed: Option<oneshot::Sender<mpsc::Receiver<Relayed>>>,
 }
 
 impl WebRtcTransport {
@@ -394,9 +461,11 @@ impl WebRtcTransport {
             paths: PathBook::default(),
             opened: Cell::new(0),
             incoming: incoming_tx,
+            relay: RefCell::new(None),
         });
-        rt::spawn(event_loop(Rc::downgrade(&inner), events));
-        Ok(WebRtcTransport { inner, incoming: Some(incoming_rx) })
+        let (relayed_tx, relayed_rx) = oneshot::channel();
+        rt::spawn(event_loop(Rc::downgrade(&inner), events, relayed_rx));
+        Ok(WebRtcTransport { inner, incoming: Some(incoming_rx), relayed: Some(relayed_tx) })
     }
 
     /// Our WebRTC address (`rtc:` + the signaling URL).
@@ -426,36 +495,60 @@ impl WebRtcTransport {
     }
 }
 
-async fn event_loop(inner: Weak<Inner>, mut events: mpsc::Receiver<SigEvent>) {
-    while let Some(ev) = events.next().await {
+/// Signals from the signaling server, and (once the transport runs under a driver) those relayed to us over
+/// the DHT's links, answered back along their route.
+async fn event_loop(
+    inner: Weak<Inner>,
+    events: mpsc::Receiver<SigEvent>,
+    relayed: oneshot::Receiver<mpsc::Receiver<Relayed>>,
+) {
+    enum From {
+        Server(SigEvent),
+        Relay(Relayed),
+    }
+    let relayed = relayed.map(Result::ok).into_stream().filter_map(futures::future::ready).flatten();
+    let mut all = futures::stream::select(events.map(From::Server), relayed.map(From::Relay));
+    while let Some(ev) = all.next().await {
         let Some(inner) = inner.upgrade() else { return };
         match ev {
-            SigEvent::Signal { from, data } => match serde_json::from_str::<Signal>(&data) {
-                Ok(Signal::Offer { session, sdp }) => {
-                    if let Err(reason) = inner.admit_offer(from) {
-                        tracing::debug!(peer = %from, "offer refused: {reason}");
-                        let _ = inner.signaling.send(from, &Signal::Reject { session, reason: reason.into() });
-                        continue;
-                    }
-                    // The offer's candidates come right behind it.
-                    let remote = inner.expect_candidates(from, session);
-                    let i = inner.clone();
-                    rt::spawn(async move {
-                        if let Err(e) = answer(&i, from, session, sdp, remote).await {
-                            tracing::info!(peer = %from, "inbound WebRTC link failed: {e}");
-                        }
-                        i.offer_done(from);
-                    });
-                }
-                Ok(Signal::Answer { session, sdp }) => inner.settle(session, from, Ok(sdp)),
-                Ok(Signal::Candidate { session, candidate }) => inner.candidate(from, session, candidate),
-                Ok(Signal::Reject { session, reason }) => {
-                    inner.settle(session, from, Err(TransportError::Refused(reason)))
-                }
+            From::Server(SigEvent::Signal { from, data }) => match serde_json::from_str::<Signal>(&data) {
+                Ok(signal) => on_signal(&inner, from, signal, SignalPath::Server),
                 Err(e) => tracing::debug!(peer = %from, "bad signal: {e}"),
             },
-            SigEvent::Undeliverable { to, reason } => inner.undeliverable(to, &reason),
+            From::Server(SigEvent::Undeliverable { to, reason }) => inner.undeliverable(to, &reason),
+            From::Relay(m) => match serde_json::from_slice::<Signal>(&m.payload) {
+                Ok(signal) => {
+                    let back = m.route.into_iter().rev().collect();
+                    on_signal(&inner, m.from, signal, SignalPath::Relayed(back));
+                }
+                Err(e) => tracing::debug!(peer = %m.from, "bad relayed signal: {e}"),
+            },
         }
+    }
+}
+
+/// A signal from `from`, which came by `path` (the way back).
+fn on_signal(inner: &Rc<Inner>, from: NodeId, signal: Signal, path: SignalPath) {
+    match signal {
+        Signal::Offer { session, sdp } => {
+            if let Err(reason) = inner.admit_offer(from) {
+                tracing::debug!(peer = %from, "offer refused: {reason}");
+                let _ = inner.send_signal(&path, from, &Signal::Reject { session, reason: reason.into() });
+                return;
+            }
+            // The offer's candidates come right behind it.
+            let remote = inner.expect_candidates(from, session);
+            let i = inner.clone();
+            rt::spawn(async move {
+                if let Err(e) = answer(&i, (from, path), session, sdp, remote).await {
+                    tracing::info!(peer = %from, "inbound WebRTC link failed: {e}");
+                }
+                i.offer_done(from);
+            });
+        }
+        Signal::Answer { session, sdp } => inner.settle(session, from, Ok(sdp)),
+        Signal::Candidate { session, candidate } => inner.candidate(from, session, candidate),
+        Signal::Reject { session, reason } => inner.settle(session, from, Err(TransportError::Refused(reason))),
     }
 }
 
@@ -466,7 +559,7 @@ async fn finish(
     inner: &Inner,
     setup: Setup<Peer>,
     link: Link,
-    (started, dialed): (dht_core::Instant, bool),
+    (started, dialed, relays): (dht_core::Instant, bool, u8),
     mut remote: mpsc::Receiver<IceCandidate>,
 ) -> Result<PeerLink, TransportError> {
     let config = &inner.config;
@@ -496,8 +589,8 @@ async fn finish(
     let setup_ms = clock.now().saturating_since(started).as_millis() as u64;
     let (local, remote, protocol) =
         pc.selected_pair().await.unwrap_or((Candidate::Unknown, Candidate::Unknown, String::new()));
-    let path = LinkPath { local, remote, protocol, setup_ms, dialed };
-    tracing::debug!(peer = %id, path = path.kind(), setup_ms, dialed, "WebRTC link open");
+    let path = LinkPath { local, remote, protocol, setup_ms, dialed, relays };
+    tracing::debug!(peer = %id, path = path.kind(), setup_ms, dialed, relays, "WebRTC link open");
     let serial = inner.opened.get() + 1;
     inner.opened.set(serial);
     paths.open(id, serial, path);
@@ -550,19 +643,19 @@ async fn open(
 /// Sends our offer to `to` and waits (bounded) for the answer's SDP.
 async fn ask(
     inner: &Rc<Inner>,
-    to: NodeId,
+    (to, path): (NodeId, &SignalPath),
     session: u64,
     offer_sdp: &str,
     candidates: mpsc::Receiver<IceCandidate>,
 ) -> Result<String, TransportError> {
     let (tx, rx) = oneshot::channel();
     inner.pending.borrow_mut().insert(session, (to, tx));
-    if !inner.signaling.send(to, &Signal::Offer { session, sdp: offer_sdp.to_string() }) {
+    if !inner.send_signal(path, to, &Signal::Offer { session, sdp: offer_sdp.to_string() }) {
         inner.pending.borrow_mut().remove(&session);
         return Err(TransportError::Signaling("queue full".into()));
     }
     // Our candidates follow the offer as they are gathered, while we wait for the answer.
-    trickle_out(inner, to, session, candidates);
+    trickle_out(inner, (to, path), session, candidates);
     let reply = timeout(&inner.config.clock, inner.config.connect_timeout, rx).await;
     inner.pending.borrow_mut().remove(&session);
     match reply {
@@ -572,7 +665,7 @@ async fn ask(
     }
 }
 
-async fn dial(inner: Rc<Inner>, peer: Contact) -> Result<PeerLink, TransportError> {
+async fn dial(inner: Rc<Inner>, peer: Contact, path: SignalPath) -> Result<PeerLink, TransportError> {
     let config = &inner.config;
     let started = config.clock.now();
     let session = rt::random_u64().map_err(TransportError::Connect)?;
@@ -584,7 +677,7 @@ async fn dial(inner: Rc<Inner>, peer: Contact) -> Result<PeerLink, TransportErro
     let offer_sdp = setup.sdp.clone();
     let local = setup.take_candidates();
     let link = async {
-        let answer = ask(&inner, peer.id, session, &offer_sdp, local).await?;
+        let answer = ask(&inner, (peer.id, &path), session, &offer_sdp, local).await?;
         setup.pc.accept(&answer).await.map_err(TransportError::Connect)?;
         let prologue = prologue(&offer_sdp, &answer);
         let local = inner.local_addrs.clone();
@@ -593,7 +686,7 @@ async fn dial(inner: Rc<Inner>, peer: Contact) -> Result<PeerLink, TransportErro
     }
     .await;
     match link {
-        Ok(link) => finish(&inner, setup, link, (started, true), remote).await,
+        Ok(link) => finish(&inner, setup, link, (started, true, path.relays()), remote).await,
         Err(e) => {
             setup.pc.close().await;
             Err(e)
@@ -603,7 +696,7 @@ async fn dial(inner: Rc<Inner>, peer: Contact) -> Result<PeerLink, TransportErro
 
 async fn answer(
     inner: &Rc<Inner>,
-    from: NodeId,
+    (from, path): (NodeId, SignalPath),
     session: u64,
     offer_sdp: String,
     (_trickle, remote): (Trickle, mpsc::Receiver<IceCandidate>),
@@ -617,13 +710,13 @@ async fn answer(
     let link = Link::responder(&inner.identity, &prologue, inner.local_addrs.clone(), &config.link, config.clock.now())
         .map_err(handshake_error)
         .and_then(|l| {
-            let sent = inner.signaling.send(from, &Signal::Answer { session, sdp: answer_sdp });
+            let sent = inner.send_signal(&path, from, &Signal::Answer { session, sdp: answer_sdp });
             sent.then_some(l).ok_or_else(|| TransportError::Signaling("queue full".into()))
         });
     let link = match link {
         Ok(l) => {
-            trickle_out(inner, from, session, local);
-            finish(inner, setup, l, (started, false), remote).await?
+            trickle_out(inner, (from, &path), session, local);
+            finish(inner, setup, l, (started, false, path.relays()), remote).await?
         }
         Err(e) => {
             setup.pc.close().await;
@@ -640,13 +733,21 @@ async fn answer(
 
 impl Transport for WebRtcTransport {
     fn dial(&self, peer: &Contact) -> LocalBoxFuture<'static, Result<PeerLink, TransportError>> {
-        let ours = crate::address(&self.inner.config.signaling_url);
-        let reachable = peer.addrs.iter().any(|a| a.as_str().starts_with(SCHEME) && *a == ours);
-        if !reachable {
+        let Some(path) = self.inner.signal_path(peer) else {
             let id = peer.id;
             return async move { Err(TransportError::NoAddress(id)) }.boxed_local();
-        }
-        dial(self.inner.clone(), peer.clone()).boxed_local()
+        };
+        dial(self.inner.clone(), peer.clone(), path).boxed_local()
+    }
+
+    /// Signals then also travel over the node's links: to peers registered on other signaling servers,
+    /// and to everyone while ours is away.
+    fn attach_relay(&mut self, relay: RelayPort) -> Option<RelayPort> {
+        let Some(to_event_loop) = self.relayed.take() else { return Some(relay) };
+        let RelayPort { outbound, inbound, links } = relay;
+        *self.inner.relay.borrow_mut() = Some(RelayOut { outbound, links });
+        let _ = to_event_loop.send(inbound);
+        None
     }
 
     fn incoming(&mut self) -> LocalBoxStream<'static, PeerLink> {
@@ -663,7 +764,9 @@ mod tests {
 
     #[test]
     fn a_path_is_named_by_its_farthest_hop() {
-        let kind = |local, remote| LinkPath { local, remote, protocol: "udp".into(), setup_ms: 9, dialed: true }.kind();
+        let kind = |local, remote| {
+            LinkPath { local, remote, protocol: "udp".into(), setup_ms: 9, dialed: true, relays: 0 }.kind()
+        };
         assert_eq!(kind(Host, Host), "host");
         assert_eq!(kind(Srflx, Host), "srflx");
         assert_eq!(kind(Host, Prflx), "prflx");

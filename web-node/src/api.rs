@@ -33,7 +33,8 @@ fn path_of(paths: &PathBook) -> impl Fn(&NodeId) -> Option<PathView> + '_ {
     move |id| {
         let p = paths.get(id)?;
         let (local, remote) = (p.local.name(), p.remote.name());
-        Some(PathView { kind: p.kind(), local, remote, protocol: p.protocol, setup_ms: p.setup_ms, dialed: p.dialed })
+        let (setup_ms, dialed, relays) = (p.setup_ms, p.dialed, p.relays);
+        Some(PathView { kind: p.kind(), local, remote, protocol: p.protocol, setup_ms, dialed, relays })
     }
 }
 
@@ -570,7 +571,8 @@ impl WebNode {
     }
 
     /// Peers with a live link: `[{ id, short, kind, bucket, addrs, path }]`, `path` being how the link
-    /// travels: `{ kind: "host" | "srflx" | "prflx" | "relay", local, remote, protocol, setupMs, dialed }`.
+    /// travels: `{ kind: "host" | "srflx" | "prflx" | "relay", local, remote, protocol, setupMs, dialed, relays }`
+    /// (`relays`: how many peers carried its setup's signals over the DHT; 0 through the signaling server).
     pub fn peers(&self) -> js_sys::Promise {
         let (handle, own, paths) = (self.shared.handle.clone(), self.shared.contact.id, self.shared.paths.clone());
         future_to_promise(async move {

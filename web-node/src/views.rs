@@ -39,6 +39,8 @@ pub struct PathView {
     pub setup_ms: u64,
     /// This node dialed the link (rather than answered).
     pub dialed: bool,
+    /// Relays its setup's signals passed over the DHT's links (0: through the signaling server).
+    pub relays: u8,
 }
 
 /// `native` for peers with a TCP address, `browser` for the rest (tabs cannot listen on TCP).
@@ -181,6 +183,7 @@ mod tests {
             protocol: "udp".into(),
             setup_ms: 12,
             dialed: false,
+            relays: 1,
         };
         let view = table_view(&own, &[(b, vec![peers[0].clone()])], |_| Some(direct.clone()));
         assert_eq!(view[0].peers[0].path, Some(direct));

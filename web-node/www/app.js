@@ -126,7 +126,7 @@ function drawPeers(peers) {
       tr.children[2].textContent = p.bucket ?? "";
       // How the link travels: host (direct), srflx/prflx (direct through a NAT), relay (through TURN).
       tr.children[3].textContent = p.path ? `${p.path.kind} · ${p.path.setupMs} ms` : "";
-      if (p.path) tr.children[3].title = `ours ${p.path.local}, theirs ${p.path.remote}, ${p.path.protocol}, ${p.path.dialed ? "dialed" : "answered"}`;
+      if (p.path) tr.children[3].title = `ours ${p.path.local}, theirs ${p.path.remote}, ${p.path.protocol}, ${p.path.dialed ? "dialed" : "answered"}${p.path.relays ? `, signaled through ${p.path.relays} peer(s)` : ""}`;
       return tr;
     }),
   );

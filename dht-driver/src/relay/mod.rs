@@ -244,6 +244,7 @@ impl Relay {
         let first = m.route.first().copied().unwrap_or(m.to);
         let valid = m.from == self.local && m.hop == 0 && m.route.len() <= MAX_RELAY_HOPS;
         if !valid || m.payload.len() > MAX_RELAY_PAYLOAD || !self.links.contains(&first) {
+            tracing::debug!(to = %m.to, via = %first, "relayed message not sent: no link to its first hop");
             self.stats.unroutable += 1;
             return None;
         }
