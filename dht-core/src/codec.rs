@@ -384,6 +384,13 @@ mod tests {
                 id: RequestId(4),
                 body: Response::StoreAck { refused: Some(StoreRefusal::CasFailed { current: 9 }) },
             },
+            Message::Relay(Box::new(crate::message::Relayed {
+                from: id,
+                to: NodeId::from_public_key(&[2; 32]),
+                route: vec![NodeId::from_public_key(&[3; 32]), NodeId::from_public_key(&[4; 32])],
+                hop: 1,
+                payload: br#"{"offer":{"session":1,"sdp":"v=0"}}"#.to_vec(),
+            })),
         ]
     }
 

@@ -257,6 +257,7 @@ impl World {
                     seen.1 += 1;
                     assert!(seen.1 <= seen.0, "request {id:?} of {:?} answered twice", to.id);
                 }
+                Output::Send { msg: Message::Relay(_), .. } => panic!("the node never sends relayed messages"),
                 Output::Store { id, op } => self.store_ops.push((id, op)),
                 Output::Event(_) => {}
             }

@@ -12,6 +12,11 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
     let sdp = match serde_json::from_str::<Signal>(text) {
         Ok(Signal::Offer { sdp, .. } | Signal::Answer { sdp, .. }) => sdp,
+        // A trickled candidate: only its plausibility check runs on it before webrtc-rs sees it.
+        Ok(Signal::Candidate { candidate, .. }) => {
+            let _ = candidate.is_plausible();
+            return;
+        }
         Ok(Signal::Reject { .. }) => return,
         // Not a signal: the same bytes as an SDP, which reaches the parser more often.
         Err(_) => text.to_owned(),
