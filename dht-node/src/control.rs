@@ -14,8 +14,9 @@
 //! - `PATHS` → `PATHS <n> <id>=<kind>,<ours>,<theirs>,<protocol>,<setup ms>,<dialed|answered>,<relays>…`: how
 //!   each live WebRTC link travels (kind `host`, `srflx`, `prflx` or `relay`; relays: peers that carried its
 //!   setup's signals, 0 for the signaling server; see `transport_webrtc::LinkPath`);
-//! - `RELAYED` → `RELAYED sent=<n> delivered=<n> forwarded=<n> over_budget=<n> unroutable=<n>`: messages the
-//!   node relayed over its links (see `dht_driver::RelayStats`);
+//! - `RELAYED` → `RELAYED sent=<n> delivered=<n> forwarded=<n> over_budget=<n> unroutable=<n>
+//!   links=<server>,<1 relay>,<2 relays>`: messages the node relayed over its links (see
+//!   `dht_driver::RelayStats`), and the WebRTC links it opened by how their setup was signaled;
 //! - `PUBLISH <path>` → `OK hash=<hex> bytes=<n> chunks=<c> sent=<s> reused=<r> …` (the file at `path`, as the
 //!   node reads it); `FETCH <hash> <path>` → `OK bytes=<n> resumed=<r> path=<path>`: both send
 //!   `PROGRESS <done> <total>` lines first (see [`crate::files`]).
@@ -149,7 +150,7 @@ async fn answer(line: &str, node: &NodeHandle, me: &Contact, paths: &PathBook) -
         "LOCAL-IMMUTABLE" => get_immutable(node, rest, true).await,
         "PEERS" if rest.is_empty() => peers(node).await,
         "PATHS" if rest.is_empty() => Ok(link_paths(paths)),
-        "RELAYED" if rest.is_empty() => relayed(node).await,
+        "RELAYED" if rest.is_empty() => relayed(node, paths).await,
         "ID" if rest.is_empty() => {
             let addrs: Vec<&str> = me.addrs.iter().map(|a| a.as_str()).collect();
             Ok(format!("ID {:#} {}", me.id, addrs.join(" ")))
@@ -239,10 +240,11 @@ async fn peers(node: &NodeHandle) -> Result<String, String> {
     Ok(format!("PEERS {} {}", ids.len(), ids.join(" ")))
 }
 
-async fn relayed(node: &NodeHandle) -> Result<String, String> {
+async fn relayed(node: &NodeHandle, paths: &PathBook) -> Result<String, String> {
     let s = node.relay_stats().await.map_err(|e| e.to_string())?;
+    let [server, one, two] = paths.opened();
     Ok(format!(
-        "RELAYED sent={} delivered={} forwarded={} over_budget={} unroutable={}",
+        "RELAYED sent={} delivered={} forwarded={} over_budget={} unroutable={} links={server},{one},{two}",
         s.sent, s.delivered, s.forwarded, s.over_budget, s.unroutable
     ))
 }

@@ -154,9 +154,15 @@ impl LinkPath {
 /// The paths of a transport's live links, by peer: readable while the driver owns the transport (see
 /// [`WebRtcTransport::paths`]).
 #[derive(Clone, Default)]
-pub struct PathBook(Rc<RefCell<HashMap<NodeId, (u64, LinkPath)>>>);
+pub struct PathBook(Rc<RefCell<HashMap<NodeId, (u64, LinkPath)>>>, Rc<Cell<[u64; 3]>>);
 
 impl PathBook {
+    /// Links opened since the transport started, by how their setup was signaled: `[through the
+    /// signaling server, through one relay, through two]` (see [`LinkPath::relays`]).
+    pub fn opened(&self) -> [u64; 3] {
+        self.1.get()
+    }
+
     /// The path of the live link to `peer`.
     pub fn get(&self, peer: &NodeId) -> Option<LinkPath> {
         self.0.borrow().get(peer).map(|(_, p)| p.clone())
@@ -168,6 +174,9 @@ impl PathBook {
     }
 
     fn open(&self, peer: NodeId, serial: u64, path: LinkPath) {
+        let mut opened = self.1.get();
+        opened[usize::from(path.relays).min(2)] += 1;
+        self.1.set(opened);
         self.0.borrow_mut().insert(peer, (serial, path));
     }
 

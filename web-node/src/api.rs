@@ -106,7 +106,13 @@ struct StartOptions {
     db: Option<String>,
     signing_key: Option<SigningKey>,
     ice_servers: Vec<IceServer>,
+    /// Live links kept at most.
+    max_links: usize,
 }
+
+/// What `options.maxLinks` may be: a node needs a few links to route at all, and a page's peer connections
+/// are limited ([`CONNECTION_BUDGET`] over its life).
+const MAX_LINKS_RANGE: std::ops::RangeInclusive<u64> = 4..=128;
 
 /// `options.iceServers` (absent: none), within the transport's limits ([`IceServer::check_list`]).
 fn ice_servers_option(value: JsValue) -> Result<Vec<IceServer>, JsError> {
@@ -121,10 +127,11 @@ fn ice_servers_option(value: JsValue) -> Result<Vec<IceServer>, JsError> {
 }
 
 impl StartOptions {
-    /// `{ signaling, db?, signingKey?, iceServers? }`, or the signaling URL alone with `db` beside it.
+    /// `{ signaling, db?, signingKey?, iceServers?, maxLinks? }`, or the signaling URL alone with `db` beside it.
     fn read(options: &JsValue, db: Option<String>) -> Result<Self, JsError> {
         if let Some(signaling) = options.as_string() {
-            return Ok(StartOptions { signaling: vec![signaling], db, signing_key: None, ice_servers: Vec::new() });
+            let (signing_key, ice_servers, max_links) = (None, Vec::new(), MAX_LINKS);
+            return Ok(StartOptions { signaling: vec![signaling], db, signing_key, ice_servers, max_links });
         }
         let field = |name: &str| js_sys::Reflect::get(options, &name.into()).unwrap_or(JsValue::UNDEFINED);
         let signaling = signaling_option(field("signaling"))?;
@@ -139,7 +146,15 @@ impl StartOptions {
             Some(SigningKey::from_bytes(&bytes))
         };
         let ice_servers = ice_servers_option(field("iceServers"))?;
-        Ok(StartOptions { signaling, db, signing_key, ice_servers })
+        let max_links = match number_option(options, "maxLinks")? {
+            None => MAX_LINKS,
+            Some(n) if MAX_LINKS_RANGE.contains(&n) => n as usize,
+            Some(n) => {
+                let (lo, hi) = (MAX_LINKS_RANGE.start(), MAX_LINKS_RANGE.end());
+                return Err(JsError::new(&format!("start: `maxLinks` must be {lo} to {hi}, not {n}")));
+            }
+        };
+        Ok(StartOptions { signaling, db, signing_key, ice_servers, max_links })
     }
 }
 
@@ -244,17 +259,21 @@ impl WebNode {
     /// swarm through the peers it names and the saved routing table. Tabs of one origin share IndexedDB:
     /// give each tab its own `db`.
     ///
-    /// `options` is `{ signaling, db?, signingKey?, iceServers? }` (`signaling` a URL or an array of URLs
+    /// `options` is `{ signaling, db?, signingKey?, iceServers?, maxLinks? }` (`signaling` a URL or an array of URLs
     /// tried in order, the first that answers used; or the signaling URL alone, with `db` as
     /// the second argument). `iceServers` is what `RTCPeerConnection` takes (`[{ urls, username?,
     /// credential? }]`, at most 8): the page gets them from its signaling server's `GET /config`, which
     /// hands out TURN credentials that expire. `signingKey` (32 bytes, a Uint8Array, as `exportSigningKey` gives it) is the ed25519 key the
     /// node signs its records with: pass the same one on every device to keep one identity; without it the
     /// node uses the key it made before, or makes one: a non-extractable WebCrypto ed25519 key where the
-    /// browser has one (kept in IndexedDB as a `CryptoKey`; `signingKeyKind()` tells which).
+    /// browser has one (kept in IndexedDB as a `CryptoKey`; `signingKeyKind()` tells which). `maxLinks`
+    /// (4 to 128, 32 by default) is how many live links the node keeps: beyond, the least useful closes.
+    /// Signals for new links go through the signaling server, or, when it is away or the peer is registered
+    /// on another one, through peers the node holds links with (`rtc:via:` addresses).
     pub async fn start(options: JsValue, db_name: Option<String>) -> Result<WebNode, JsError> {
         console_error_panic_hook::set_once();
-        let StartOptions { signaling, db, signing_key, ice_servers } = StartOptions::read(&options, db_name)?;
+        let StartOptions { signaling, db, signing_key, ice_servers, max_links } =
+            StartOptions::read(&options, db_name)?;
         let db_name = db.unwrap_or_else(|| DEFAULT_DB.to_string());
         if db_name.is_empty() || db_name.len() > 128 {
             return Err(JsError::new("db_name must be 1 to 128 characters"));
@@ -290,7 +309,7 @@ impl WebNode {
         let mut core = dht_core::Config::default();
         core.max_stored_bytes = STORAGE_BUDGET / 4 * 3;
         driver.core = core.validate().map_err(|e| JsError::new(&e.to_string()))?;
-        driver.max_links = MAX_LINKS;
+        driver.max_links = max_links;
         driver.save_interval = SAVE_INTERVAL;
         let (handle, task) = start(driver, transport, store, clock);
         wasm_bindgen_futures::spawn_local(task);
@@ -597,7 +616,9 @@ impl WebNode {
         self.shared.listeners.borrow_mut().push(callback);
     }
 
-    /// What the node found at start and since: `{ restoredRecords, restoredContacts, joinedPeers, evicted }`.
+    /// What the node found at start and since: `{ restoredRecords, restoredContacts, joinedPeers, evicted,
+    /// linksOpened }` (`linksOpened`: WebRTC links opened so far, `[signaled through the signaling server,
+    /// through one peer, through two]`).
     pub fn stats(&self) -> Result<JsValue, JsError> {
         #[derive(Serialize)]
         #[serde(rename_all = "camelCase")]
@@ -606,6 +627,7 @@ impl WebNode {
             restored_contacts: usize,
             joined_peers: usize,
             evicted: u64,
+            links_opened: [u64; 3],
         }
         let s = &self.shared;
         serde_wasm_bindgen::to_value(&Stats {
@@ -613,8 +635,31 @@ impl WebNode {
             restored_contacts: s.restored_contacts,
             joined_peers: s.joined.get(),
             evicted: s.evicted.get(),
+            links_opened: s.paths.opened(),
         })
         .map_err(|e| js_error("stats", e))
+    }
+
+    /// What the node relayed over its links (signals for new links): a promise of `{ sent, delivered,
+    /// forwarded, overBudget, unroutable }` since it started.
+    #[wasm_bindgen(js_name = relayStats)]
+    pub fn relay_stats(&self) -> js_sys::Promise {
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Relayed {
+            sent: u64,
+            delivered: u64,
+            forwarded: u64,
+            over_budget: u64,
+            unroutable: u64,
+        }
+        let handle = self.shared.handle.clone();
+        future_to_promise(async move {
+            let s = handle.relay_stats().await.map_err(|e| JsValue::from(js_error("relay stats", e)))?;
+            let (sent, delivered, forwarded, over_budget, unroutable) =
+                (s.sent, s.delivered, s.forwarded, s.over_budget, s.unroutable);
+            to_js(&Relayed { sent, delivered, forwarded, over_budget, unroutable })
+        })
     }
 
     /// Stops the node: links close and the routing table is saved.

@@ -26,6 +26,8 @@ const params = new URLSearchParams(location.search);
 const scheme = location.protocol === "https:" ? "wss" : "ws";
 // `?signaling=URL[,URL…]`: servers tried in order (the first that answers is used); by default this page's.
 const signalingUrls = (params.get("signaling") || `${scheme}://${location.host}/ws`).split(",");
+// `?maxLinks=N`: live links kept at most (WebNode.start's option; its default when absent).
+const maxLinks = params.has("maxLinks") ? Number(params.get("maxLinks")) : undefined;
 
 // Tabs of one origin share IndexedDB, so each tab keeps its own database: named by `?node=`, or a name
 // kept in sessionStorage (which survives a reload of this tab, and only of this tab).
@@ -326,7 +328,7 @@ async function main() {
     await init({ module_or_path: page.wasm });
     mark("wasmReady");
     setState("joining");
-    const node = await WebNode.start({ signaling: signalingUrls, db: page.db, iceServers: await ice });
+    const node = await WebNode.start({ signaling: signalingUrls, db: page.db, iceServers: await ice, maxLinks });
     mark("started");
     page.node = node;
     node.onEvent((ev) => log(describe(ev), ev.type === "peer_misbehaved" || ev.type === "storage_evicted" ? "warn" : ""));

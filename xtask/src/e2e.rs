@@ -6,6 +6,7 @@
 
 mod files;
 mod nat;
+mod relay;
 
 use crate::web::{build_web, bundle_dir, ensure_chromium, CHROMEDRIVER, CHROMIUM};
 use crate::{cargo, root, step, target_dir};
@@ -33,10 +34,12 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 struct Opts {
     tabs: usize,
     native: usize,
+    /// `--relay`: the run of [`relay`] instead (its own tabs and nodes).
+    relay: bool,
 }
 
 fn parse(args: &[String]) -> Result<Opts, String> {
-    let mut o = Opts { tabs: 4, native: 3 };
+    let mut o = Opts { tabs: 4, native: 3, relay: false };
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut num = |name: &str| -> Result<usize, String> {
@@ -45,7 +48,8 @@ fn parse(args: &[String]) -> Result<Opts, String> {
         match a.as_str() {
             "--tabs" => o.tabs = num("--tabs")?,
             "--native" => o.native = num("--native")?,
-            other => return Err(format!("e2e: unknown argument {other} (use --tabs T --native N)")),
+            "--relay" => o.relay = true,
+            other => return Err(format!("e2e: unknown argument {other} (use --tabs T --native N, or --relay)")),
         }
     }
     if o.tabs < 2 || o.tabs > 16 || o.native < 1 || o.native > 16 {
@@ -97,6 +101,9 @@ pub fn e2e(args: &[String]) -> Result<(), String> {
 
 fn run_swarm(opts: &Opts, host: &str, netns: bool) -> Result<(), String> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    if opts.relay {
+        return rt.block_on(relay::relay_swarm(host, netns));
+    }
     rt.block_on(swarm(opts, host, netns))
 }
 

@@ -38,6 +38,9 @@ fn main() -> ExitCode {
             eprintln!(
                 "  e2e --nat  the same across two NATs (one symmetric) with STUN/TURN (coturn), in namespaces (root)"
             );
+            eprintln!(
+                "  e2e --relay  two signaling servers, 15 + 3 tabs, 3 natives; the first server stops: links signaled over the DHT"
+            );
             eprintln!("  bench  every benchmark, one JSON line per figure; rewrites BENCHMARKS.md's table (~6 min)");
             return ExitCode::from(2);
         }
@@ -125,6 +128,8 @@ fn test() -> Result<(), String> {
     web::browser_tests(&["kvstore"])?;
     let e2e_args: Vec<String> = ["--tabs", "4", "--native", "3"].iter().map(|s| s.to_string()).collect();
     e2e::e2e(&e2e_args)?;
+    // Without the signaling server: new links signaled over the DHT's links.
+    e2e::e2e(&["--relay".to_string()])?;
     // Across NATs with TURN, in namespaces of its own (skipped with a message when not root).
     e2e::e2e(&["--nat".to_string()])?;
     eprintln!("==> all checks passed");

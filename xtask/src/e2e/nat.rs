@@ -196,7 +196,7 @@ impl Node {
                 for entry in answer.split(' ').skip(2) {
                     let Some((id, rest)) = entry.split_once('=') else { continue };
                     let f: Vec<&str> = rest.split(',').collect();
-                    if f.len() == 6 {
+                    if f.len() >= 6 {
                         let setup = f[4].parse().unwrap_or(f64::NAN);
                         paths.insert(id.to_string(), (f[0].to_string(), setup, f[5] == "dialed"));
                     }
