@@ -390,6 +390,7 @@ mod tests {
                 route: vec![NodeId::from_public_key(&[3; 32]), NodeId::from_public_key(&[4; 32])],
                 hop: 1,
                 payload: br#"{"offer":{"session":1,"sdp":"v=0"}}"#.to_vec(),
+                undeliverable: None,
             })),
         ]
     }

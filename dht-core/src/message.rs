@@ -129,8 +129,11 @@ pub struct Relayed {
     pub route: Vec<NodeId>,
     /// Relays passed so far.
     pub hop: u8,
-    /// The transport's message (at most [`MAX_RELAY_PAYLOAD`] bytes).
+    /// The transport's message (at most [`MAX_RELAY_PAYLOAD`] bytes); empty in a notice.
     pub payload: Vec<u8>,
+    /// A notice, not a message: relay `from` could not pass on a message from `to` to this node (it holds
+    /// no link to the next hop), so `to` need not wait for an answer.
+    pub undeliverable: Option<NodeId>,
 }
 
 /// What a node can ask of a peer.

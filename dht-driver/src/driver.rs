@@ -433,9 +433,14 @@ impl<T: Transport, S: Store + 'static> Driver<T, S> {
     fn received(&mut self, now: Instant, (remote, generation, msg): Incoming) {
         let current = self.io.links.get_mut(&remote.id).filter(|e| e.generation == generation);
         match (msg, current) {
-            (Some(Message::Relay(m)), _) => {
+            (Some(Message::Relay(m)), current) => {
+                let for_us = m.to == self.io.config.local.id;
                 if let Some((to, msg)) = self.io.relay.received(remote.id, *m, now.as_millis()) {
                     self.io.send_on_link(to, msg);
+                } else if let Some(entry) = current.filter(|_| for_us) {
+                    // The way back of a setup's signals, as above.
+                    self.io.tick += 1;
+                    entry.last_used = self.io.tick;
                 }
             }
             // Answers can still arrive on a link we closed or replaced; it was authenticated all the same.
@@ -527,9 +532,12 @@ impl<T: Transport, S: Store + 'static> Io<T, S> {
         self.store_ops.push(fut.boxed_local());
     }
 
-    /// Sends `msg` on the link to `to`, if there is one (a relayed message never makes us dial).
+    /// Sends a relayed message on the link to `to`, if there is one (a relayed message never makes us dial).
+    /// The link counts as used: one that carries a link setup's signals is not the one to close meanwhile.
     fn send_on_link(&mut self, to: NodeId, msg: Message) {
+        self.tick += 1;
         if let Some(link) = self.links.get_mut(&to) {
+            link.last_used = self.tick;
             let _ = link.tx.try_send(msg);
         }
     }
@@ -601,7 +609,10 @@ impl<T: Transport, S: Store + 'static> Io<T, S> {
             // A link to someone else (the transport should have refused it) or a failed dial: the queued
             // requests time out in the core.
             Ok(link) => tracing::debug!(peer = %id, reached = %link.remote.id, "dial reached another peer"),
-            Err(e) => tracing::debug!(peer = %id, "dial failed: {e}"),
+            Err(e) => {
+                tracing::debug!(peer = %id, "dial failed: {e}");
+                self.emit(NodeEvent::DialFailed { peer: id, reason: e.to_string() });
+            }
         }
     }
 

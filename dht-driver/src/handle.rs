@@ -78,6 +78,13 @@ pub enum NodeEvent {
         /// What it did.
         reason: &'static str,
     },
+    /// A link to a peer could not be opened (what was sent to it waits for no answer).
+    DialFailed {
+        /// The peer.
+        peer: NodeId,
+        /// Why, in words (the transport's error).
+        reason: String,
+    },
 }
 
 pub(crate) enum Command {

@@ -199,7 +199,8 @@ impl PathBook {
     }
 }
 
-type AnswerWait = (NodeId, oneshot::Sender<Result<String, TransportError>>);
+/// An offer of ours waiting for its answer: the peer, the path its signals take, and who waits.
+type AnswerWait = (NodeId, SignalPath, oneshot::Sender<Result<String, TransportError>>);
 
 /// How a link setup's signals travel to the peer: through our signaling server, or over the DHT's links
 /// through these relays (nearest first).
@@ -272,7 +273,8 @@ impl Inner {
             SignalPath::Relayed(route) => {
                 let Some(relay) = &mut *self.relay.borrow_mut() else { return false };
                 let payload = serde_json::to_vec(signal).expect("signals serialize");
-                let m = Relayed { from: self.identity.node_id(), to, route: route.clone(), hop: 0, payload };
+                let (from, route) = (self.identity.node_id(), route.clone());
+                let m = Relayed { from, to, route, hop: 0, payload, undeliverable: None };
                 relay.outbound.try_send(m).is_ok()
             }
         }
@@ -328,8 +330,8 @@ impl Inner {
     /// went to is ignored.
     fn settle(&self, session: u64, from: NodeId, reply: Result<String, TransportError>) {
         let mut pending = self.pending.borrow_mut();
-        if pending.get(&session).is_some_and(|(peer, _)| *peer == from) {
-            if let Some((_, tx)) = pending.remove(&session) {
+        if pending.get(&session).is_some_and(|(peer, _, _)| *peer == from) {
+            if let Some((_, _, tx)) = pending.remove(&session) {
                 let _ = tx.send(reply);
             }
         }
@@ -354,12 +356,28 @@ impl Inner {
         }
     }
 
-    /// Fails every offer waiting on `to`.
+    /// Relay `relay` (or our own node, when it is us) could not pass our signals on to `to`: fails the
+    /// offers to `to` whose signals went through it (a notice from anyone else changes nothing).
+    fn unreachable_via(&self, to: NodeId, relay: NodeId) {
+        let ours = relay == self.identity.node_id();
+        let through = |path: &SignalPath| matches!(path, SignalPath::Relayed(route) if ours || route.contains(&relay));
+        let mut pending = self.pending.borrow_mut();
+        let sessions: Vec<u64> =
+            pending.iter().filter(|(_, (p, path, _))| *p == to && through(path)).map(|(s, _)| *s).collect();
+        for s in sessions {
+            if let Some((_, _, tx)) = pending.remove(&s) {
+                let _ = tx.send(Err(TransportError::Signaling(format!("relay {relay} holds no link to the peer"))));
+            }
+        }
+    }
+
+    /// The signaling server could not pass our signals on to `to`: fails the offers sent to `to` through it.
     fn undeliverable(&self, to: NodeId, reason: &str) {
         let mut pending = self.pending.borrow_mut();
-        let sessions: Vec<u64> = pending.iter().filter(|(_, (p, _))| *p == to).map(|(s, _)| *s).collect();
+        let through_server = |(p, path, _): &AnswerWait| *p == to && *path == SignalPath::Server;
+        let sessions: Vec<u64> = pending.iter().filter(|(_, w)| through_server(w)).map(|(s, _)| *s).collect();
         for s in sessions {
-            if let Some((_, tx)) = pending.remove(&s) {
+            if let Some((_, _, tx)) = pending.remove(&s) {
                 let _ = tx.send(Err(TransportError::Signaling(reason.to_string())));
             }
         }
@@ -525,6 +543,7 @@ async fn event_loop(
                 Err(e) => tracing::debug!(peer = %from, "bad signal: {e}"),
             },
             From::Server(SigEvent::Undeliverable { to, reason }) => inner.undeliverable(to, &reason),
+            From::Relay(Relayed { from, undeliverable: Some(to), .. }) => inner.unreachable_via(to, from),
             From::Relay(m) => match serde_json::from_slice::<Signal>(&m.payload) {
                 Ok(signal) => {
                     let back = m.route.into_iter().rev().collect();
@@ -658,7 +677,7 @@ async fn ask(
     candidates: mpsc::Receiver<IceCandidate>,
 ) -> Result<String, TransportError> {
     let (tx, rx) = oneshot::channel();
-    inner.pending.borrow_mut().insert(session, (to, tx));
+    inner.pending.borrow_mut().insert(session, (to, path.clone(), tx));
     if !inner.send_signal(path, to, &Signal::Offer { session, sdp: offer_sdp.to_string() }) {
         inner.pending.borrow_mut().remove(&session);
         return Err(TransportError::Signaling("queue full".into()));

@@ -94,7 +94,7 @@ pub fn table_view(
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct EventView {
     /// `peer_connected`, `peer_disconnected`, `peer_added`, `peer_removed`, `record_stored`,
-    /// `peer_misbehaved`, `storage_evicted` or `other`.
+    /// `peer_misbehaved`, `dial_failed`, `storage_evicted` or `other`.
     #[serde(rename = "type")]
     pub kind: &'static str,
     /// The peer's short id, when there is one.
@@ -135,6 +135,9 @@ impl EventView {
                 detail: Some((*reason).to_string()),
                 ..Self::of("peer_misbehaved")
             },
+            NodeEvent::DialFailed { peer, reason } => {
+                EventView { peer: Some(peer.to_string()), detail: Some(reason.clone()), ..Self::of("dial_failed") }
+            }
             other => EventView { detail: Some(format!("{other:?}")), ..Self::of("other") },
         }
     }

@@ -78,6 +78,7 @@ function describe(ev) {
     case "peer_removed": return `routing table − ${ev.peer}`;
     case "record_stored": return `stored record ${ev.key} for ${ev.peer}`;
     case "peer_misbehaved": return `peer ${ev.peer} misbehaved: ${ev.detail}`;
+    case "dial_failed": return `no link to ${ev.peer}: ${ev.detail}`;
     case "storage_evicted": return ev.detail;
     default: return ev.detail || ev.type;
   }

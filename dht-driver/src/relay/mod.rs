@@ -133,6 +133,8 @@ pub(crate) enum Verdict {
     Deliver,
     /// Pass it on to this peer (its `hop` already counted).
     Forward(NodeId),
+    /// It is for a node we hold no link to: tell its sender.
+    NoLink,
     /// Drop it, for this reason.
     Drop(&'static str),
 }
@@ -181,7 +183,12 @@ impl Relay {
     /// Where `m`, received on the link of `link_peer`, goes.
     pub(crate) fn route(&self, link_peer: NodeId, m: &Relayed) -> Verdict {
         let hop = usize::from(m.hop);
-        if m.route.len() > MAX_RELAY_HOPS || hop > m.route.len() || m.payload.len() > MAX_RELAY_PAYLOAD {
+        let notice_with_payload = m.undeliverable.is_some() && !m.payload.is_empty();
+        if m.route.len() > MAX_RELAY_HOPS
+            || hop > m.route.len()
+            || m.payload.len() > MAX_RELAY_PAYLOAD
+            || notice_with_payload
+        {
             return Verdict::Drop("malformed");
         }
         if m.from == m.to || m.route.contains(&m.from) || m.route.contains(&m.to) {
@@ -201,7 +208,20 @@ impl Relay {
         if self.links.contains(&next) {
             Verdict::Forward(next)
         } else {
-            Verdict::Drop("no link to its next hop")
+            Verdict::NoLink
+        }
+    }
+
+    /// The notice for the sender of `m`, which we cannot pass on: back along the relays it passed.
+    fn notice(&self, m: &Relayed) -> Relayed {
+        let passed = &m.route[..usize::from(m.hop)];
+        Relayed {
+            from: self.local,
+            to: m.from,
+            route: passed.iter().rev().copied().collect(),
+            hop: 0,
+            payload: Vec::new(),
+            undeliverable: Some(m.to),
         }
     }
 
@@ -227,6 +247,12 @@ impl Relay {
                 m.hop += 1;
                 Some((next, Message::Relay(Box::new(m))))
             }
+            // A notice is not answered with another.
+            Verdict::NoLink => {
+                self.stats.unroutable += 1;
+                tracing::debug!(from = %m.from, to = %m.to, "relayed message not passed on: no link to its next hop");
+                m.undeliverable.is_none().then(|| (link_peer, Message::Relay(Box::new(self.notice(&m)))))
+            }
             _ => {
                 let delivered = self.to_transport.as_mut().is_some_and(|tx| tx.try_send(m).is_ok());
                 if delivered {
@@ -246,6 +272,11 @@ impl Relay {
         if !valid || m.payload.len() > MAX_RELAY_PAYLOAD || !self.links.contains(&first) {
             tracing::debug!(to = %m.to, via = %first, "relayed message not sent: no link to its first hop");
             self.stats.unroutable += 1;
+            // The transport hears at once that its message went nowhere.
+            let notice = Relayed { hop: 0, route: Vec::new(), ..self.notice(&m) };
+            if let Some(tx) = self.to_transport.as_mut() {
+                let _ = tx.try_send(Relayed { to: self.local, ..notice });
+            }
             return None;
         }
         self.stats.sent += 1;

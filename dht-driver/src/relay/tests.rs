@@ -5,7 +5,8 @@ fn id(n: u8) -> NodeId {
 }
 
 fn relayed(from: u8, to: u8, route: &[u8], hop: u8) -> Relayed {
-    Relayed { from: id(from), to: id(to), route: route.iter().map(|&n| id(n)).collect(), hop, payload: vec![7; 10] }
+    let route = route.iter().map(|&n| id(n)).collect();
+    Relayed { from: id(from), to: id(to), route, hop, payload: vec![7; 10], undeliverable: None }
 }
 
 /// Node `n`'s relay, holding links to `linked`.
@@ -37,7 +38,7 @@ fn messages_follow_their_route_and_nothing_else() {
     assert_eq!(r2.route(id(1), &relayed(1, 3, &[2], 0)), Verdict::Forward(id(3)));
     assert_eq!(r2.route(id(4), &relayed(1, 3, &[2], 0)), Verdict::Drop("not from the previous hop of its route"));
     assert_eq!(r2.route(id(1), &relayed(1, 3, &[5], 0)), Verdict::Drop("we are not its next relay"));
-    assert_eq!(r2.route(id(1), &relayed(1, 6, &[2], 0)), Verdict::Drop("no link to its next hop"));
+    assert_eq!(r2.route(id(1), &relayed(1, 6, &[2], 0)), Verdict::NoLink);
     // The first of two relays passes it to the second; the second to the addressee.
     assert_eq!(r2.route(id(1), &relayed(1, 9, &[2, 3], 0)), Verdict::Forward(id(3)));
     let (r3, _) = relay_of(3, &[2, 9]);
@@ -75,8 +76,7 @@ fn relaying_is_budgeted_by_link_and_by_sender() {
     let mut through = 0;
     for n in 0..200u8 {
         for _ in 0..4 {
-            let m =
-                Relayed { from: id(100 + (n % 100)), to: id(4), route: vec![id(2), id(9)], hop: 1, payload: vec![] };
+            let m = Relayed { from: id(100 + (n % 100)), ..relayed(0, 4, &[2, 9], 1) };
             through += usize::from(r9.received(id(2), m, 0).is_some());
         }
     }
@@ -91,12 +91,14 @@ fn messages_for_us_reach_the_transport_and_ours_leave_by_a_link() {
     assert_eq!((got.from, got.route.clone()), (id(1), vec![id(2), id(3)]));
     assert_eq!(r9.stats.delivered, 1);
     // Replying: along the route reversed, first to the link that holds its first relay.
-    let reply = Relayed { from: id(9), to: id(1), route: vec![id(3), id(2)], hop: 0, payload: vec![1] };
+    let reply = relayed(9, 1, &[3, 2], 0);
     let (first, msg) = r9.send(reply.clone()).expect("a link to the first relay");
     assert_eq!(first, id(3));
     assert_eq!(msg, Message::Relay(Box::new(reply)));
     // Not through a relay we hold no link to, not as someone else, not with three relays.
     assert_eq!(r9.send(Relayed { route: vec![id(4)], ..relayed(9, 1, &[], 0) }), None);
+    let notice = port.inbound.try_recv().expect("our transport hears that it went nowhere");
+    assert_eq!((notice.to, notice.undeliverable, notice.payload.len()), (id(9), Some(id(1)), 0));
     assert_eq!(r9.send(relayed(8, 1, &[3], 0)), None);
     assert_eq!(r9.send(relayed(9, 1, &[3, 4, 5], 0)), None);
     assert_eq!(r9.stats.sent, 1);
@@ -145,4 +147,31 @@ fn hints_are_bounded() {
     }
     assert_eq!(r.hints.len(), MAX_HINTS);
     assert!(r.hints.values().all(|(h, _)| h.len() == HINTS_PER_NODE));
+}
+
+#[test]
+fn a_relay_without_a_link_to_the_next_hop_tells_the_sender_back_along_the_route() {
+    // 1 → 2 → 3 → 9, but 3 holds no link to 9.
+    let (mut r3, _) = relay_of(3, &[2]);
+    let (back_to, msg) = r3.received(id(2), relayed(1, 9, &[2, 3], 1), 0).expect("a notice");
+    assert_eq!(back_to, id(2));
+    let Message::Relay(notice) = msg else { panic!("a relayed notice") };
+    let expected =
+        Relayed { from: id(3), to: id(1), route: vec![id(2)], hop: 0, payload: vec![], undeliverable: Some(id(9)) };
+    assert_eq!(*notice, expected);
+    // 2 passes it on to 1, which hands it to its transport.
+    let (mut r2, _) = relay_of(2, &[1, 3]);
+    let (next, msg) = r2.received(id(3), *notice, 0).expect("passed on");
+    assert_eq!(next, id(1));
+    let Message::Relay(mut notice) = msg else { panic!("a relayed notice") };
+    assert_eq!(notice.hop, 1);
+    let (mut r1, mut port) = relay_of(1, &[2]);
+    assert_eq!(r1.received(id(2), (*notice).clone(), 0), None);
+    assert_eq!(port.inbound.try_recv().expect("delivered").undeliverable, Some(id(9)));
+    // A notice that cannot be passed on is dropped, not answered; one with a payload is malformed.
+    let (mut lonely, _) = relay_of(2, &[3]);
+    notice.hop = 0;
+    assert_eq!(lonely.received(id(3), *notice.clone(), 0), None);
+    notice.payload = vec![1];
+    assert_eq!(r2.route(id(3), &notice), Verdict::Drop("malformed"));
 }

@@ -33,6 +33,7 @@ struct Native {
     _process: Child,
     dir: PathBuf,
     owner: String,
+    short_id: String,
 }
 
 impl Native {
@@ -64,7 +65,7 @@ async fn native(
         .arg(tls.ca())
         .arg("--data-dir")
         .arg(&dir)
-        .env("RUST_LOG", "info");
+        .env("RUST_LOG", "info,dht_driver=debug,transport_webrtc=debug");
     if let Some(b) = bootstrap {
         cmd.args(["--bootstrap", b]);
     }
@@ -77,7 +78,9 @@ async fn native(
     .await?;
     let owner = ctl(&dir, "OWNER").await?;
     let owner = owner.strip_prefix("OWNER ").ok_or(format!("OWNER: {owner}"))?.to_string();
-    Ok(Native { _process: process, dir, owner })
+    let id = ctl(&dir, "ID").await?;
+    let short_id = id.split(' ').nth(1).unwrap_or("").chars().take(16).collect();
+    Ok(Native { _process: process, dir, owner, short_id })
 }
 
 /// A tab of the run, and the key it signs with.
@@ -85,6 +88,8 @@ struct Member {
     tab: Tab,
     owner: String,
     name: String,
+    /// Its node id, as logs and lookups show it (the first 8 bytes in hex).
+    short_id: String,
 }
 
 /// Opens `count` tabs on `page` named `{prefix}{t}` and waits for each to join; returns them and their join
@@ -108,7 +113,9 @@ async fn open_group(
     for (name, tab) in tabs {
         join_ms.push(tab.joined().await.map_err(|e| format!("{name}: {e}"))?);
         let owner = tab.owner().await?;
-        members.push(Member { tab, owner, name });
+        let id = tab.js("return window.webdht.node.id()", vec![]).await?;
+        let short_id = id.as_str().unwrap_or("").chars().take(16).collect();
+        members.push(Member { tab, owner, name, short_id });
     }
     Ok((members, join_ms))
 }
@@ -152,16 +159,29 @@ impl Phase {
         [&self.lookups, &self.puts, &self.gets].iter().all(|t| t.total > 0 && t.ok == t.total)
     }
 
-    /// Every tab of `tabs` looks up `LOOKUPS` far targets; each must find `expect` nodes.
-    async fn look_up(&mut self, tabs: &[Member], label: &str, expect: usize) -> Result<(), String> {
+    /// Every tab of `tabs` looks up `LOOKUPS` far targets; each must find every node of `names` (short id,
+    /// name) but itself, up to k.
+    async fn look_up(&mut self, tabs: &[Member], label: &str, names: &[(String, String)]) -> Result<(), String> {
+        let expect = (names.len() - 1).min(K);
         for m in tabs {
             for j in 0..LOOKUPS {
-                let (found, ms) = m.tab.find_node(&format!("{label}-{}-{j}", m.name)).await?;
-                if (found as usize) < expect {
-                    eprintln!("    {}: lookup {j} found {found} of {expect}", m.name);
+                let js = "return window.webdht.node.findNode(arguments[0])";
+                let r = m.tab.js(js, vec![json!(format!("{label}-{}-{j}", m.name))]).await?;
+                let found: Vec<&str> =
+                    r["closest"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+                if found.len() < expect {
+                    let missing: Vec<&str> = names
+                        .iter()
+                        .filter(|(id, name)| *name != m.name && !found.contains(&id.as_str()))
+                        .map(|(_, name)| name.as_str())
+                        .collect();
+                    eprintln!("    {}: lookup {j} found {} of {expect}, not {missing:?}", m.name, found.len());
+                    let js = "return [...document.querySelectorAll('#log li')].map(l => l.textContent)\
+                              .filter(t => t.includes('no link to')).slice(0, 4)";
+                    eprintln!("      its last failed dials: {}", m.tab.js(js, vec![]).await?);
                 }
-                self.lookups.add(found as usize >= expect);
-                self.lookup_ms.push(ms);
+                self.lookups.add(found.len() >= expect);
+                self.lookup_ms.push(r["ms"].as_f64().unwrap_or(f64::NAN));
             }
         }
         Ok(())
@@ -223,11 +243,13 @@ pub(super) async fn relay_swarm(host: &str, netns: bool) -> Result<(), String> {
     let browser = Browser { driver, host_mode_flags: !netns, spki };
     let (group1, join1) = open_group(&browser, &first.page, "g1-", GROUP1, tmp.path()).await?;
     eprintln!("    group 1 joined (ms from page load): {join1:.0?}");
-    let swarm1 = GROUP1 + NATIVES;
+    let mut names: Vec<(String, String)> =
+        natives.iter().enumerate().map(|(i, n)| (n.short_id.clone(), format!("native{i}"))).collect();
+    names.extend(group1.iter().map(|m| (m.short_id.clone(), m.name.clone())));
 
     // With the first server up.
     let mut up = Phase::default();
-    up.look_up(&group1, "up", (swarm1 - 1).min(K)).await?;
+    up.look_up(&group1, "up", &names).await?;
     up.put(&group1, "up").await?;
     up.get(&group1, &group1, "up").await?;
     let mut before = Vec::new();
@@ -241,7 +263,7 @@ pub(super) async fn relay_swarm(host: &str, netns: bool) -> Result<(), String> {
     let _ = first.process.wait().await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let mut down = Phase::default();
-    down.look_up(&group1, "down", (swarm1 - 1).min(K)).await?;
+    down.look_up(&group1, "down", &names).await?;
     down.put(&group1, "down").await?;
     down.get(&group1, &group1, "down").await?;
     for (i, n) in natives.iter().enumerate() {
@@ -270,9 +292,9 @@ pub(super) async fn relay_swarm(host: &str, netns: bool) -> Result<(), String> {
     // A second group, on the second server, reaches the first.
     let (group2, join2) = open_group(&browser, &second.page, "g2-", GROUP2, tmp.path()).await?;
     eprintln!("    group 2 joined (ms from page load): {join2:.0?}");
-    let swarm2 = swarm1 + GROUP2;
+    names.extend(group2.iter().map(|m| (m.short_id.clone(), m.name.clone())));
     let mut second_group = Phase::default();
-    second_group.look_up(&group2, "g2", (swarm2 - 1).min(K)).await?;
+    second_group.look_up(&group2, "g2", &names).await?;
     second_group.put(&group2, "g2").await?;
     second_group.get(&group1, &group2, "g2").await?;
     second_group.get(&group2, &group1, "down").await?;
@@ -282,18 +304,12 @@ pub(super) async fn relay_swarm(host: &str, netns: bool) -> Result<(), String> {
     }
     let g2 = sum(&g2_links);
     // A link from the second group to a tab of the first can only have been signaled through relays.
-    let g1_ids: Vec<String> = {
-        let mut ids = Vec::new();
-        for m in &group1 {
-            ids.push(m.tab.js("return window.webdht.node.id()", vec![]).await?.as_str().unwrap_or("").to_string());
-        }
-        ids
-    };
     let mut cross = 0;
     for m in &group2 {
         let peers = m.tab.js("return window.webdht.node.peers()", vec![]).await?;
         let peers = peers.as_array().cloned().unwrap_or_default();
-        cross += peers.iter().filter(|p| g1_ids.iter().any(|id| Some(id.as_str()) == p["id"].as_str())).count();
+        let first_group = |id: &str| group1.iter().any(|g| id.starts_with(&g.short_id));
+        cross += peers.iter().filter(|p| p["id"].as_str().is_some_and(first_group)).count();
     }
     eprintln!(
         "    second group: {}; links opened {g2:?} (server, 1 relay, 2 relays), live links to the first group {cross}",
