@@ -219,6 +219,13 @@ impl SignalPath {
     }
 }
 
+/// Relay routes one dial tries at most, one after another (a relay that lost its link to the peer says so
+/// at once).
+const MAX_ROUTES: usize = 3;
+
+/// How long a relayed offer waits for its answer before the next route is tried.
+const RELAYED_ANSWER_WAIT: Duration = Duration::from_secs(4);
+
 /// The node's relay, once the driver hands it over: where relayed signals leave, and its links.
 struct RelayOut {
     outbound: mpsc::Sender<Relayed>,
@@ -248,22 +255,31 @@ struct Inner {
 }
 
 impl Inner {
-    /// How to reach `peer` with signals now: our signaling server while we are registered there and so is
-    /// it, else through the first of its relay addresses whose first relay we hold a link to, else our server
-    /// anyway when the peer is registered there (it may come back); `None` when there is no way.
-    fn signal_path(&self, peer: &Contact) -> Option<SignalPath> {
+    /// The ways to reach `peer` with signals now, to try in order: our signaling server alone while we are
+    /// registered there and so is it; else through each of its relay addresses whose first relay we hold a
+    /// link to (at most [`MAX_ROUTES`]), then our server anyway when the peer is registered there (it may
+    /// come back). Empty when there is no way.
+    fn signal_paths(&self, peer: &Contact) -> Vec<SignalPath> {
         let on_our_server = peer.addrs.contains(&crate::address(&self.config.signaling_url));
         if on_our_server && self.signaling.is_connected() {
-            return Some(SignalPath::Server);
+            return vec![SignalPath::Server];
         }
-        let relayed = self.relay.borrow().as_ref().and_then(|relay| {
-            let mut routes = peer.addrs.iter().filter_map(parse_via);
-            routes.find(|route| !route.contains(&self.identity.node_id()) && relay.links.contains(&route[0]))
-        });
-        match relayed {
-            Some(route) => Some(SignalPath::Relayed(route)),
-            None => on_our_server.then_some(SignalPath::Server),
+        let mut paths: Vec<SignalPath> = match self.relay.borrow().as_ref() {
+            Some(relay) => peer
+                .addrs
+                .iter()
+                .filter_map(parse_via)
+                .filter(|route| !route.contains(&self.identity.node_id()) && relay.links.contains(&route[0]))
+                .map(SignalPath::Relayed)
+                .take(MAX_ROUTES)
+                .collect(),
+            None => Vec::new(),
+        };
+        paths.dedup();
+        if on_our_server {
+            paths.push(SignalPath::Server);
         }
+        paths
     }
 
     /// Sends `signal` to `to` along `path`; false when it cannot leave (a queue full, the relay gone).
@@ -559,6 +575,10 @@ async fn event_loop(
 fn on_signal(inner: &Rc<Inner>, from: NodeId, signal: Signal, path: SignalPath) {
     match signal {
         Signal::Offer { session, sdp } => {
+            if inner.trickle.borrow().contains_key(&(from, session)) {
+                // The same offer by a second way (the dialer gave up waiting on the first): answered once.
+                return;
+            }
             if let Err(reason) = inner.admit_offer(from) {
                 tracing::debug!(peer = %from, "offer refused: {reason}");
                 let _ = inner.send_signal(&path, from, &Signal::Reject { session, reason: reason.into() });
@@ -669,31 +689,56 @@ async fn open(
 }
 
 /// Sends our offer to `to` and waits (bounded) for the answer's SDP.
+/// Sends our offer to `to` along each of `paths` in turn until one brings the answer's SDP (bounded); returns
+/// it and the path it came by. Our candidates follow the offer at once when there is one path only; with
+/// several, they follow the answer along the path that worked (one round trip later).
 async fn ask(
     inner: &Rc<Inner>,
-    (to, path): (NodeId, &SignalPath),
+    (to, paths): (NodeId, &[SignalPath]),
     session: u64,
     offer_sdp: &str,
     candidates: mpsc::Receiver<IceCandidate>,
-) -> Result<String, TransportError> {
-    let (tx, rx) = oneshot::channel();
-    inner.pending.borrow_mut().insert(session, (to, path.clone(), tx));
-    if !inner.send_signal(path, to, &Signal::Offer { session, sdp: offer_sdp.to_string() }) {
+) -> Result<(String, SignalPath), TransportError> {
+    let mut candidates = Some(candidates);
+    let mut last = TransportError::NoAddress(to);
+    for (i, path) in paths.iter().enumerate() {
+        let (tx, rx) = oneshot::channel();
+        inner.pending.borrow_mut().insert(session, (to, path.clone(), tx));
+        if !inner.send_signal(path, to, &Signal::Offer { session, sdp: offer_sdp.to_string() }) {
+            inner.pending.borrow_mut().remove(&session);
+            last = TransportError::Signaling("queue full".into());
+            continue;
+        }
+        if paths.len() == 1 {
+            trickle_out(inner, (to, path), session, candidates.take().expect("taken once"));
+        }
+        let wait = match path {
+            SignalPath::Relayed(_) if i + 1 < paths.len() => RELAYED_ANSWER_WAIT,
+            _ => inner.config.connect_timeout,
+        };
+        let reply = timeout(&inner.config.clock, wait, rx).await;
         inner.pending.borrow_mut().remove(&session);
-        return Err(TransportError::Signaling("queue full".into()));
+        match reply {
+            Ok(Ok(Ok(answer))) => {
+                if let Some(candidates) = candidates.take() {
+                    trickle_out(inner, (to, path), session, candidates);
+                }
+                return Ok((answer, path.clone()));
+            }
+            // Refused by the peer itself: another path would be refused the same.
+            Ok(Ok(Err(e @ TransportError::Refused(_)))) => return Err(e),
+            Ok(Ok(Err(e))) => last = e,
+            Ok(Err(_)) => last = TransportError::Signaling("gone".into()),
+            Err(_) => last = TransportError::Timeout("answer"),
+        }
+        if i + 1 < paths.len() {
+            tracing::debug!(peer = %to, "no answer through {path:?} ({last}): trying the next way");
+        }
     }
-    // Our candidates follow the offer as they are gathered, while we wait for the answer.
-    trickle_out(inner, (to, path), session, candidates);
-    let reply = timeout(&inner.config.clock, inner.config.connect_timeout, rx).await;
-    inner.pending.borrow_mut().remove(&session);
-    match reply {
-        Ok(Ok(answer)) => answer,
-        Ok(Err(_)) => Err(TransportError::Signaling("gone".into())),
-        Err(_) => Err(TransportError::Timeout("answer")),
-    }
+    Err(last)
 }
 
-async fn dial(inner: Rc<Inner>, peer: Contact, path: SignalPath) -> Result<PeerLink, TransportError> {
+async fn dial(inner: Rc<Inner>, peer: Contact, paths: Vec<SignalPath>) -> Result<PeerLink, TransportError> {
     let config = &inner.config;
     let started = config.clock.now();
     let session = rt::random_u64().map_err(TransportError::Connect)?;
@@ -705,16 +750,17 @@ async fn dial(inner: Rc<Inner>, peer: Contact, path: SignalPath) -> Result<PeerL
     let offer_sdp = setup.sdp.clone();
     let local = setup.take_candidates();
     let link = async {
-        let answer = ask(&inner, (peer.id, &path), session, &offer_sdp, local).await?;
+        let (answer, path) = ask(&inner, (peer.id, &paths), session, &offer_sdp, local).await?;
         setup.pc.accept(&answer).await.map_err(TransportError::Connect)?;
         let prologue = prologue(&offer_sdp, &answer);
         let local = inner.local_addrs.clone();
-        Link::initiator(&inner.identity, Some(peer.id), &prologue, local, &config.link, config.clock.now())
-            .map_err(handshake_error)
+        let link = Link::initiator(&inner.identity, Some(peer.id), &prologue, local, &config.link, config.clock.now())
+            .map_err(handshake_error)?;
+        Ok((link, path))
     }
     .await;
     match link {
-        Ok(link) => finish(&inner, setup, link, (started, true, path.relays()), remote).await,
+        Ok((link, path)) => finish(&inner, setup, link, (started, true, path.relays()), remote).await,
         Err(e) => {
             setup.pc.close().await;
             Err(e)
@@ -761,11 +807,12 @@ async fn answer(
 
 impl Transport for WebRtcTransport {
     fn dial(&self, peer: &Contact) -> LocalBoxFuture<'static, Result<PeerLink, TransportError>> {
-        let Some(path) = self.inner.signal_path(peer) else {
+        let paths = self.inner.signal_paths(peer);
+        if paths.is_empty() {
             let id = peer.id;
             return async move { Err(TransportError::NoAddress(id)) }.boxed_local();
-        };
-        dial(self.inner.clone(), peer.clone(), path).boxed_local()
+        }
+        dial(self.inner.clone(), peer.clone(), paths).boxed_local()
     }
 
     /// Signals then also travel over the node's links: to peers registered on other signaling servers,
