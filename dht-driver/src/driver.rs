@@ -117,6 +117,12 @@ const CROSSED_DIALS: std::time::Duration = std::time::Duration::from_secs(10);
 /// Losers of crossed dials kept open at most at once (see [`Io::linger`]).
 const MAX_LINGERING: usize = 16;
 
+/// Links a node keeps at least while its routing table has peers: below, it dials one of them a second (see
+/// [`Io::keep_floor`]). Peers close links to make room for their own, and a node they all left can reach
+/// nobody once its signaling server is away (a new link's signals then travel through the links it has).
+const MIN_LINKS: usize = 3;
+const FLOOR_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// A message from a link (the link's authenticated peer and generation), or `None` when the link ended.
 type Incoming = (Rc<Contact>, u64, Option<Message>);
 
@@ -266,6 +272,7 @@ impl<T: Transport, S: Store + 'static> Driver<T, S> {
         let mut incoming = incoming.fuse();
         let mut relay_out = relay_out.fuse();
         let mut next_save = clock.now() + self.io.config.save_interval;
+        let mut next_floor = clock.now();
         loop {
             self.dispatch_outputs(clock.now());
             if self.io.published_dirty && !self.io.published_saving.get() {
@@ -276,6 +283,10 @@ impl<T: Transport, S: Store + 'static> Driver<T, S> {
                 self.save_routing_table();
             }
             let now = clock.now();
+            if now >= next_floor && self.io.links.len() < MIN_LINKS.min(self.io.config.max_links) {
+                next_floor = now + FLOOR_INTERVAL;
+                self.io.keep_floor(&self.node);
+            }
             self.io.lingering.retain(|(until, tx)| *until > now && !tx.is_closed());
             let lingering = self.io.lingering.iter().map(|(until, _)| *until).min();
             let deadline = self.node.poll_timeout().map_or(next_save, |t| t.min(next_save));
@@ -539,6 +550,25 @@ impl<T: Transport, S: Store + 'static> Io<T, S> {
         if let Some(link) = self.links.get_mut(&to) {
             link.last_used = self.tick;
             let _ = link.tx.try_send(msg);
+        }
+    }
+
+    /// Dials a routing-table peer we hold no link to and are not dialing (the most recently seen first), to
+    /// keep [`MIN_LINKS`].
+    fn keep_floor(&mut self, node: &Node) {
+        let table = node.routing_table();
+        let idle = table
+            .buckets()
+            .flat_map(|(_, entries)| entries.iter())
+            .filter(|e| !self.links.contains_key(&e.id) && !self.queued.contains_key(&e.id) && !e.addrs.is_empty())
+            .max_by_key(|e| e.last_seen);
+        if let Some(entry) = idle {
+            let peer = entry.contact();
+            tracing::debug!(peer = %peer.id, links = self.links.len(), "few links: dialing a peer of the table");
+            self.queued.insert(peer.id, Vec::new());
+            let id = peer.id;
+            let dial = self.transport.dial(&self.relay.with_hints(peer));
+            self.dials.push(async move { (id, dial.await) }.boxed_local());
         }
     }
 

@@ -257,25 +257,29 @@ struct Inner {
 impl Inner {
     /// The ways to reach `peer` with signals now, to try in order: our signaling server alone while we are
     /// registered there and so is it; else through each of its relay addresses whose first relay we hold a
-    /// link to (at most [`MAX_ROUTES`]), then our server anyway when the peer is registered there (it may
-    /// come back). Empty when there is no way.
+    /// link to, then (when the peer can take signals at all) through the peers we hold links with nearest to
+    /// it, which may hold one to it (at most [`MAX_ROUTES`] relay routes: one without a link says so at
+    /// once), then our server anyway when the peer is registered there (it may come back). Empty when there
+    /// is no way.
     fn signal_paths(&self, peer: &Contact) -> Vec<SignalPath> {
         let on_our_server = peer.addrs.contains(&crate::address(&self.config.signaling_url));
         if on_our_server && self.signaling.is_connected() {
             return vec![SignalPath::Server];
         }
-        let mut paths: Vec<SignalPath> = match self.relay.borrow().as_ref() {
-            Some(relay) => peer
-                .addrs
-                .iter()
-                .filter_map(parse_via)
-                .filter(|route| !route.contains(&self.identity.node_id()) && relay.links.contains(&route[0]))
-                .map(SignalPath::Relayed)
-                .take(MAX_ROUTES)
-                .collect(),
-            None => Vec::new(),
-        };
-        paths.dedup();
+        let mut paths: Vec<SignalPath> = Vec::new();
+        if let Some(relay) = self.relay.borrow().as_ref() {
+            let me = self.identity.node_id();
+            let hinted = peer.addrs.iter().filter_map(parse_via);
+            let signaled = peer.addrs.iter().any(|a| a.as_str().starts_with(crate::SCHEME));
+            let nearest = relay.links.nearest(&peer.id, MAX_ROUTES).into_iter().map(|l| vec![l]);
+            let routes = hinted.chain(nearest.filter(|_| signaled));
+            for route in routes.filter(|r| !r.contains(&me) && !r.contains(&peer.id) && relay.links.contains(&r[0])) {
+                let path = SignalPath::Relayed(route);
+                if paths.len() < MAX_ROUTES && !paths.contains(&path) {
+                    paths.push(path);
+                }
+            }
+        }
         if on_our_server {
             paths.push(SignalPath::Server);
         }

@@ -55,6 +55,15 @@ impl LinkSet {
         self.0.borrow().is_empty()
     }
 
+    /// Up to `count` of the peers we hold links with, nearest to `target` first (XOR distance): the ones
+    /// likeliest to hold a link to it.
+    pub fn nearest(&self, target: &NodeId, count: usize) -> Vec<NodeId> {
+        let mut peers: Vec<NodeId> = self.0.borrow().iter().copied().collect();
+        peers.sort_by_key(|p| p.distance(target));
+        peers.truncate(count);
+        peers
+    }
+
     pub(crate) fn insert(&self, peer: NodeId) {
         self.0.borrow_mut().insert(peer);
     }
