@@ -38,8 +38,16 @@ pub(crate) enum Cmd {
 /// What the signaling connection reports.
 #[derive(Debug)]
 pub(crate) enum SigEvent {
-    Signal { from: NodeId, data: String },
-    Undeliverable { to: NodeId, reason: String },
+    Signal {
+        from: NodeId,
+        data: String,
+    },
+    Undeliverable {
+        to: NodeId,
+        reason: String,
+    },
+    /// The connection to the server broke: what was sent through it will not be answered.
+    Lost,
 }
 
 /// Requests waiting for the signaling socket, and signals waiting for the transport: both bounded, so a slow
@@ -192,7 +200,10 @@ async fn signaling_loop<S: SignalSocket>(
         let served = serve(conn, &mut cmds, &mut events).await;
         connected.set(false);
         match served {
-            Served::Lost(reason) => tracing::info!(%url, "signaling connection lost: {reason}"),
+            Served::Lost(reason) => {
+                tracing::info!(%url, "signaling connection lost: {reason}");
+                let _ = events.try_send(SigEvent::Lost);
+            }
             Served::Done => return,
         }
     }

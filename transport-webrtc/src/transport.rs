@@ -391,6 +391,19 @@ impl Inner {
         }
     }
 
+    /// The connection to the signaling server broke: the offers sent through it will not be answered, so
+    /// they fail now (their dials then go through relays, or wait for the server to come back).
+    fn server_lost(&self) {
+        let mut pending = self.pending.borrow_mut();
+        let sessions: Vec<u64> =
+            pending.iter().filter(|(_, (_, path, _))| *path == SignalPath::Server).map(|(s, _)| *s).collect();
+        for s in sessions {
+            if let Some((_, _, tx)) = pending.remove(&s) {
+                let _ = tx.send(Err(TransportError::Signaling("the signaling server went away".into())));
+            }
+        }
+    }
+
     /// The signaling server could not pass our signals on to `to`: fails the offers sent to `to` through it.
     fn undeliverable(&self, to: NodeId, reason: &str) {
         let mut pending = self.pending.borrow_mut();
@@ -563,6 +576,7 @@ async fn event_loop(
                 Err(e) => tracing::debug!(peer = %from, "bad signal: {e}"),
             },
             From::Server(SigEvent::Undeliverable { to, reason }) => inner.undeliverable(to, &reason),
+            From::Server(SigEvent::Lost) => inner.server_lost(),
             From::Relay(Relayed { from, undeliverable: Some(to), .. }) => inner.unreachable_via(to, from),
             From::Relay(m) => match serde_json::from_slice::<Signal>(&m.payload) {
                 Ok(signal) => {

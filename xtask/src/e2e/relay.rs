@@ -22,7 +22,7 @@ const GROUP2: usize = 3;
 /// Native nodes: the first `NATIVES - 1` on the first server, the last on the second.
 const NATIVES: usize = 3;
 /// Links each tab keeps: well under the swarm's size, so that lookups open new ones.
-const MAX_LINKS: usize = 10;
+const MAX_LINKS: usize = 12;
 /// Lookups each tab runs in each phase.
 const LOOKUPS: usize = 3;
 /// The lookups' k: a lookup succeeds when it finds every other node, up to this many.
