@@ -307,6 +307,10 @@ impl Tally {
         self.total += 1;
         self.ok += ok as usize;
     }
+    /// Something was counted, and all of it succeeded.
+    fn all(&self) -> bool {
+        self.total > 0 && self.ok == self.total
+    }
     fn rate(&self) -> f64 {
         if self.total == 0 {
             f64::NAN
