@@ -259,8 +259,8 @@ impl Inner {
     /// registered there and so is it; else through each of its relay addresses whose first relay we hold a
     /// link to, then (when the peer can take signals at all) through the peers we hold links with nearest to
     /// it, which may hold one to it (at most [`MAX_ROUTES`] relay routes: one without a link says so at
-    /// once), then our server anyway when the peer is registered there (it may come back). Empty when there
-    /// is no way.
+    /// once). Empty when there is no way now: not our server while it is away (an offer would wait for its
+    /// return, up to the client's reconnection backoff, and hold up everything queued for the peer).
     fn signal_paths(&self, peer: &Contact) -> Vec<SignalPath> {
         let on_our_server = peer.addrs.contains(&crate::address(&self.config.signaling_url));
         if on_our_server && self.signaling.is_connected() {
@@ -279,9 +279,6 @@ impl Inner {
                     paths.push(path);
                 }
             }
-        }
-        if on_our_server {
-            paths.push(SignalPath::Server);
         }
         paths
     }
