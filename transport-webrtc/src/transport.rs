@@ -290,7 +290,14 @@ impl Inner {
             SignalPath::Relayed(route) => {
                 let Some(relay) = &mut *self.relay.borrow_mut() else { return false };
                 let payload = serde_json::to_vec(signal).expect("signals serialize");
-                let (from, route) = (self.identity.node_id(), route.clone());
+                // The way back of a setup may have lost its first link meanwhile (closed to make room): then
+                // straight over a link to the other end, or through the linked peer nearest to it.
+                let route = match route.first() {
+                    Some(first) if !relay.links.contains(first) && relay.links.contains(&to) => Vec::new(),
+                    Some(first) if !relay.links.contains(first) => relay.links.nearest(&to, 1),
+                    _ => route.clone(),
+                };
+                let from = self.identity.node_id();
                 let m = Relayed { from, to, route, hop: 0, payload, undeliverable: None };
                 relay.outbound.try_send(m).is_ok()
             }
