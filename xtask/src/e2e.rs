@@ -549,24 +549,39 @@ async fn start_natives(
 ) -> Result<Vec<Native>, String> {
     let mut natives = Vec::new();
     for n in 0..opts.native {
-        let dir = tmp.join(format!("native-{n}"));
-        let mut cmd = Proc::new(bin("dht-node"));
-        cmd.args(["--listen", &format!("{host}:0"), "--signaling", ws, "--rtc-udp", &format!("{host}:0")])
-            .arg("--ca")
-            .arg(tls.ca())
-            .arg("--data-dir")
-            .arg(&dir)
-            .env("RUST_LOG", "info");
-        let child = spawn(&mut cmd, &out_dir.join(format!("native-{n}.log")))?;
-        let d = dir.clone();
-        wait_for("native node", Duration::from_secs(30), || {
-            let d = d.clone();
-            async move { ctl(&d, "ID").await.ok() }
-        })
-        .await?;
+        let (child, dir) = spawn_native(&format!("native-{n}"), (host, ws, tls), &[], tmp, out_dir).await?;
         natives.push(Native { _process: child, dir });
     }
     Ok(natives)
+}
+
+/// Starts a `dht-node` named `name` (TCP and WebRTC on `host`, registered on `ws`, trusting the run's CA, its
+/// data in `tmp/name`, its log in `out/name.log`) with `extra` arguments, and waits until its control socket
+/// answers; returns the process and its data directory.
+async fn spawn_native(
+    name: &str,
+    (host, ws, tls): (&str, &str, &Tls),
+    extra: &[&str],
+    tmp: &Path,
+    out: &Path,
+) -> Result<(Child, PathBuf), String> {
+    let dir = tmp.join(name);
+    let mut cmd = Proc::new(bin("dht-node"));
+    cmd.args(["--listen", &format!("{host}:0"), "--signaling", ws, "--rtc-udp", &format!("{host}:0")])
+        .arg("--ca")
+        .arg(tls.ca())
+        .arg("--data-dir")
+        .arg(&dir)
+        .args(extra)
+        .env("RUST_LOG", "info");
+    let child = spawn(&mut cmd, &out.join(format!("{name}.log")))?;
+    let d = dir.clone();
+    wait_for("native node", Duration::from_secs(30), || {
+        let d = d.clone();
+        async move { ctl(&d, "ID").await.ok() }
+    })
+    .await?;
+    Ok((child, dir))
 }
 
 /// Starts chromedriver on a free port and waits until it takes connections; returns it and its URL.

@@ -11,12 +11,12 @@
 //! (their share that found every node), not required yet. Reports the links opened by how their setup was
 //! signaled, and as its last line one JSON object.
 
-use super::{bin, ctl, percentile, spawn, start_chromedriver, wait_for, Browser, Signaling, Tab, Tally, Tls};
+use super::{ctl, percentile, start_chromedriver, Browser, Signaling, Tab, Tally, Tls};
 use crate::web::bundle_dir;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use tokio::process::{Child, Command as Proc};
+use tokio::process::Child;
 
 /// Tabs of the first group (on the first server), and of the second.
 const GROUP1: usize = 12;
@@ -60,24 +60,9 @@ async fn native(
     tmp: &Path,
     out: &Path,
 ) -> Result<Native, String> {
-    let dir = tmp.join(format!("relay-native-{n}"));
-    let mut cmd = Proc::new(bin("dht-node"));
-    cmd.args(["--listen", &format!("{host}:0"), "--signaling", ws, "--rtc-udp", &format!("{host}:0")])
-        .arg("--ca")
-        .arg(tls.ca())
-        .arg("--data-dir")
-        .arg(&dir)
-        .env("RUST_LOG", "info");
-    if let Some(b) = bootstrap {
-        cmd.args(["--bootstrap", b]);
-    }
-    let process = spawn(&mut cmd, &out.join(format!("relay-native-{n}.log")))?;
-    let d = dir.clone();
-    wait_for("native node", Duration::from_secs(30), || {
-        let d = d.clone();
-        async move { ctl(&d, "ID").await.ok() }
-    })
-    .await?;
+    let extra: Vec<&str> = bootstrap.map(|b| vec!["--bootstrap", b]).unwrap_or_default();
+    let name = format!("relay-native-{n}");
+    let (process, dir) = super::spawn_native(&name, (host, ws, tls), &extra, tmp, out).await?;
     let owner = ctl(&dir, "OWNER").await?;
     let owner = owner.strip_prefix("OWNER ").ok_or(format!("OWNER: {owner}"))?.to_string();
     let id = ctl(&dir, "ID").await?;
