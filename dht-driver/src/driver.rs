@@ -565,10 +565,7 @@ impl<T: Transport, S: Store + 'static> Io<T, S> {
         if let Some(entry) = idle {
             let peer = entry.contact();
             tracing::debug!(peer = %peer.id, links = self.links.len(), "few links: dialing a peer of the table");
-            self.queued.insert(peer.id, Vec::new());
-            let id = peer.id;
-            let dial = self.transport.dial(&self.relay.with_hints(peer));
-            self.dials.push(async move { (id, dial.await) }.boxed_local());
+            self.dial(peer, Vec::new());
         }
     }
 
@@ -618,9 +615,14 @@ impl<T: Transport, S: Store + 'static> Io<T, S> {
         if to.addrs.is_empty() {
             return;
         }
-        self.queued.insert(to.id, vec![msg]);
-        let id = to.id;
-        let dial = self.transport.dial(&self.relay.with_hints(to));
+        self.dial(to, vec![msg]);
+    }
+
+    /// Dials `peer` (with the relay addresses heard for it), `queued` waiting for the link.
+    fn dial(&mut self, peer: Contact, queued: Vec<Message>) {
+        let id = peer.id;
+        self.queued.insert(id, queued);
+        let dial = self.transport.dial(&self.relay.with_hints(peer));
         self.dials.push(async move { (id, dial.await) }.boxed_local());
     }
 

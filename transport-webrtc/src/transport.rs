@@ -385,12 +385,16 @@ impl Inner {
     fn unreachable_via(&self, to: NodeId, relay: NodeId) {
         let ours = relay == self.identity.node_id();
         let through = |path: &SignalPath| matches!(path, SignalPath::Relayed(route) if ours || route.contains(&relay));
+        self.fail_pending(|p, path| p == to && through(path), &format!("relay {relay} holds no link to the peer"));
+    }
+
+    /// Fails the offers waiting for an answer whose peer and signaling path `which` picks, with `reason`.
+    fn fail_pending(&self, which: impl Fn(NodeId, &SignalPath) -> bool, reason: &str) {
         let mut pending = self.pending.borrow_mut();
-        let sessions: Vec<u64> =
-            pending.iter().filter(|(_, (p, path, _))| *p == to && through(path)).map(|(s, _)| *s).collect();
+        let sessions: Vec<u64> = pending.iter().filter(|(_, (p, path, _))| which(*p, path)).map(|(s, _)| *s).collect();
         for s in sessions {
             if let Some((_, _, tx)) = pending.remove(&s) {
-                let _ = tx.send(Err(TransportError::Signaling(format!("relay {relay} holds no link to the peer"))));
+                let _ = tx.send(Err(TransportError::Signaling(reason.to_string())));
             }
         }
     }
@@ -398,26 +402,12 @@ impl Inner {
     /// The connection to the signaling server broke: the offers sent through it will not be answered, so
     /// they fail now (their dials then go through relays, or wait for the server to come back).
     fn server_lost(&self) {
-        let mut pending = self.pending.borrow_mut();
-        let sessions: Vec<u64> =
-            pending.iter().filter(|(_, (_, path, _))| *path == SignalPath::Server).map(|(s, _)| *s).collect();
-        for s in sessions {
-            if let Some((_, _, tx)) = pending.remove(&s) {
-                let _ = tx.send(Err(TransportError::Signaling("the signaling server went away".into())));
-            }
-        }
+        self.fail_pending(|_, path| *path == SignalPath::Server, "the signaling server went away");
     }
 
     /// The signaling server could not pass our signals on to `to`: fails the offers sent to `to` through it.
     fn undeliverable(&self, to: NodeId, reason: &str) {
-        let mut pending = self.pending.borrow_mut();
-        let through_server = |(p, path, _): &AnswerWait| *p == to && *path == SignalPath::Server;
-        let sessions: Vec<u64> = pending.iter().filter(|(_, w)| through_server(w)).map(|(s, _)| *s).collect();
-        for s in sessions {
-            if let Some((_, _, tx)) = pending.remove(&s) {
-                let _ = tx.send(Err(TransportError::Signaling(reason.to_string())));
-            }
-        }
+        self.fail_pending(|p, path| p == to && *path == SignalPath::Server, reason);
     }
 }
 
