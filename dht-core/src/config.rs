@@ -89,6 +89,10 @@ pub struct Config {
     pub widen_in_region: bool,
     /// How long to wait for an answer before counting the request as failed.
     pub request_timeout: Duration,
+    /// How long a request waits for its answer when it waits on a link being set up to its peer (the
+    /// caller reports the dial with [`crate::Node::dialing`]): a first contact costs a connection and a
+    /// handshake, not one round trip. Lookups go on without such a peer meanwhile but hold their end for it.
+    pub connect_timeout: Duration,
     /// Adapt lookup-request timeouts to the round trips seen (`srtt + 4·rttvar`, as TCP does), between
     /// `min_request_timeout` and `request_timeout`. A departed peer then holds a lookup up for a few round
     /// trips instead of the full timeout.
@@ -200,6 +204,7 @@ impl Default for Config {
             stall_after: 3,
             widen_in_region: true,
             request_timeout: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(5),
             replacement_cache: 4,
             bucket_growth: 4,
             shed_after: Duration::from_secs(15 * 60),
@@ -330,6 +335,7 @@ impl Config {
     fn check_durations(&self) -> Result<(), ConfigError> {
         let durations = [
             ("request_timeout", self.request_timeout),
+            ("connect_timeout", self.connect_timeout),
             ("record_ttl", self.record_ttl),
             ("max_record_ttl", self.max_record_ttl),
             ("republish_interval", self.republish_interval),

@@ -172,6 +172,7 @@ where
             subscribers: Vec::new(),
             lingering: Vec::new(),
             relay,
+            link_news: Vec::new(),
             generation: 0,
             tick: 0,
         };
@@ -213,8 +214,19 @@ struct Io<T, S> {
     lingering: Vec<(Instant, mpsc::Sender<Message>)>,
     /// Messages carried for transports (ours and others'), and the set of peers we hold links with.
     relay: Relay,
+    /// What the node must hear of the links its requests wait on, once its outputs are out (see
+    /// [`Driver::dispatch_outputs`]).
+    link_news: Vec<LinkNews>,
     generation: u64,
     tick: u64,
+}
+
+/// News for the node of a link its requests wait on.
+enum LinkNews {
+    /// Requests to the peer wait on a dial ([`Node::dialing`]).
+    Dialing(NodeId),
+    /// The peer cannot be reached ([`Node::unreachable`]).
+    Unreachable(NodeId),
 }
 
 impl<T: Transport, S: Store + 'static> Driver<T, S> {
@@ -437,8 +449,22 @@ impl<T: Transport, S: Store + 'static> Driver<T, S> {
         }
     }
 
+    /// Hands the node's outputs to the io, then tells the node of the dials its requests wait on (which
+    /// may bring more outputs: a lookup goes on without a peer being dialed, or without an unreachable one).
     fn dispatch_outputs(&mut self, now: Instant) {
-        self.node.pump(now, &mut self.io);
+        loop {
+            self.node.pump(now, &mut self.io);
+            let news = std::mem::take(&mut self.io.link_news);
+            if news.is_empty() {
+                return;
+            }
+            for n in news {
+                match n {
+                    LinkNews::Dialing(peer) => self.node.dialing(now, &peer),
+                    LinkNews::Unreachable(peer) => self.node.unreachable(now, &peer),
+                }
+            }
+        }
     }
 
     fn received(&mut self, now: Instant, (remote, generation, msg): Incoming) {
@@ -606,16 +632,27 @@ impl<T: Transport, S: Store + 'static> Io<T, S> {
             let _ = link.tx.try_send(msg);
             return;
         }
+        let request = matches!(msg, Message::Request { .. });
         if let Some(queue) = self.queued.get_mut(&to.id) {
             if queue.len() < self.config.max_queued_per_dial {
                 queue.push(msg);
             }
+            if request {
+                self.link_news.push(LinkNews::Dialing(to.id));
+            }
             return;
         }
         if to.addrs.is_empty() {
+            if request {
+                self.link_news.push(LinkNews::Unreachable(to.id));
+            }
             return;
         }
+        let id = to.id;
         self.dial(to, vec![msg]);
+        if request {
+            self.link_news.push(LinkNews::Dialing(id));
+        }
     }
 
     /// Dials `peer` (with the relay addresses heard for it), `queued` waiting for the link.
@@ -638,11 +675,15 @@ impl<T: Transport, S: Store + 'static> Io<T, S> {
                     }
                 }
             }
-            // A link to someone else (the transport should have refused it) or a failed dial: the queued
-            // requests time out in the core.
-            Ok(link) => tracing::debug!(peer = %id, reached = %link.remote.id, "dial reached another peer"),
+            // A link to someone else (the transport should have refused it) or a failed dial: the requests
+            // queued on it fail.
+            Ok(link) => {
+                tracing::debug!(peer = %id, reached = %link.remote.id, "dial reached another peer");
+                self.link_news.push(LinkNews::Unreachable(id));
+            }
             Err(e) => {
                 tracing::debug!(peer = %id, "dial failed: {e}");
+                self.link_news.push(LinkNews::Unreachable(id));
                 self.emit(NodeEvent::DialFailed { peer: id, reason: e.to_string() });
             }
         }

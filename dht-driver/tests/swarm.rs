@@ -492,3 +492,58 @@ fn crossed_dials_end_with_one_shared_link() {
         assert!(a_seen.1 == 0 && b_seen.1 == 0, "no link of the pair was lost: a {a_seen:?}, b {b_seen:?}");
     });
 }
+
+/// A transport whose dials to some peers take `ms` (a link set up through a slow path, such as WebRTC
+/// signaled through relays).
+struct SlowDials {
+    inner: dht_driver::memory::MemoryTransport,
+    slow: Vec<NodeId>,
+    ms: u64,
+}
+
+impl dht_driver::Transport for SlowDials {
+    fn dial(
+        &self,
+        peer: &Contact,
+    ) -> futures::future::LocalBoxFuture<'static, Result<dht_driver::PeerLink, dht_driver::TransportError>> {
+        let delay = if self.slow.contains(&peer.id) { self.ms } else { 0 };
+        let dial = self.inner.dial(peer);
+        Box::pin(async move {
+            futures_timer_sleep(delay).await;
+            dial.await
+        })
+    }
+
+    fn incoming(&mut self) -> futures::stream::LocalBoxStream<'static, dht_driver::PeerLink> {
+        self.inner.incoming()
+    }
+}
+
+/// A lookup waits for peers whose links take longer to set up than a request's timeout (their requests
+/// wait on the dial, not on a round trip), and a peer that cannot be reached fails its requests at once.
+#[test]
+fn lookups_wait_for_slow_dials_and_not_for_failed_ones() {
+    let mut pool = LocalPool::new();
+    let net = MemoryNetwork::new();
+    let nodes: Vec<NodeHandle> = (0..6).map(|n| spawn_node(&pool, &net, n, MemoryStore::new())).collect();
+    let local = contact(50);
+    let slow = vec![contact(3).id, contact(4).id, contact(5).id];
+    let transport = SlowDials { inner: net.transport(local.clone()), slow, ms: 2_500 };
+    let (x, task) = start(DriverConfig::new(local, 50), transport, MemoryStore::new(), SystemClock);
+    pool.spawner().spawn_local(task).unwrap();
+    pool.run_until(async {
+        for node in &nodes[1..] {
+            node.bootstrap(vec![contact(0)]).await.unwrap();
+        }
+        // Dials to 3, 4 and 5 take 2.5 s, more than the 1 s request timeout; 99 is nowhere.
+        let found = x.bootstrap(vec![contact(0), contact(99)]).await.unwrap();
+        let mut ids: Vec<NodeId> = found.iter().map(|c| c.id).collect();
+        ids.sort();
+        let mut all: Vec<NodeId> = (0..6).map(|n| contact(n).id).collect();
+        all.sort();
+        assert_eq!(ids, all, "every node, the slowly dialed ones too");
+        let stats = x.stats().await.unwrap();
+        assert_eq!(stats.unreachable, 1, "the dial to 99 failed its request: {stats:?}");
+        assert_eq!(stats.timeouts, 0, "{stats:?}");
+    });
+}

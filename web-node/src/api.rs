@@ -557,7 +557,7 @@ impl WebNode {
         })
     }
 
-    /// The node's counters since it started: `{ requestsIn, responsesIn, timeouts, slowRequests,
+    /// The node's counters since it started: `{ requestsIn, responsesIn, timeouts, unreachable, slowRequests,
     /// lateAnswers, refusedBusy, refusedQuota, storeFailures, evicted, ... }` (what a slow or failing
     /// swarm looks like from here).
     pub fn counters(&self) -> js_sys::Promise {
@@ -569,6 +569,7 @@ impl WebNode {
                 ("requestsIn", s.requests_in),
                 ("responsesIn", s.responses_in),
                 ("timeouts", s.timeouts),
+                ("unreachable", s.unreachable),
                 ("slowRequests", s.slow_requests),
                 ("lateAnswers", s.late_answers),
                 ("unexpectedResponses", s.unexpected_responses),

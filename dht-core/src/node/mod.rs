@@ -232,6 +232,30 @@ impl Node {
         }
     }
 
+    /// The requests sent to `peer` wait on a link the caller is setting up to it (a dial, after the
+    /// [`Output::Send`](crate::Output::Send) of a request to a peer it holds no link to). They wait up to
+    /// [`Config::connect_timeout`](crate::Config::connect_timeout) instead of a round trip's time and are
+    /// not sent again; the lookups that asked `peer` go on without it but hold their end for its answer
+    /// (a first contact costs a connection and a handshake, which a round-trip timeout would count as a
+    /// departed peer). Call again for requests queued on the same dial later; those already waiting on it
+    /// stay as they are.
+    pub fn dialing(&mut self, now: Instant, peer: &NodeId) {
+        for query in self.requests.dialing(now, peer) {
+            self.on_lookup_resent(query, peer);
+        }
+        self.drive_queries(now);
+    }
+
+    /// The caller could not set up a link to `peer`: the requests waiting on it fail now rather than at
+    /// their timeout, as a timeout would fail them.
+    pub fn unreachable(&mut self, now: Instant, peer: &NodeId) {
+        for purpose in self.requests.unreachable(peer, &mut self.stats) {
+            self.forget_swarm_size();
+            self.on_request_failed(now, *peer, purpose);
+        }
+        self.drive_queries(now);
+    }
+
     /// Deadlines passed: request timeouts, record expiry, republishing, bucket refresh. Early or repeated
     /// calls are harmless.
     pub fn handle_timeout(&mut self, now: Instant) {

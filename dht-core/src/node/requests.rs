@@ -49,6 +49,9 @@ struct Outgoing {
     /// its end for this attempt. It waits its own adaptive timeout; another follows only where resends
     /// were answered lately ([`ResendOdds::hold_again`]).
     background: bool,
+    /// It waits on a link being set up to its peer ([`Requests::dialing`]): its deadline is the connect
+    /// timeout, and it is not sent again.
+    dialing: bool,
 }
 
 /// Smoothed round-trip time of answered requests, kept as RFC 6298 does for TCP: in ms, `srtt` and
@@ -138,6 +141,7 @@ pub(super) struct Requests {
     retries: u8,
     timeout: Duration,
     min_timeout: Duration,
+    connect_timeout: Duration,
     adaptive: bool,
 }
 
@@ -152,6 +156,7 @@ impl Requests {
             retries: config.request_retries,
             timeout: config.request_timeout,
             min_timeout: config.min_request_timeout,
+            connect_timeout: config.connect_timeout,
             adaptive: config.adaptive_timeout,
         }
     }
@@ -209,6 +214,7 @@ impl Requests {
             sibling: None,
             replaced: false,
             background,
+            dialing: false,
         };
         self.pending.insert(id, outgoing);
         self.deadlines.insert((deadline, id));
@@ -345,6 +351,48 @@ impl Requests {
             }
         }
         None
+    }
+
+    /// The requests to `peer` wait on a link being set up: each (but attempts already replaced by a resend)
+    /// now waits up to the connect timeout from `now` and is not sent again. Returns the lookups whose
+    /// requests were still on time: they go on without `peer` but hold their end for its answer. Repeated
+    /// calls leave requests already waiting on the link as they are.
+    pub(super) fn dialing(&mut self, now: Instant, peer: &NodeId) -> Vec<QueryId> {
+        let deadline = now + self.connect_timeout;
+        let mut held = Vec::new();
+        for (id, o) in self.pending.iter_mut().filter(|(_, o)| o.peer == *peer && !o.replaced && !o.dialing) {
+            self.deadlines.remove(&(o.deadline, *id));
+            o.deadline = o.deadline.max(deadline);
+            self.deadlines.insert((o.deadline, *id));
+            o.grace = None;
+            o.resend = None;
+            o.dialing = true;
+            if let (Purpose::Query(query), false, false) = (o.purpose, o.slow, o.background) {
+                held.push(query);
+            }
+        }
+        held
+    }
+
+    /// `peer` cannot be reached (the link to it could not be set up): every request to it ends now. Returns
+    /// the purposes of the requests that failed, one per request (its attempts count once).
+    pub(super) fn unreachable(&mut self, peer: &NodeId, stats: &mut NodeStats) -> Vec<Purpose> {
+        let ids: Vec<RequestId> = self.pending.iter().filter(|(_, o)| o.peer == *peer).map(|(id, _)| *id).collect();
+        let mut failed = Vec::new();
+        for id in ids {
+            let Some(o) = self.pending.remove(&id) else { continue };
+            self.deadlines.remove(&(o.deadline, id));
+            if o.replaced {
+                // Its resend is among the requests to `peer`: that one reports.
+                continue;
+            }
+            if let Some(other) = o.sibling {
+                self.forget(other);
+            }
+            stats.unreachable += 1;
+            failed.push(o.purpose);
+        }
+        failed
     }
 
     /// Drops a pending attempt without a word (its sibling answered or failed).

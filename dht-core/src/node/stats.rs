@@ -10,6 +10,8 @@ pub struct NodeStats {
     pub responses_in: u64,
     /// Requests we sent that timed out.
     pub timeouts: u64,
+    /// Requests that failed before their timeout because the link to their peer could not be set up.
+    pub unreachable: u64,
     /// Lookup requests that outlived their adaptive timeout: the lookup went on without them, and their
     /// answer still counted if it came before `request_timeout`.
     pub slow_requests: u64,
