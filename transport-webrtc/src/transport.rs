@@ -14,7 +14,7 @@ use futures::future::LocalBoxFuture;
 use futures::stream::LocalBoxStream;
 use futures::{FutureExt, SinkExt, StreamExt};
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::rc::{Rc, Weak};
 use std::time::Duration;
 
@@ -199,8 +199,14 @@ impl PathBook {
     }
 }
 
-/// An offer of ours waiting for its answer: the peer, the path its signals take, and who waits.
-type AnswerWait = (NodeId, SignalPath, oneshot::Sender<Result<String, TransportError>>);
+/// An offer of ours waiting for its answer.
+struct AnswerWait {
+    peer: NodeId,
+    /// The ways the offer went that may still bring the answer (a relay without a link to the peer says so).
+    paths: Vec<SignalPath>,
+    /// Who waits: for the answer's SDP and the way it came by.
+    tx: oneshot::Sender<Result<(String, SignalPath), TransportError>>,
+}
 
 /// How a link setup's signals travel to the peer: through our signaling server, or over the DHT's links
 /// through these relays (nearest first).
@@ -219,12 +225,14 @@ impl SignalPath {
     }
 }
 
-/// Relay routes one dial tries at most, one after another (a relay that lost its link to the peer says so
-/// at once).
-const MAX_ROUTES: usize = 3;
+/// Relay routes one offer takes at most, all at once: the peer answers the copy that reaches it first and
+/// ignores the others, and a relay without a link to it says so. In a swarm whose links churn, a relay
+/// that vouched for a peer may have closed its link since; of six linked peers, one most likely holds one.
+const MAX_ROUTES: usize = 6;
 
-/// How long a relayed offer waits for its answer before the next route is tried.
-const RELAYED_ANSWER_WAIT: Duration = Duration::from_secs(4);
+/// Offers answered lately that are remembered, so that a copy which came by a slower route is not answered
+/// again once the setup it began has ended.
+const ANSWERED_MEMORY: usize = 128;
 
 /// The node's relay, once the driver hands it over: where relayed signals leave, and its links.
 struct RelayOut {
@@ -241,6 +249,8 @@ struct Inner {
     pending: RefCell<HashMap<u64, AnswerWait>>,
     /// Offers from others being answered now, in all and by peer.
     answering: Cell<usize>,
+    /// The offers answered lately, by peer and session (see [`ANSWERED_MEMORY`]).
+    answered: RefCell<VecDeque<(NodeId, u64)>>,
     answering_from: RefCell<HashMap<NodeId, usize>>,
     /// Peer connections made so far (see [`RtcConfig::connection_budget`]).
     made: Cell<u32>,
@@ -255,12 +265,12 @@ struct Inner {
 }
 
 impl Inner {
-    /// The ways to reach `peer` with signals now, to try in order: our signaling server alone while we are
+    /// The ways to reach `peer` with signals now, all taken at once: our signaling server alone while we are
     /// registered there and so is it; else through each of its relay addresses whose first relay we hold a
-    /// link to, then (when the peer can take signals at all) through the peers we hold links with nearest to
-    /// it, which may hold one to it (at most [`MAX_ROUTES`] relay routes: one without a link says so at
-    /// once). Empty when there is no way now: not our server while it is away (an offer would wait for its
-    /// return, up to the client's reconnection backoff, and hold up everything queued for the peer).
+    /// link to, and (when the peer can take signals at all) through the peers we hold links with nearest to
+    /// it, which may hold one to it (at most [`MAX_ROUTES`] relay routes). Empty when there is no way now:
+    /// not our server while it is away (an offer would wait for its return, up to the client's reconnection
+    /// backoff, and hold up everything queued for the peer).
     fn signal_paths(&self, peer: &Contact) -> Vec<SignalPath> {
         let on_our_server = peer.addrs.contains(&crate::address(&self.config.signaling_url));
         if on_our_server && self.signaling.is_connected() {
@@ -350,15 +360,29 @@ impl Inner {
         }
     }
 
-    /// Completes our offer `session` with the reply of `from`; a reply from anyone but the peer the offer
-    /// went to is ignored.
-    fn settle(&self, session: u64, from: NodeId, reply: Result<String, TransportError>) {
+    /// Completes our offer `session` with the reply of `from`, which came by `path`; a reply from anyone but
+    /// the peer the offer went to is ignored.
+    fn settle(&self, session: u64, from: NodeId, reply: Result<String, TransportError>, path: SignalPath) {
         let mut pending = self.pending.borrow_mut();
-        if pending.get(&session).is_some_and(|(peer, _, _)| *peer == from) {
-            if let Some((_, _, tx)) = pending.remove(&session) {
-                let _ = tx.send(reply);
+        if pending.get(&session).is_some_and(|w| w.peer == from) {
+            if let Some(w) = pending.remove(&session) {
+                let _ = w.tx.send(reply.map(|sdp| (sdp, path)));
             }
         }
+    }
+
+    /// Whether the offer `session` of `from` is being answered or was lately (a copy by another route), and
+    /// if not, remembers it as answered.
+    fn seen_offer(&self, from: NodeId, session: u64) -> bool {
+        let mut answered = self.answered.borrow_mut();
+        if self.trickle.borrow().contains_key(&(from, session)) || answered.contains(&(from, session)) {
+            return true;
+        }
+        if answered.len() >= ANSWERED_MEMORY {
+            answered.pop_front();
+        }
+        answered.push_back((from, session));
+        false
     }
 
     /// Takes `peer`'s candidates for `session` from now until the returned guard is dropped.
@@ -380,21 +404,35 @@ impl Inner {
         }
     }
 
-    /// Relay `relay` (or our own node, when it is us) could not pass our signals on to `to`: fails the
-    /// offers to `to` whose signals went through it (a notice from anyone else changes nothing).
-    fn unreachable_via(&self, to: NodeId, relay: NodeId) {
+    /// Relay `relay` could not pass our signals on to `to`: the offers to `to` no longer wait on the routes
+    /// through it (a notice from anyone else changes nothing). When `relay` is our own node, `first` is
+    /// the first hop it holds no link to: the routes that start there.
+    fn unreachable_via(&self, to: NodeId, relay: NodeId, first: Option<NodeId>) {
         let ours = relay == self.identity.node_id();
-        let through = |path: &SignalPath| matches!(path, SignalPath::Relayed(route) if ours || route.contains(&relay));
-        self.fail_pending(|p, path| p == to && through(path), &format!("relay {relay} holds no link to the peer"));
+        let through = |path: &SignalPath| match path {
+            SignalPath::Relayed(route) if ours => first.is_none_or(|f| route.first().copied().unwrap_or(to) == f),
+            SignalPath::Relayed(route) => route.contains(&relay),
+            SignalPath::Server => false,
+        };
+        let reason = format!("relay {} holds no link to the peer", first.filter(|_| ours).unwrap_or(relay));
+        self.fail_pending(|p, path| p == to && through(path), &reason);
     }
 
-    /// Fails the offers waiting for an answer whose peer and signaling path `which` picks, with `reason`.
+    /// The offers waiting for an answer no longer wait on the ways `which` picks (by peer and path): those
+    /// left without a way fail, with `reason`.
     fn fail_pending(&self, which: impl Fn(NodeId, &SignalPath) -> bool, reason: &str) {
         let mut pending = self.pending.borrow_mut();
-        let sessions: Vec<u64> = pending.iter().filter(|(_, (p, path, _))| which(*p, path)).map(|(s, _)| *s).collect();
-        for s in sessions {
-            if let Some((_, _, tx)) = pending.remove(&s) {
-                let _ = tx.send(Err(TransportError::Signaling(reason.to_string())));
+        let mut failed = Vec::new();
+        for (session, wait) in pending.iter_mut() {
+            let (peer, before) = (wait.peer, wait.paths.len());
+            wait.paths.retain(|path| !which(peer, path));
+            if wait.paths.is_empty() && before > 0 {
+                failed.push(*session);
+            }
+        }
+        for s in failed {
+            if let Some(wait) = pending.remove(&s) {
+                let _ = wait.tx.send(Err(TransportError::Signaling(reason.to_string())));
             }
         }
     }
@@ -508,6 +546,7 @@ impl WebRtcTransport {
             config,
             signaling,
             pending: RefCell::new(HashMap::new()),
+            answered: RefCell::new(VecDeque::new()),
             answering: Cell::new(0),
             answering_from: RefCell::new(HashMap::new()),
             made: Cell::new(0),
@@ -571,7 +610,9 @@ async fn event_loop(
             },
             From::Server(SigEvent::Undeliverable { to, reason }) => inner.undeliverable(to, &reason),
             From::Server(SigEvent::Lost) => inner.server_lost(),
-            From::Relay(Relayed { from, undeliverable: Some(to), .. }) => inner.unreachable_via(to, from),
+            From::Relay(Relayed { from, undeliverable: Some(to), route, .. }) => {
+                inner.unreachable_via(to, from, route.first().copied())
+            }
             From::Relay(m) => match serde_json::from_slice::<Signal>(&m.payload) {
                 Ok(signal) => {
                     let back = m.route.into_iter().rev().collect();
@@ -587,8 +628,8 @@ async fn event_loop(
 fn on_signal(inner: &Rc<Inner>, from: NodeId, signal: Signal, path: SignalPath) {
     match signal {
         Signal::Offer { session, sdp } => {
-            if inner.trickle.borrow().contains_key(&(from, session)) {
-                // The same offer by a second way (the dialer gave up waiting on the first): answered once.
+            if inner.seen_offer(from, session) {
+                // The same offer by another route: answered once.
                 return;
             }
             if let Err(reason) = inner.admit_offer(from) {
@@ -606,9 +647,9 @@ fn on_signal(inner: &Rc<Inner>, from: NodeId, signal: Signal, path: SignalPath) 
                 i.offer_done(from);
             });
         }
-        Signal::Answer { session, sdp } => inner.settle(session, from, Ok(sdp)),
+        Signal::Answer { session, sdp } => inner.settle(session, from, Ok(sdp), path),
         Signal::Candidate { session, candidate } => inner.candidate(from, session, candidate),
-        Signal::Reject { session, reason } => inner.settle(session, from, Err(TransportError::Refused(reason))),
+        Signal::Reject { session, reason } => inner.settle(session, from, Err(TransportError::Refused(reason)), path),
     }
 }
 
@@ -700,10 +741,9 @@ async fn open(
     }
 }
 
-/// Sends our offer to `to` and waits (bounded) for the answer's SDP.
-/// Sends our offer to `to` along each of `paths` in turn until one brings the answer's SDP (bounded); returns
-/// it and the path it came by. Our candidates follow the offer at once when there is one path only; with
-/// several, they follow the answer along the path that worked (one round trip later).
+/// Sends our offer to `to` along all of `paths` at once and waits (bounded) for the answer's SDP; returns it
+/// and the way it came by. Our candidates follow the offer at once when there is one path only; with
+/// several, they follow the answer along the way it came (one round trip later).
 async fn ask(
     inner: &Rc<Inner>,
     (to, paths): (NodeId, &[SignalPath]),
@@ -711,43 +751,34 @@ async fn ask(
     offer_sdp: &str,
     candidates: mpsc::Receiver<IceCandidate>,
 ) -> Result<(String, SignalPath), TransportError> {
-    let mut candidates = Some(candidates);
-    let mut last = TransportError::NoAddress(to);
-    for (i, path) in paths.iter().enumerate() {
-        let (tx, rx) = oneshot::channel();
-        inner.pending.borrow_mut().insert(session, (to, path.clone(), tx));
-        if !inner.send_signal(path, to, &Signal::Offer { session, sdp: offer_sdp.to_string() }) {
-            inner.pending.borrow_mut().remove(&session);
-            last = TransportError::Signaling("queue full".into());
-            continue;
-        }
-        if paths.len() == 1 {
-            trickle_out(inner, (to, path), session, candidates.take().expect("taken once"));
-        }
-        let wait = match path {
-            SignalPath::Relayed(_) if i + 1 < paths.len() => RELAYED_ANSWER_WAIT,
-            _ => inner.config.connect_timeout,
-        };
-        let reply = timeout(&inner.config.clock, wait, rx).await;
-        inner.pending.borrow_mut().remove(&session);
-        match reply {
-            Ok(Ok(Ok(answer))) => {
-                if let Some(candidates) = candidates.take() {
-                    trickle_out(inner, (to, path), session, candidates);
-                }
-                return Ok((answer, path.clone()));
-            }
-            // Refused by the peer itself: another path would be refused the same.
-            Ok(Ok(Err(e @ TransportError::Refused(_)))) => return Err(e),
-            Ok(Ok(Err(e))) => last = e,
-            Ok(Err(_)) => last = TransportError::Signaling("gone".into()),
-            Err(_) => last = TransportError::Timeout("answer"),
-        }
-        if i + 1 < paths.len() {
-            tracing::debug!(peer = %to, "no answer through {path:?} ({last}): trying the next way");
-        }
+    let offer = Signal::Offer { session, sdp: offer_sdp.to_string() };
+    let sent: Vec<SignalPath> = paths.iter().filter(|path| inner.send_signal(path, to, &offer)).cloned().collect();
+    if sent.is_empty() {
+        return Err(if paths.is_empty() {
+            TransportError::NoAddress(to)
+        } else {
+            TransportError::Signaling("queue full".into())
+        });
     }
-    Err(last)
+    let (tx, rx) = oneshot::channel();
+    let mut candidates = Some(candidates);
+    if let [path] = sent.as_slice() {
+        trickle_out(inner, (to, path), session, candidates.take().expect("taken once"));
+    }
+    inner.pending.borrow_mut().insert(session, AnswerWait { peer: to, paths: sent, tx });
+    let reply = timeout(&inner.config.clock, inner.config.connect_timeout, rx).await;
+    inner.pending.borrow_mut().remove(&session);
+    match reply {
+        Ok(Ok(Ok((answer, path)))) => {
+            if let Some(candidates) = candidates.take() {
+                trickle_out(inner, (to, &path), session, candidates);
+            }
+            Ok((answer, path))
+        }
+        Ok(Ok(Err(e))) => Err(e),
+        Ok(Err(_)) => Err(TransportError::Signaling("gone".into())),
+        Err(_) => Err(TransportError::Timeout("answer")),
+    }
 }
 
 async fn dial(inner: Rc<Inner>, peer: Contact, paths: Vec<SignalPath>) -> Result<PeerLink, TransportError> {

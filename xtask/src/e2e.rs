@@ -573,7 +573,8 @@ async fn spawn_native(
         .arg("--data-dir")
         .arg(&dir)
         .args(extra)
-        .env("RUST_LOG", "info");
+        // `RUST_LOG` given to the e2e reaches the native nodes (to look into a run).
+        .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()));
     let child = spawn(&mut cmd, &out.join(format!("{name}.log")))?;
     let d = dir.clone();
     wait_for("native node", Duration::from_secs(30), || {

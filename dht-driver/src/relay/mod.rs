@@ -281,8 +281,9 @@ impl Relay {
         if !valid || m.payload.len() > MAX_RELAY_PAYLOAD || !self.links.contains(&first) {
             tracing::debug!(to = %m.to, via = %first, "relayed message not sent: no link to its first hop");
             self.stats.unroutable += 1;
-            // The transport hears at once that its message went nowhere.
-            let notice = Relayed { hop: 0, route: Vec::new(), ..self.notice(&m) };
+            // The transport hears at once that its message went nowhere; the notice's route names the hop
+            // we hold no link to (of the routes a transport tries at once, that one failed).
+            let notice = Relayed { hop: 0, route: vec![first], ..self.notice(&m) };
             if let Some(tx) = self.to_transport.as_mut() {
                 let _ = tx.try_send(Relayed { to: self.local, ..notice });
             }

@@ -99,6 +99,7 @@ fn messages_for_us_reach_the_transport_and_ours_leave_by_a_link() {
     assert_eq!(r9.send(Relayed { route: vec![id(4)], ..relayed(9, 1, &[], 0) }), None);
     let notice = port.inbound.try_recv().expect("our transport hears that it went nowhere");
     assert_eq!((notice.to, notice.undeliverable, notice.payload.len()), (id(9), Some(id(1)), 0));
+    assert_eq!((notice.from, notice.route), (id(9), vec![id(4)]), "from us, naming the hop without a link");
     assert_eq!(r9.send(relayed(8, 1, &[3], 0)), None);
     assert_eq!(r9.send(relayed(9, 1, &[3, 4, 5], 0)), None);
     assert_eq!(r9.stats.sent, 1);

@@ -27,6 +27,10 @@ const NATIVES: usize = 3;
 const MAX_LINKS: usize = 12;
 /// Lookups each tab runs in each phase.
 const LOOKUPS: usize = 3;
+/// How long after the first server stopped every link setup it signaled has ended: the WebRTC transport's
+/// connect timeout (15 s), and a second.
+const SETUPS_END: Duration = Duration::from_secs(16);
+
 /// The lookups' k: a lookup succeeds when it finds every other node, up to this many.
 const K: usize = 20;
 
@@ -172,6 +176,11 @@ impl Phase {
                     let js = "return [...document.querySelectorAll('#log li')].map(l => l.textContent)\
                               .filter(t => t.includes('no link to')).slice(0, 4)";
                     eprintln!("      its last failed dials: {}", m.tab.js(js, vec![]).await?);
+                    let js =
+                        "const n = window.webdht.node; return Promise.all([n.counters(), n.peers()]).then(([c, p]) => \
+                              ({ timeouts: c.timeouts, unreachable: c.unreachable, slow: c.slowRequests, \
+                              late: c.lateAnswers, linked: p.map(x => x.short), linksOpened: n.stats().linksOpened }))";
+                    eprintln!("      its counters and links: {}", m.tab.js(js, vec![]).await?);
                 }
                 self.lookups.add(found.len() >= expect);
                 self.lookup_ms.push(r["ms"].as_f64().unwrap_or(f64::NAN));
@@ -247,10 +256,11 @@ pub(super) async fn relay_swarm(host: &str, netns: bool) -> Result<(), String> {
     up.get(&group1, &group1, "up").await?;
 
     // The first server goes away. Links whose setup it carried before may still be opening: the count of
-    // links by signaling path starts a moment later (no setup can start through it any more).
+    // links by signaling path starts once every such setup has ended, opened or not (a setup gives up after
+    // the transport's connect timeout, 15 s); no setup can start through the server any more.
     let _ = first.process.kill().await;
     let _ = first.process.wait().await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(SETUPS_END).await;
     let mut before = Vec::new();
     for m in &group1 {
         before.push(links_opened(&m.tab).await?);
