@@ -128,7 +128,7 @@ pub struct LinkPath {
     /// We dialed (sent the offer), rather than answered.
     pub dialed: bool,
     /// Relays the setup's signals passed over the DHT's links: 0 when they went through the signaling
-    /// server.
+    /// server (1 too when they went straight over a link between the two ends).
     pub relays: u8,
 }
 
@@ -217,10 +217,12 @@ enum SignalPath {
 }
 
 impl SignalPath {
+    /// The relays for [`LinkPath::relays`]: signals carried straight over a link between the two ends (an
+    /// empty route, which only a way back takes) count as one, being carried by the DHT all the same.
     fn relays(&self) -> u8 {
         match self {
             SignalPath::Server => 0,
-            SignalPath::Relayed(route) => route.len() as u8,
+            SignalPath::Relayed(route) => route.len().max(1) as u8,
         }
     }
 }
@@ -742,7 +744,8 @@ async fn open(
 }
 
 /// Sends our offer to `to` along all of `paths` at once and waits (bounded) for the answer's SDP; returns it
-/// and the way it came by. Our candidates follow the offer at once when there is one path only; with
+/// and the way the offer went that brought it (the first one when the answer came another way: the peer's
+/// way back had lost a link). Our candidates follow the offer at once when there is one path only; with
 /// several, they follow the answer along the way it came (one round trip later).
 async fn ask(
     inner: &Rc<Inner>,
@@ -752,7 +755,7 @@ async fn ask(
     candidates: mpsc::Receiver<IceCandidate>,
 ) -> Result<(String, SignalPath), TransportError> {
     let offer = Signal::Offer { session, sdp: offer_sdp.to_string() };
-    let sent: Vec<SignalPath> = paths.iter().filter(|path| inner.send_signal(path, to, &offer)).cloned().collect();
+    let mut sent: Vec<SignalPath> = paths.iter().filter(|path| inner.send_signal(path, to, &offer)).cloned().collect();
     if sent.is_empty() {
         return Err(if paths.is_empty() {
             TransportError::NoAddress(to)
@@ -765,7 +768,7 @@ async fn ask(
     if let [path] = sent.as_slice() {
         trickle_out(inner, (to, path), session, candidates.take().expect("taken once"));
     }
-    inner.pending.borrow_mut().insert(session, AnswerWait { peer: to, paths: sent, tx });
+    inner.pending.borrow_mut().insert(session, AnswerWait { peer: to, paths: sent.clone(), tx });
     let reply = timeout(&inner.config.clock, inner.config.connect_timeout, rx).await;
     inner.pending.borrow_mut().remove(&session);
     match reply {
@@ -773,7 +776,8 @@ async fn ask(
             if let Some(candidates) = candidates.take() {
                 trickle_out(inner, (to, &path), session, candidates);
             }
-            Ok((answer, path))
+            let went = if sent.contains(&path) { path } else { sent.swap_remove(0) };
+            Ok((answer, went))
         }
         Ok(Ok(Err(e))) => Err(e),
         Ok(Err(_)) => Err(TransportError::Signaling("gone".into())),

@@ -9,6 +9,7 @@ use futures::StreamExt;
 use kvstore::{IdbStore, Store};
 use serde::Serialize;
 use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
 use std::rc::Rc;
 use transport_webrtc::{IceServer, PathBook, RtcConfig, WebRtcTransport};
 use wasm_bindgen::prelude::*;
@@ -50,6 +51,8 @@ struct Shared {
     key_kind: &'static str,
     /// The live WebRTC links' paths.
     paths: PathBook,
+    /// How long each step of `start` took, in ms: `[(step, ms)]` in order.
+    start_steps: Vec<(&'static str, f64)>,
 }
 
 impl Shared {
@@ -233,6 +236,24 @@ pub fn id_work_cost(difficulty: u32, count: u32) -> Result<JsValue, JsError> {
     serde_wasm_bindgen::to_value(&cost).map_err(|e| js_error("result", e))
 }
 
+/// Times the steps of `start`, each from the end of the one before.
+struct StepClock {
+    last: f64,
+    steps: Vec<(&'static str, f64)>,
+}
+
+impl StepClock {
+    fn new() -> Self {
+        StepClock { last: js_sys::Date::now(), steps: Vec::new() }
+    }
+
+    fn mark(&mut self, step: &'static str) {
+        let now = js_sys::Date::now();
+        self.steps.push((step, now - self.last));
+        self.last = now;
+    }
+}
+
 /// The key the node signs with, and where it lives: the one the application gave; else the one a node of
 /// this database made before (kept in IndexedDB, so its records stay its own); else a non-extractable
 /// WebCrypto key, made once and kept; else (no ed25519 in this browser's WebCrypto) one made and kept.
@@ -272,6 +293,7 @@ impl WebNode {
     /// on another one, through peers the node holds links with (`rtc:via:` addresses).
     pub async fn start(options: JsValue, db_name: Option<String>) -> Result<WebNode, JsError> {
         console_error_panic_hook::set_once();
+        let mut steps = StepClock::new();
         let StartOptions { signaling, db, signing_key, ice_servers, max_links } =
             StartOptions::read(&options, db_name)?;
         let db_name = db.unwrap_or_else(|| DEFAULT_DB.to_string());
@@ -283,6 +305,7 @@ impl WebNode {
         let identity = setup::load_identity(&store).await.map_err(|e| JsError::new(&e.to_string()))?;
         let restored_records = store.records().await.map(|r| r.len()).unwrap_or(0);
         let restored_contacts = store.load_contacts().await.map(|c| c.len()).unwrap_or(0);
+        steps.mark("store");
         // One clock for the transport and the driver.
         let clock = SharedClock::default();
         let config = RtcConfig {
@@ -293,15 +316,18 @@ impl WebNode {
             more_signaling: signaling[1..].to_vec(),
             ..RtcConfig::loopback(signaling[0].clone())
         };
-        let transport = WebRtcTransport::start(identity.clone(), Vec::new(), config)
-            .await
-            .map_err(|e| js_error(&format!("signaling server {}", signaling.join(" or ")), e))?;
+        // The signing key is found (or made) while the signaling server registers us.
+        let (transport, signer) =
+            futures::join!(WebRtcTransport::start(identity.clone(), Vec::new(), config), signer(&store, signing_key));
+        let transport = transport.map_err(|e| js_error(&format!("signaling server {}", signaling.join(" or ")), e))?;
+        let (signer, key_kind) = signer?;
+        steps.mark("registered");
         let contact = Contact { id: identity.node_id(), addrs: transport.local_addrs().to_vec() };
         let seeds = transport.signaling().seeds(SEEDS).await;
+        steps.mark("seeds");
         let paths = transport.paths();
         let seed = setup::random_seed().map_err(|e| JsError::new(&e.to_string()))?;
         let mut driver = DriverConfig::new(contact.clone(), seed);
-        let (signer, key_kind) = signer(&store, signing_key).await?;
         driver.signer = signer;
         // Others' records get three quarters of the tab's storage and never more: a peer storing as fast as
         // it may fills that room and is refused, and IndexedDB never has to evict this tab's own records
@@ -313,6 +339,8 @@ impl WebNode {
         driver.save_interval = SAVE_INTERVAL;
         let (handle, task) = start(driver, transport, store, clock);
         wasm_bindgen_futures::spawn_local(task);
+        let found = handle.bootstrap(seeds).await.map_err(|e| js_error("join", e))?;
+        steps.mark("joined");
         let shared = Rc::new(Shared {
             handle: handle.clone(),
             contact,
@@ -323,7 +351,9 @@ impl WebNode {
             joined: Cell::new(0),
             key_kind,
             paths,
+            start_steps: steps.steps,
         });
+        shared.joined.set(found.len());
         let events = Rc::downgrade(&shared);
         let mut rx = handle.events();
         wasm_bindgen_futures::spawn_local(async move {
@@ -338,8 +368,6 @@ impl WebNode {
                 }
             }
         });
-        let found = handle.bootstrap(seeds).await.map_err(|e| js_error("join", e))?;
-        shared.joined.set(found.len());
         Ok(WebNode { shared })
     }
 
@@ -618,8 +646,10 @@ impl WebNode {
     }
 
     /// What the node found at start and since: `{ restoredRecords, restoredContacts, joinedPeers, evicted,
-    /// linksOpened }` (`linksOpened`: WebRTC links opened so far, `[signaled through the signaling server,
-    /// through one peer, through two]`).
+    /// linksOpened, startSteps }` (`linksOpened`: WebRTC links opened so far, `[signaled through the
+    /// signaling server, through one peer, through two]`; `startSteps`: how long each step of `start` took,
+    /// in ms: `store` (IndexedDB opened, identity and counts read), `registered` (on a signaling server, the
+    /// signing key found meanwhile), `seeds` (peers asked of the server), `joined` (the join's lookup)).
     pub fn stats(&self) -> Result<JsValue, JsError> {
         #[derive(Serialize)]
         #[serde(rename_all = "camelCase")]
@@ -629,6 +659,7 @@ impl WebNode {
             joined_peers: usize,
             evicted: u64,
             links_opened: [u64; 3],
+            start_steps: BTreeMap<&'static str, f64>,
         }
         let s = &self.shared;
         serde_wasm_bindgen::to_value(&Stats {
@@ -637,6 +668,7 @@ impl WebNode {
             joined_peers: s.joined.get(),
             evicted: s.evicted.get(),
             links_opened: s.paths.opened(),
+            start_steps: s.start_steps.iter().copied().collect(),
         })
         .map_err(|e| js_error("stats", e))
     }

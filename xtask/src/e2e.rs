@@ -342,7 +342,8 @@ async fn swarm(opts: &Opts, host: &str, netns: bool) -> Result<(), String> {
     let join_ms = join_times(&tabs).await?;
     for (t, tab) in tabs.iter().enumerate() {
         let timings = tab.js("return window.webdht.timings", vec![]).await?;
-        eprintln!("    tab {t} join steps (ms from page load): {timings}");
+        let steps = tab.js("return window.webdht.node.stats().startSteps", vec![]).await?;
+        eprintln!("    tab {t} join steps (ms from page load): {timings}; inside start (ms each): {steps}");
     }
 
     let owners = Owners::of(&tabs, &natives).await?;
