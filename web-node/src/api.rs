@@ -9,7 +9,6 @@ use futures::StreamExt;
 use kvstore::{IdbStore, Store};
 use serde::Serialize;
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
 use std::rc::Rc;
 use transport_webrtc::{IceServer, PathBook, RtcConfig, WebRtcTransport};
 use wasm_bindgen::prelude::*;
@@ -659,18 +658,21 @@ impl WebNode {
             joined_peers: usize,
             evicted: u64,
             links_opened: [u64; 3],
-            start_steps: BTreeMap<&'static str, f64>,
+            start_steps: std::collections::BTreeMap<&'static str, f64>,
         }
         let s = &self.shared;
-        serde_wasm_bindgen::to_value(&Stats {
+        let stats = Stats {
             restored_records: s.restored_records,
             restored_contacts: s.restored_contacts,
             joined_peers: s.joined.get(),
             evicted: s.evicted.get(),
             links_opened: s.paths.opened(),
             start_steps: s.start_steps.iter().copied().collect(),
-        })
-        .map_err(|e| js_error("stats", e))
+        };
+        // Plain objects, not `Map`s, so that pages and JSON see the steps.
+        stats
+            .serialize(&serde_wasm_bindgen::Serializer::new().serialize_maps_as_objects(true))
+            .map_err(|e| js_error("stats", e))
     }
 
     /// What the node relayed over its links (signals for new links): a promise of `{ sent, delivered,
