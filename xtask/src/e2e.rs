@@ -851,13 +851,20 @@ struct LinkPaths {
     kinds: std::collections::BTreeMap<String, usize>,
     /// Setup times of the links this end dialed (ms, sorted).
     dialed_setup_ms: Vec<f64>,
+    /// Of those, the links to native nodes (ms, sorted).
+    dialed_to_native_ms: Vec<f64>,
     /// Live peers shown without a path (expected none: every link of a tab is WebRTC).
     missing: usize,
 }
 
 impl LinkPaths {
     async fn of(tabs: &[Tab]) -> Result<LinkPaths, String> {
-        let mut paths = LinkPaths { kinds: Default::default(), dialed_setup_ms: Vec::new(), missing: 0 };
+        let mut paths = LinkPaths {
+            kinds: Default::default(),
+            dialed_setup_ms: Vec::new(),
+            dialed_to_native_ms: Vec::new(),
+            missing: 0,
+        };
         for tab in tabs {
             let peers = tab.js("return window.webdht.node.peers()", vec![]).await?;
             for peer in peers.as_array().ok_or_else(|| format!("peers(): {peers}"))? {
@@ -868,11 +875,17 @@ impl LinkPaths {
                 };
                 *paths.kinds.entry(kind.to_string()).or_default() += 1;
                 if path["dialed"].as_bool() == Some(true) {
-                    paths.dialed_setup_ms.push(path["setupMs"].as_f64().unwrap_or(f64::NAN));
+                    let ms = path["setupMs"].as_f64().unwrap_or(f64::NAN);
+                    paths.dialed_setup_ms.push(ms);
+                    let addrs = peer["addrs"].as_array().into_iter().flatten().filter_map(Value::as_str);
+                    if addrs.into_iter().any(|a| a.starts_with("tcp:")) {
+                        paths.dialed_to_native_ms.push(ms);
+                    }
                 }
             }
         }
         paths.dialed_setup_ms.sort_by(f64::total_cmp);
+        paths.dialed_to_native_ms.sort_by(f64::total_cmp);
         Ok(paths)
     }
 }
@@ -925,12 +938,15 @@ impl Outcome {
         eprintln!("  tampered wasm            {}: {}", self.tampered.0, self.tampered.1);
         let setup = &self.paths.dialed_setup_ms;
         eprintln!(
-            "  tab link paths           {:?}, {} without a path; setup ms p50 / max {:.0} / {:.0} ({} dialed)",
+            "  tab link paths           {:?}, {} without a path; setup ms p50 / max {:.0} / {:.0} ({} dialed; \
+             to natives p50 {:.0} of {})",
             self.paths.kinds,
             self.paths.missing,
             percentile(setup, 0.5),
             percentile(setup, 1.0),
-            setup.len()
+            setup.len(),
+            percentile(&self.paths.dialed_to_native_ms, 0.5),
+            self.paths.dialed_to_native_ms.len()
         );
         let fl = &self.flood;
         eprintln!(
@@ -990,6 +1006,7 @@ impl Outcome {
             "tab_link_paths": self.paths.kinds,
             "tab_link_setup_ms_p50": percentile(&self.paths.dialed_setup_ms, 0.5),
             "tab_link_setup_ms_max": percentile(&self.paths.dialed_setup_ms, 1.0),
+            "tab_link_setup_to_natives_ms_p50": percentile(&self.paths.dialed_to_native_ms, 0.5),
             "flood_sent": self.flood.report["sent"],
             "flood_stored_mib": self.flood.stored_mib(),
             "flood_own_kept": self.flood.own_kept,
