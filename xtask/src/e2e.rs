@@ -4,6 +4,7 @@
 //! network namespace (loopback plus a veth pair whose both ends stay inside), so nothing leaves the machine
 //! and Chromium has an interface to gather candidates on.
 
+mod crowd;
 mod files;
 mod nat;
 mod relay;
@@ -36,10 +37,12 @@ struct Opts {
     native: usize,
     /// `--relay`: the run of [`relay`] instead (its own tabs and nodes).
     relay: bool,
+    /// `--crowd N`: the run of [`crowd`] instead, with N tabs.
+    crowd: Option<usize>,
 }
 
 fn parse(args: &[String]) -> Result<Opts, String> {
-    let mut o = Opts { tabs: 4, native: 3, relay: false };
+    let mut o = Opts { tabs: 4, native: 3, relay: false, crowd: None };
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut num = |name: &str| -> Result<usize, String> {
@@ -49,7 +52,15 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             "--tabs" => o.tabs = num("--tabs")?,
             "--native" => o.native = num("--native")?,
             "--relay" => o.relay = true,
-            other => return Err(format!("e2e: unknown argument {other} (use --tabs T --native N, or --relay)")),
+            "--crowd" => {
+                o.crowd = Some(num("--crowd")?)
+                    .filter(|n| (2..=32).contains(n))
+                    .map(Some)
+                    .ok_or("e2e: --crowd takes 2 to 32 tabs")?
+            }
+            other => {
+                return Err(format!("e2e: unknown argument {other} (use --tabs T --native N, --relay or --crowd N)"))
+            }
         }
     }
     if o.tabs < 2 || o.tabs > 16 || o.native < 1 || o.native > 16 {
@@ -103,6 +114,9 @@ fn run_swarm(opts: &Opts, host: &str, netns: bool) -> Result<(), String> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
     if opts.relay {
         return rt.block_on(relay::relay_swarm(host, netns));
+    }
+    if let Some(count) = opts.crowd {
+        return rt.block_on(crowd::crowd(host, netns, count));
     }
     rt.block_on(swarm(opts, host, netns))
 }
@@ -600,7 +614,9 @@ async fn start_chromedriver(out_dir: &Path) -> Result<(Child, String), String> {
     Ok((chromedriver, driver))
 }
 
-/// Opens the tabs, each with its own Chromium profile, on `page` as node `tab{t}`.
+/// Opens the tabs, each with its own Chromium profile, on `page` as node `tab{t}`, each once the one before
+/// has joined: every browser runs on this machine, and a browser starting while a tab joins takes the CPU
+/// the join needs (a user's tab joins alone on its machine; `e2e --crowd` measures tabs joining at once).
 /// Tab 1 is given a signaling server that does not answer before the real one (it must register there).
 async fn open_tabs(
     opts: &Opts,
@@ -615,6 +631,7 @@ async fn open_tabs(
         let servers = if t == 1 { format!("&signaling=wss://{host}:1/ws,{}", sig.ws) } else { String::new() };
         let url = format!("{}?node=tab{t}{servers}", sig.page);
         tab.client.goto(&url).await.map_err(|e| format!("tab {t}: {e}"))?;
+        tab.joined().await.map_err(|e| format!("tab {t}: {e}"))?;
         tabs.push(tab);
     }
     Ok(tabs)

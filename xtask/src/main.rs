@@ -41,6 +41,7 @@ fn main() -> ExitCode {
             eprintln!(
                 "  e2e --relay  two signaling servers, 15 + 3 tabs, 3 natives; the first server stops: links signaled over the DHT"
             );
+            eprintln!("  e2e --crowd N  N tabs (2 to 32) load the page at once: join times (a measurement)");
             eprintln!("  bench  every benchmark, one JSON line per figure; rewrites BENCHMARKS.md's table (~6 min)");
             return ExitCode::from(2);
         }
