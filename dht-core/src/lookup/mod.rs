@@ -44,6 +44,9 @@ struct Candidate {
     late: bool,
     /// Late, and asked again ([`Lookup::on_resent`]): among the k closest, it holds the lookup's end.
     resent: bool,
+    /// Waited on while a link to it is set up ([`Lookup::on_dialing`]): late and holding the end like a
+    /// resent peer, but not a failure (nor its introducer's) unless it fails.
+    dialing: bool,
 }
 
 /// The state of one disjoint path.
@@ -209,6 +212,7 @@ impl Lookup {
                 via,
                 path,
                 late: false,
+                dialing: false,
                 resent: false,
             },
         );
@@ -347,13 +351,17 @@ impl Lookup {
         c.state = PeerState::Succeeded;
         c.late = false;
         c.resent = false;
+        // A peer waited on while its link was set up was not counted as failed.
+        let dialing = std::mem::take(&mut c.dialing);
         let hops = c.hops.saturating_add(1);
         let via = c.via;
         let p = c.path;
         if late {
-            self.failures -= 1;
-            if let Some(i) = self.introducers.get_mut(usize::from(via)) {
-                i.failed = i.failed.saturating_sub(1);
+            if !dialing {
+                self.failures -= 1;
+                if let Some(i) = self.introducers.get_mut(usize::from(via)) {
+                    i.failed = i.failed.saturating_sub(1);
+                }
             }
         } else {
             self.paths[usize::from(p)].in_flight -= 1;
@@ -417,12 +425,32 @@ impl Lookup {
         }
     }
 
+    /// `peer`'s request waits on a link being set up to it (a first contact): the lookup asks others
+    /// meanwhile (the peer no longer counts against α) but does not finish while the peer ranks among the k
+    /// closest and may still answer ([`Lookup::on_success`] counts it, [`Lookup::on_failure`] ends the
+    /// wait). Unlike a slow peer, it counts as a failure, its introducer's too, only if it fails: every
+    /// contact a browser node learns needs a link first, and its introducer is no liar for that.
+    pub fn on_dialing(&mut self, peer: &NodeId) {
+        let Some(c) = self.find(peer).filter(|c| c.state == PeerState::Waiting) else { return };
+        c.state = PeerState::Failed;
+        c.late = true;
+        c.resent = true;
+        c.dialing = true;
+        let p = c.path;
+        self.paths[usize::from(p)].in_flight -= 1;
+    }
+
     /// `peer` failed to answer usefully (timeout, refusal, invalid answer).
     pub fn on_failure(&mut self, peer: &NodeId) {
         let Some(c) = self.find(peer) else { return };
         if c.resent {
             // The resend failed too: the lookup stops waiting for it.
             c.resent = false;
+            if std::mem::take(&mut c.dialing) {
+                // Its link could not be set up: a failure, counted now.
+                let via = c.via;
+                self.count_failure(via);
+            }
             return;
         }
         if c.state != PeerState::Waiting {
@@ -432,6 +460,12 @@ impl Lookup {
         let via = c.via;
         let p = c.path;
         self.paths[usize::from(p)].in_flight -= 1;
+        self.count_failure(via);
+    }
+
+    /// A request failed; counts it against the peer that introduced the contact (`via`), which is
+    /// distrusted past [`LookupParams::distrust_after`] failures that outnumber twice its answers.
+    fn count_failure(&mut self, via: u16) {
         self.failures += 1;
         let limit = self.params.distrust_after;
         let Some(i) = self.introducers.get_mut(usize::from(via)) else { return };

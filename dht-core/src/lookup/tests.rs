@@ -389,3 +389,30 @@ fn a_lookup_whose_only_peer_was_resent_waits_for_it() {
     l.on_success(&id(1), [id(2)].map(Contact::bare));
     assert_eq!(drain(&mut l), vec![id(2)]);
 }
+
+#[test]
+fn peers_being_dialed_hold_the_end_but_are_no_failures_until_they_fail() {
+    let target = id(0);
+    let mut l = Lookup::new(target, [id(100), id(101)].map(Contact::bare), params(4, 1));
+    assert_eq!(drain(&mut l), vec![id(100)]);
+    // 100 introduces four peers, each of which must be dialed first.
+    l.on_success(&id(100), [id(1), id(2), id(3), id(4)].map(Contact::bare));
+    for n in 1..=4 {
+        assert_eq!(drain(&mut l), vec![id(n)], "one dial does not hold up the next request");
+        l.on_dialing(&id(n));
+    }
+    assert!(l.distrusted().is_empty(), "dials are not failures: 100 is no liar");
+    assert_eq!(l.failures(), 0);
+    assert_eq!(drain(&mut l), vec![id(101)]);
+    l.on_success(&id(101), []);
+    assert_eq!(l.poll_next(), Next::Wait, "the end waits for the peers being dialed");
+    for n in 1..=3 {
+        l.on_success(&id(n), []);
+    }
+    assert_eq!(l.poll_next(), Next::Wait, "and for the last one");
+    l.on_failure(&id(4));
+    assert_eq!(l.failures(), 1, "a dial that failed counts");
+    assert_eq!(l.poll_next(), Next::Finished);
+    let got: Vec<_> = l.closest().into_iter().map(|c| c.id).collect();
+    assert_eq!(got, vec![id(1), id(2), id(3), id(100)]);
+}

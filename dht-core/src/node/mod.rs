@@ -241,7 +241,7 @@ impl Node {
     /// stay as they are.
     pub fn dialing(&mut self, now: Instant, peer: &NodeId) {
         for query in self.requests.dialing(now, peer) {
-            self.on_lookup_resent(query, peer);
+            self.on_lookup_dialing(query, peer);
         }
         self.drive_queries(now);
     }

@@ -339,6 +339,14 @@ impl Node {
         }
     }
 
+    /// A lookup request to `peer` waits on a link being set up: the lookup goes on without the peer but
+    /// waits for its answer before it finishes (see [`crate::lookup::Lookup::on_dialing`]).
+    pub(super) fn on_lookup_dialing(&mut self, id: QueryId, peer: &NodeId) {
+        if let Some(q) = self.queries.get_mut(&id) {
+            q.lookup.on_dialing(peer);
+        }
+    }
+
     /// Checks a `Nodes` answer against the limits: too many contacts refuses it whole; our own id and ids
     /// without the required proof of work are skipped.
     fn accept_contacts(&mut self, from: &NodeId, closer: Vec<Contact>) -> Option<Vec<Contact>> {
