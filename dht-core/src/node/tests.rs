@@ -839,28 +839,13 @@ fn a_second_resend_goes_only_where_resends_were_answered() {
     assert_eq!(resends_to_silent_peer(&mut node, 5_000, 6).1, 2);
 }
 
-/// A node with k = 2, α = 1 (and the default retries) that knows peers 1 and 2, has learnt a 10 ms round
-/// trip, and at `start` looks up a target: returns it with the peer asked first and that request.
+/// A node with k = 2, α = 1 and one retry that knows peers 1 and 2 and has learnt a 10 ms round trip, at
+/// `start` looking up a target: returns it with the peer asked first and that request.
 fn lookup_from_a_warm_node(start: u64) -> (Node, NodeId, Message) {
-    let mut cfg = Config::default();
-    cfg.k = 2;
-    cfg.alpha = 1;
-    let mut node = node_knowing(cfg, &[1, 2]);
-    node.find_node(t(0), id(9));
-    let mut outs = drain(&mut node);
-    while let Some((to, msg)) = sends(&outs).pop() {
-        outs = answer_nodes(&mut node, 10, to, &msg);
-    }
+    let (mut node, _) = node_with_retries();
     node.find_node(t(start), id(7));
     let (first, msg) = sends(&drain(&mut node)).remove(0);
     (node, first, msg)
-}
-
-fn answer_nodes(node: &mut Node, at: u64, to: NodeId, msg: &Message) -> Vec<Output> {
-    let (rid, _) = request(msg);
-    let reply = Message::Response { id: rid, body: Response::Nodes { closer: vec![] } };
-    node.handle_message(t(at), Contact::bare(to), reply);
-    drain(node)
 }
 
 #[test]
@@ -871,22 +856,15 @@ fn a_peer_being_dialed_is_waited_for_past_the_round_trip_and_its_answer_counts()
     // The lookup goes on without the peer being dialed meanwhile...
     let (other, second) = sends(&drain(&mut node)).remove(0);
     assert_ne!(other, dialed);
-    let outs = answer_nodes(&mut node, start + 10, other, &second);
+    let outs = answer(&mut node, start + 10, other, &second);
     assert!(events(&outs).is_empty(), "but holds its end for it");
     // ... past the full request timeout, without sending it again (the request waits on the link).
     node.handle_timeout(t(start + 3_000));
     let outs = drain(&mut node);
     assert!(sends(&outs).is_empty() && events(&outs).is_empty(), "{outs:?}");
-    let outs = answer_nodes(&mut node, start + 3_500, dialed, &first);
-    let (closest, stats) = events(&outs)
-        .into_iter()
-        .find_map(|e| match e {
-            Event::LookupFinished { closest, stats, .. } => Some((closest, stats)),
-            _ => None,
-        })
-        .expect("lookup finished");
-    assert_eq!(closest.len(), 2, "the dialed peer is in the result");
-    assert_eq!(stats.failures, 0);
+    let outs = answer(&mut node, start + 3_500, dialed, &first);
+    let closest = finished(&outs).expect("lookup finished");
+    assert!(closest.contains(&dialed) && closest.len() == 2, "the dialed peer is in the result");
     assert_eq!(node.stats().timeouts, 0);
     // Reported twice, the dial changes nothing more.
     node.dialing(t(start + 3_600), &dialed);
@@ -899,20 +877,13 @@ fn a_dialed_peer_that_is_never_reached_ends_the_wait_at_the_connect_timeout() {
     let (mut node, dialed, _) = lookup_from_a_warm_node(start);
     node.dialing(t(start), &dialed);
     let (other, second) = sends(&drain(&mut node)).remove(0);
-    answer_nodes(&mut node, start + 10, other, &second);
+    answer(&mut node, start + 10, other, &second);
     let connect = Config::default().connect_timeout.as_millis() as u64;
     node.handle_timeout(t(start + connect - 1));
     assert!(events(&drain(&mut node)).is_empty(), "still waiting");
     node.handle_timeout(t(start + connect));
-    let outs = drain(&mut node);
-    let closest = events(&outs)
-        .into_iter()
-        .find_map(|e| match e {
-            Event::LookupFinished { closest, .. } => Some(closest),
-            _ => None,
-        })
-        .expect("lookup finished at the connect timeout");
-    assert_eq!(closest.iter().map(|c| c.id).collect::<Vec<_>>(), vec![other]);
+    let closest = finished(&drain(&mut node)).expect("lookup finished at the connect timeout");
+    assert_eq!(closest, vec![other]);
     assert_eq!(node.stats().timeouts, 1);
 }
 
@@ -922,21 +893,14 @@ fn an_unreachable_peer_fails_its_requests_at_once() {
     let (mut node, dialed, first) = lookup_from_a_warm_node(start);
     node.dialing(t(start), &dialed);
     let (other, second) = sends(&drain(&mut node)).remove(0);
-    answer_nodes(&mut node, start + 10, other, &second);
+    answer(&mut node, start + 10, other, &second);
     node.unreachable(t(start + 50), &dialed);
-    let outs = drain(&mut node);
-    let closest = events(&outs)
-        .into_iter()
-        .find_map(|e| match e {
-            Event::LookupFinished { closest, .. } => Some(closest),
-            _ => None,
-        })
-        .expect("lookup finished when the dial failed");
-    assert_eq!(closest.iter().map(|c| c.id).collect::<Vec<_>>(), vec![other]);
+    let closest = finished(&drain(&mut node)).expect("lookup finished when the dial failed");
+    assert_eq!(closest, vec![other]);
     assert_eq!((node.stats().unreachable, node.stats().timeouts), (1, 0));
     assert_eq!(node.routing_table().get(&dialed).map(|e| e.failures), Some(1), "counted as a failure");
     // Nothing of it is left waiting: a late answer is unexpected, and no deadline fires for it.
-    answer_nodes(&mut node, start + 60, dialed, &first);
+    answer(&mut node, start + 60, dialed, &first);
     assert_eq!(node.stats().unexpected_responses, 1);
     node.handle_timeout(t(start + 10_000));
     assert_eq!(node.stats().timeouts, 0);

@@ -248,6 +248,8 @@ pub(super) async fn relay_swarm(host: &str, netns: bool) -> Result<(), String> {
     let mut names: Vec<(String, String)> =
         natives.iter().enumerate().map(|(i, n)| (n.short_id.clone(), format!("native{i}"))).collect();
     names.extend(group1.iter().map(|m| (m.short_id.clone(), m.name.clone())));
+    let ids: Vec<String> = names.iter().map(|(id, name)| format!("{name}={id}")).collect();
+    eprintln!("    ids: {}", ids.join(" "));
 
     // With the first server up.
     let mut up = Phase::default();
