@@ -315,11 +315,11 @@ impl WebNode {
             more_signaling: signaling[1..].to_vec(),
             ..RtcConfig::loopback(signaling[0].clone())
         };
-        // The signing key is found (or made) while the signaling server registers us.
-        let (transport, signer) =
-            futures::join!(WebRtcTransport::start(identity.clone(), Vec::new(), config), signer(&store, signing_key));
-        let transport = transport.map_err(|e| js_error(&format!("signaling server {}", signaling.join(" or ")), e))?;
-        let (signer, key_kind) = signer?;
+        let (signer, key_kind) = signer(&store, signing_key).await?;
+        steps.mark("key");
+        let transport = WebRtcTransport::start(identity.clone(), Vec::new(), config)
+            .await
+            .map_err(|e| js_error(&format!("signaling server {}", signaling.join(" or ")), e))?;
         steps.mark("registered");
         let contact = Contact { id: identity.node_id(), addrs: transport.local_addrs().to_vec() };
         let seeds = transport.signaling().seeds(SEEDS).await;
@@ -647,8 +647,8 @@ impl WebNode {
     /// What the node found at start and since: `{ restoredRecords, restoredContacts, joinedPeers, evicted,
     /// linksOpened, startSteps }` (`linksOpened`: WebRTC links opened so far, `[signaled through the
     /// signaling server, through one peer, through two]`; `startSteps`: how long each step of `start` took,
-    /// in ms: `store` (IndexedDB opened, identity and counts read), `registered` (on a signaling server, the
-    /// signing key found meanwhile), `seeds` (peers asked of the server), `joined` (the join's lookup)).
+    /// in ms: `store` (IndexedDB opened, identity and counts read), `key` (the signing key found or made),
+    /// `registered` (on a signaling server), `seeds` (peers asked of the server), `joined` (the join's lookup)).
     pub fn stats(&self) -> Result<JsValue, JsError> {
         #[derive(Serialize)]
         #[serde(rename_all = "camelCase")]

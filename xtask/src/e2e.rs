@@ -261,7 +261,12 @@ impl Tab {
                 return Ok(ms);
             }
             if t0.elapsed() > JOIN_TIMEOUT {
-                return Err(format!("tab not joined after {JOIN_TIMEOUT:?}"));
+                // Where the page got to: its steps so far, its state line and its last log lines.
+                let js = "return { timings: window.webdht && window.webdht.timings, \
+                          state: (document.getElementById('state') || {}).textContent, \
+                          log: [...document.querySelectorAll('#log li')].slice(0, 8).map(l => l.textContent) }";
+                let seen = self.js(js, vec![]).await.unwrap_or_default();
+                return Err(format!("tab not joined after {JOIN_TIMEOUT:?}; the page: {seen}"));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
