@@ -232,6 +232,9 @@ impl SignalPath {
 /// that vouched for a peer may have closed its link since; of six linked peers, one most likely holds one.
 const MAX_ROUTES: usize = 6;
 
+/// Characters of the reason a peer is told when its offer cannot be answered.
+const MAX_REJECT_REASON: usize = 200;
+
 /// Offers answered lately that are remembered, so that a copy which came by a slower route is not answered
 /// again once the setup it began has ended.
 const ANSWERED_MEMORY: usize = 128;
@@ -824,7 +827,15 @@ async fn answer(
 ) -> Result<(), TransportError> {
     let config = &inner.config;
     let started = config.clock.now();
-    let mut setup = Peer::answer(config, &offer_sdp).await.map_err(TransportError::Connect)?;
+    let mut setup = match Peer::answer(config, &offer_sdp).await {
+        Ok(setup) => setup,
+        Err(e) => {
+            // The dialer would wait for an answer that never comes: it hears why at once.
+            let reason: String = format!("cannot answer: {e}").chars().take(MAX_REJECT_REASON).collect();
+            let _ = inner.send_signal(&path, from, &Signal::Reject { session, reason });
+            return Err(TransportError::Connect(e));
+        }
+    };
     let answer_sdp = setup.sdp.clone();
     let local = setup.take_candidates();
     let prologue = prologue(&offer_sdp, &answer_sdp);

@@ -238,3 +238,49 @@ async fn the_first_signaling_server_that_answers_is_used() {
         })
         .await;
 }
+
+/// An offer the node cannot answer (its SDP is not SDP) is rejected with the reason at once: the dialer
+/// does not wait for an answer that never comes.
+#[tokio::test(flavor = "current_thread")]
+async fn an_offer_that_cannot_be_answered_is_rejected_at_once() {
+    use async_tungstenite::tungstenite::Message;
+    use signaling_protocol::{prove, solve_work, ClientMsg, Hex32, ServerMsg};
+    let local = tokio::task::LocalSet::new();
+    local
+        .run_until(async {
+            let url = signaling().await;
+            let b = Identity::generate().unwrap();
+            let mut node = WebRtcTransport::start(b.clone(), vec![], RtcConfig::loopback(&url)).await.unwrap();
+            let mut incoming = node.incoming();
+            tokio::task::spawn_local(async move { while incoming.next().await.is_some() {} });
+            // A raw client of the signaling protocol, as a hostile or broken peer would be.
+            let (mut ws, _) = async_tungstenite::tokio::connect_async(&url).await.unwrap();
+            let next = |text: Option<Result<Message, _>>| match text {
+                Some(Ok(Message::Text(t))) => ServerMsg::decode(t.as_str()).unwrap(),
+                other => panic!("unexpected {other:?}"),
+            };
+            let ServerMsg::Challenge { nonce, key, work } = next(ws.next().await) else { panic!("no challenge") };
+            let a = Identity::generate().unwrap();
+            let (public_key, proof) = prove(a.private_bytes(), &nonce, &key).unwrap();
+            let work = solve_work(&nonce, &public_key, work).unwrap();
+            let register = ClientMsg::Register { public_key, proof, addrs: vec![], work };
+            ws.send(Message::text(register.encode())).await.unwrap();
+            assert!(matches!(next(ws.next().await), ServerMsg::Registered { .. }));
+            let offer = transport_webrtc::Signal::Offer { session: 7, sdp: "not sdp".into() };
+            let to = Hex32(*b.node_id().as_bytes());
+            let signal = ClientMsg::Signal { to, data: serde_json::to_string(&offer).unwrap() };
+            let sent = Instant::now();
+            ws.send(Message::text(signal.encode())).await.unwrap();
+            let reply = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.expect("an answer at once");
+            let ServerMsg::Signal { data, .. } = next(reply) else { panic!("no signal back") };
+            let back: transport_webrtc::Signal = serde_json::from_str(&data).unwrap();
+            match back {
+                transport_webrtc::Signal::Reject { session: 7, reason } => {
+                    assert!(reason.starts_with("cannot answer"), "{reason}")
+                }
+                other => panic!("expected a rejection, got {other:?}"),
+            }
+            eprintln!("rejected after {:?}", sent.elapsed());
+        })
+        .await;
+}
