@@ -632,26 +632,21 @@ impl<T: Transport, S: Store + 'static> Io<T, S> {
             let _ = link.tx.try_send(msg);
             return;
         }
-        let request = matches!(msg, Message::Request { .. });
-        if let Some(queue) = self.queued.get_mut(&to.id) {
+        let (id, request) = (to.id, matches!(msg, Message::Request { .. }));
+        let news = if let Some(queue) = self.queued.get_mut(&id) {
             if queue.len() < self.config.max_queued_per_dial {
                 queue.push(msg);
             }
-            if request {
-                self.link_news.push(LinkNews::Dialing(to.id));
-            }
-            return;
-        }
-        if to.addrs.is_empty() {
-            if request {
-                self.link_news.push(LinkNews::Unreachable(to.id));
-            }
-            return;
-        }
-        let id = to.id;
-        self.dial(to, vec![msg]);
+            LinkNews::Dialing(id)
+        } else if to.addrs.is_empty() {
+            LinkNews::Unreachable(id)
+        } else {
+            self.dial(to, vec![msg]);
+            LinkNews::Dialing(id)
+        };
+        // The node hears what its requests wait on.
         if request {
-            self.link_news.push(LinkNews::Dialing(id));
+            self.link_news.push(news);
         }
     }
 

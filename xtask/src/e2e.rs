@@ -52,12 +52,10 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             "--tabs" => o.tabs = num("--tabs")?,
             "--native" => o.native = num("--native")?,
             "--relay" => o.relay = true,
-            "--crowd" => {
-                o.crowd = Some(num("--crowd")?)
-                    .filter(|n| (2..=32).contains(n))
-                    .map(Some)
-                    .ok_or("e2e: --crowd takes 2 to 32 tabs")?
-            }
+            "--crowd" => match num("--crowd")? {
+                n @ 2..=32 => o.crowd = Some(n),
+                _ => return Err("e2e: --crowd takes 2 to 32 tabs".into()),
+            },
             other => {
                 return Err(format!("e2e: unknown argument {other} (use --tabs T --native N, --relay or --crowd N)"))
             }
@@ -357,8 +355,7 @@ async fn swarm(opts: &Opts, host: &str, netns: bool) -> Result<(), String> {
     let natives = start_natives(opts, host, &sig.ws, &tls, tmp.path(), &out_dir).await?;
     let (_chromedriver, driver) = start_chromedriver(&out_dir).await?;
     let browser = Browser { driver, host_mode_flags: !netns, spki };
-    let tabs = open_tabs(opts, &browser, &sig, host, tmp.path()).await?;
-    let join_ms = join_times(&tabs).await?;
+    let (tabs, join_ms) = open_tabs(opts, &browser, &sig, host, tmp.path()).await?;
     for (t, tab) in tabs.iter().enumerate() {
         let timings = tab.js("return window.webdht.timings", vec![]).await?;
         let steps = tab.js("return window.webdht.node.stats().startSteps", vec![]).await?;
@@ -623,34 +620,26 @@ async fn start_chromedriver(out_dir: &Path) -> Result<(Child, String), String> {
 /// has joined: every browser runs on this machine, and a browser starting while a tab joins takes the CPU
 /// the join needs (a user's tab joins alone on its machine; `e2e --crowd` measures tabs joining at once).
 /// Tab 1 is given a signaling server that does not answer before the real one (it must register there).
+/// Returns the tabs and their join times (ms from page load).
 async fn open_tabs(
     opts: &Opts,
     browser: &Browser,
     sig: &Signaling,
     host: &str,
     tmp: &Path,
-) -> Result<Vec<Tab>, String> {
-    let mut tabs = Vec::new();
+) -> Result<(Vec<Tab>, Vec<f64>), String> {
+    let (mut tabs, mut join_ms) = (Vec::new(), Vec::new());
     for t in 0..opts.tabs {
         let tab = Tab::open(browser, &tmp.join(format!("chrome-{t}"))).await?;
         let servers = if t == 1 { format!("&signaling=wss://{host}:1/ws,{}", sig.ws) } else { String::new() };
         let url = format!("{}?node=tab{t}{servers}", sig.page);
         tab.client.goto(&url).await.map_err(|e| format!("tab {t}: {e}"))?;
-        tab.joined().await.map_err(|e| format!("tab {t}: {e}"))?;
-        tabs.push(tab);
-    }
-    Ok(tabs)
-}
-
-/// Waits for each tab in turn to join; returns their join times (ms from page load).
-async fn join_times(tabs: &[Tab]) -> Result<Vec<f64>, String> {
-    let mut join_ms = Vec::new();
-    for (t, tab) in tabs.iter().enumerate() {
         let ms = tab.joined().await.map_err(|e| format!("tab {t}: {e}"))?;
         eprintln!("    tab {t} joined {ms:.0} ms after page load");
+        tabs.push(tab);
         join_ms.push(ms);
     }
-    Ok(join_ms)
+    Ok((tabs, join_ms))
 }
 
 /// The key of tab `t`'s `j`th value.

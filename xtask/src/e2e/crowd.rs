@@ -60,8 +60,9 @@ pub(super) async fn crowd(host: &str, netns: bool, count: usize) -> Result<(), S
         puts.add(tabs[t].put("crowd", &format!("from-{t}")).await? > 0);
     }
     for (i, &t) in joined.iter().enumerate() {
-        let (tab, next) = (&tabs[t], joined[(i + 1) % joined.len()]);
-        let (value, _) = tab.get("crowd", &owners[(i + 1) % joined.len()]).await?;
+        let j = (i + 1) % joined.len();
+        let next = joined[j];
+        let (value, _) = tabs[t].get("crowd", &owners[j]).await?;
         let ok = value.as_deref() == Some(format!("from-{next}").as_str());
         if !ok {
             eprintln!("    tab {t}: get of tab {next}'s record answered {value:?}");
