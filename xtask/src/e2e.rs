@@ -359,7 +359,12 @@ async fn swarm(opts: &Opts, host: &str, netns: bool) -> Result<(), String> {
     for (t, tab) in tabs.iter().enumerate() {
         let timings = tab.js("return window.webdht.timings", vec![]).await?;
         let steps = tab.js("return window.webdht.node.stats().startSteps", vec![]).await?;
-        eprintln!("    tab {t} join steps (ms from page load): {timings}; inside start (ms each): {steps}");
+        // The page's own loads (ms from page load: start, end), the navigation's first.
+        let loads = "const r = (e) => [e.name.split('/').pop() || e.name, Math.round(e.startTime), \
+                     Math.round(e.responseEnd)]; \
+                     return performance.getEntriesByType('navigation').concat(performance.getEntriesByType('resource')).map(r)";
+        let loads = tab.js(loads, vec![]).await?;
+        eprintln!("    tab {t} join steps (ms from page load): {timings}; inside start (ms each): {steps}; loads: {loads}");
     }
 
     let owners = Owners::of(&tabs, &natives).await?;
