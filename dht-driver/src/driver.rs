@@ -501,6 +501,7 @@ impl<T: Transport, S: Store + 'static> Driver<T, S> {
             (None, Some(_)) => {
                 self.io.remove_link(&remote.id);
                 self.io.emit(NodeEvent::PeerDisconnected(remote.id));
+                self.node.link_lost(now, &remote.id);
             }
             (None, None) => {}
         }

@@ -547,3 +547,82 @@ fn lookups_wait_for_slow_dials_and_not_for_failed_ones() {
         assert_eq!(stats.timeouts, 0, "{stats:?}");
     });
 }
+
+/// A transport whose first link to `cut` closes as soon as a request goes on it, unanswered (as when the
+/// peer closes the link to make room for another, or the link breaks).
+struct CutFirstLink {
+    inner: dht_driver::memory::MemoryTransport,
+    cut: NodeId,
+    done: std::rc::Rc<std::cell::Cell<bool>>,
+    spawner: futures::executor::LocalSpawner,
+}
+
+impl dht_driver::Transport for CutFirstLink {
+    fn dial(
+        &self,
+        peer: &Contact,
+    ) -> futures::future::LocalBoxFuture<'static, Result<dht_driver::PeerLink, dht_driver::TransportError>> {
+        let dial = self.inner.dial(peer);
+        if peer.id != self.cut || self.done.replace(true) {
+            return dial;
+        }
+        let spawner = self.spawner.clone();
+        Box::pin(async move {
+            use futures::SinkExt;
+            let link = dial.await?;
+            let (tx, mut from_driver) = futures::channel::mpsc::channel(16);
+            let (mut to_driver, rx) = futures::channel::mpsc::channel(16);
+            let (mut real_tx, mut real_rx) = (link.tx, link.rx);
+            let forward = async move {
+                loop {
+                    futures::select! {
+                        m = from_driver.next() => match m {
+                            Some(dht_core::Message::Request { .. }) | None => break,
+                            Some(m) => { let _ = real_tx.send(m).await; }
+                        },
+                        m = real_rx.next() => match m {
+                            Some(m) => { let _ = to_driver.send(m).await; }
+                            None => break,
+                        },
+                    }
+                }
+                // Both ends of the link close here: the request is lost with it.
+            };
+            spawner.spawn_local(forward).expect("the pool accepts tasks");
+            Ok(dht_driver::PeerLink { remote: link.remote, tx, rx })
+        })
+    }
+
+    fn incoming(&mut self) -> futures::stream::LocalBoxStream<'static, dht_driver::PeerLink> {
+        self.inner.incoming()
+    }
+}
+
+/// A request whose link closes before it is answered is sent again at once over a new link (the driver
+/// tells the node of the close), and the lookup finds its peer.
+#[test]
+fn a_request_lost_with_its_link_goes_again_over_a_new_one() {
+    let mut pool = LocalPool::new();
+    let net = MemoryNetwork::new();
+    let nodes: Vec<NodeHandle> = (0..6).map(|n| spawn_node(&pool, &net, n, MemoryStore::new())).collect();
+    let local = contact(50);
+    let done = std::rc::Rc::new(std::cell::Cell::new(false));
+    let transport =
+        CutFirstLink { inner: net.transport(local.clone()), cut: contact(3).id, done, spawner: pool.spawner() };
+    let (x, task) = start(DriverConfig::new(local, 50), transport, MemoryStore::new(), SystemClock);
+    pool.spawner().spawn_local(task).unwrap();
+    pool.run_until(async {
+        for node in &nodes[1..] {
+            node.bootstrap(vec![contact(0)]).await.unwrap();
+        }
+        let found = x.bootstrap(vec![contact(0)]).await.unwrap();
+        let mut ids: Vec<NodeId> = found.iter().map(|c| c.id).collect();
+        ids.sort();
+        let mut all: Vec<NodeId> = (0..6).map(|n| contact(n).id).collect();
+        all.sort();
+        let stats = x.stats().await.unwrap();
+        assert_eq!(ids, all, "every node, 3 too: {stats:?}");
+        let stats = x.stats().await.unwrap();
+        assert_eq!(stats.lost_with_link, 1, "the request to 3 went with its link: {stats:?}");
+    });
+}

@@ -48,7 +48,8 @@ struct RunArgs {
     control: SocketAddr,
     /// Signaling server to register with (e.g. ws://127.0.0.1:8080/ws, or wss:// with TLS): the node then also accepts and
     /// dials WebRTC links (browser tabs reach it this way), and joins through peers the server hands out.
-    /// Repeat for fallbacks: the first that answers at start is used.
+    /// Repeat for fallbacks: the first that answers at start is used, and the next that answers when the
+    /// one in use goes away.
     #[arg(long)]
     signaling: Vec<String>,
     /// A certificate (PEM; a private CA's, say) to trust for a wss:// --signaling server besides the

@@ -143,11 +143,11 @@ impl IceServer {
 /// Options of a WebRTC transport.
 #[derive(Debug, Clone)]
 pub struct RtcConfig {
-    /// The signaling server, e.g. `ws://127.0.0.1:8080/ws` or `wss://signal.example.org/ws`; once the
-    /// transport started, the one it registered on.
+    /// The signaling server, e.g. `ws://127.0.0.1:8080/ws` or `wss://signal.example.org/ws`.
     pub signaling_url: String,
-    /// Other signaling servers, tried in order when `signaling_url` does not answer at start (at most
-    /// [`MAX_SIGNALING_SERVERS`] in all).
+    /// Other signaling servers, tried in order when `signaling_url` does not answer at start, and in turn
+    /// when the one the node registered on goes away (at most [`MAX_SIGNALING_SERVERS`] in all). The node's
+    /// `rtc:` address names the one it is registered on ([`WebRtcTransport::local_address`]).
     pub more_signaling: Vec<String>,
     /// Certificates (DER) trusted for a `wss://` signaling server besides the system's roots, e.g. a
     /// private CA. Native only: a browser checks certificates against its own trust.

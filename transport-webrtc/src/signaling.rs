@@ -64,6 +64,9 @@ pub struct SignalingClient {
     clock: SharedClock,
     /// Registered now (not between a lost connection and the next registration).
     connected: Rc<Cell<bool>>,
+    /// Which of the servers we are registered on (or were last).
+    current: Rc<Cell<usize>>,
+    registration: Rc<Registration>,
 }
 
 async fn recv_msg<S: SignalSocket>(ws: &mut S) -> Result<ServerMsg, String> {
@@ -78,54 +81,94 @@ async fn send_msg<S: SignalSocket>(ws: &mut S, msg: &ClientMsg) -> Result<(), St
 /// Who a signaling connection registers, and where: what every (re)connection needs.
 #[derive(Clone)]
 struct Registration {
-    url: String,
+    /// The servers, in the order given: the node registers on one at a time.
+    urls: Vec<String>,
     tls_roots: Arc<[Vec<u8>]>,
     identity: Identity,
-    addrs: Vec<Address>,
+    /// Our addresses besides the `rtc:` one, which names the server we register on.
+    advertised: Vec<Address>,
     clock: SharedClock,
 }
 
-/// Connects to the server and registers the identity with its addresses.
-async fn register<S: SignalSocket>(r: &Registration) -> Result<S, String> {
-    let Registration { url, tls_roots, identity, addrs, clock } = r;
-    let steps = async {
-        let mut ws = S::connect(url, tls_roots).await.map_err(|e| format!("{url}: {e}"))?;
-        let ServerMsg::Challenge { nonce, key, work } = recv_msg(&mut ws).await? else {
-            return Err("the server did not open with a challenge".to_string());
+impl Registration {
+    /// Connects to the server at `url` and registers the identity there, with the `rtc:` address of that
+    /// server and the other addresses.
+    async fn register<S: SignalSocket>(&self, url: &str) -> Result<S, String> {
+        let Registration { tls_roots, identity, clock, .. } = self;
+        let steps = async {
+            let mut ws = S::connect(url, tls_roots).await.map_err(|e| format!("{url}: {e}"))?;
+            let ServerMsg::Challenge { nonce, key, work } = recv_msg(&mut ws).await? else {
+                return Err("the server did not open with a challenge".to_string());
+            };
+            let (public_key, proof) = prove(identity.private_bytes(), &nonce, &key).map_err(|e| e.to_string())?;
+            // The proof of work the server may ask for (a few thousand hashes to a few million, at most
+            // MAX_WORK_BITS): a moment's CPU before the registration.
+            let work = solve_work(&nonce, &public_key, work).ok_or_else(|| {
+                format!("{url}: the server asks for {work} bits of registration work, more than {MAX_WORK_BITS}")
+            })?;
+            let addrs = self.addrs(url).iter().map(|a| a.as_str().to_owned()).collect();
+            send_msg(&mut ws, &ClientMsg::Register { public_key, proof, addrs, work }).await?;
+            match recv_msg(&mut ws).await? {
+                ServerMsg::Registered { id } if NodeId::from(id) == identity.node_id() => Ok(ws),
+                other => Err(format!("registration failed: {other:?}")),
+            }
         };
-        let (public_key, proof) = prove(identity.private_bytes(), &nonce, &key).map_err(|e| e.to_string())?;
-        // The proof of work the server may ask for (a few thousand hashes to a few million, at most
-        // MAX_WORK_BITS): a moment's CPU before the registration.
-        let work = solve_work(&nonce, &public_key, work).ok_or_else(|| {
-            format!("{url}: the server asks for {work} bits of registration work, more than {MAX_WORK_BITS}")
-        })?;
-        let addrs = addrs.iter().map(|a| a.as_str().to_owned()).collect();
-        send_msg(&mut ws, &ClientMsg::Register { public_key, proof, addrs, work }).await?;
-        match recv_msg(&mut ws).await? {
-            ServerMsg::Registered { id } if NodeId::from(id) == identity.node_id() => Ok(ws),
-            other => Err(format!("registration failed: {other:?}")),
-        }
-    };
-    timeout(clock, REGISTER_TIMEOUT, steps).await.map_err(|_| format!("{url}: registration timed out"))?
+        timeout(clock, REGISTER_TIMEOUT, steps).await.map_err(|_| format!("{url}: registration timed out"))?
+    }
+
+    /// Our addresses while registered on the server at `url`: its `rtc:` address first.
+    fn addrs(&self, url: &str) -> Vec<Address> {
+        std::iter::once(crate::address(url)).chain(self.advertised.iter().cloned()).collect()
+    }
 }
 
 impl SignalingClient {
-    /// Registers with the server at `url`; returns the client and the signals addressed to us. Waits and
-    /// deadlines are on `clock`.
+    /// Registers on the first of `urls` that answers, in order; returns the client and the signals
+    /// addressed to us, or why none answered. When that server goes away the client registers again, on it
+    /// if it is back in a moment, else on the next of `urls` that answers (in turn). Waits and deadlines are
+    /// on `clock`.
     pub(crate) async fn connect<S: SignalSocket>(
-        url: String,
+        urls: Vec<String>,
         tls_roots: Arc<[Vec<u8>]>,
         identity: Identity,
-        addrs: Vec<Address>,
+        advertised: Vec<Address>,
         clock: SharedClock,
     ) -> Result<(SignalingClient, mpsc::Receiver<SigEvent>), String> {
-        let registration = Registration { url, tls_roots, identity, addrs, clock: clock.clone() };
-        let ws = register::<S>(&registration).await?;
-        let (cmd_tx, cmd_rx) = mpsc::channel(SIGNALING_QUEUE);
-        let (ev_tx, ev_rx) = mpsc::channel(SIGNALING_QUEUE);
-        let connected = Rc::new(Cell::new(true));
-        rt::spawn(signaling_loop(ws, registration, cmd_rx, ev_tx, connected.clone()));
-        Ok((SignalingClient { cmd: cmd_tx, clock, connected }, ev_rx))
+        let registration = Registration { urls, tls_roots, identity, advertised, clock: clock.clone() };
+        let mut failures = Vec::new();
+        for (at, url) in registration.urls.iter().enumerate() {
+            match registration.register::<S>(url).await {
+                Ok(ws) => {
+                    let (cmd_tx, cmd_rx) = mpsc::channel(SIGNALING_QUEUE);
+                    let (ev_tx, ev_rx) = mpsc::channel(SIGNALING_QUEUE);
+                    let (connected, current) = (Rc::new(Cell::new(true)), Rc::new(Cell::new(at)));
+                    let client = SignalingClient {
+                        cmd: cmd_tx,
+                        clock,
+                        connected: connected.clone(),
+                        current: current.clone(),
+                        registration: Rc::new(registration.clone()),
+                    };
+                    rt::spawn(signaling_loop(ws, registration, cmd_rx, ev_tx, connected, current));
+                    return Ok((client, ev_rx));
+                }
+                Err(e) => {
+                    tracing::info!(%url, "signaling server not answering: {e}");
+                    failures.push(e);
+                }
+            }
+        }
+        Err(failures.join("; "))
+    }
+
+    /// The server we are registered on (or were last, while the client reconnects).
+    pub fn url(&self) -> &str {
+        &self.registration.urls[self.current.get()]
+    }
+
+    /// Our addresses on the server we are registered on (its `rtc:` address first).
+    pub fn addrs(&self) -> Vec<Address> {
+        self.registration.addrs(self.url())
     }
 
     /// Whether the client is registered now (false while the server is away and the client reconnects).
@@ -175,22 +218,29 @@ async fn signaling_loop<S: SignalSocket>(
     mut cmds: mpsc::Receiver<Cmd>,
     mut events: mpsc::Sender<SigEvent>,
     connected: Rc<Cell<bool>>,
+    current: Rc<Cell<usize>>,
 ) {
-    let url = registration.url.clone();
     let mut ws = Some(ws);
     let mut backoff = Duration::from_millis(500);
+    // The server tried next: the one we were on first (it may be back in a moment), then the others in turn.
+    let mut next = current.get();
     loop {
         let Some(conn) = ws.take() else {
             registration.clock.sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(30));
-            match register::<S>(&registration).await {
+            let url = &registration.urls[next];
+            match registration.register::<S>(url).await {
                 Ok(c) => {
                     tracing::info!(%url, "signaling reconnected");
+                    current.set(next);
                     connected.set(true);
                     backoff = Duration::from_millis(500);
                     ws = Some(c);
                 }
-                Err(e) => tracing::info!(%url, "signaling reconnect failed: {e}"),
+                Err(e) => {
+                    tracing::info!(%url, "signaling reconnect failed: {e}");
+                    next = (next + 1) % registration.urls.len();
+                }
             }
             if !fail_queued(&mut cmds, &mut events) {
                 return;
@@ -201,6 +251,7 @@ async fn signaling_loop<S: SignalSocket>(
         connected.set(false);
         match served {
             Served::Lost(reason) => {
+                let url = &registration.urls[current.get()];
                 tracing::info!(%url, "signaling connection lost: {reason}");
                 let _ = events.try_send(SigEvent::Lost);
             }

@@ -247,7 +247,6 @@ struct RelayOut {
 
 struct Inner {
     identity: Identity,
-    local_addrs: Vec<Address>,
     config: RtcConfig,
     signaling: SignalingClient,
     /// Our offers waiting for an answer, by session.
@@ -277,7 +276,7 @@ impl Inner {
     /// not our server while it is away (an offer would wait for its return, up to the client's reconnection
     /// backoff, and hold up everything queued for the peer).
     fn signal_paths(&self, peer: &Contact) -> Vec<SignalPath> {
-        let on_our_server = peer.addrs.contains(&crate::address(&self.config.signaling_url));
+        let on_our_server = peer.addrs.contains(&crate::address(self.signaling.url()));
         if on_our_server && self.signaling.is_connected() {
             return vec![SignalPath::Server];
         }
@@ -517,37 +516,20 @@ impl WebRtcTransport {
         signaling_identity: Identity,
         identity: Identity,
         advertised: Vec<Address>,
-        mut config: RtcConfig,
+        config: RtcConfig,
     ) -> Result<Self, TransportError> {
-        // The first server that answers, in order: the node registers there and its `rtc:` address names it.
+        // The first server that answers, in order: the node registers there and its `rtc:` address names it
+        // (another of them, should that one go away).
         let urls = std::iter::once(config.signaling_url.clone()).chain(config.more_signaling.iter().cloned());
+        let urls = urls.take(crate::MAX_SIGNALING_SERVERS).collect();
         let roots: std::sync::Arc<[Vec<u8>]> = config.tls_roots.clone().into();
-        let mut failures = Vec::new();
-        let mut registered = None;
-        for url in urls.take(crate::MAX_SIGNALING_SERVERS) {
-            let mut local_addrs = vec![crate::address(&url)];
-            local_addrs.extend(advertised.iter().cloned());
-            let (who, clock) = (signaling_identity.clone(), config.clock.clone());
-            match SignalingClient::connect::<Socket>(url.clone(), roots.clone(), who, local_addrs.clone(), clock).await
-            {
-                Ok(client) => {
-                    registered = Some((url, client, local_addrs));
-                    break;
-                }
-                Err(e) => {
-                    tracing::info!(%url, "signaling server not answering: {e}");
-                    failures.push(e);
-                }
-            }
-        }
-        let Some((url, (signaling, events), local_addrs)) = registered else {
-            return Err(TransportError::Signaling(failures.join("; ")));
-        };
-        config.signaling_url = url;
+        let (who, clock) = (signaling_identity, config.clock.clone());
+        let (signaling, events) = SignalingClient::connect::<Socket>(urls, roots, who, advertised, clock)
+            .await
+            .map_err(TransportError::Signaling)?;
         let (incoming_tx, incoming_rx) = mpsc::channel(config.queue);
         let inner = Rc::new(Inner {
             identity,
-            local_addrs,
             config,
             signaling,
             pending: RefCell::new(HashMap::new()),
@@ -566,14 +548,15 @@ impl WebRtcTransport {
         Ok(WebRtcTransport { inner, incoming: Some(incoming_rx), relayed: Some(relayed_tx) })
     }
 
-    /// Our WebRTC address (`rtc:` + the signaling URL).
+    /// Our WebRTC address (`rtc:` + the URL of the signaling server we are registered on).
     pub fn local_address(&self) -> Address {
-        crate::address(&self.inner.config.signaling_url)
+        crate::address(self.inner.signaling.url())
     }
 
-    /// All addresses this transport advertises (the `rtc:` one first).
-    pub fn local_addrs(&self) -> &[Address] {
-        &self.inner.local_addrs
+    /// All addresses this transport advertises (the `rtc:` one first; it changes when the node registers on
+    /// another server).
+    pub fn local_addrs(&self) -> Vec<Address> {
+        self.inner.signaling.addrs()
     }
 
     /// Peer connections made so far, dialed and answered (see [`RtcConfig::connection_budget`]).
@@ -803,7 +786,7 @@ async fn dial(inner: Rc<Inner>, peer: Contact, paths: Vec<SignalPath>) -> Result
         let (answer, path) = ask(&inner, (peer.id, &paths), session, &offer_sdp, local).await?;
         setup.pc.accept(&answer).await.map_err(TransportError::Connect)?;
         let prologue = prologue(&offer_sdp, &answer);
-        let local = inner.local_addrs.clone();
+        let local = inner.signaling.addrs();
         let link = Link::initiator(&inner.identity, Some(peer.id), &prologue, local, &config.link, config.clock.now())
             .map_err(handshake_error)?;
         Ok((link, path))
@@ -839,7 +822,7 @@ async fn answer(
     let answer_sdp = setup.sdp.clone();
     let local = setup.take_candidates();
     let prologue = prologue(&offer_sdp, &answer_sdp);
-    let link = Link::responder(&inner.identity, &prologue, inner.local_addrs.clone(), &config.link, config.clock.now())
+    let link = Link::responder(&inner.identity, &prologue, inner.signaling.addrs(), &config.link, config.clock.now())
         .map_err(handshake_error)
         .and_then(|l| {
             let sent = inner.send_signal(&path, from, &Signal::Answer { session, sdp: answer_sdp });

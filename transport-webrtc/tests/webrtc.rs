@@ -239,6 +239,43 @@ async fn the_first_signaling_server_that_answers_is_used() {
         .await;
 }
 
+/// A node whose signaling server goes away registers on the next one it was given, under that server's
+/// `rtc:` address, and a node registered there finds it and links with it through that server.
+#[tokio::test(flavor = "current_thread")]
+async fn a_node_moves_to_the_next_signaling_server_when_its_own_goes_away() {
+    let local = tokio::task::LocalSet::new();
+    local
+        .run_until(async {
+            let first = common::stoppable_relay().await;
+            let second = signaling().await;
+            let a = Identity::generate().unwrap();
+            let config = RtcConfig { more_signaling: vec![second.clone()], ..RtcConfig::loopback(&first.url) };
+            let mut ta = WebRtcTransport::start(a.clone(), vec![], config).await.unwrap();
+            let mut a_incoming = ta.incoming();
+            assert_eq!(ta.local_address(), transport_webrtc::address(&first.url));
+            first.stop();
+            let t0 = Instant::now();
+            while ta.local_address() != transport_webrtc::address(&second) || !ta.signaling().is_connected() {
+                assert!(t0.elapsed() < Duration::from_secs(10), "not registered on the second server");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            eprintln!("registered on the second server {:?} after the first stopped", t0.elapsed());
+            assert_eq!(ta.local_addrs(), vec![transport_webrtc::address(&second)]);
+
+            let b = Identity::generate().unwrap();
+            let tb = WebRtcTransport::start(b.clone(), vec![], RtcConfig::loopback(&second)).await.unwrap();
+            let peers = tb.signaling().peers(5).await;
+            let found = peers.into_iter().map(Contact::from).find(|c| c.id == a.node_id()).expect("a is listed");
+            assert_eq!(found.addrs, vec![transport_webrtc::address(&second)], "under the second server's address");
+            let link = tb.dial(&found).await.expect("dial through the second server");
+            assert_eq!(link.remote.id, a.node_id());
+            let la = tokio::time::timeout(Duration::from_secs(10), a_incoming.next()).await.unwrap().unwrap();
+            assert_eq!(la.remote.id, b.node_id());
+            assert_eq!(tb.paths().get(&a.node_id()).map(|p| p.relays), Some(0), "signaled by the server");
+        })
+        .await;
+}
+
 /// An offer the node cannot answer (its SDP is not SDP) is rejected with the reason at once: the dialer
 /// does not wait for an answer that never comes.
 #[tokio::test(flavor = "current_thread")]

@@ -103,7 +103,7 @@ fn now_ms() -> f64 {
 
 /// What `WebNode.start` is given.
 struct StartOptions {
-    /// Tried in order: the first that answers is used.
+    /// Tried in order: the first that answers is used (and the next that answers when it goes away).
     signaling: Vec<String>,
     db: Option<String>,
     signing_key: Option<SigningKey>,
@@ -160,7 +160,8 @@ impl StartOptions {
     }
 }
 
-/// `options.signaling`: a URL, or a list of them tried in order (the first that answers is used).
+/// `options.signaling`: a URL, or a list of them tried in order (the first that answers is used, and the
+/// next that answers when it goes away).
 fn signaling_option(value: JsValue) -> Result<Vec<String>, JsError> {
     let needed = || JsError::new("start: `signaling` (a URL, or an array of URLs) is needed");
     let urls: Vec<String> = match value.as_string() {
@@ -280,7 +281,7 @@ impl WebNode {
     /// give each tab its own `db`.
     ///
     /// `options` is `{ signaling, db?, signingKey?, iceServers?, maxLinks? }` (`signaling` a URL or an array of URLs
-    /// tried in order, the first that answers used; or the signaling URL alone, with `db` as
+    /// tried in order, the first that answers used, the next that answers once it goes away; or the signaling URL alone, with `db` as
     /// the second argument). `iceServers` is what `RTCPeerConnection` takes (`[{ urls, username?,
     /// credential? }]`, at most 8): the page gets them from its signaling server's `GET /config`, which
     /// hands out TURN credentials that expire. `signingKey` (32 bytes, a Uint8Array, as `exportSigningKey` gives it) is the ed25519 key the
@@ -584,8 +585,8 @@ impl WebNode {
         })
     }
 
-    /// The node's counters since it started: `{ requestsIn, responsesIn, timeouts, unreachable, slowRequests,
-    /// lateAnswers, refusedBusy, refusedQuota, storeFailures, evicted, ... }` (what a slow or failing
+    /// The node's counters since it started: `{ requestsIn, responsesIn, timeouts, unreachable, lostWithLink,
+    /// slowRequests, lateAnswers, refusedBusy, refusedQuota, storeFailures, evicted, ... }` (what a slow or failing
     /// swarm looks like from here).
     pub fn counters(&self) -> js_sys::Promise {
         let handle = self.shared.handle.clone();
@@ -597,6 +598,7 @@ impl WebNode {
                 ("responsesIn", s.responses_in),
                 ("timeouts", s.timeouts),
                 ("unreachable", s.unreachable),
+                ("lostWithLink", s.lost_with_link),
                 ("slowRequests", s.slow_requests),
                 ("lateAnswers", s.late_answers),
                 ("unexpectedResponses", s.unexpected_responses),

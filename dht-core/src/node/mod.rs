@@ -256,6 +256,16 @@ impl Node {
         self.drive_queries(now);
     }
 
+    /// The link to `peer` closed (either end closed it, or it broke) while requests to it may be in
+    /// flight: they were lost with it, so each is handled now as its timeout would handle it — sent again
+    /// where it has attempts left (the caller then sets up a new link, see [`Node::dialing`]), failed where
+    /// not — instead of waiting out a timeout no answer can beat. Harmless when nothing was in flight.
+    pub fn link_lost(&mut self, now: Instant, peer: &NodeId) {
+        if self.requests.link_lost(now, peer, &mut self.stats) > 0 {
+            self.handle_timeout(now);
+        }
+    }
+
     /// Deadlines passed: request timeouts, record expiry, republishing, bucket refresh. Early or repeated
     /// calls are harmless.
     pub fn handle_timeout(&mut self, now: Instant) {

@@ -50,7 +50,7 @@ struct Outgoing {
     /// were answered lately ([`ResendOdds::hold_again`]).
     background: bool,
     /// It waits on a link being set up to its peer ([`Requests::dialing`]): its deadline is the connect
-    /// timeout, and it is not sent again.
+    /// timeout, and it is not sent again (unless that link comes and is lost: [`Requests::link_lost`]).
     dialing: bool,
 }
 
@@ -307,7 +307,9 @@ impl Requests {
                 // A resend unanswered in its time: the odds of the next one fall (a late answer raises them).
                 self.resend_odds.sample(false);
             }
-            let resend = req.resend.take().filter(|_| !req.background || self.resend_odds.hold_again());
+            // One that waited on a dial is not sent again: the link never came.
+            let resend =
+                req.resend.take().filter(|_| !req.dialing && (!req.background || self.resend_odds.hold_again()));
             match resend {
                 Some((to, body, left @ 1..)) => {
                     // A lookup does not wait on a resend: the peer may have left, and the lookup goes on. A
@@ -365,7 +367,6 @@ impl Requests {
             o.deadline = o.deadline.max(deadline);
             self.deadlines.insert((o.deadline, *id));
             o.grace = None;
-            o.resend = None;
             o.dialing = true;
             if let (Purpose::Query(query), false, false) = (o.purpose, o.slow, o.background) {
                 held.push(query);
@@ -393,6 +394,26 @@ impl Requests {
             failed.push(o.purpose);
         }
         failed
+    }
+
+    /// The link the requests to `peer` went on closed: their answers cannot come on it, so each attempt
+    /// now meets its deadline, as though its time had run out (no grace for a slow answer): resent where it
+    /// has attempts left (over a new link), failed where not. Returns how many requests were lost with the
+    /// link (an attempt replaced by its resend is not one more); the next [`Requests::next_expired`] reports
+    /// them.
+    pub(super) fn link_lost(&mut self, now: Instant, peer: &NodeId, stats: &mut NodeStats) -> usize {
+        let mut lost = 0;
+        for (id, o) in self.pending.iter_mut().filter(|(_, o)| o.peer == *peer) {
+            self.deadlines.remove(&(o.deadline, *id));
+            o.deadline = now;
+            o.grace = None;
+            // The link it waited on came, and went: it may go again over a new one.
+            o.dialing = false;
+            self.deadlines.insert((now, *id));
+            lost += usize::from(!o.replaced);
+        }
+        stats.lost_with_link += lost as u64;
+        lost
     }
 
     /// Drops a pending attempt without a word (its sibling answered or failed).

@@ -12,6 +12,9 @@ pub struct NodeStats {
     pub timeouts: u64,
     /// Requests that failed before their timeout because the link to their peer could not be set up.
     pub unreachable: u64,
+    /// Requests whose link closed before they were answered: each then met its deadline at once (sent again
+    /// where it had attempts left, failed where not), and counts among `timeouts` too.
+    pub lost_with_link: u64,
     /// Lookup requests that outlived their adaptive timeout: the lookup went on without them, and their
     /// answer still counted if it came before `request_timeout`.
     pub slow_requests: u64,

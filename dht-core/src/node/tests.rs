@@ -888,6 +888,34 @@ fn a_dialed_peer_that_is_never_reached_ends_the_wait_at_the_connect_timeout() {
 }
 
 #[test]
+fn requests_lost_with_their_link_are_sent_again_at_once_and_then_fail() {
+    let start = 1_000;
+    let (mut node, peer, first) = lookup_from_a_warm_node(start);
+    // The link closes 5 ms after the request went, well inside its timeout: it is sent again at once, and
+    // the lookup asks the other peer meanwhile.
+    node.link_lost(t(start + 5), &peer);
+    let outs = sends(&drain(&mut node));
+    let (again, others): (Vec<_>, Vec<_>) = outs.into_iter().partition(|(to, _)| *to == peer);
+    assert_eq!(again.len(), 1, "sent again: {again:?}");
+    let (other, second) = others.into_iter().next().expect("the lookup went on");
+    assert_eq!(node.stats().lost_with_link, 1);
+    let outs = answer(&mut node, start + 10, other, &second);
+    assert!(events(&outs).is_empty(), "the lookup holds its end for the request sent again");
+    // Its new link closes too, and no attempt is left: the request fails and the lookup ends without it.
+    node.link_lost(t(start + 20), &peer);
+    let closest = finished(&drain(&mut node)).expect("lookup finished when the second link closed");
+    assert_eq!(closest, vec![other]);
+    assert_eq!((node.stats().lost_with_link, node.stats().timeouts), (2, 2));
+    // Nothing of it is left waiting: a late answer to the first attempt is unexpected.
+    answer(&mut node, start + 30, peer, &first);
+    assert_eq!(node.stats().unexpected_responses, 1);
+    // A link that closes with nothing in flight changes nothing.
+    node.link_lost(t(start + 40), &other);
+    assert!(drain(&mut node).is_empty());
+    assert_eq!(node.stats().lost_with_link, 2);
+}
+
+#[test]
 fn an_unreachable_peer_fails_its_requests_at_once() {
     let start = 1_000;
     let (mut node, dialed, first) = lookup_from_a_warm_node(start);

@@ -20,15 +20,41 @@ type Registry = Arc<Mutex<HashMap<NodeId, (mpsc::UnboundedSender<String>, Vec<St
 
 /// Starts a relay on a free loopback port (its tasks on the current tokio runtime); returns its URL.
 pub async fn relay() -> String {
+    stoppable_relay().await.url
+}
+
+/// A relay that can be stopped: its listener and every connection then close, as when a server goes away.
+#[allow(dead_code)] // not every user of this module stops its relay
+pub struct Relay {
+    pub url: String,
+    tasks: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+#[allow(dead_code)]
+impl Relay {
+    /// Closes the listener and every connection.
+    pub fn stop(&self) {
+        for task in self.tasks.lock().unwrap().drain(..) {
+            task.abort();
+        }
+    }
+}
+
+/// Starts a relay on a free loopback port (its tasks on the current tokio runtime).
+pub async fn stoppable_relay() -> Relay {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
     let url = format!("ws://{}/ws", listener.local_addr().expect("bound"));
     let registry = Registry::default();
-    tokio::spawn(async move {
+    let tasks: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
+    let held = tasks.clone();
+    let accept = tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(serve(stream, registry.clone()));
+            let conn = tokio::spawn(serve(stream, registry.clone()));
+            held.lock().unwrap().push(conn.abort_handle());
         }
     });
-    url
+    tasks.lock().unwrap().push(accept.abort_handle());
+    Relay { url, tasks }
 }
 
 /// The next text message; `None` once the connection is gone or sends something else.

@@ -178,7 +178,7 @@ impl Phase {
                     eprintln!("      its last failed dials: {}", m.tab.js(js, vec![]).await?);
                     let js =
                         "const n = window.webdht.node; return Promise.all([n.counters(), n.peers()]).then(([c, p]) => \
-                              ({ timeouts: c.timeouts, unreachable: c.unreachable, slow: c.slowRequests, \
+                              ({ timeouts: c.timeouts, unreachable: c.unreachable, lost: c.lostWithLink, slow: c.slowRequests, \
                               late: c.lateAnswers, linked: p.map(x => x.short), linksOpened: n.stats().linksOpened }))";
                     eprintln!("      its counters and links: {}", m.tab.js(js, vec![]).await?);
                 }
