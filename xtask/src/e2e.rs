@@ -364,7 +364,9 @@ async fn swarm(opts: &Opts, host: &str, netns: bool) -> Result<(), String> {
                      Math.round(e.responseEnd)]; \
                      return performance.getEntriesByType('navigation').concat(performance.getEntriesByType('resource')).map(r)";
         let loads = tab.js(loads, vec![]).await?;
-        eprintln!("    tab {t} join steps (ms from page load): {timings}; inside start (ms each): {steps}; loads: {loads}");
+        eprintln!(
+            "    tab {t} join steps (ms from page load): {timings}; inside start (ms each): {steps}; loads: {loads}"
+        );
     }
 
     let owners = Owners::of(&tabs, &natives).await?;

@@ -107,8 +107,8 @@ pub fn sri(bytes: &[u8]) -> String {
 
 /// Pins the bundle by hash, so that a page whose index.html comes from the server runs nothing else: the
 /// wasm's hash goes into app.js (which checks the bytes before compiling them), and the hashes of app.js,
-/// the wasm-bindgen glue and the style sheet into index.html (`integrity` on the script and the style
-/// sheet, and an import map's `integrity` for the glue app.js imports).
+/// the wasm-bindgen glue and the style sheet into index.html (`integrity` on the script, the style sheet
+/// and the glue's preload, and an import map's `integrity` for the glue app.js imports).
 fn pin_bundle(out: &Path) -> Result<(), String> {
     let read = |name: &str| std::fs::read(out.join(name)).map_err(|e| format!("{}: {e}", out.join(name).display()));
     let write = |name: &str, text: &str| {
@@ -134,5 +134,8 @@ fn pin_bundle(out: &Path) -> Result<(), String> {
         sri(app.as_bytes())
     );
     let page = replace(&page, r#"<script type="module" src="app.js"></script>"#, &scripts, "index.html")?;
+    // A module preloaded without its hash would be taken as it came when app.js imports it.
+    let glue = format!(r#"<link rel="modulepreload" href="web_node.js" integrity="{}">"#, sri(&read("web_node.js")?));
+    let page = replace(&page, r#"<link rel="modulepreload" href="web_node.js">"#, &glue, "index.html")?;
     write("index.html", &page)
 }
