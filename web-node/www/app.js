@@ -7,13 +7,15 @@ import init, { WebNode, idWorkCost } from "./web_node.js";
 const WASM_SHA384 = "@WASM_SHA384@";
 
 // The wasm module, compiled only once its bytes match WASM_SHA384: a tampered bundle does not run.
-async function verifiedWasm() {
+async function verifiedWasm(mark) {
   if (WASM_SHA384.startsWith("@")) throw new Error("refused to run: this bundle was not built with its hashes (cargo xtask build-web)");
   if (!globalThis.crypto?.subtle) {
     throw new Error("refused to run: the page is not a secure context, so the wasm cannot be checked against its hash (serve it over https or from localhost)");
   }
   const bytes = await (await fetch(new URL("./web_node_bg.wasm", import.meta.url))).arrayBuffer();
+  mark("wasmFetched");
   const digest = new Uint8Array(await crypto.subtle.digest("SHA-384", bytes));
+  mark("wasmHashed");
   const actual = `sha384-${btoa(String.fromCharCode(...digest))}`;
   if (actual !== WASM_SHA384) {
     throw new Error(`refused to run: web_node_bg.wasm does not match the hash this page was built with (${actual}, expected ${WASM_SHA384})`);
@@ -324,7 +326,8 @@ async function main() {
     // The ICE servers are fetched while the wasm loads.
     const ice = iceServers().finally(() => mark("config"));
     setState("loading wasm");
-    page.wasm = await verifiedWasm();
+    mark("main");
+    page.wasm = await verifiedWasm(mark);
     mark("wasmVerified");
     await init({ module_or_path: page.wasm });
     mark("wasmReady");
