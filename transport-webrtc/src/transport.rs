@@ -125,6 +125,9 @@ pub struct LinkPath {
     pub protocol: String,
     /// From the start of the setup (our offer, or the peer's offer arriving) to the authenticated link.
     pub setup_ms: u64,
+    /// Of that, until the SDP exchange was done (the dialer: the answer came; the answerer: it was sent);
+    /// ICE, DTLS, SCTP and the Noise handshake take the rest.
+    pub signaled_ms: u64,
     /// We dialed (sent the offer), rather than answered.
     pub dialed: bool,
     /// Relays the setup's signals passed over the DHT's links: 0 when they went through the signaling
@@ -651,6 +654,7 @@ async fn finish(
     (started, dialed, relays): (dht_core::Instant, bool, u8),
     mut remote: mpsc::Receiver<IceCandidate>,
 ) -> Result<PeerLink, TransportError> {
+    let signaled = inner.config.clock.now();
     let config = &inner.config;
     let (limit, paths) = (config.connect_timeout, inner.paths.clone());
     let Setup { pc, pipe, mut failed, .. } = setup;
@@ -675,10 +679,11 @@ async fn finish(
     };
     let (peer, carry) = opened.start(config.link_io(), clock.clone());
     let id = peer.remote.id;
-    let setup_ms = clock.now().saturating_since(started).as_millis() as u64;
+    let ms = |at: dht_core::Instant| at.saturating_since(started).as_millis() as u64;
+    let (setup_ms, signaled_ms) = (ms(clock.now()), ms(signaled));
     let (local, remote, protocol) =
         pc.selected_pair().await.unwrap_or((Candidate::Unknown, Candidate::Unknown, String::new()));
-    let path = LinkPath { local, remote, protocol, setup_ms, dialed, relays };
+    let path = LinkPath { local, remote, protocol, setup_ms, signaled_ms, dialed, relays };
     tracing::debug!(peer = %id, path = path.kind(), setup_ms, dialed, relays, "WebRTC link open");
     let serial = inner.opened.get() + 1;
     inner.opened.set(serial);
@@ -881,7 +886,8 @@ mod tests {
     #[test]
     fn a_path_is_named_by_its_farthest_hop() {
         let kind = |local, remote| {
-            LinkPath { local, remote, protocol: "udp".into(), setup_ms: 9, dialed: true, relays: 0 }.kind()
+            LinkPath { local, remote, protocol: "udp".into(), setup_ms: 9, signaled_ms: 3, dialed: true, relays: 0 }
+                .kind()
         };
         assert_eq!(kind(Host, Host), "host");
         assert_eq!(kind(Srflx, Host), "srflx");

@@ -33,8 +33,10 @@ fn path_of(paths: &PathBook) -> impl Fn(&NodeId) -> Option<PathView> + '_ {
     move |id| {
         let p = paths.get(id)?;
         let (local, remote) = (p.local.name(), p.remote.name());
-        let (setup_ms, dialed, relays) = (p.setup_ms, p.dialed, p.relays);
-        Some(PathView { kind: p.kind(), local, remote, protocol: p.protocol, setup_ms, dialed, relays })
+        let (setup_ms, signaled_ms, dialed, relays) = (p.setup_ms, p.signaled_ms, p.dialed, p.relays);
+        let kind = p.kind();
+        let protocol = p.protocol;
+        Some(PathView { kind, local, remote, protocol, setup_ms, signaled_ms, dialed, relays })
     }
 }
 
@@ -620,7 +622,8 @@ impl WebNode {
     }
 
     /// Peers with a live link: `[{ id, short, kind, bucket, addrs, path }]`, `path` being how the link
-    /// travels: `{ kind: "host" | "srflx" | "prflx" | "relay", local, remote, protocol, setupMs, dialed, relays }`
+    /// travels: `{ kind: "host" | "srflx" | "prflx" | "relay", local, remote, protocol, setupMs, signaledMs, dialed,
+    /// relays }`
     /// (`relays`: how many peers carried its setup's signals over the DHT; 0 through the signaling server).
     pub fn peers(&self) -> js_sys::Promise {
         let (handle, own, paths) = (self.shared.handle.clone(), self.shared.contact.id, self.shared.paths.clone());

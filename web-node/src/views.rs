@@ -37,6 +37,8 @@ pub struct PathView {
     pub protocol: String,
     /// Milliseconds from the first offer to the authenticated link.
     pub setup_ms: u64,
+    /// Of those, until the SDP exchange was done (see `transport_webrtc::LinkPath::signaled_ms`).
+    pub signaled_ms: u64,
     /// This node dialed the link (rather than answered).
     pub dialed: bool,
     /// Relays its setup's signals passed over the DHT's links (0: through the signaling server).
@@ -185,6 +187,7 @@ mod tests {
             remote: "host",
             protocol: "udp".into(),
             setup_ms: 12,
+            signaled_ms: 4,
             dialed: false,
             relays: 1,
         };

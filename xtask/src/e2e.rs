@@ -869,6 +869,8 @@ struct LinkPaths {
     kinds: std::collections::BTreeMap<String, usize>,
     /// Setup times of the links this end dialed (ms, sorted).
     dialed_setup_ms: Vec<f64>,
+    /// Of those, when the answer had come (ms from the offer, sorted).
+    dialed_signaled_ms: Vec<f64>,
     /// Of those, the links to native nodes (ms, sorted).
     dialed_to_native_ms: Vec<f64>,
     /// Live peers shown without a path (expected none: every link of a tab is WebRTC).
@@ -880,6 +882,7 @@ impl LinkPaths {
         let mut paths = LinkPaths {
             kinds: Default::default(),
             dialed_setup_ms: Vec::new(),
+            dialed_signaled_ms: Vec::new(),
             dialed_to_native_ms: Vec::new(),
             missing: 0,
         };
@@ -895,6 +898,7 @@ impl LinkPaths {
                 if path["dialed"].as_bool() == Some(true) {
                     let ms = path["setupMs"].as_f64().unwrap_or(f64::NAN);
                     paths.dialed_setup_ms.push(ms);
+                    paths.dialed_signaled_ms.push(path["signaledMs"].as_f64().unwrap_or(f64::NAN));
                     let addrs = peer["addrs"].as_array().into_iter().flatten().filter_map(Value::as_str);
                     if addrs.into_iter().any(|a| a.starts_with("tcp:")) {
                         paths.dialed_to_native_ms.push(ms);
@@ -902,7 +906,11 @@ impl LinkPaths {
                 }
             }
         }
+        let steps: Vec<String> =
+            paths.dialed_signaled_ms.iter().zip(&paths.dialed_setup_ms).map(|(a, d)| format!("{a}/{d}")).collect();
+        eprintln!("    dialed links' setup (answer in / link authenticated, ms from the offer): {}", steps.join(" "));
         paths.dialed_setup_ms.sort_by(f64::total_cmp);
+        paths.dialed_signaled_ms.sort_by(f64::total_cmp);
         paths.dialed_to_native_ms.sort_by(f64::total_cmp);
         Ok(paths)
     }
@@ -966,6 +974,11 @@ impl Outcome {
             percentile(&self.paths.dialed_to_native_ms, 0.5),
             self.paths.dialed_to_native_ms.len()
         );
+        eprintln!(
+            "  dialed setup p50         answer in {:.0} ms, link authenticated {:.0} ms",
+            percentile(&self.paths.dialed_signaled_ms, 0.5),
+            percentile(setup, 0.5)
+        );
         let fl = &self.flood;
         eprintln!(
             "  storage flood at tab {}  {} stores sent, {} stored ({:.1} MiB), refused {}; own records kept {}/{}, \
@@ -1024,6 +1037,7 @@ impl Outcome {
             "tab_link_paths": self.paths.kinds,
             "tab_link_setup_ms_p50": percentile(&self.paths.dialed_setup_ms, 0.5),
             "tab_link_setup_ms_max": percentile(&self.paths.dialed_setup_ms, 1.0),
+            "tab_link_signaled_ms_p50": percentile(&self.paths.dialed_signaled_ms, 0.5),
             "tab_link_setup_to_natives_ms_p50": percentile(&self.paths.dialed_to_native_ms, 0.5),
             "flood_sent": self.flood.report["sent"],
             "flood_stored_mib": self.flood.stored_mib(),
