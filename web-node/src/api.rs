@@ -204,6 +204,36 @@ fn owner_option(options: &JsValue) -> Result<Option<OwnerKey>, JsError> {
     }
 }
 
+/// The tab's log goes to the browser's console (at each event's level) besides its ring.
+fn console_line(level: &tracing::Level, line: &str) {
+    let line = JsValue::from_str(line);
+    match *level {
+        tracing::Level::ERROR => web_sys::console::error_1(&line),
+        tracing::Level::WARN => web_sys::console::warn_1(&line),
+        tracing::Level::INFO => web_sys::console::info_1(&line),
+        _ => web_sys::console::debug_1(&line),
+    }
+}
+
+fn install_log() {
+    crate::logs::install(crate::logs::Sinks { write: console_line, now_ms: js_sys::Date::now });
+}
+
+/// Sets how much of the node's own log (its transport's dials, offers, refusals, lost connections) is
+/// written to the console and kept for `logLines`: `"off"`, `"error"`, `"warn"` (the default), `"info"`,
+/// `"debug"` or `"trace"`. May be called before `WebNode.start`, and at any time.
+#[wasm_bindgen(js_name = setLogLevel)]
+pub fn set_log_level(level: &str) -> Result<(), JsError> {
+    install_log();
+    crate::logs::set_level(level).map_err(|e| JsError::new(&e))
+}
+
+/// The last `max` lines of the node's log (at most 1,000 are kept), oldest first.
+#[wasm_bindgen(js_name = logLines)]
+pub fn log_lines(max: u32) -> Vec<String> {
+    crate::logs::lines(max as usize)
+}
+
 /// What ids with proof of work cost in this browser: `{ids, difficulty, msPerId, usPerTry}`.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -295,6 +325,7 @@ impl WebNode {
     /// on another one, through peers the node holds links with (`rtc:via:` addresses).
     pub async fn start(options: JsValue, db_name: Option<String>) -> Result<WebNode, JsError> {
         console_error_panic_hook::set_once();
+        install_log();
         let mut steps = StepClock::new();
         let StartOptions { signaling, db, signing_key, ice_servers, max_links } =
             StartOptions::read(&options, db_name)?;

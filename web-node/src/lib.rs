@@ -16,6 +16,7 @@
 //! The JS-facing part only builds for wasm32; the views it hands to JS are plain Rust (tested natively).
 #![warn(missing_docs)]
 
+pub mod logs;
 pub mod views;
 
 #[cfg(target_arch = "wasm32")]

@@ -1,6 +1,6 @@
 // The page of a webdht tab: starts a WebNode and shows what it does.
 // `window.webdht` exposes the node and its join time to scripts (the e2e run drives tabs through it).
-import init, { WebNode, idWorkCost } from "./web_node.js";
+import init, { WebNode, idWorkCost, setLogLevel, logLines } from "./web_node.js";
 
 // The wasm's SHA-384, written here by the build (`cargo xtask build-web`); this file is itself pinned by
 // the integrity attribute of its script tag, and the glue above by the page's import map.
@@ -45,7 +45,7 @@ function dbName() {
 }
 
 const page = (window.webdht = {
-  state: "loading", error: null, joinMs: null, node: null, stats: null, idWorkCost,
+  state: "loading", error: null, joinMs: null, node: null, stats: null, idWorkCost, logLines,
   // The longest main-thread task seen (PerformanceObserver "longtask": tasks over 50 ms), in ms.
   longestTaskMs: 0,
 });
@@ -331,6 +331,8 @@ async function main() {
     mark("wasmVerified");
     await init({ module_or_path: page.wasm });
     mark("wasmReady");
+    // `?log=LEVEL`: how much of the node's own log reaches the console and `logLines` (warnings by default).
+    if (params.get("log")) setLogLevel(params.get("log"));
     setState("joining");
     const node = await WebNode.start({ signaling: signalingUrls, db: page.db, iceServers: await ice, maxLinks });
     mark("started");

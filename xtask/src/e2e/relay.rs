@@ -96,7 +96,7 @@ async fn open_group(
     for t in 0..count {
         let name = format!("{prefix}{t}");
         let tab = Tab::open(browser, &tmp.join(format!("chrome-{name}"))).await?;
-        let url = format!("{page}?node={name}&maxLinks={MAX_LINKS}");
+        let url = format!("{page}?node={name}&maxLinks={MAX_LINKS}&log=debug");
         tab.client.goto(&url).await.map_err(|e| format!("{name}: {e}"))?;
         tabs.push((name, tab));
     }
@@ -181,6 +181,13 @@ impl Phase {
                               ({ timeouts: c.timeouts, unreachable: c.unreachable, lost: c.lostWithLink, slow: c.slowRequests, \
                               late: c.lateAnswers, linked: p.map(x => x.short), linksOpened: n.stats().linksOpened }))";
                     eprintln!("      its counters and links: {}", m.tab.js(js, vec![]).await?);
+                    // What the missing tabs' transports said of this one (their logs, at debug level).
+                    let me = names.iter().find(|(_, name)| *name == m.name).map(|(id, _)| id[..8].to_string());
+                    for other in tabs.iter().filter(|o| missing.contains(&o.name.as_str())) {
+                        let js = "return window.webdht.logLines(1000).filter(l => l.includes(arguments[0])).slice(-6)";
+                        let seen = other.tab.js(js, vec![json!(me.clone().unwrap_or_default())]).await?;
+                        eprintln!("      {}'s log of it: {seen}", other.name);
+                    }
                 }
                 self.lookups.add(found.len() >= expect);
                 self.lookup_ms.push(r["ms"].as_f64().unwrap_or(f64::NAN));
