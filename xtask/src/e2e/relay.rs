@@ -157,8 +157,14 @@ impl Phase {
     }
 
     /// Every tab of `tabs` looks up `LOOKUPS` far targets; each must find every node of `names` (short id,
-    /// name) but itself, up to k.
-    async fn look_up(&mut self, tabs: &[Member], label: &str, names: &[(String, String)]) -> Result<(), String> {
+    /// name) but itself, up to k. A lookup that misses tabs of `groups` prints what they logged of the looker.
+    async fn look_up(
+        &mut self,
+        tabs: &[Member],
+        groups: &[&[Member]],
+        label: &str,
+        names: &[(String, String)],
+    ) -> Result<(), String> {
         let expect = (names.len() - 1).min(K);
         for m in tabs {
             for j in 0..LOOKUPS {
@@ -183,7 +189,8 @@ impl Phase {
                     eprintln!("      its counters and links: {}", m.tab.js(js, vec![]).await?);
                     // What the missing tabs' transports said of this one (their logs, at debug level).
                     let me = names.iter().find(|(_, name)| *name == m.name).map(|(id, _)| id[..8].to_string());
-                    for other in tabs.iter().filter(|o| missing.contains(&o.name.as_str())) {
+                    let everyone = groups.iter().flat_map(|g| g.iter());
+                    for other in everyone.filter(|o| missing.contains(&o.name.as_str())) {
                         let js = "return window.webdht.logLines(1000).filter(l => l.includes(arguments[0])).slice(-6)";
                         let seen = other.tab.js(js, vec![json!(me.clone().unwrap_or_default())]).await?;
                         eprintln!("      {}'s log of it: {seen}", other.name);
@@ -260,7 +267,7 @@ pub(super) async fn relay_swarm(host: &str, netns: bool) -> Result<(), String> {
 
     // With the first server up.
     let mut up = Phase::default();
-    up.look_up(&group1, "up", &names).await?;
+    up.look_up(&group1, &[&group1], "up", &names).await?;
     up.put(&group1, "up").await?;
     up.get(&group1, &group1, "up").await?;
 
@@ -276,7 +283,7 @@ pub(super) async fn relay_swarm(host: &str, netns: bool) -> Result<(), String> {
     }
     eprintln!("    server up: {}; links opened {:?}", up.json(), sum(&before));
     let mut down = Phase::default();
-    down.look_up(&group1, "down", &names).await?;
+    down.look_up(&group1, &[&group1], "down", &names).await?;
     down.put(&group1, "down").await?;
     down.get(&group1, &group1, "down").await?;
     for (i, n) in natives.iter().enumerate() {
@@ -307,7 +314,7 @@ pub(super) async fn relay_swarm(host: &str, netns: bool) -> Result<(), String> {
     eprintln!("    group 2 joined (ms from page load): {join2:.0?}");
     names.extend(group2.iter().map(|m| (m.short_id.clone(), m.name.clone())));
     let mut second_group = Phase::default();
-    second_group.look_up(&group2, "g2", &names).await?;
+    second_group.look_up(&group2, &[&group1, &group2], "g2", &names).await?;
     second_group.put(&group2, "g2").await?;
     second_group.get(&group1, &group2, "g2").await?;
     second_group.get(&group2, &group1, "down").await?;
