@@ -336,8 +336,6 @@ impl WebNode {
         let store = IdbStore::open(&db_name, STORAGE_BUDGET).await.map_err(|e| js_error("IndexedDB", e))?;
         let evicted = store.evicted();
         let identity = setup::load_identity(&store).await.map_err(|e| JsError::new(&e.to_string()))?;
-        let restored_records = store.records().await.map(|r| r.len()).unwrap_or(0);
-        let restored_contacts = store.load_contacts().await.map(|c| c.len()).unwrap_or(0);
         steps.mark("store");
         // One clock for the transport and the driver.
         let clock = SharedClock::default();
@@ -351,9 +349,15 @@ impl WebNode {
         };
         let (signer, key_kind) = signer(&store, signing_key).await?;
         steps.mark("key");
-        let transport = WebRtcTransport::start(identity.clone(), Vec::new(), config)
-            .await
-            .map_err(|e| js_error(&format!("signaling server {}", signaling.join(" or ")), e))?;
+        // What the store holds is counted (IndexedDB reads: a reload's thousand records take a while) while
+        // the signaling server registers us.
+        let held = async {
+            let records = store.records().await.map(|r| r.len()).unwrap_or(0);
+            (records, store.load_contacts().await.map(|c| c.len()).unwrap_or(0))
+        };
+        let (transport, (restored_records, restored_contacts)) =
+            futures::join!(WebRtcTransport::start(identity.clone(), Vec::new(), config), held);
+        let transport = transport.map_err(|e| js_error(&format!("signaling server {}", signaling.join(" or ")), e))?;
         steps.mark("registered");
         let contact = Contact { id: identity.node_id(), addrs: transport.local_addrs().to_vec() };
         let seeds = transport.signaling().seeds(SEEDS).await;
@@ -683,8 +687,9 @@ impl WebNode {
     /// What the node found at start and since: `{ restoredRecords, restoredContacts, joinedPeers, evicted,
     /// linksOpened, startSteps }` (`linksOpened`: WebRTC links opened so far, `[signaled through the
     /// signaling server, through one peer, through two]`; `startSteps`: how long each step of `start` took,
-    /// in ms: `store` (IndexedDB opened, identity and counts read), `key` (the signing key found or made),
-    /// `registered` (on a signaling server), `seeds` (peers asked of the server), `joined` (the join's lookup)).
+    /// in ms: `store` (IndexedDB opened, identity read), `key` (the signing key found or made),
+    /// `registered` (on a signaling server, while the stored records and contacts were counted), `seeds`
+    /// (peers asked of the server), `joined` (the join's lookup)).
     pub fn stats(&self) -> Result<JsValue, JsError> {
         #[derive(Serialize)]
         #[serde(rename_all = "camelCase")]
