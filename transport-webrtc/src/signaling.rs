@@ -79,7 +79,6 @@ async fn send_msg<S: SignalSocket>(ws: &mut S, msg: &ClientMsg) -> Result<(), St
 }
 
 /// Who a signaling connection registers, and where: what every (re)connection needs.
-#[derive(Clone)]
 struct Registration {
     /// The servers, in the order given: the node registers on one at a time.
     urls: Vec<String>,
@@ -134,7 +133,7 @@ impl SignalingClient {
         advertised: Vec<Address>,
         clock: SharedClock,
     ) -> Result<(SignalingClient, mpsc::Receiver<SigEvent>), String> {
-        let registration = Registration { urls, tls_roots, identity, advertised, clock: clock.clone() };
+        let registration = Rc::new(Registration { urls, tls_roots, identity, advertised, clock: clock.clone() });
         let mut failures = Vec::new();
         for (at, url) in registration.urls.iter().enumerate() {
             match registration.register::<S>(url).await {
@@ -147,7 +146,7 @@ impl SignalingClient {
                         clock,
                         connected: connected.clone(),
                         current: current.clone(),
-                        registration: Rc::new(registration.clone()),
+                        registration: registration.clone(),
                     };
                     rt::spawn(signaling_loop(ws, registration, cmd_rx, ev_tx, connected, current));
                     return Ok((client, ev_rx));
@@ -214,7 +213,7 @@ enum Served {
 
 async fn signaling_loop<S: SignalSocket>(
     ws: S,
-    registration: Registration,
+    registration: Rc<Registration>,
     mut cmds: mpsc::Receiver<Cmd>,
     mut events: mpsc::Sender<SigEvent>,
     connected: Rc<Cell<bool>>,

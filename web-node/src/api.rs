@@ -313,8 +313,8 @@ impl WebNode {
     /// give each tab its own `db`.
     ///
     /// `options` is `{ signaling, db?, signingKey?, iceServers?, maxLinks? }` (`signaling` a URL or an array of URLs
-    /// tried in order, the first that answers used, the next that answers once it goes away; or the signaling URL alone, with `db` as
-    /// the second argument). `iceServers` is what `RTCPeerConnection` takes (`[{ urls, username?,
+    /// tried in order, the first that answers used, the next that answers once it goes away; or the
+    /// signaling URL alone, with `db` as the second argument). `iceServers` is what `RTCPeerConnection` takes (`[{ urls, username?,
     /// credential? }]`, at most 8): the page gets them from its signaling server's `GET /config`, which
     /// hands out TURN credentials that expire. `signingKey` (32 bytes, a Uint8Array, as `exportSigningKey` gives it) is the ed25519 key the
     /// node signs its records with: pass the same one on every device to keep one identity; without it the
@@ -623,8 +623,8 @@ impl WebNode {
     }
 
     /// The node's counters since it started: `{ requestsIn, responsesIn, timeouts, unreachable, lostWithLink,
-    /// slowRequests, lateAnswers, refusedBusy, refusedQuota, storeFailures, evicted, ... }` (what a slow or failing
-    /// swarm looks like from here).
+    /// slowRequests, lateAnswers, refusedBusy, refusedQuota, storeFailures, evicted, ... }` (what a slow or
+    /// failing swarm looks like from here).
     pub fn counters(&self) -> js_sys::Promise {
         let handle = self.shared.handle.clone();
         future_to_promise(async move {

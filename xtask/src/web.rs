@@ -66,8 +66,8 @@ pub fn browser_tests(packages: &[&str]) -> Result<(), String> {
 }
 
 /// `cargo xtask build-web`: web-node for wasm32 (the workspace's `web-release` profile: release without debug
-/// info, as one optimised whole; the names section left out), its JS glue from the pinned `wasm-bindgen-cli-support`, and the page, into
-/// `target/web`.
+/// info, as one optimised whole; the names section left out), its JS glue from the pinned
+/// `wasm-bindgen-cli-support`, and the page, into `target/web`.
 pub fn build_web() -> Result<PathBuf, String> {
     crate::ensure_wasm_target()?;
     step(
@@ -131,15 +131,15 @@ fn pin_bundle(out: &Path) -> Result<(), String> {
     let page = String::from_utf8(read("index.html")?).map_err(|e| format!("index.html: {e}"))?;
     let style = format!(r#"<link rel="stylesheet" href="style.css" integrity="{}">"#, sri(&read("style.css")?));
     let page = replace(&page, r#"<link rel="stylesheet" href="style.css">"#, &style, "index.html")?;
+    let glue_sri = sri(&read("web_node.js")?);
     let scripts = format!(
-        "<script type=\"importmap\">{{\"integrity\":{{\"./web_node.js\":\"{}\"}}}}</script>\n  \
+        "<script type=\"importmap\">{{\"integrity\":{{\"./web_node.js\":\"{glue_sri}\"}}}}</script>\n  \
          <script type=\"module\" src=\"app.js\" integrity=\"{}\"></script>",
-        sri(&read("web_node.js")?),
         sri(app.as_bytes())
     );
     let page = replace(&page, r#"<script type="module" src="app.js"></script>"#, &scripts, "index.html")?;
     // A module preloaded without its hash would be taken as it came when app.js imports it.
-    let glue = format!(r#"<link rel="modulepreload" href="web_node.js" integrity="{}">"#, sri(&read("web_node.js")?));
+    let glue = format!(r#"<link rel="modulepreload" href="web_node.js" integrity="{glue_sri}">"#);
     let page = replace(&page, r#"<link rel="modulepreload" href="web_node.js">"#, &glue, "index.html")?;
     write("index.html", &page)
 }
